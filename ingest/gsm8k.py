@@ -1,0 +1,117 @@
+"""GSM8K JSONL reader (SPEC 9): problems with content-hash ids, gold answers and step counts.
+
+A malformed line is never loaded silently wrong: every bad line is reported with its number, and by
+default nothing at all is loaded from a file that has one (`skip_invalid=True` keeps the good lines).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_ANNOTATION = re.compile(r"<<([^<>]*)>>")
+_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    problem_id: str
+    question: str
+    gold: float
+    solution: str
+    n_steps: int
+    source: str = ""
+    source_id: str = ""
+
+    @property
+    def annotations(self) -> list[str]:
+        """The `a*b=c` calculator annotations of the solution, in order."""
+        return annotations(self.solution)
+
+
+@dataclass
+class BadLine:
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class ReadResult:
+    problems: list[Problem]
+    bad: list[BadLine] = field(default_factory=list)
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be loaded as asked; the message lists the bad lines."""
+
+
+def normalize_question(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).split()).lower()
+
+
+def problem_id(question: str) -> str:
+    """A hash of the normalized question, so the same problem joins across datasets."""
+    return hashlib.sha256(normalize_question(question).encode()).hexdigest()[:16]
+
+
+def annotations(solution: str) -> list[str]:
+    return _ANNOTATION.findall(solution)
+
+
+def count_steps(solution: str) -> int:
+    """n_steps = the number of `<<...>>` calculator annotations."""
+    return len(annotations(solution))
+
+
+def parse_gold(solution: str) -> float:
+    """The number after the final `####` (commas removed); ValueError when there is none."""
+    match = _FINAL.search(solution.strip())
+    if not match:
+        raise ValueError("answer has no final '#### <number>'")
+    return float(match.group(1).replace(",", ""))
+
+
+def parse_record(record: object, source: str = "", source_id: str = "") -> Problem:
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    for key in ("question", "answer"):
+        if not isinstance(record.get(key), str) or not record[key].strip():
+            raise ValueError(f"missing or empty string field {key!r}")
+    question, solution = record["question"].strip(), record["answer"].strip()
+    return Problem(problem_id(question), question, parse_gold(solution), solution,
+                   count_steps(solution), source, str(record.get("id", source_id)))
+
+
+def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
+    """Read a GSM8K JSONL file; raise DatasetError listing bad lines unless skip_invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {path}")
+    problems, bad = [], []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                bad.append(BadLine(number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                continue
+            if not text:
+                continue
+            try:
+                record = json.loads(text)
+                problems.append(parse_record(record, source=path.name, source_id=str(number)))
+            except json.JSONDecodeError as exc:
+                bad.append(BadLine(number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            except ValueError as exc:
+                bad.append(BadLine(number, str(exc)))
+    if bad and not skip_invalid:
+        shown = "; ".join(str(b) for b in bad[:10]) + (f"; ... {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DatasetError(f"{path}: {len(bad)} malformed line(s), nothing loaded "
+                           f"(use --skip-invalid to load the good ones): {shown}")
+    return ReadResult(problems, bad)
