@@ -46,12 +46,14 @@ def cli():
 @click.option("--teacher-only-steps", default=None, type=int, help="Curriculum: teacher-only steps first.")
 @click.option("--eval-every", default=None, type=int)
 @click.option("--eval-problems", default=None, type=int)
-def train(out_dir, steps, seed, teacher_only_steps, eval_every, eval_problems):
+@click.option("--init-from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Continue training a saved model directory (e.g. after the teacher-only phase).")
+def train(out_dir, steps, seed, teacher_only_steps, eval_every, eval_problems, init_from):
     """Train a small CODI model from scratch on synthetic problems (deterministic given the seed)."""
     from engine.train import TrainConfig, train as run_training
 
     overrides = {"steps": steps, "teacher_only_steps": teacher_only_steps, "eval_every": eval_every,
-                 "eval_problems": eval_problems}
+                 "eval_problems": eval_problems, "init_from": init_from}
     cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     card = run_training(cfg, out_dir)
     emit_json({"out": out_dir, "final_eval": card["final_eval"], "train_wall_seconds": card["train_wall_seconds"]})

@@ -172,9 +172,14 @@ _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$
 
 def lora_settings(model_dir: Path, lora_alpha: float | None) -> tuple[float, bool]:
     """LoRA alpha (argument, else adapter_config.json, else 32) and whether rank-stabilised scaling is used."""
-    adapter = {}
-    if (model_dir / "adapter_config.json").is_file():
-        adapter = json.loads((model_dir / "adapter_config.json").read_text())
+    adapter, path = {}, model_dir / "adapter_config.json"
+    if path.is_file():
+        try:
+            adapter = json.loads(path.read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+        if adapter.get("rank_pattern") or adapter.get("alpha_pattern"):
+            raise CheckpointError(f"{path}: per-module rank_pattern/alpha_pattern is not supported")
     alpha = lora_alpha if lora_alpha is not None else adapter.get("lora_alpha", DEFAULT_LORA_ALPHA)
     return float(alpha), bool(adapter.get("use_rslora", False))
 
@@ -234,7 +239,7 @@ def build_codi_model(name: str, config: PretrainedConfig, tokenizer, state: dict
     official = OFFICIAL[name]
     if "prj.1.weight" not in state:
         raise CheckpointError("checkpoint has no projection (prj.1.weight): not a CODI checkpoint with prj")
-    prj_dim, d_model = state["prj.1.weight"].shape
+    prj_dim = state["prj.1.weight"].shape[0]
     base_vocab = config.vocab_size
     lm_config = copy.deepcopy(config)
     lm_config.vocab_size = base_vocab + 3

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import GPT2Config
 
-from engine.bundled import build_gpt2_codi, save_codi_dir
+from engine.bundled import build_gpt2_codi, load_codi_dir, save_codi_dir
 from engine.evaluate import evaluate_model
 from engine.model import CodiModel
 from engine.positions import N_THOUGHTS
@@ -62,6 +62,7 @@ class TrainConfig:
     eval_problems: int = 180
     bf16: bool = True
     grad_clip: float = 1.0
+    init_from: str | None = None  # continue from a saved model directory (fresh optimizer)
 
 
 def cot_text(solution: str) -> str:
@@ -172,7 +173,14 @@ def build_model(cfg: TrainConfig) -> CodiModel:
 def train(cfg: TrainConfig, out_dir: str | Path, log=None) -> dict:
     """Train, evaluate periodically on held-out problems, save the model directory; return the card."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    previous = []
+    if cfg.init_from:
+        model = load_codi_dir(cfg.init_from)
+        model.codi.set_attn_implementation("sdpa")
+        card = model.info.extra
+        previous = card.get("previous_phases", []) + [{k: card[k] for k in ("recipe", "history", "train_wall_seconds")}]
+    else:
+        model = build_model(cfg)
     model.train()
     value_head = torch.nn.Linear(cfg.n_embd, MAX_VALUE + 1)
     params = list(model.parameters()) + list(value_head.parameters())
@@ -209,14 +217,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=None) -> dict:
                      **{k: round(v.item(), 4) for k, v in losses.items()}, **metrics}
             history.append(entry)
             log(json.dumps(entry))
-            save_checkpoint(model, cfg, out_dir, history, started)
-    return save_checkpoint(model, cfg, out_dir, history, started)
+            save_checkpoint(model, cfg, out_dir, history, started, previous)
+    return save_checkpoint(model, cfg, out_dir, history, started, previous)
 
 
-def save_checkpoint(model: CodiModel, cfg: TrainConfig, out_dir, history: list, started: float) -> dict:
+def save_checkpoint(model: CodiModel, cfg: TrainConfig, out_dir, history: list, started: float,
+                    previous: list) -> dict:
+    wall = round(time.time() - started, 1)
     card = {"name": "gpt2-tiny", "architecture": "gpt2", "recipe": asdict(cfg),
-            "objective": __doc__.strip(), "train_wall_seconds": round(time.time() - started, 1),
-            "torch": torch.__version__, "history": history,
+            "objective": __doc__.strip(), "train_wall_seconds": wall,
+            "total_train_wall_seconds": wall + sum(p["train_wall_seconds"] for p in previous),
+            "torch": torch.__version__, "history": history, "previous_phases": previous,
             "final_eval": history[-1] if history else None}
     model.codi.set_attn_implementation("eager")
     save_codi_dir(model, out_dir, card)
