@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 
 import click
 
@@ -50,13 +49,53 @@ def cli():
               help="Continue training a saved model directory (e.g. after the teacher-only phase).")
 def train(out_dir, steps, seed, teacher_only_steps, eval_every, eval_problems, init_from):
     """Train a small CODI model from scratch on synthetic problems (deterministic given the seed)."""
-    from engine.train import TrainConfig, train as run_training
+    from engine.train import TrainConfig
+    from engine.train import train as run_training
 
     overrides = {"steps": steps, "teacher_only_steps": teacher_only_steps, "eval_every": eval_every,
                  "eval_problems": eval_problems, "init_from": init_from}
     cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     card = run_training(cfg, out_dir)
     emit_json({"out": out_dir, "final_eval": card["final_eval"], "train_wall_seconds": card["train_wall_seconds"]})
+
+
+@cli.command()
+@click.option("--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama.")
+@click.option("--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer).")
+@click.option("--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file.")
+@click.option("--problems", default=None, type=click.IntRange(min=1),
+              help="How many problems [synthetic: 100, 25 per difficulty stratum; a file: all].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--layer", default=None, type=int, help="Patch layer L (default: n_layers // 2).")
+@click.option("--layers", "layers_spec", type=click.Choice(["all"]), default=None, help="Sweep every layer.")
+@click.option("--methods", default=None, help="Comma list of zero,gauss,random,shuffle,clean,mean.")
+@click.option("--sigmas", default=None, help="Comma list of Gaussian sigmas [0.1,0.5,1.0,2.0].")
+@click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
+@click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch.")
+@click.option("--resume", default=None, help="Continue a running or failed run (id, prefix or latest).")
+@click.option("--skip-invalid", is_flag=True, help="Load the good lines of a dataset with malformed ones.")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, methods, sigmas, noise_scale,
+        attention, device, batch_size, resume, skip_invalid, db, as_json):
+    """Run every corruption of every continuous thought and stream the rows into the warehouse."""
+    from engine.report import importance_by_thought
+    from engine.run import RunRequest, execute_run
+
+    req = RunRequest(model_name, checkpoint, dataset, problems, seed, layer, layers_spec == "all", methods, sigmas,
+                     attention, noise_scale, device, batch_size, resume, skip_invalid)
+    with user_errors():
+        summary = execute_run(req, db)
+        table = importance_by_thought(db, summary["run_id"])
+    summary["baseline_accuracy"] = table["baseline_accuracy"]
+    if as_json:
+        emit_json({**summary, "importance": table["rows"]})
+        return
+    click.echo(table["text"])
+    click.echo(f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
+               f"in {summary['seconds']} s")
 
 
 @cli.command("eval")
@@ -99,6 +138,148 @@ def synth(count, out, steps, seed):
 
 
 # --- warehouse commands (warehouse/) ----------------------------------------------------------------
+def _db_option(default=DEFAULT_DB, help="Warehouse file."):
+    return click.option("--db", default=default, show_default=default is not None, help=help)
+
+
+@contextlib.contextmanager
+def _warehouse_errors():
+    """Input and availability errors of the warehouse as one line (no traceback), exit status 1."""
+    import duckdb
+
+    try:
+        yield
+    except (ValueError, OSError, TimeoutError, RuntimeError, duckdb.Error) as exc:
+        raise UserError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
+
+
+def _emit(payload_and_text, as_json: bool) -> None:
+    payload, text = payload_and_text
+    emit_json(payload) if as_json else click.echo(text, nl=False)
+
+
+@cli.group("runs", invoke_without_command=True)
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def runs_group(ctx, db, as_json):
+    """List runs (the default), show one, or delete one. RUN: id, unique prefix, or `latest`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(runs_list_cmd, db=db, as_json=as_json)
+
+
+def _parent_db(db):
+    return db or click.get_current_context().parent.params["db"]
+
+
+@runs_group.command("list")
+@_db_option(None, "Warehouse file (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_list_cmd(db, as_json):
+    """Every run with its status and how many problems it has committed."""
+    from warehouse.commands import runs_list
+
+    with _warehouse_errors():
+        _emit(runs_list(_parent_db(db)), as_json)
+
+
+@runs_group.command("show")
+@click.argument("run")
+@_db_option(None, "Warehouse file (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_show_cmd(run, db, as_json):
+    """A run's lineage (config, weights, code, libraries) and row counts."""
+    from warehouse.commands import runs_show
+
+    with _warehouse_errors():
+        _emit(runs_show(_parent_db(db), run), as_json)
+
+
+@runs_group.command("delete")
+@click.argument("run")
+@_db_option(None, "Warehouse file (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_delete_cmd(run, db, as_json):
+    """Remove a run and every row of it; problems and other runs stay."""
+    from warehouse.commands import runs_delete
+
+    with _warehouse_errors():
+        _emit(runs_delete(_parent_db(db), run), as_json)
+
+
+@cli.command("query")
+@click.argument("sql", required=False)
+@click.option("--file", "sql_file", type=click.Path(exists=True, dir_okay=False), help="Read the SQL from a file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@_db_option()
+def query_cmd(sql, sql_file, fmt, out, db):
+    """Run read-only SQL on the warehouse; works while a run is writing."""
+    from warehouse.query import query_command
+
+    with _warehouse_errors():
+        rows = query_command(db, sql, sql_file, fmt, out)
+    if out:
+        click.echo(f"wrote {rows} rows to {out}", err=True)
+
+
+@cli.command("views")
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def views_cmd(db, as_json):
+    """Every view of the warehouse with a one-line description (applies queries/*.sql first)."""
+    from warehouse.commands import views_list
+
+    with _warehouse_errors():
+        _emit(views_list(db), as_json)
+
+
+@cli.group("bench")
+def bench():
+    """Benchmarks that print ratios and rates."""
+
+
+@bench.command("warehouse")
+@_db_option(None, "Where to build the benchmark warehouse (default: a temporary directory).")
+@click.option("--problems", default=40, show_default=True, type=click.IntRange(min=1),
+              help="Problems of GPT-2 shape (216,720 attention rows each).")
+@click.option("--durable", is_flag=True, help="fsync every committed batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_warehouse_cmd(db, problems, durable, as_json):
+    """Attention rows per second: problem-sized commits, one run-sized batch, finishing, scanning."""
+    from warehouse.bench import run_bench, summary_lines
+
+    with _warehouse_errors():
+        report = run_bench(problems, db, durable)
+    emit_json(report) if as_json else click.echo("\n".join(summary_lines(report)))
+
+
+@bench.command("engine")
+@click.option("--model", "model_name", default="gpt2-tiny", show_default=True)
+@click.option("--checkpoint", default=None)
+@click.option("--problems", default=16, show_default=True, type=click.IntRange(min=1), help="Batched engine problems.")
+@click.option("--reference-problems", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Problems for the (slow) sequential reference.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_engine_cmd(model_name, checkpoint, problems, reference_problems, batch_size, device, attention, as_json):
+    """Problems/s and conditions/s: batched engine vs the one-condition-at-a-time reference."""
+    from engine.bench import bench_engine
+
+    with user_errors():
+        report = bench_engine(model_name, checkpoint, problems, reference_problems, batch_size, device, attention)
+    if as_json:
+        emit_json(report)
+        return
+    for path in ("batched", "sequential"):
+        r = report[path]
+        click.echo(f"{path:>10}: {r['problems_per_s']:8.2f} problems/s {r['conditions_per_s']:9.1f} conditions/s "
+                   f"({r['problems']} problems in {r['seconds']} s)")
+    click.echo(f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']}, "
+               f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})")
 
 
 if __name__ == "__main__":

@@ -77,11 +77,11 @@ class CodiModel(nn.Module):
             ids = [self.tokenizer.bos_token_id] + ids
         return ids + [self.bot_id]
 
-    def question_batch(self, questions: list[str]) -> "QuestionBatch":
+    def question_batch(self, questions: list[str]) -> QuestionBatch:
         """Left-padded question ids (each ending in BOT), mask and position ids."""
         return self.pad_questions([self.encode_question(q) for q in questions])
 
-    def pad_questions(self, encoded: list[list[int]]) -> "QuestionBatch":
+    def pad_questions(self, encoded: list[list[int]]) -> QuestionBatch:
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -100,7 +100,7 @@ class CodiModel(nn.Module):
         return logits
 
     # -- the official loop ---------------------------------------------------------------------------
-    def step(self, state: "LoopState", embeds: torch.Tensor, **kwargs):
+    def step(self, state: LoopState, embeds: torch.Tensor, **kwargs):
         """Feed `embeds` [B, T, d] after everything so far; updates cache, mask and positions."""
         b, t, _ = embeds.shape
         ones = torch.ones((b, t), dtype=state.mask.dtype, device=state.mask.device)
@@ -110,7 +110,7 @@ class CodiModel(nn.Module):
         return self.codi(inputs_embeds=embeds, attention_mask=state.mask, position_ids=positions,
                          past_key_values=state.cache, use_cache=True, **kwargs)
 
-    def start(self, batch: "QuestionBatch", **kwargs):
+    def start(self, batch: QuestionBatch, **kwargs):
         """Question pass (positions 0..Q-1 and BOT at Q) with a fresh KV cache."""
         state = LoopState(DynamicCache(), batch.mask.clone(), batch.positions[:, -1] + 1, batch.columns)
         out = self.codi(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
@@ -118,7 +118,7 @@ class CodiModel(nn.Module):
         return state, out
 
     @torch.no_grad()
-    def latent_loop(self, batch: "QuestionBatch") -> tuple["LoopState", torch.Tensor]:
+    def latent_loop(self, batch: QuestionBatch) -> tuple[LoopState, torch.Tensor]:
         """Question, BOT and six thoughts; returns the loop state and the EOT step's logits [B, vocab]."""
         state, out = self.start(batch)
         z = self.project(out.hidden_states[-1][:, -1:, :])
@@ -130,7 +130,7 @@ class CodiModel(nn.Module):
         return state, out.logits[:, -1, :]
 
     @torch.no_grad()
-    def decode_greedy(self, state: "LoopState", first_logits: torch.Tensor,
+    def decode_greedy(self, state: LoopState, first_logits: torch.Tensor,
                       max_new_tokens: int = 32) -> torch.Tensor:
         """Greedy tokens [B, <=max_new_tokens] from the EOT logits on; rows stop at EOS (then pad)."""
         eos = self.tokenizer.eos_token_id
@@ -202,3 +202,14 @@ class LoopState:
     mask: torch.Tensor
     next_position: torch.Tensor
     columns: ColumnMap
+
+    def checkpoint(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Remember this point, to continue differently from it later (`restore`)."""
+        return self.cache.get_seq_length(), self.mask, self.next_position
+
+    def restore(self, point: tuple[int, torch.Tensor, torch.Tensor]) -> None:
+        """Drop everything fed after `point` (transformers 5: crop takes the number to remove, negated)."""
+        length, self.mask, self.next_position = point
+        extra = self.cache.get_seq_length() - length
+        if extra > 0:
+            self.cache.crop(-extra)

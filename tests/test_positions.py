@@ -1,12 +1,11 @@
 """The position map (SPEC 2.3): columns, position ids and the sequence every step sees."""
 import pytest
-import torch
 
 from engine.positions import BOT, CODES, EOT, NAMES, QUESTION, ColumnMap
 
 QUESTIONS = ["Ann has 3 apples. Ann buys 2 more apples. How many apples does Ann have now?",
-             "Bo has 12 coins. Bo loses 4 coins. Bo ends up with 3 times as many coins. Bo finds 9 more "
-             "coins. How many coins does Bo have now?",
+             ("Bo has 12 coins. Bo loses 4 coins. Bo ends up with 3 times as many coins. Bo finds 9 more "
+              "coins. How many coins does Bo have now?"),
              "Cy has 5 eggs. How many eggs does Cy have now?"]
 
 

@@ -1,0 +1,35 @@
+"""Distribution-shift measures (SPEC 4), computed on the device over batches of conditions.
+
+KL is a sum over the vocabulary in nats (never a mean: the research code divided by the vocabulary
+size with `batchmean` on a 1-D vector, so its KL was always ~0).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(P || Q) = sum_v p (log p - log q) over the last axis, from log-probabilities; >= 0."""
+    p = logp.exp()
+    terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))
+    return terms.sum(-1).clamp(min=0.0)
+
+
+def js_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence in nats (bounded by ln 2)."""
+    logm = torch.logsumexp(torch.stack([logp, logq]), dim=0) - torch.log(torch.tensor(2.0))
+    return 0.5 * kl_divergence(logp, logm) + 0.5 * kl_divergence(logq, logm)
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    p = logp.exp()
+    return -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1)
+
+
+def attention_disruption(base_row: torch.Tensor, cond_row: torch.Tensor) -> torch.Tensor:
+    """L2 distance between head-averaged attention rows [..., heads, keys] (the research definition)."""
+    return torch.linalg.vector_norm(base_row.float().mean(-2) - cond_row.float().mean(-2), dim=-1)

@@ -1,0 +1,74 @@
+"""The patch site (SPEC 3): the output of decoder block L at thought Tk, only during step k.
+
+A `PatchPlan` holds, for each (layer, step), which batch rows to overwrite and with what. Forward
+hooks on the decoder blocks apply it to the single new position of the current step; nothing is
+patched during the question pass, at EOT or while decoding (the plan's step is None then).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+def decoder_blocks(lm: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a GPT-2 or LLaMA causal LM (block L's output is hidden_states[L+1])."""
+    base = getattr(lm, "base_model", lm)
+    for path in ("transformer.h", "model.layers", "h", "layers"):
+        module = base
+        try:
+            for attr in path.split("."):
+                module = getattr(module, attr)
+        except AttributeError:
+            continue
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise TypeError(f"cannot find the decoder blocks of {type(lm).__name__}")
+
+
+@dataclass
+class PatchPlan:
+    """rows/values per (layer, step); `step` is the thought step being computed, else None."""
+
+    entries: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    step: int | None = None
+
+    @property
+    def layers(self) -> set[int]:
+        return {layer for layer, _ in self.entries}
+
+    def add(self, layer: int, step: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+        self.entries[(layer, step)] = (rows, values)
+
+
+def _hook_for(plan: PatchPlan, layer: int):
+    def hook(_module, _args, output):
+        if plan.step is None or (layer, plan.step) not in plan.entries:
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        rows, values = plan.entries[(layer, plan.step)]
+        hidden = hidden.clone()
+        hidden[rows, -1, :] = values.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    return hook
+
+
+@contextmanager
+def patched(lm: nn.Module, plan: PatchPlan):
+    """Install hooks for every layer the plan touches; always removed on exit.
+
+    Prepended: transformers 5 records `hidden_states` with its own forward hooks on the blocks,
+    installed lazily on the first call; a patch hook that ran after them would leave
+    `hidden_states[L+1]` showing the value from before the patch.
+    """
+    blocks = decoder_blocks(lm)
+    handles = [blocks[layer].register_forward_hook(_hook_for(plan, layer), prepend=True)
+               for layer in sorted(plan.layers)]
+    try:
+        yield plan
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,202 @@
+"""`python cli.py run`: every condition of every problem, streamed into the warehouse.
+
+The model works on chunk n+1 while a writer thread commits chunk n (DuckDB and Parquet writing
+release the GIL), so the warehouse never stalls the model. A chunk's problems commit together, so
+an interrupted run resumes (`--resume RUN`) with no duplicates and no gaps.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from engine.checkpoints import load_model
+from engine.conditions import build_conditions, parse_methods, parse_sigmas, select_donor_pool
+from engine.model import CodiModel
+from engine.runner import EngineOptions, run_chunk
+from engine.strata import STRATA, stratified
+from ingest.datasets import SYNTHETIC, load_problems, synthetic_problems
+
+DEFAULT_PROBLEMS = 100
+
+
+@dataclass
+class RunRequest:
+    model: str = "gpt2-tiny"
+    checkpoint: str | None = None
+    dataset: str = SYNTHETIC
+    problems: int | None = None
+    seed: int = 0
+    layer: int | None = None
+    all_layers: bool = False
+    methods: str | None = None
+    sigmas: str | None = None
+    attention: str = "all"
+    noise_scale: str = "absolute"
+    device: str = "auto"
+    batch_size: int = 8
+    resume: str | None = None
+    skip_invalid: bool = False
+    max_new_tokens: int = 24
+    extra: dict = field(default_factory=dict)
+
+
+def pick_device(device: str) -> tuple[str, torch.dtype]:
+    """auto: CUDA (bf16) when present, else CPU (float32)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device, (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+
+
+def select_problems(req: RunRequest) -> list:
+    """Default: 100 held-out synthetic problems, 25 per difficulty stratum (steps <=2, 3, 4, 5+)."""
+    if req.dataset == SYNTHETIC:
+        n = req.problems or DEFAULT_PROBLEMS
+        per_stratum = math.ceil(n / len(STRATA))
+        return stratified(synthetic_problems(per_stratum * 6, seed=req.seed), per_stratum)[:n]
+    problems = load_problems(req.dataset, req.problems, req.seed, skip_invalid=req.skip_invalid)
+    if not problems:
+        raise ValueError(f"dataset {req.dataset} holds no problems")
+    return problems
+
+
+def select_layers(model: CodiModel, req: RunRequest) -> tuple[int, ...]:
+    n = model.n_layers
+    if req.all_layers:
+        return tuple(range(n))
+    layer = n // 2 if req.layer is None else req.layer
+    if not 0 <= layer < n:
+        raise ValueError(f"--layer {layer} is outside 0..{n - 1} for {model.info.name}")
+    return (layer,)
+
+
+def dataset_hash(problems: list) -> str:
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(f"{p.problem_id}\t{p.gold}\n".encode())
+    return h.hexdigest()
+
+
+def problems_frame(problems: list) -> pl.DataFrame:
+    return pl.DataFrame({
+        "problem_id": [p.problem_id for p in problems], "question": [p.question for p in problems],
+        "gold_answer": [p.gold for p in problems], "solution": [p.solution for p in problems],
+        "n_steps": pl.Series([p.n_steps for p in problems], dtype=pl.Int16),
+        "source": [p.source for p in problems], "source_id": [p.source_id for p in problems],
+    })
+
+
+class ChunkWriter:
+    """Commits chunks on a background thread; errors surface on the next put or on close."""
+
+    def __init__(self, store, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def _work(self):
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.store.append_problems(self.run_id, *item)
+                except BaseException as exc:  # noqa: BLE001 - surfaced to the caller on the next put/close
+                    self.error = exc
+
+    def put(self, problems, results, attention):
+        self._raise()
+        self.queue.put((problems, results, attention))
+
+    def close(self):
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self):
+        if self.error is not None:
+            raise self.error
+
+
+def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
+    """Run (or resume) an experiment into the warehouse at `db`; returns a summary."""
+    from warehouse.store import open_warehouse
+
+    device, dtype = pick_device(req.device)
+    model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
+    problems = select_problems(req)
+    layers = select_layers(model, req)
+    methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
+    conditions = tuple(build_conditions(list(layers), methods, sigmas))
+    if req.attention not in ("all", "baseline", "none"):
+        raise ValueError("--attention must be all, baseline or none")
+    opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
+    config = {**{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
+              "layers": list(layers), "methods": list(methods), "sigmas": list(sigmas),
+              "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256}
+    store = open_warehouse(db)
+    if req.resume:
+        run_id = store.resolve_run(req.resume)
+        shown = store.show_run(run_id)
+        if shown.get("config_hash") and shown["config_hash"] != _config_hash(config):
+            raise ValueError(f"run {run_id} was started with a different configuration; resume it with the same flags")
+        done = store.resume_run(run_id)
+    else:
+        run_id = store.begin_run(
+            config, model_name=req.model, weights_sha256=model.info.weights_sha256, n_layers=model.n_layers,
+            n_heads=model.n_heads, d_model=model.codi.config.hidden_size, patch_layers=list(layers),
+            methods=list(methods), sigmas=list(sigmas), seed=req.seed, dataset_name=req.dataset,
+            dataset_hash=dataset_hash(problems), device=device, dtype=str(dtype).removeprefix("torch."),
+            n_problems_planned=len(problems))
+        done = set()
+    todo = [p for p in problems if p.problem_id not in done]
+    started = time.time()
+    try:
+        pool = donor_sites(model, problems, opts, methods)
+        writer = ChunkWriter(store, run_id)
+        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"run {run_id}", unit="problem",
+                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        try:
+            for i in range(0, len(todo), req.batch_size):
+                chunk = todo[i:i + req.batch_size]
+                out = run_chunk(model, chunk, opts, pool)
+                writer.put(problems_frame(chunk), out.results, out.attention)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            writer.close()
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(run_id, "complete")
+    return {"run_id": run_id, "status": "complete", "problems": len(problems),
+            "conditions": len(conditions), "seconds": round(time.time() - started, 2)}
+
+
+def _config_hash(config: dict) -> str:
+    from warehouse import lineage
+
+    return lineage.config_hash(config)
+
+
+def donor_sites(model: CodiModel, problems: list, opts: EngineOptions, methods) -> dict[str, torch.Tensor]:
+    """Clean site values of the seeded donor pool (only when random or mean is asked for)."""
+    if not {"random", "mean"} & set(methods):
+        return {}
+    ids = set(select_donor_pool(problems, opts.seed))
+    pool_problems = [p for p in problems if p.problem_id in ids]
+    baseline_only = EngineOptions(opts.layers, opts.conditions[:1], opts.seed, "none", opts.noise_scale,
+                                  opts.max_new_tokens)
+    return run_chunk(model, pool_problems, baseline_only).sites
