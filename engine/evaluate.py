@@ -40,6 +40,34 @@ def evaluate_model(model: CodiModel, records: list, batch_size: int = 64, teache
     return result
 
 
+@torch.no_grad()
+def accuracy_with_thoughts_zeroed(model: CodiModel, records: list, layer: int | None = None,
+                                  batch_size: int = 64) -> float:
+    """Student accuracy when the output of block `layer` is zeroed at all six thoughts at once.
+
+    A model that really reasons in its thoughts loses most of its accuracy here.
+    """
+    from engine.patching import PatchPlan
+    from engine.positions import N_THOUGHTS
+    from engine.runner import run_rows, start_questions
+
+    layer = model.n_layers // 2 if layer is None else layer
+    flags = []
+    for i in range(0, len(records), batch_size):
+        chunk = records[i:i + batch_size]
+        rows = torch.arange(len(chunk), device=model.device)
+        zeros = torch.zeros(len(chunk), model.codi.config.hidden_size, device=model.device)
+        plan = PatchPlan()
+        for k in range(N_THOUGHTS):
+            plan.add(layer, k, rows, zeros)
+        _, state, z = start_questions(model, [_get(r, "question") for r in chunk])
+        no_gold = torch.full((len(chunk), 1), model.pad_id, device=model.device)
+        texts = run_rows(model, state, z, plan, None, no_gold, False, None, 32).texts
+        golds = [r["values"][-1] if isinstance(r, dict) and "values" in r else _get(r, "gold") for r in chunk]
+        flags += [is_correct(parse_answer(t), g) for t, g in zip(texts, golds)]
+    return _accuracy(flags)
+
+
 def run_eval(model_name: str = "gpt2-tiny", checkpoint: str | None = None, dataset: str = "synthetic",
              problems: int = 400, seed: int = 0, device: str = "cpu", teacher: bool = True) -> dict:
     """`python cli.py eval`: load a model, answer held-out problems, report accuracies."""
@@ -50,6 +78,8 @@ def run_eval(model_name: str = "gpt2-tiny", checkpoint: str | None = None, datas
 
     started = time.time()
     model = load_model(model_name, checkpoint=checkpoint, device=device)
-    result = evaluate_model(model, load_problems(dataset, problems, seed), teacher=teacher)
+    chosen = load_problems(dataset, problems, seed)
+    result = evaluate_model(model, chosen, teacher=teacher)
+    result["accuracy_all_thoughts_zeroed"] = accuracy_with_thoughts_zeroed(model, chosen)
     return {**result, "model": model_name, "weights_sha256": model.info.weights_sha256,
             "dataset": dataset, "seconds": round(time.time() - started, 2)}

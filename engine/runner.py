@@ -236,7 +236,7 @@ class ChunkOutput:
     sites: dict[str, torch.Tensor]  # problem id -> clean site values [n_layers_selected, 6, d]
 
 
-def _start(model: CodiModel, questions: list[str]):
+def start_questions(model: CodiModel, questions: list[str]):
     batch = model.question_batch(questions)
     state, out = model.start(batch)
     return batch, state, model.project(out.hidden_states[-1][:, -1:, :])
@@ -256,7 +256,7 @@ def _expand(state: LoopState, z: torch.Tensor, repeats: int, question_point) -> 
 def run_chunk(model: CodiModel, problems: list, opts: EngineOptions,
               pool: dict[str, torch.Tensor] | None = None) -> ChunkOutput:
     """All conditions of `problems` (the batched engine). `pool`: donor sites (for random/mean)."""
-    _, state, z = _start(model, [p.question for p in problems])
+    _, state, z = start_questions(model, [p.question for p in problems])
     question_point = state.checkpoint()
     base = run_rows(model, state, z, PatchPlan(), None, lambda toks: _gold_batch(model, toks, problems),
                     opts.attention != "none", opts.layers, opts.max_new_tokens)
@@ -414,7 +414,7 @@ def run_reference(model: CodiModel, problems: list, opts: EngineOptions,
     """One condition at a time, batch of one, question recomputed every time (the research code's way)."""
     outputs = []
     for problem in problems:
-        _, state, z = _start(model, [problem.question])
+        _, state, z = start_questions(model, [problem.question])
         base = run_rows(model, state, z, PatchPlan(), None, lambda toks, pr=problem: _gold_batch(model, toks, [pr]),
                         opts.attention != "none", opts.layers, opts.max_new_tokens)
         gold = _pad([gold_tokens(model, base.tokens[0], problem.gold)], model.pad_id, z.device)
@@ -422,7 +422,7 @@ def run_reference(model: CodiModel, problems: list, opts: EngineOptions,
         rows, donors = [], []
         for cond in opts.conditions[1:]:
             plan, donor = build_plan([problem], [cond], base.sites, pool or {}, opts)
-            _, state, z = _start(model, [problem.question])
+            _, state, z = start_questions(model, [problem.question])
             rows.append(run_rows(model, state, z, plan, forced, gold, opts.attention == "all", None,
                                  opts.max_new_tokens))
             donors.extend(donor)

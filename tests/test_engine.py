@@ -14,11 +14,11 @@ from engine.positions import N_THOUGHTS
 from engine.runner import (
     SRC_CODES,
     EngineOptions,
-    _start,
     number_token_index,
     run_chunk,
     run_reference,
     run_rows,
+    start_questions,
 )
 from ingest.datasets import synthetic_problems
 
@@ -165,7 +165,7 @@ def _record_hidden(model, plan, question, layers=None):
     handle = model.codi.register_forward_hook(
         lambda _m, _a, out: calls.append(tuple(h.clone() for h in out.hidden_states) if out.hidden_states else None))
     try:
-        _, state, z = _start(model, [question])
+        _, state, z = start_questions(model, [question])
         gold = torch.tensor([[model.pad_id]])
         run_rows(model, state, z, plan, None, gold, False, layers, 4)
     finally:

@@ -37,3 +37,25 @@ def test_train_runs_end_to_end_and_saves(tmp_path):
     model = load_codi_dir(tmp_path / "m")
     assert model.codi.config._attn_implementation == "eager"
     assert len(model.answer(["Ann has 3 apples. How many apples does Ann have now?"])) == 1
+
+
+def test_zeroing_all_thoughts_changes_the_answers(random_codi):
+    """The all-thoughts ablation really patches: with a large layer output replaced, answers move."""
+    from engine.evaluate import accuracy_with_thoughts_zeroed
+    from engine.patching import PatchPlan
+    from engine.runner import run_rows, start_questions
+    from ingest.datasets import synthetic_problems
+
+    problems = synthetic_problems(4, seed=1)
+    assert 0.0 <= accuracy_with_thoughts_zeroed(random_codi, problems, layer=2) <= 1.0
+    model = random_codi
+    plan = PatchPlan()
+    rows = torch.arange(1)
+    for k in range(6):
+        plan.add(2, k, rows, torch.zeros(1, model.codi.config.hidden_size))
+    _, state, z = start_questions(model, [problems[0].question])
+    with torch.no_grad():
+        zeroed = run_rows(model, state, z, plan, None, torch.tensor([[model.pad_id]]), False, None, 6)
+        _, state, z = start_questions(model, [problems[0].question])
+        clean = run_rows(model, state, z, PatchPlan(), None, torch.tensor([[model.pad_id]]), False, None, 6)
+    assert not torch.allclose(zeroed.eot_logp, clean.eot_logp)
