@@ -29,11 +29,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def fused_activation(name: str) -> str:
+    """GPT-2's `gelu_new` is the tanh GELU written in Python ops; torch's fused kernel computes the same
+    formula (to float rounding) and made the engine about 10% faster on CPU."""
+    return "gelu_pytorch_tanh" if name == "gelu_new" else name
+
+
 def build_gpt2_codi(base_config: GPT2Config, tokenizer: PreTrainedTokenizerBase, prj_dim: int,
                     name: str = "gpt2-tiny", attn: str = "eager") -> CodiModel:
     """A randomly initialised GPT-2 CODI module whose embedding has V + 3 rows."""
     base_vocab = base_config.vocab_size
-    config = GPT2Config.from_dict({**base_config.to_dict(), "vocab_size": base_vocab + 3})
+    config = GPT2Config.from_dict({**base_config.to_dict(), "vocab_size": base_vocab + 3,
+                                   "activation_function": fused_activation(base_config.activation_function)})
     lm = GPT2LMHeadModel._from_config(config, attn_implementation=attn)
     info = ModelInfo(name, "gpt2", config.n_layer, config.n_head, config.n_embd)
     return CodiModel(lm, make_projection(config.n_embd, prj_dim), tokenizer, base_vocab, info)

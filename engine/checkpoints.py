@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
-from engine.bundled import BUNDLED_DIR, load_codi_dir, sha256_file
+from engine.bundled import BUNDLED_DIR, fused_activation, load_codi_dir, sha256_file
 from engine.model import CodiModel, ModelInfo, make_projection
 
 MODEL_NAMES = ("gpt2-tiny", "gpt2", "llama")
@@ -243,6 +243,8 @@ def build_codi_model(name: str, config: PretrainedConfig, tokenizer, state: dict
     base_vocab = config.vocab_size
     lm_config = copy.deepcopy(config)
     lm_config.vocab_size = base_vocab + 3
+    if hasattr(lm_config, "activation_function"):  # GPT-2
+        lm_config.activation_function = fused_activation(lm_config.activation_function)
     lm = AutoModelForCausalLM.from_config(lm_config, attn_implementation="eager", dtype=dtype)
     info = ModelInfo(name, official.architecture, lm_config.num_hidden_layers, lm_config.num_attention_heads,
                      lm_config.hidden_size)

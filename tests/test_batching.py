@@ -22,3 +22,14 @@ def test_greedy_decoding_never_emits_extra_tokens(random_codi):
     tokens = model.decode_greedy(state, logits, max_new_tokens=5)
     first = tokens[:, 0]
     assert (first < model.base_vocab_size).all()
+
+
+def test_fused_gelu_matches_gpt2_gelu_new():
+    from transformers.activations import ACT2FN
+
+    from engine.bundled import fused_activation
+
+    x = torch.linspace(-8, 8, 10_001)
+    fused = ACT2FN[fused_activation("gelu_new")]
+    torch.testing.assert_close(fused(x), ACT2FN["gelu_new"](x), atol=1e-6, rtol=1e-5)
+    assert fused_activation("relu") == "relu"
