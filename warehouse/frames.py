@@ -1,0 +1,80 @@
+"""Bring the engine's batches (polars, Arrow, or dicts) to the exact Arrow schema of a shard table.
+
+Whole columns are cast at once; nothing iterates over rows. Unknown columns are refused (a typo
+must not silently become NULL), missing optional columns become NULL, and run_id / problem_id are
+filled in as constant dictionary columns when the caller leaves them out.
+"""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from warehouse.schema import REQUIRED, arrow_schema
+
+
+def to_arrow(data) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pl.DataFrame):
+        return data.to_arrow()
+    if isinstance(data, dict):
+        return pa.Table.from_pylist([data])
+    if isinstance(data, list):
+        return pa.Table.from_pylist(data)
+    raise TypeError(f"expected a polars DataFrame, an Arrow table or dicts, got {type(data).__name__}")
+
+
+def distinct(column: pa.ChunkedArray) -> set:
+    """The distinct values of a column (cheap on the dictionary-encoded key columns)."""
+    return set(pc.unique(column).to_pylist())
+
+
+def constant(value: str, n: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
+
+
+def _cast(column: pa.ChunkedArray, target: pa.DataType, name: str) -> pa.ChunkedArray:
+    if column.type == target:
+        return column
+    try:
+        if pa.types.is_dictionary(target):
+            if not pa.types.is_dictionary(column.type):
+                return pc.dictionary_encode(column.cast(pa.string()))
+            return column.cast(target)
+        safe = not (pa.types.is_floating(target) and pa.types.is_floating(column.type))
+        return column.cast(target, safe=safe)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"column {name}: cannot store {column.type} as {target}: {exc}") from exc
+
+
+def conform(data, table: str, run_id: str, problem_id: str | None = None) -> pa.Table:
+    """`data` as a table of shard `table`'s schema, for run `run_id` (and one problem, if given)."""
+    schema = arrow_schema(table)
+    source = schema.empty_table() if data is None else to_arrow(data)
+    unknown = sorted(set(source.column_names) - set(schema.names))
+    if unknown:
+        raise ValueError(f"{table}: unknown column(s) {', '.join(unknown)}")
+    n = source.num_rows
+    fixed = {"run_id": run_id, "problem_id": problem_id}
+    columns = []
+    for field in schema:
+        if field.name in source.column_names:
+            column = _cast(source.column(field.name), field.type, f"{table}.{field.name}")
+            want = fixed.get(field.name)
+            if want is not None and n and distinct(column) != {want}:
+                raise ValueError(f"{table}: rows for another {field.name} than {want!r}")
+        elif fixed.get(field.name) is not None:
+            column = constant(fixed[field.name], n)
+        elif field.name in REQUIRED.get(table, ()) or field.name in fixed:
+            raise ValueError(f"{table}: required column {field.name} is missing")
+        else:
+            column = pa.nulls(n, field.type)
+        columns.append(column)
+    for name in REQUIRED.get(table, ()):
+        if n and columns[schema.get_field_index(name)].null_count:
+            raise ValueError(f"{table}: column {name} has nulls")
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,185 @@
+"""The warehouse schema (SPEC 6): the single source of truth, as SQLAlchemy Core metadata.
+
+Everything else is derived from `metadata`: the DuckDB DDL of the native tables, the Arrow schemas
+of the Parquet shards that hold the fact rows, and the table objects BI tools may select from.
+`info["storage"]` says where a relation lives:
+
+- "table": a native DuckDB table (runs, problems_base, positions, schema_version);
+- "shards": Parquet shards under `<db>.shards/`, read through a view of the same name
+  (results, attention, run_problems; see warehouse/README.md for why);
+- "view": a view defined in SQL over the others (problems = problems_base + problems of running runs).
+
+Bump SCHEMA_VERSION and add a function to MIGRATIONS in migrate.py whenever this file changes.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+RUN_STATUSES = ("running", "complete", "failed")
+CONVENTIONS = ("codi", "legacy")
+METHODS = ("baseline", "zero", "gauss", "random", "shuffle", "clean", "mean")
+
+metadata = sa.MetaData()
+
+
+def _text(name: str, **kw) -> sa.Column:
+    return sa.Column(name, sa.Text, **kw)
+
+
+def _problem_columns() -> list[sa.Column]:
+    return [
+        _text("problem_id", primary_key=True),  # sha256 prefix of the normalized question text
+        _text("question"),
+        sa.Column("gold_answer", sa.Double),
+        _text("solution"),
+        sa.Column("n_steps", sa.SmallInteger),
+        _text("source"),
+        _text("source_id"),
+    ]
+
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.DateTime),  # UTC
+    _text("note"),
+    info={"storage": "table"},
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    _text("run_id", primary_key=True),
+    _text("status", nullable=False),
+    sa.Column("started_at", sa.DateTime),  # UTC, like every timestamp here
+    sa.Column("finished_at", sa.DateTime),
+    _text("model_name"),
+    _text("weights_sha256"),
+    sa.Column("n_layers", sa.SmallInteger),
+    sa.Column("n_heads", sa.SmallInteger),
+    sa.Column("d_model", sa.Integer),
+    sa.Column("patch_layers", sa.ARRAY(sa.SmallInteger)),
+    sa.Column("methods", sa.ARRAY(sa.Text)),
+    sa.Column("sigmas", sa.ARRAY(sa.Double)),
+    sa.Column("seed", sa.BigInteger),
+    _text("dataset_name"),
+    _text("dataset_hash"),
+    sa.Column("config_json", sa.JSON),
+    _text("config_hash"),
+    _text("code_version"),
+    sa.Column("library_versions", sa.JSON),
+    _text("device"),
+    _text("dtype"),
+    _text("convention", nullable=False, server_default="codi"),
+    _text("parent_run_id"),
+    sa.Column("n_problems_planned", sa.Integer),
+    _text("error"),
+    sa.CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status"),
+    sa.CheckConstraint(f"convention IN {CONVENTIONS}", name="runs_convention"),
+    info={"storage": "table"},
+)
+
+problems_base = sa.Table("problems_base", metadata, *_problem_columns(), info={"storage": "table"})
+
+positions = sa.Table(
+    "positions", metadata,
+    sa.Column("code", sa.SmallInteger, primary_key=True, autoincrement=False),
+    _text("name", nullable=False),
+    info={"storage": "table"},
+)
+
+problems = sa.Table("problems", metadata, *_problem_columns(), info={"storage": "view"})
+
+run_problems = sa.Table(
+    "run_problems", metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("committed_at", sa.DateTime),
+    sa.Column("ordinal", sa.Integer, nullable=False),  # commit order within the run, 0..n-1
+    info={"storage": "shards"},
+)
+
+results = sa.Table(
+    "results", metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("layer", sa.SmallInteger),  # patch layer; NULL for the baseline
+    sa.Column("thought", sa.SmallInteger),  # 0..5; NULL for the baseline
+    _text("method", nullable=False),
+    sa.Column("sigma", sa.Double),  # NULL unless gauss
+    _text("donor_problem_id"),
+    sa.Column("donor_thought", sa.SmallInteger),
+    _text("answer_text"),
+    sa.Column("answer_value", sa.Double),
+    sa.Column("correct", sa.Boolean),
+    sa.Column("flipped", sa.Boolean),
+    sa.Column("fixed", sa.Boolean),
+    sa.Column("kl_first", sa.Double),
+    sa.Column("kl_answer", sa.Double),
+    sa.Column("kl_max", sa.Double),
+    sa.Column("js_first", sa.Double),
+    sa.Column("entropy_first", sa.Double),
+    sa.Column("logp_gold", sa.Double),
+    sa.Column("disruption", sa.Double),
+    sa.Column("condition_id", sa.SmallInteger, nullable=False),  # joins attention within (run, problem)
+    info={"storage": "shards"},
+)
+
+attention = sa.Table(
+    "attention", metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("condition_id", sa.SmallInteger, nullable=False),
+    sa.Column("layer", sa.SmallInteger, nullable=False),
+    sa.Column("head", sa.SmallInteger, nullable=False),
+    sa.Column("dst", sa.SmallInteger, nullable=False),  # query position code (positions.code)
+    sa.Column("src", sa.SmallInteger, nullable=False),  # key position code
+    sa.Column("weight", sa.REAL, nullable=False),
+    info={"storage": "shards"},
+)
+
+# Parquet shard files per committed batch; `problems` rows of a running run live there too.
+SHARD_TABLES = ("results", "attention", "run_problems", "problems")
+NATIVE_TABLES = tuple(t.name for t in metadata.sorted_tables if t.info["storage"] == "table")
+# Columns an incoming frame must carry (the others may be missing and are then NULL).
+REQUIRED = {
+    "results": ("method", "condition_id"),
+    "attention": ("condition_id", "layer", "head", "dst", "src", "weight"),
+    "problems": ("problem_id",),
+    "run_problems": ("problem_id", "ordinal"),
+}
+# String key columns written dictionary-encoded: constant within a problem, so nearly free.
+DICTIONARY_COLUMNS = ("run_id", "problem_id")
+
+_ARROW = {
+    sa.Text: pa.string(),
+    sa.SmallInteger: pa.int16(),
+    sa.Integer: pa.int32(),
+    sa.BigInteger: pa.int64(),
+    sa.Double: pa.float64(),
+    sa.REAL: pa.float32(),
+    sa.Boolean: pa.bool_(),
+    sa.DateTime: pa.timestamp("us"),
+}
+
+
+def _arrow_type(column: sa.Column) -> pa.DataType:
+    for sa_type, arrow_type in _ARROW.items():
+        if type(column.type) is sa_type:
+            if column.name in DICTIONARY_COLUMNS:
+                return pa.dictionary(pa.int32(), pa.string())
+            return arrow_type
+    raise TypeError(f"no Arrow type for {column.table.name}.{column.name} ({column.type!r})")
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of one shard table, in column order; every shard file is written with it."""
+    sa_table = metadata.tables["problems" if table == "problems" else table]
+    fields = [pa.field(c.name, _arrow_type(c)) for c in sa_table.columns]
+    return pa.schema(fields, metadata={"codi_schema_version": str(SCHEMA_VERSION)})
+
+
+def column_names(table: str) -> list[str]:
+    return [c.name for c in metadata.tables[table].columns]

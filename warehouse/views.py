@@ -1,0 +1,59 @@
+"""The hook for the analysis views: every `queries/*.sql` file, applied in name order.
+
+Files are plain SQL (`CREATE OR REPLACE VIEW ...`), usable from any DuckDB client. A file's first
+`-- ` comment line is its description; it is stored with COMMENT ON VIEW on every view the file
+creates, so `views` (and any client reading duckdb_views()) can show it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
+_CREATE_VIEW = re.compile(
+    r"\bCREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?((?:\"[^\"]+\"|[\w]+)(?:\.(?:\"[^\"]+\"|\w+))?)",
+    re.IGNORECASE)
+
+
+def description(sql: str) -> str:
+    """The first `-- ` comment line of a file, without its marker ('' if there is none)."""
+    for line in sql.splitlines():
+        if line.startswith("-- "):
+            return line[3:].strip()
+    return ""
+
+
+def created_views(sql: str) -> list[str]:
+    return [m.group(1) for m in _CREATE_VIEW.finditer(sql)]
+
+
+def view_files(folder: str | Path = QUERIES_DIR) -> list[Path]:
+    return sorted(Path(folder).glob("*.sql"), key=lambda p: p.name)
+
+
+def apply_views(con: duckdb.DuckDBPyConnection, folder: str | Path = QUERIES_DIR) -> list[str]:
+    """Run every .sql file of `folder` in name order; returns the views created. Errors name the file."""
+    created = []
+    for path in view_files(folder):
+        sql = path.read_text()
+        try:
+            con.execute(sql)
+            note = description(sql).replace("'", "''")
+            for view in created_views(sql):
+                con.execute(f"COMMENT ON VIEW {view} IS '{note}'")
+                created.append(view)
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"view file {path.name} failed: {first}") from exc
+    return created
+
+
+def list_views(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Every view of the warehouse with its one-line description, in name order."""
+    rows = con.execute(
+        "SELECT view_name, coalesce(comment, '') FROM duckdb_views() "
+        "WHERE NOT internal AND NOT temporary AND schema_name = 'main' "
+        "AND database_name = current_database() ORDER BY view_name").fetchall()
+    return [{"view": name, "description": text} for name, text in rows]
