@@ -24,12 +24,19 @@ def emit_json(obj) -> None:
 
 @contextlib.contextmanager
 def user_errors():
-    """Turn the library's input errors into one-line messages with a non-zero exit."""
+    """Input and availability errors as one line (no traceback) with a non-zero exit.
+
+    Bugs (any other exception) keep their traceback.
+    """
+    import duckdb
+
+    from warehouse.migrate import SchemaError
+
     try:
         yield
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise UserError(str(message)) from exc
+    except (ValueError, KeyError, OSError, TimeoutError, duckdb.Error, SchemaError) as exc:
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
+        raise UserError(message.splitlines()[0] if message else type(exc).__name__) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,17 +149,6 @@ def _db_option(default=DEFAULT_DB, help="Warehouse file."):
     return click.option("--db", default=default, show_default=default is not None, help=help)
 
 
-@contextlib.contextmanager
-def _warehouse_errors():
-    """Input and availability errors of the warehouse as one line (no traceback), exit status 1."""
-    import duckdb
-
-    try:
-        yield
-    except (ValueError, OSError, TimeoutError, RuntimeError, duckdb.Error) as exc:
-        raise UserError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
-
-
 def _emit(payload_and_text, as_json: bool) -> None:
     payload, text = payload_and_text
     emit_json(payload) if as_json else click.echo(text, nl=False)
@@ -179,7 +175,7 @@ def runs_list_cmd(db, as_json):
     """Every run with its status and how many problems it has committed."""
     from warehouse.commands import runs_list
 
-    with _warehouse_errors():
+    with user_errors():
         _emit(runs_list(_parent_db(db)), as_json)
 
 
@@ -191,7 +187,7 @@ def runs_show_cmd(run, db, as_json):
     """A run's lineage (config, weights, code, libraries) and row counts."""
     from warehouse.commands import runs_show
 
-    with _warehouse_errors():
+    with user_errors():
         _emit(runs_show(_parent_db(db), run), as_json)
 
 
@@ -203,7 +199,7 @@ def runs_delete_cmd(run, db, as_json):
     """Remove a run and every row of it; problems and other runs stay."""
     from warehouse.commands import runs_delete
 
-    with _warehouse_errors():
+    with user_errors():
         _emit(runs_delete(_parent_db(db), run), as_json)
 
 
@@ -218,7 +214,7 @@ def query_cmd(sql, sql_file, fmt, out, db):
     """Run read-only SQL on the warehouse; works while a run is writing."""
     from warehouse.query import query_command
 
-    with _warehouse_errors():
+    with user_errors():
         rows = query_command(db, sql, sql_file, fmt, out)
     if out:
         click.echo(f"wrote {rows} rows to {out}", err=True)
@@ -231,7 +227,7 @@ def views_cmd(db, as_json):
     """Every view of the warehouse with a one-line description (applies queries/*.sql first)."""
     from warehouse.commands import views_list
 
-    with _warehouse_errors():
+    with user_errors():
         _emit(views_list(db), as_json)
 
 
@@ -250,7 +246,7 @@ def bench_warehouse_cmd(db, problems, durable, as_json):
     """Attention rows per second: problem-sized commits, one run-sized batch, finishing, scanning."""
     from warehouse.bench import run_bench, summary_lines
 
-    with _warehouse_errors():
+    with user_errors():
         report = run_bench(problems, db, durable)
     emit_json(report) if as_json else click.echo("\n".join(summary_lines(report)))
 
