@@ -240,7 +240,7 @@ def bench():
 @_db_option(None, "Where to build the benchmark warehouse (default: a temporary directory).")
 @click.option("--problems", default=40, show_default=True, type=click.IntRange(min=1),
               help="Problems of GPT-2 shape (216,720 attention rows each).")
-@click.option("--durable", is_flag=True, help="fsync every committed batch.")
+@click.option("--durable/--no-durable", default=True, show_default=True, help="fsync every committed batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_warehouse_cmd(db, problems, durable, as_json):
     """Attention rows per second: problem-sized commits, one run-sized batch, finishing, scanning."""

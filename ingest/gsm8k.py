@@ -79,7 +79,7 @@ def parse_gold(solution: str) -> float:
 
 def parse_record(record: object, source: str = "", source_id: str = "") -> Problem:
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")  # noqa: TRY004 - a bad line, reported
     for key in ("question", "answer"):
         if not isinstance(record.get(key), str) or not record[key].strip():
             raise ValueError(f"missing or empty string field {key!r}")

@@ -73,7 +73,7 @@ def _with_problem(table: pa.Table, problem_id: str) -> pa.Table:
     return table.append_column("problem_id", constant(problem_id, table.num_rows))
 
 
-def run_bench(problems: int = 40, db: str | None = None, durable: bool = False, seed: int = 0) -> dict:
+def run_bench(problems: int = 40, db: str | None = None, durable: bool = True, seed: int = 0) -> dict:
     """Time problem-sized commits, one run-sized batch, finishing (compaction) and a full scan."""
     with tempfile.TemporaryDirectory(prefix="codi-bench-") as tmp:
         store = open_warehouse(db or Path(tmp) / "bench.duckdb", durable=durable)
