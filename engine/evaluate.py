@@ -17,6 +17,11 @@ def _get(record, key):
     return record[key] if isinstance(record, dict) else getattr(record, key)
 
 
+def _gold(record) -> float:
+    """A Problem's gold answer, or the last running value of a raw synthetic record."""
+    return record["values"][-1] if isinstance(record, dict) and "values" in record else _get(record, "gold")
+
+
 @torch.no_grad()
 def evaluate_model(model: CodiModel, records: list, batch_size: int = 64, teacher: bool = True) -> dict:
     """records: Problems, or dicts with `question`, `gold` (or synthetic `values`) and `n_steps`."""
@@ -24,7 +29,7 @@ def evaluate_model(model: CodiModel, records: list, batch_size: int = 64, teache
     for i in range(0, len(records), batch_size):
         chunk = records[i:i + batch_size]
         questions = [_get(r, "question") for r in chunk]
-        golds = [r["values"][-1] if isinstance(r, dict) and "values" in r else _get(r, "gold") for r in chunk]
+        golds = [_gold(r) for r in chunk]
         steps = [_get(r, "n_steps") for r in chunk]
         for k, g, text in zip(steps, golds, model.answer(questions)):
             student[k].append(is_correct(parse_answer(text), g))
@@ -63,7 +68,7 @@ def accuracy_with_thoughts_zeroed(model: CodiModel, records: list, layer: int | 
         _, state, z = start_questions(model, [_get(r, "question") for r in chunk])
         no_gold = torch.full((len(chunk), 1), model.pad_id, device=model.device)
         texts = run_rows(model, state, z, plan, None, no_gold, False, None, 32).texts
-        golds = [r["values"][-1] if isinstance(r, dict) and "values" in r else _get(r, "gold") for r in chunk]
+        golds = [_gold(r) for r in chunk]
         flags += [is_correct(parse_answer(t), g) for t, g in zip(texts, golds)]
     return _accuracy(flags)
 

@@ -99,6 +99,12 @@ class CodiModel(nn.Module):
         logits[..., self.base_vocab_size:] = float("-inf")
         return logits
 
+    def mask_teacher_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """The teacher writes its CoT and then EOT itself; only pad and bot are never chosen."""
+        logits = logits.clone()
+        logits[..., [self.pad_id, self.bot_id]] = float("-inf")
+        return logits
+
     # -- the official loop ---------------------------------------------------------------------------
     def step(self, state: LoopState, embeds: torch.Tensor, **kwargs):
         """Feed `embeds` [B, T, d] after everything so far; updates cache, mask and positions."""
@@ -130,11 +136,15 @@ class CodiModel(nn.Module):
         return state, out.logits[:, -1, :]
 
     @torch.no_grad()
-    def decode_greedy(self, state: LoopState, first_logits: torch.Tensor,
-                      max_new_tokens: int = 32) -> torch.Tensor:
-        """Greedy tokens [B, <=max_new_tokens] from the EOT logits on; rows stop at EOS (then pad)."""
+    def decode_greedy(self, state: LoopState, first_logits: torch.Tensor, max_new_tokens: int = 32,
+                      mask=None) -> torch.Tensor:
+        """Greedy tokens [B, <=max_new_tokens] from `first_logits` on; rows stop at EOS (then pad).
+
+        `mask` removes the tokens decoding may not choose (default: the three extra tokens).
+        """
+        mask = mask or self.mask_extra_tokens
         eos = self.tokenizer.eos_token_id
-        logits = self.mask_extra_tokens(first_logits)
+        logits = mask(first_logits)
         finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         tokens = []
         for _ in range(max_new_tokens):
@@ -145,7 +155,7 @@ class CodiModel(nn.Module):
             if bool(finished.all()):
                 break
             out = self.step(state, self.embed(nxt[:, None]))
-            logits = self.mask_extra_tokens(out.logits[:, -1, :])
+            logits = mask(out.logits[:, -1, :])
         return torch.stack(tokens, dim=1)
 
     def decode_text(self, tokens: torch.Tensor) -> list[str]:
@@ -168,20 +178,8 @@ class CodiModel(nn.Module):
     def teacher_answer(self, questions: list[str], max_new_tokens: int = 128) -> list[str]:
         """The teacher task: explicit CoT decoded greedily after BOT (EOT allowed, then the answer)."""
         state, out = self.start(self.question_batch(questions))
-        eos = self.tokenizer.eos_token_id
-        logits = out.logits[:, -1, :].clone()
-        logits[:, [self.pad_id, self.bot_id]] = float("-inf")
-        finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        tokens = []
-        for _ in range(max_new_tokens):
-            nxt = torch.where(finished, torch.full_like(finished, self.pad_id, dtype=torch.long), logits.argmax(-1))
-            tokens.append(nxt)
-            finished = finished | (nxt == eos)
-            if bool(finished.all()):
-                break
-            logits = self.step(state, self.embed(nxt[:, None])).logits[:, -1, :].clone()
-            logits[:, [self.pad_id, self.bot_id]] = float("-inf")
-        return self.decode_text(torch.stack(tokens, dim=1))
+        tokens = self.decode_greedy(state, out.logits[:, -1, :], max_new_tokens, mask=self.mask_teacher_tokens)
+        return self.decode_text(tokens)
 
     @torch.no_grad()
     def answer_values(self, questions: list[str], max_new_tokens: int = 32) -> list[float | None]:
