@@ -52,9 +52,9 @@ def accuracy_with_thoughts_zeroed(model: CodiModel, records: list, layer: int | 
 
     A model that really reasons in its thoughts loses most of its accuracy here.
     """
+    from engine.loop import run_rows, start_questions
     from engine.patching import PatchPlan
     from engine.positions import N_THOUGHTS
-    from engine.runner import run_rows, start_questions
 
     layer = model.n_layers // 2 if layer is None else layer
     flags = []

@@ -42,6 +42,10 @@ class PatchPlan:
     def add(self, layer: int, step: int, rows: torch.Tensor, values: torch.Tensor) -> None:
         self.entries[(layer, step)] = (rows, values)
 
+    def remap(self, position: torch.Tensor) -> PatchPlan:
+        """The same plan for a batch whose row `position[r]` holds what was row r."""
+        return PatchPlan({key: (position[rows], values) for key, (rows, values) in self.entries.items()})
+
 
 def _hook_for(plan: PatchPlan, layer: int):
     def hook(_module, _args, output):

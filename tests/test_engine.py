@@ -7,19 +7,13 @@ import polars as pl
 import pytest
 import torch
 
+from engine.answer_tokens import number_token_index
 from engine.conditions import DEFAULT_METHODS, build_conditions, select_donor_pool
+from engine.loop import SRC_CODES, run_rows, start_questions
 from engine.measures import kl_divergence, log_probs
 from engine.patching import PatchPlan, decoder_blocks
 from engine.positions import N_THOUGHTS
-from engine.runner import (
-    SRC_CODES,
-    EngineOptions,
-    number_token_index,
-    run_chunk,
-    run_reference,
-    run_rows,
-    start_questions,
-)
+from engine.runner import EngineOptions, run_chunk, run_reference
 from ingest.datasets import synthetic_problems
 
 LAYER = 2  # n_layers // 2 of the 4-layer fixture: blocks above it exist
@@ -88,6 +82,10 @@ def test_batched_matches_sequential_reference(random_codi, problems, pool, batch
     a, b = a.sort("problem_id", "condition_id"), ref.results.sort("problem_id", "condition_id")
     assert a.height == b.height
     assert a["answer_text"].to_list() == b["answer_text"].to_list()
+    # both sides of the batched engine's speculative decoding are exercised: rows that keep the
+    # baseline answer (verified by teacher forcing) and rows that diverge (decoded token by token)
+    baseline_text = a["answer_text"][0]
+    assert 0 < (a["answer_text"] != baseline_text).sum() < a.height - 1
     assert a["donor_problem_id"].to_list() == b["donor_problem_id"].to_list()
     for col in ("kl_first", "kl_answer", "kl_max", "js_first", "entropy_first", "logp_gold", "disruption"):
         diff = (a[col] - b[col]).abs().max()

@@ -42,8 +42,8 @@ def test_train_runs_end_to_end_and_saves(tmp_path):
 def test_zeroing_all_thoughts_changes_the_answers(random_codi):
     """The all-thoughts ablation really patches: with a large layer output replaced, answers move."""
     from engine.evaluate import accuracy_with_thoughts_zeroed
+    from engine.loop import run_rows, start_questions
     from engine.patching import PatchPlan
-    from engine.runner import run_rows, start_questions
     from ingest.datasets import synthetic_problems
 
     problems = synthetic_problems(4, seed=1)

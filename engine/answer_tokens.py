@@ -1,0 +1,43 @@
+"""The answer in token form: where its number starts, and the gold answer in the model's own format."""
+from __future__ import annotations
+
+from engine.answers import _NUMBER, parse_answer
+from engine.model import CodiModel
+
+
+def number_token_index(model: CodiModel, tokens: list[int]) -> int | None:
+    """Index of the token where the parsed answer number starts (None if there is no number)."""
+    text = model.tokenizer.decode(tokens, skip_special_tokens=True)
+    value = parse_answer(text)
+    if value is None:
+        return None
+    marker = text.rfind("The answer is")
+    start = None
+    for match in _NUMBER.finditer(text.replace(",", " ")):
+        if match.start() >= max(marker, 0):
+            start = match.start()
+            break
+    if start is None:
+        return None
+    for i in range(len(tokens)):
+        if len(model.tokenizer.decode(tokens[: i + 1], skip_special_tokens=True)) > start:
+            return i
+    return None
+
+
+def format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def gold_tokens(model: CodiModel, baseline_tokens: list[int], gold: float) -> list[int]:
+    """The gold answer in the model's own answer format (its baseline's text with the number replaced)."""
+    idx = number_token_index(model, baseline_tokens)
+    if idx is None:
+        text = f" The answer is: {format_number(gold)}"
+    else:
+        prefix = model.tokenizer.decode(baseline_tokens[:idx], skip_special_tokens=True)
+        number_piece = model.tokenizer.decode(baseline_tokens[idx: idx + 1], skip_special_tokens=True)
+        spacing = number_piece[: len(number_piece) - len(number_piece.lstrip())]
+        text = prefix + spacing + format_number(gold)
+    return model.tokenizer(text, add_special_tokens=False)["input_ids"]
+
