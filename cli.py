@@ -50,16 +50,19 @@ def cli():
 @click.option("--steps", default=None, type=int, help="Optimizer steps (default: the recipe's).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--teacher-only-steps", default=None, type=int, help="Curriculum: teacher-only steps first.")
+@click.option("--lr", default=None, type=float, help="Peak learning rate (lower it to continue a trained model).")
+@click.option("--warmup", default=None, type=int, help="Linear warm-up steps before the cosine decay.")
 @click.option("--eval-every", default=None, type=int)
 @click.option("--eval-problems", default=None, type=int)
 @click.option("--init-from", default=None, type=click.Path(exists=True, file_okay=False),
               help="Continue training a saved model directory (e.g. after the teacher-only phase).")
-def train(out_dir, steps, seed, teacher_only_steps, eval_every, eval_problems, init_from):
+def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval_problems, init_from):
     """Train a small CODI model from scratch on synthetic problems (deterministic given the seed)."""
     from engine.train import TrainConfig
     from engine.train import train as run_training
 
-    overrides = {"steps": steps, "teacher_only_steps": teacher_only_steps, "eval_every": eval_every,
+    overrides = {"steps": steps, "teacher_only_steps": teacher_only_steps, "lr": lr, "warmup": warmup,
+                 "eval_every": eval_every,
                  "eval_problems": eval_problems, "init_from": init_from}
     cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     card = run_training(cfg, out_dir)
@@ -231,6 +234,39 @@ def views_cmd(db, as_json):
         _emit(views_list(db), as_json)
 
 
+@cli.command("stats")
+@click.option("--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest.")
+@click.option("--boot", "n_boot", default=2000, show_default=True, type=click.IntRange(min=100),
+              help="Bootstrap resamples (of problems).")
+@click.option("--perm", "n_perm", default=2000, show_default=True, type=click.IntRange(min=100),
+              help="Permutations for the within-problem correlation.")
+@click.option("--seed", default=0, show_default=True)
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats_cmd(run_spec, n_boot, n_perm, seed, db, as_json):
+    """The research questions' tables for one run, with p-values and bootstrap / permutation intervals."""
+    from analysis.stats import run_stats
+
+    with user_errors():
+        _emit(run_stats(db, run_spec, n_boot, n_perm, seed), as_json)
+
+
+@cli.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--boot", "n_boot", default=2000, show_default=True, type=click.IntRange(min=100),
+              help="Bootstrap resamples (of shared problems).")
+@click.option("--seed", default=0, show_default=True)
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
+    """Two runs on their shared problems: failure rates per thought and method, B - A with an interval, flips."""
+    from analysis.compare import compare_runs
+
+    with user_errors():
+        _emit(compare_runs(db, run_a, run_b, n_boot, seed), as_json)
+
+
 @cli.group("bench")
 def bench():
     """Benchmarks that print ratios and rates."""
@@ -248,6 +284,21 @@ def bench_warehouse_cmd(db, problems, durable, as_json):
 
     with user_errors():
         report = run_bench(problems, db, durable)
+    emit_json(report) if as_json else click.echo("\n".join(summary_lines(report)))
+
+
+@bench.command("views")
+@_db_option(None, "Where to build the benchmark warehouse (default: a temporary directory).")
+@click.option("--rows", "attention_rows", default=20_000_000, show_default=True, type=click.IntRange(min=300_000),
+              help="Attention rows to generate (GPT-2-shaped problems, two runs).")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timings per view (median).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_views_cmd(db, attention_rows, repeats, as_json):
+    """Latency of every view over a generated warehouse (20M attention rows by default)."""
+    from queries.bench import run_bench, summary_lines
+
+    with user_errors():
+        report = run_bench(attention_rows, repeats, db)
     emit_json(report) if as_json else click.echo("\n".join(summary_lines(report)))
 
 
@@ -276,6 +327,52 @@ def bench_engine_cmd(model_name, checkpoint, problems, reference_problems, batch
                    f"({r['problems']} problems in {r['seconds']} s)")
     click.echo(f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']}, "
                f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})")
+
+
+# --- ingest commands (ingest/) ---------------------------------------------------------------------
+@cli.group("ingest")
+def ingest_group():
+    """Bring problems, legacy research results and worker shards into the warehouse."""
+
+
+@ingest_group.command("gsm8k")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--skip-invalid", is_flag=True, help="Load the good lines of a file with malformed ones.")
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ingest_gsm8k_cmd(file, skip_invalid, db, as_json):
+    """Problems of a GSM8K JSONL file into the problems table (ids: hash of the normalized question)."""
+    from ingest.commands import gsm8k_command
+
+    with user_errors():
+        _emit(gsm8k_command(db, file, skip_invalid), as_json)
+
+
+@ingest_group.command("legacy")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--dataset", type=click.Path(dir_okay=False),
+              help="The research script's dataset (records with gsm8k_id and question).")
+@click.option("--model-name", default=None, help="Model the legacy results came from [from the file or script].")
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ingest_legacy_cmd(files, dataset, model_name, db, as_json):
+    """Legacy research result files as complete runs with convention legacy (once per file)."""
+    from ingest.commands import legacy_command
+
+    with user_errors():
+        _emit(legacy_command(db, files, dataset, model_name), as_json)
+
+
+@ingest_group.command("shards")
+@click.argument("directory", type=click.Path(file_okay=False))
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ingest_shards_cmd(directory, db, as_json):
+    """Merge the finished Parquet shards of workers (`run --shard I/N`) into the warehouse; idempotent."""
+    from ingest.commands import shards_command
+
+    with user_errors():
+        _emit(shards_command(db, directory), as_json)
 
 
 if __name__ == "__main__":

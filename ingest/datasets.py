@@ -1,7 +1,14 @@
-"""Where problems come from: the seeded synthetic generator or a GSM8K-format JSONL file."""
+"""Where problems come from: the seeded synthetic generator, a GSM8K-format JSONL file, or the dataset
+file of the older research scripts (records with `gsm8k_id`), so a new run can cover the problems of a
+legacy one.
+"""
 from __future__ import annotations
 
-from ingest.gsm8k import Problem, parse_record, read_jsonl
+import json
+from pathlib import Path
+
+from ingest.gsm8k import DatasetError, Problem, parse_record, read_jsonl
+from ingest.research_dataset import read_research_dataset
 from ingest.synthetic import generate_split
 
 SYNTHETIC = "synthetic"
@@ -17,10 +24,36 @@ def synthetic_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 6)) -
 
 def load_problems(dataset: str = SYNTHETIC, n: int | None = None, seed: int = 0,
                   skip_invalid: bool = False) -> list[Problem]:
-    """Problems from `synthetic` (n required) or a JSONL file (first n, or all when n is None)."""
+    """Problems from `synthetic` (n required) or a file (first n, or all when n is None): GSM8K JSONL,
+    or a research dataset (skip_invalid does not apply to those: they load whole or not at all)."""
     if dataset == SYNTHETIC:
         if n is None:
             raise ValueError("the synthetic dataset needs a problem count")
         return synthetic_problems(n, seed)
-    problems = read_jsonl(dataset, skip_invalid=skip_invalid).problems
+    if is_research_dataset(dataset):
+        problems = list(read_research_dataset(dataset).by_id.values())
+        unknown = [p.source_id for p in problems if p.n_steps is None]
+        if unknown:  # runs need step counts (difficulty strata, the donor pool)
+            raise DatasetError(f"{dataset}: {len(unknown)} problem(s) with neither full_solution nor reasoning_steps, "
+                               f"so n_steps is unknown: {', '.join(unknown[:5])}")
+    else:
+        problems = read_jsonl(dataset, skip_invalid=skip_invalid).problems
     return problems if n is None else problems[:n]
+
+
+def is_research_dataset(path: str | Path) -> bool:
+    """A JSON array, or JSONL whose first record has a `gsm8k_id`: the research scripts' problem files."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(1 << 16).decode("utf-8", errors="replace")
+    except OSError:
+        return False  # the GSM8K reader reports a missing file
+    text = head.lstrip()
+    if text.startswith("["):
+        return True
+    try:
+        record = json.loads(text.split("\n", 1)[0])
+    except ValueError:
+        return False
+    # a GSM8K line that happens to carry a gsm8k_id still has its '#### N' answer: the GSM8K reader takes it
+    return isinstance(record, dict) and "gsm8k_id" in record and "####" not in str(record.get("answer", ""))

@@ -1,0 +1,165 @@
+"""`python cli.py stats`: the research questions' tables for one run, with p-values and intervals.
+
+The views compute every estimate; this module adds what SQL lacks (SPEC 7), with scipy/numpy on
+polars frames pulled from them:
+- importance by thought and method comparison: a bootstrap interval over problems beside the
+  views' Wilson interval (which treats a problem's trials as independent; the bootstrap does not);
+- correlation by layer: the p-value of every r (as scipy.stats.pearsonr), a bootstrap interval of r,
+  and a permutation test of the within-problem r (attention vectors shuffled between problems,
+  positions kept); per-thought r with p-values; difficulty strata r with p-values;
+- hub / flow / skip and the top heads, as the views give them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from analysis.frames import fetch, problem_matrix, rate_intervals, records, rounded, single_valued
+from analysis.resampling import bootstrap_r, centred, interval, pearson_p, resample_counts, within_permutation
+from warehouse.output import render_table
+from warehouse.store import open_warehouse
+
+N_BOOT, N_PERM, SEED, TOP_HEADS = 2000, 2000, 0, 10
+RUN = "WHERE run_id = ?"
+
+
+def _with_p(frame: pl.DataFrame, r: str = "r", n: str = "n", p: str = "p") -> pl.DataFrame:
+    values = [pearson_p(ri, ni) for ri, ni in zip(frame[r].to_list(), frame[n].to_list())]
+    return frame.with_columns(pl.Series(p, values, pl.Float64))
+
+
+def importance_table(con, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
+    view = fetch(con, f"SELECT * FROM token_importance {RUN} ORDER BY patch_layer, thought", [run_id])
+    per_problem = fetch(con, f"SELECT patch_layer, thought, problem_id, failures, trials FROM int_problem_importance "
+                             f"{RUN}", [run_id])
+    boot = rate_intervals(per_problem, ["patch_layer", "thought"], n_boot, seed)
+    return view.join(boot, on=["patch_layer", "thought"], how="left", nulls_equal=True)
+
+
+def method_table(con, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
+    view = fetch(con, f"SELECT * FROM method_comparison {RUN} ORDER BY patch_layer, method, sigma", [run_id])
+    per_problem = fetch(con, "SELECT patch_layer, condition, problem_id, count(*) FILTER (WHERE failed) AS failures, "
+                             f"count(*) AS trials FROM int_outcomes {RUN} AND base_correct AND NOT is_baseline "
+                             "GROUP BY ALL", [run_id])
+    boot = rate_intervals(per_problem, ["patch_layer", "condition"], n_boot, seed)
+    return view.join(boot, on=["patch_layer", "condition"], how="left", nulls_equal=True)
+
+
+def correlation_table(con, run_id: str, n_boot: int, n_perm: int, seed: int) -> pl.DataFrame:
+    """layer_correlation plus p, bootstrap intervals of r and r_within, and the permutation p of r_within."""
+    view = _with_p(fetch(con, f"SELECT * FROM layer_correlation {RUN} ORDER BY patch_layer, layer", [run_id]))
+    pairs = fetch(con, f"SELECT patch_layer, layer, problem_id, thought, attention, importance "
+                       f"FROM int_attention_importance {RUN}", [run_id])
+    extra = []
+    for (patch_layer, layer), group in pairs.group_by(["patch_layer", "layer"], maintain_order=True):
+        a, b = problem_matrix(group, "attention"), problem_matrix(group, "importance")
+        counts = resample_counts(a.shape[0], n_boot, np.random.default_rng(seed))
+        r_low, r_high = interval(bootstrap_r(a, b, counts))
+        w_low, w_high = interval(bootstrap_r(centred(a), centred(b), counts))
+        _, p_perm, complete = within_permutation(a, b, n_perm, np.random.default_rng([seed, 1]))
+        extra.append({"patch_layer": patch_layer, "layer": layer, "r_low": float(r_low), "r_high": float(r_high),
+                      "r_within_low": float(w_low), "r_within_high": float(w_high), "p_within_perm": p_perm,
+                      "perm_problems": complete})
+    if not extra:
+        return view
+    return view.join(pl.DataFrame(extra, infer_schema_length=None), on=["patch_layer", "layer"], how="left",
+                     nulls_equal=True)
+
+
+def thought_correlation_table(con, run_id: str) -> pl.DataFrame:
+    view = fetch(con, f"SELECT patch_layer, layer, thought, thought_name, problems, mean_attention, mean_importance, r "
+                      f"FROM attention_importance {RUN} ORDER BY patch_layer, layer, thought", [run_id])
+    return _with_p(view, n="problems")
+
+
+def strata_table(con, run_id: str) -> pl.DataFrame:
+    view = fetch(con, f"SELECT * FROM difficulty_strata {RUN} ORDER BY patch_layer, stratum, layer", [run_id])
+    return _with_p(view)
+
+
+def flow_table(con, run_id: str) -> pl.DataFrame:
+    """Previous-thought, self and skip attention per thought pair, averaged over layers and heads."""
+    parts = [f"SELECT '{kind}' AS kind, dst, src, pair, avg(mean_weight) AS mean_weight, "
+             f"min(mean_weight) AS min_head, max(mean_weight) AS max_head FROM {view} {RUN} GROUP BY ALL"
+             for kind, view in (("sequential", "sequential_flow"), ("self", "self_attention"),
+                                ("skip", "skip_connections"))]
+    return fetch(con, " UNION ALL ".join(parts) + " ORDER BY kind, dst, src", [run_id] * 3)
+
+
+def run_header(con, run_id: str) -> dict:
+    found = records(fetch(con, f"SELECT * FROM model_comparison {RUN}", [run_id]))
+    return found[0] if found else {"run_id": run_id}
+
+
+def run_stats(db, run: str = "latest", n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> tuple[dict, str]:
+    """Every table of the report for one run: (JSON payload, text)."""
+    store = open_warehouse(db, read_only=True)
+    run_id = store.resolve_run(run)
+    with store.reader() as con:
+        con.execute("SET enable_progress_bar = false")
+        tables = {
+            "importance": importance_table(con, run_id, n_boot, seed),
+            "methods": method_table(con, run_id, n_boot, seed),
+            "correlation": correlation_table(con, run_id, n_boot, n_perm, seed),
+            "correlation_by_thought": thought_correlation_table(con, run_id),
+            "strata": strata_table(con, run_id),
+            "hubs": fetch(con, f"SELECT * FROM hub_scores {RUN} ORDER BY position", [run_id]),
+            "flow": flow_table(con, run_id),
+            "top_heads": fetch(con, f"SELECT * FROM head_metrics {RUN} AND rank <= {TOP_HEADS} "
+                                    "ORDER BY rank, layer, head", [run_id]),
+        }
+        header = run_header(con, run_id)
+    payload = {"run": header, "settings": {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": 0.95},
+               **{name: records(frame) for name, frame in tables.items()}}
+    return payload, stats_text(header, tables)
+
+
+# --- text ---------------------------------------------------------------------------------------------
+SECTIONS = {
+    "importance": ("Importance by thought: failure rate among baseline-correct problems (clean control excluded)",
+                   ["patch_layer", "thought_name", "problems", "n", "failures", "failure_rate", "ci_low", "ci_high",
+                    "boot_low", "boot_high", "mean_kl", "mean_logp_drop"]),
+    "methods": ("Method comparison (all thoughts)",
+                ["patch_layer", "condition", "n", "failures", "failure_rate", "ci_low", "ci_high", "boot_low",
+                 "boot_high", "mean_kl", "mean_disruption"]),
+    "correlation": ("Correlation by layer: EOT -> Tk attention vs Tk importance (pooled; within-problem, permutation p)",
+                    ["patch_layer", "layer", "n", "r", "p", "r_low", "r_high", "r_within", "p_within_perm",
+                     "r_within_low", "r_within_high"]),
+    "correlation_by_thought": ("Correlation across problems, per thought",
+                               ["patch_layer", "layer", "thought_name", "problems", "r", "p"]),
+    "strata": ("Difficulty strata", ["patch_layer", "stratum", "problems", "problems_all", "baseline_accuracy",
+                                     "mean_importance", "layer", "n", "r", "p", "r_within"]),
+    "hubs": ("Hub scores (heads and layers averaged): raw column sums vs per later thought",
+             ["position_name", "later_thoughts", "incoming_raw", "incoming_norm", "hub_ratio", "hub_ratio_raw"]),
+    "flow": ("Flow: previous-thought, self and skip attention (mean over layers and heads; head range)",
+             ["kind", "pair", "mean_weight", "min_head", "max_head"]),
+    "top_heads": (f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled)",
+                  ["rank", "layer", "head", "flow", "hub", "skip", "self_attn", "composite", "functional_type"]),
+}
+
+
+EMPTY = {**dict.fromkeys(("correlation", "correlation_by_thought"),
+                         "(no rows: needs baseline attention and baseline-correct problems)"),
+         **dict.fromkeys(("hubs", "flow", "top_heads"), "(no rows: the run has no baseline attention)"),
+         **dict.fromkeys(("importance", "methods"), "(no rows: the run has no corrupted conditions)"),
+         "strata": "(no rows: no baseline-correct problems)"}
+
+
+def stats_text(header: dict, tables: dict[str, pl.DataFrame]) -> str:
+    acc = header.get("baseline_accuracy")
+    lines = [f"run {header['run_id']}  model {header.get('model_name')}  convention {header.get('convention')}  "
+             f"status {header.get('status')}  patch layers {header.get('patch_layers')}  "
+             f"problems {header.get('problems')}  baseline accuracy "
+             + (f"{acc:.1%}" if acc is not None else "n/a")]
+    if header.get("convention") == "legacy":
+        lines.append("note: a legacy run: its positions follow the research scripts (their token k is not our Tk)")
+    for name, (title, columns) in SECTIONS.items():
+        frame = tables[name]
+        lines += ["", title]
+        if frame.is_empty():
+            lines.append(EMPTY.get(name, "(no rows)"))
+            continue
+        keep = [c for c in columns if c in frame.columns and not (c == "patch_layer" and single_valued(frame, c))]
+        shown = rounded(frame.select(keep))
+        lines.append(render_table(shown.to_arrow()).rstrip("\n"))
+    return "\n".join(lines) + "\n"
