@@ -8,7 +8,8 @@ the difference that resamples shared problems (paired: both runs see the same re
 Then the problems whose outcome differs between the runs: at the baseline, and per condition.
 
 When both runs were patched at several layers, rows pair equal patch layers; a single-layer run
-pairs with each layer of the other.
+pairs with each layer of the other. When either run is a legacy run (SPEC 10), the payload's `note` and the
+text carry the views' sentence on what thought k means (the `pair_note` macro, as in `run_comparison`).
 """
 from __future__ import annotations
 
@@ -93,8 +94,10 @@ def compare_runs(db, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = S
         shared = con.execute(f"SELECT count(DISTINCT problem_id) FROM run_comparison WHERE {PAIR} "
                              "AND method = 'baseline'", [a, b]).fetchall()[0][0]
         runs = {r["run_id"]: r for r in records(fetch(con, "SELECT run_id, model_name, convention, status, "
-                                                           "patch_layers, problems, baseline_accuracy FROM "
+                                                           "patch_layers, problems, baseline_accuracy, note FROM "
                                                            "model_comparison WHERE run_id IN (?, ?)", [a, b]))}
+        note = con.execute("SELECT pair_note(ra.convention, rb.convention) FROM stg_runs ra, stg_runs rb "
+                           "WHERE ra.run_id = ? AND rb.run_id = ?", [a, b]).fetchall()[0][0]
     tables = {
         "by_thought": paired_differences(by_thought, ["thought"], n_boot, seed),
         "by_condition": paired_differences(by_condition, ["thought", "method", "sigma", "condition"], n_boot, seed),
@@ -104,7 +107,7 @@ def compare_runs(db, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = S
     same = runs.get(a, {}).get("convention") == runs.get(b, {}).get("convention")
     payload = {"run_a": runs.get(a, {"run_id": a}), "run_b": runs.get(b, {"run_id": b}),
                "problems": {"a": problems.get(a, 0), "b": problems.get(b, 0), "shared": shared},
-               "same_convention": same, "patch_layers_paired": matched,
+               "same_convention": same, "note": note, "patch_layers_paired": matched,
                "settings": {"n_boot": n_boot, "seed": seed, "level": 0.95},
                **{name: records(frame) for name, frame in tables.items()}}
     return payload, compare_text(payload, tables)
@@ -119,8 +122,8 @@ def compare_text(payload: dict, tables: dict[str, pl.DataFrame]) -> str:
     n = payload["problems"]
     lines.append(f"shared problems {n['shared']} (A has {n['a']}, B has {n['b']}); rates are among each run's own "
                  "baseline-correct shared problems; difference = B - A, 95% bootstrap interval over shared problems")
-    if not payload["same_convention"]:
-        lines.append("note: the runs use different position conventions (legacy 'token k' is not our Tk)")
+    if payload["note"]:
+        lines.append(f"note: {payload['note']}")
     if n["shared"] == 0:
         return "\n".join(lines + ["the runs share no problems: nothing to compare"]) + "\n"
     columns = ["problems", "n_a", "failure_rate_a", "n_b", "failure_rate_b", "difference", "diff_low", "diff_high",

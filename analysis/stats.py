@@ -8,6 +8,9 @@ polars frames pulled from them:
   and a permutation test of the within-problem r (attention vectors shuffled between problems,
   positions kept); per-thought r with p-values; difficulty strata r with p-values;
 - hub / flow / skip and the top heads, as the views give them.
+A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
+views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
+not meaningful for it; the text prints that note in place of the table.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from warehouse.output import render_table
 from warehouse.store import open_warehouse
 
 N_BOOT, N_PERM, SEED, TOP_HEADS = 2000, 2000, 0, 10
+NOT_MEANINGFUL = "not meaningful for legacy runs"  # how the views' notes for legacy placeholder rows begin
 RUN = "WHERE run_id = ?"
 
 
@@ -67,8 +71,8 @@ def correlation_table(con, run_id: str, n_boot: int, n_perm: int, seed: int) -> 
 
 
 def thought_correlation_table(con, run_id: str) -> pl.DataFrame:
-    view = fetch(con, f"SELECT patch_layer, layer, thought, thought_name, problems, mean_attention, mean_importance, r "
-                      f"FROM attention_importance {RUN} ORDER BY patch_layer, layer, thought", [run_id])
+    view = fetch(con, f"SELECT patch_layer, layer, thought, thought_name, problems, mean_attention, mean_importance, r, "
+                      f"note FROM attention_importance {RUN} ORDER BY patch_layer, layer, thought", [run_id])
     return _with_p(view, n="problems")
 
 
@@ -80,7 +84,7 @@ def strata_table(con, run_id: str) -> pl.DataFrame:
 def flow_table(con, run_id: str) -> pl.DataFrame:
     """Previous-thought, self and skip attention per thought pair, averaged over layers and heads."""
     parts = [f"SELECT '{kind}' AS kind, dst, src, pair, avg(mean_weight) AS mean_weight, "
-             f"min(mean_weight) AS min_head, max(mean_weight) AS max_head FROM {view} {RUN} GROUP BY ALL"
+             f"min(mean_weight) AS min_head, max(mean_weight) AS max_head, note FROM {view} {RUN} GROUP BY ALL"
              for kind, view in (("sequential", "sequential_flow"), ("self", "self_attention"),
                                 ("skip", "skip_connections"))]
     return fetch(con, " UNION ALL ".join(parts) + " ORDER BY kind, dst, src", [run_id] * 3)
@@ -105,7 +109,7 @@ def run_stats(db, run: str = "latest", n_boot: int = N_BOOT, n_perm: int = N_PER
             "strata": strata_table(con, run_id),
             "hubs": fetch(con, f"SELECT * FROM hub_scores {RUN} ORDER BY position", [run_id]),
             "flow": flow_table(con, run_id),
-            "top_heads": fetch(con, f"SELECT * FROM head_metrics {RUN} AND rank <= {TOP_HEADS} "
+            "top_heads": fetch(con, f"SELECT * FROM head_metrics {RUN} AND (rank <= {TOP_HEADS} OR note IS NOT NULL) "
                                     "ORDER BY rank, layer, head", [run_id]),
         }
         header = run_header(con, run_id)
@@ -151,15 +155,27 @@ def stats_text(header: dict, tables: dict[str, pl.DataFrame]) -> str:
              f"status {header.get('status')}  patch layers {header.get('patch_layers')}  "
              f"problems {header.get('problems')}  baseline accuracy "
              + (f"{acc:.1%}" if acc is not None else "n/a")]
-    if header.get("convention") == "legacy":
-        lines.append("note: a legacy run: its positions follow the research scripts (their token k is not our Tk)")
+    if header.get("note"):  # model_comparison's note: a legacy run's positions are the research scripts'
+        lines.append(f"note: {header['note']}")
     for name, (title, columns) in SECTIONS.items():
         frame = tables[name]
         lines += ["", title]
         if frame.is_empty():
             lines.append(EMPTY.get(name, "(no rows)"))
             continue
+        notes = view_notes(frame)
+        if notes and all(n.startswith(NOT_MEANINGFUL) for n in frame["note"].to_list()):
+            lines += [f"note: {n}" for n in notes]  # a legacy run's placeholder row: no numbers to show
+            continue
         keep = [c for c in columns if c in frame.columns and not (c == "patch_layer" and single_valued(frame, c))]
         shown = rounded(frame.select(keep))
         lines.append(render_table(shown.to_arrow()).rstrip("\n"))
+        lines += [f"note: {n}" for n in notes if n != header.get("note")]
     return "\n".join(lines) + "\n"
+
+
+def view_notes(frame: pl.DataFrame) -> list[str]:
+    """The distinct non-null notes of a view's rows, in order (none for codi runs)."""
+    if "note" not in frame.columns:
+        return []
+    return [n for n in frame["note"].unique(maintain_order=True).to_list() if n]

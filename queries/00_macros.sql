@@ -25,3 +25,24 @@ CREATE OR REPLACE MACRO finite(x) AS CASE WHEN isfinite(x) THEN x END;
 -- t statistic of a Pearson r over n pairs (df = n - 2); p-values come from `analysis` (scipy).
 CREATE OR REPLACE MACRO r_to_t(r, n) AS
     CASE WHEN n > 2 AND abs(r) < 1 THEN r * sqrt((n - 2) / (1 - r * r)) END;
+
+-- Legacy runs (runs.convention = 'legacy', SPEC 10, ingest/legacy.py): the research scripts' token k is not
+-- our Tk (their loop fed BOT as the first of six latent steps; their attention slices were shifted by one).
+-- Nothing is remapped. Views that stay meaningful keep a legacy run's rows, name its positions 'token k'
+-- and say so in `note` (NULL for codi runs); views that depend on our positions show a legacy run as one
+-- row with NULL metrics and a note that starts 'not meaningful for legacy runs: '.
+CREATE OR REPLACE MACRO legacy_note(convention) AS
+    CASE WHEN convention = 'legacy' THEN 'legacy run: thought k = research-script token k (their token 0 is BOT), not Tk' END;
+
+CREATE OR REPLACE MACRO not_meaningful(reason) AS 'not meaningful for legacy runs: ' || reason;
+
+-- A position's name: ours (T0, EOT, ...) for codi runs, 'token k' for a legacy run's index k.
+CREATE OR REPLACE MACRO position_label(convention, code, name) AS
+    CASE WHEN code IS NULL THEN NULL WHEN convention = 'legacy' THEN 'token ' || code::VARCHAR ELSE name END;
+
+-- What thought k means in a comparison of runs of these conventions (NULL when both are codi runs).
+CREATE OR REPLACE MACRO pair_note(convention_a, convention_b) AS
+    CASE WHEN convention_a = 'legacy' AND convention_b = 'legacy'
+             THEN 'both legacy runs: thought k = research-script token k (their token 0 is BOT), not Tk'
+         WHEN convention_a = 'legacy' OR convention_b = 'legacy'
+             THEN 'different position conventions: thought k of the legacy run is research-script token k, not Tk' END;

@@ -1,7 +1,7 @@
 -- Intermediate: every result row with its problem's baseline: base_correct, failed (flipped), log p(gold) drop.
 -- Importance (SPEC 4) is `failed` among rows whose baseline is correct. `condition` labels a condition
 -- the way the research scripts did ('zero', 'gauss_0.5', ...). Rows of a problem without a baseline keep
--- base_correct NULL.
+-- base_correct NULL. A legacy run's `thought` is the research scripts' token index (stg_runs.convention).
 CREATE OR REPLACE VIEW int_outcomes AS
 WITH baseline AS (
     SELECT run_id, problem_id, bool_and(correct) AS base_correct, avg(logp_gold) AS base_logp_gold

@@ -1,5 +1,6 @@
 -- Intermediate: per run, patch layer, baseline-correct problem and thought: share of corruptions that broke it.
 -- All corruption methods and sigmas are pooled; the `clean` control (which must never fail) is left out.
+-- Legacy runs are included: their `thought` is the research scripts' token index, not Tk.
 CREATE OR REPLACE VIEW int_problem_importance AS
 SELECT
     run_id,

@@ -1,4 +1,5 @@
 -- Intermediate: per run, layer, head and thought Tj: attention Tj receives from thoughts, raw and per later thought.
+-- Codi runs only: int_baseline_attention leaves legacy runs out (int_legacy_attention lists them).
 -- incoming_raw is the research definition: the column sum of the 6x6 thought matrix (self included), which
 -- favours early thoughts because more queries can see them. incoming_norm (SPEC 7, 11) divides the attention
 -- from later thoughts Ti (i > j, self excluded) by how many later thoughts there are: the mean A[Ti -> Tj]

@@ -1,4 +1,5 @@
 -- Intermediate: per run, patch layer, problem, layer and thought Tk: EOT -> Tk attention (head mean) and Tk's importance.
+-- Codi runs only: int_baseline_attention leaves legacy runs out (int_legacy_attention lists them).
 -- One row per baseline-correct problem with attention: the unit of the attention-importance correlations.
 -- *_centred subtract the problem's mean over its thoughts (same run, patch layer and layer), for the
 -- within-problem correlation that removes differences between problems.

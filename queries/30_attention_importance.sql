@@ -1,6 +1,8 @@
 -- Per run, patch layer, layer and thought Tk: baseline EOT -> Tk attention (head mean) beside Tk's importance, over problems.
 -- Baseline-correct problems only (importance is defined on them). r correlates the two across problems for
--- this thought; per-problem rows are in int_attention_importance.
+-- this thought; per-problem rows are in int_attention_importance. `note` is NULL.
+-- Legacy runs: not meaningful (their attention 'token k' and ablation 'token k' were different positions);
+-- a legacy run with attention is one row, every metric NULL, with a note.
 CREATE OR REPLACE VIEW attention_importance AS
 WITH a AS (
     SELECT
@@ -29,7 +31,12 @@ SELECT
     a.std_attention,
     a.mean_importance,
     a.failure_rate,
-    a.r
+    a.r,
+    NULL::VARCHAR AS note
 FROM a
 LEFT JOIN stg_runs r USING (run_id)
-LEFT JOIN positions pos ON pos.code = a.thought;
+LEFT JOIN positions pos ON pos.code = a.thought
+UNION ALL BY NAME
+SELECT run_id, convention,
+       not_meaningful('their attention token k (position BOT+1+k) and ablation token k (latent step k) were different positions') AS note
+FROM int_legacy_attention;

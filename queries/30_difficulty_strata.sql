@@ -1,6 +1,9 @@
 -- Per run, patch layer, difficulty stratum (<=2, 3, 4, 5+ steps) and layer: problems, mean importance, attention-importance r.
 -- problems counts the stratum's baseline-correct problems (those with an importance); problems_all and
 -- baseline_accuracy count every problem of the stratum. One row per layer (layer NULL without attention).
+-- `note` is NULL for codi runs. Legacy runs keep their rows (importance pooled over the research scripts'
+-- tokens 0..5) with a note, and their correlation columns are NULL: their attention 'token k' and ablation
+-- 'token k' were different positions, so int_attention_importance has no legacy rows.
 CREATE OR REPLACE VIEW difficulty_strata AS
 WITH base AS (
     SELECT o.run_id, stratum(p.n_steps) AS stratum, count(*) AS problems_all,
@@ -38,7 +41,8 @@ SELECT
     c.n,
     c.r,
     r_to_t(c.r, c.n) AS t,
-    c.r_within
+    c.r_within,
+    legacy_note(r.convention) || '; attention-importance r not meaningful for legacy runs' AS note
 FROM imp
 LEFT JOIN stg_runs r ON r.run_id = imp.run_id
 LEFT JOIN base ON base.run_id = imp.run_id AND base.stratum IS NOT DISTINCT FROM imp.stratum

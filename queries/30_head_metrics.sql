@@ -4,6 +4,9 @@
 -- *_scaled: min-max over the run's heads (0 when every head is equal). composite = 0.4 flow + 0.4 hub +
 -- 0.2 skip, scaled. functional_type: 'Multi-Purpose' when the top two scaled scores both exceed 0.7, else
 -- the top one ('Sequential', 'Hub', 'Skip'; ties in that order). rank 1 = highest composite in the run.
+-- `note` is NULL. Legacy runs: not meaningful (on their shifted 6x6 matrix the flow score measured
+-- self-attention; head -1 is a mean over heads, not a head); a legacy run with attention is one row, every
+-- metric NULL, with a note.
 CREATE OR REPLACE VIEW head_metrics AS
 WITH pairs AS (
     SELECT
@@ -60,6 +63,11 @@ SELECT
     t.skip_scaled,
     t.composite,
     t.functional_type,
-    rank() OVER (PARTITION BY t.run_id ORDER BY t.composite DESC) AS rank
+    rank() OVER (PARTITION BY t.run_id ORDER BY t.composite DESC) AS rank,
+    NULL::VARCHAR AS note
 FROM typed t
-LEFT JOIN stg_runs r USING (run_id);
+LEFT JOIN stg_runs r USING (run_id)
+UNION ALL BY NAME
+SELECT run_id, convention,
+       not_meaningful('flow, hub, skip and self need our positions (on their shifted 6x6 matrix flow is self-attention)') AS note
+FROM int_legacy_attention;

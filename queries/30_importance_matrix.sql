@@ -1,4 +1,6 @@
 -- Per run, patch layer, thought and method (and sigma): failure rate among baseline-correct problems, the heatmap's cells.
+-- Legacy runs keep their rows: failure rates per the research scripts' token index stay meaningful, but
+-- that index is not Tk, so thought_name is 'token k' (not Tk) and `note` says so (NULL for codi runs).
 CREATE OR REPLACE VIEW importance_matrix AS
 WITH c AS (
     SELECT
@@ -22,7 +24,7 @@ SELECT
     r.convention,
     c.patch_layer,
     c.thought,
-    pos.name AS thought_name,
+    position_label(r.convention, c.thought, pos.name) AS thought_name,
     c.method,
     c.sigma,
     c.condition,
@@ -33,7 +35,8 @@ SELECT
     wilson_high(c.failures, c.n) AS ci_high,
     c.n_all,
     c.mean_kl,
-    c.mean_logp_drop
+    c.mean_logp_drop,
+    legacy_note(r.convention) AS note
 FROM c
 LEFT JOIN stg_runs r USING (run_id)
 LEFT JOIN positions pos ON pos.code = c.thought;

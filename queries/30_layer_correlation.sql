@@ -1,7 +1,9 @@
 -- Per run, patch layer and layer: Pearson r of EOT -> Tk attention with Tk's importance, pooled, within-problem, per thought.
 -- n = (problem, thought) pairs; t = r sqrt((n-2)/(1-r^2)). r_within correlates values centred per problem
 -- (differences between problems removed); r_t0..r_t5 correlate across problems for one thought.
--- p-values, the permutation test for r_within and bootstrap intervals: `python cli.py stats`.
+-- p-values, the permutation test for r_within and bootstrap intervals: `python cli.py stats`. `note` is NULL.
+-- Legacy runs: not meaningful (their attention 'token k' and ablation 'token k' were different positions);
+-- a legacy run with attention is one row, every metric NULL, with a note.
 CREATE OR REPLACE VIEW layer_correlation AS
 WITH c AS (
     SELECT
@@ -31,6 +33,11 @@ SELECT
     c.r,
     r_to_t(c.r, c.n) AS t,
     c.r_within,
-    c.r_t0, c.r_t1, c.r_t2, c.r_t3, c.r_t4, c.r_t5
+    c.r_t0, c.r_t1, c.r_t2, c.r_t3, c.r_t4, c.r_t5,
+    NULL::VARCHAR AS note
 FROM c
-LEFT JOIN stg_runs r USING (run_id);
+LEFT JOIN stg_runs r USING (run_id)
+UNION ALL BY NAME
+SELECT run_id, convention,
+       not_meaningful('their attention token k (position BOT+1+k) and ablation token k (latent step k) were different positions') AS note
+FROM int_legacy_attention;

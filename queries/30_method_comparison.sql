@@ -1,5 +1,7 @@
 -- Per run, patch layer, method and sigma: failure rate among baseline-correct problems (Wilson 95%), mean KL and disruption.
 -- All thoughts pooled. Failure counts use baseline-correct trials (n); the means use every row (n_all).
+-- Legacy runs keep their rows (their corruptions, pooled over the research scripts' token indices, which
+-- are not T0..T5); `note` says so (NULL for codi runs).
 CREATE OR REPLACE VIEW method_comparison AS
 WITH m AS (
     SELECT
@@ -40,6 +42,7 @@ SELECT
     m.mean_kl_first,
     m.mean_js_first,
     m.mean_logp_drop,
-    m.mean_disruption
+    m.mean_disruption,
+    legacy_note(r.convention) AS note
 FROM m
 LEFT JOIN stg_runs r USING (run_id);

@@ -1,6 +1,8 @@
 -- One row per run, side by side: model, weights, convention, patch layers, problems, baseline accuracy, failure rate by thought.
 -- Failure rates are among baseline-correct trials, every corruption but the `clean` control pooled
 -- (as token_importance); mean_kl is KL at the answer number over every corrupted row.
+-- Legacy runs keep their row: failure_rate_t0..t5 are then per research-script token 0..5 (not T0..T5),
+-- which `note` says (NULL for codi runs).
 CREATE OR REPLACE VIEW model_comparison AS
 WITH base AS (
     SELECT run_id, count(*) AS problems, avg(base_correct::INTEGER) AS baseline_accuracy
@@ -50,7 +52,8 @@ SELECT
     cond.failure_rate_t5,
     cond.mean_kl,
     cond.mean_logp_drop,
-    r.started_at
+    r.started_at,
+    legacy_note(r.convention) AS note
 FROM stg_runs r
 LEFT JOIN base USING (run_id)
 LEFT JOIN cond USING (run_id);

@@ -3,7 +3,8 @@
 -- runs of other models or datasets pair up where they share problems); baseline rows are included (method
 -- 'baseline', thought NULL). kl_* is KL at the answer number. A run patched at several layers pairs every
 -- layer with every layer of the other: filter patch_layer_a / patch_layer_b. Positions of 'legacy' runs
--- are not our thoughts (SPEC 10): same_convention says whether thought k means the same in both runs.
+-- are not our thoughts (SPEC 10): same_convention says whether thought k means the same in both runs, and
+-- `note` (NULL when both are codi runs) what it means when either is a legacy run.
 CREATE OR REPLACE VIEW run_comparison AS
 SELECT
     a.run_id AS run_a,
@@ -35,7 +36,8 @@ SELECT
     rb.model_name AS model_b,
     ra.convention AS convention_a,
     rb.convention AS convention_b,
-    ra.convention IS NOT DISTINCT FROM rb.convention AS same_convention
+    ra.convention IS NOT DISTINCT FROM rb.convention AS same_convention,
+    pair_note(ra.convention, rb.convention) AS note
 FROM int_outcomes a
 JOIN int_outcomes b
     ON a.problem_id = b.problem_id

@@ -3,6 +3,8 @@
 -- left out. The Wilson interval treats trials as independent; `python cli.py stats` adds a bootstrap over
 -- problems. mean_kl (KL at the answer number), mean_kl_first (at EOT), mean_logp_drop (baseline log p(gold)
 -- minus this row's) and mean_disruption average every corrupted row of the thought (n_all), whatever the baseline.
+-- Legacy runs keep their rows: failure rates per the research scripts' token index stay meaningful, but
+-- that index is not Tk, so thought_name is 'token k' (not Tk) and `note` says so (NULL for codi runs).
 CREATE OR REPLACE VIEW token_importance AS
 WITH t AS (
     SELECT
@@ -27,7 +29,7 @@ SELECT
     r.convention,
     t.patch_layer,
     t.thought,
-    pos.name AS thought_name,
+    position_label(r.convention, t.thought, pos.name) AS thought_name,
     t.problems,
     t.n,
     t.failures,
@@ -38,7 +40,8 @@ SELECT
     t.mean_kl,
     t.mean_kl_first,
     t.mean_logp_drop,
-    t.mean_disruption
+    t.mean_disruption,
+    legacy_note(r.convention) AS note
 FROM t
 LEFT JOIN stg_runs r USING (run_id)
 LEFT JOIN positions pos ON pos.code = t.thought;

@@ -22,10 +22,19 @@ def to_arrow(data) -> pa.Table:
     if isinstance(data, pl.DataFrame):
         return data.to_arrow()
     if isinstance(data, dict):
-        return pa.Table.from_pylist([data])
+        return from_dicts([data])
     if isinstance(data, list):
-        return pa.Table.from_pylist(data)
+        return from_dicts(data)
     raise TypeError(f"expected a polars DataFrame, an Arrow table or dicts, got {type(data).__name__}")
+
+
+def from_dicts(rows: list[dict]) -> pa.Table:
+    """Rows as a table whose columns are the union of their keys (first-seen order), NULL where a row lacks one.
+
+    (pa.Table.from_pylist takes its columns from the first row only, silently dropping keys it lacks.)
+    """
+    names = dict.fromkeys(key for row in rows for key in row)
+    return pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
 
 
 def distinct(column: pa.ChunkedArray) -> set:
