@@ -39,7 +39,37 @@ def user_errors():
         raise UserError(message.splitlines()[0] if message else type(exc).__name__) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineUsageError(click.UsageError):
+    """A usage error (unknown command or option, bad value) as one line with where to look for help."""
+
+    def show(self, file=None) -> None:
+        hint = f"; see '{self.ctx.command_path} --help'" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message().rstrip('.')}{hint}", file=file, err=file is None)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    if isinstance(exc, (OneLineUsageError, getattr(click.exceptions, "NoArgsIsHelpError", ()))):
+        return exc  # a bare group name prints its help, as click does
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+class Cli(click.Group):
+    """The top-level group: click's usage errors (three lines: usage, hint, error) become one line."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
     """Find which continuous thoughts of a CODI model matter, and how attention moves between them."""
 
@@ -47,7 +77,7 @@ def cli():
 # --- model, data and training commands (engine/, ingest/) -----------------------------------------
 @cli.command()
 @click.option("--out", "out_dir", default="models/gpt2-tiny", show_default=True, help="Model directory to write.")
-@click.option("--steps", default=None, type=int, help="Optimizer steps (default: the recipe's).")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="Optimizer steps (default: the recipe's).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--teacher-only-steps", default=None, type=int, help="Curriculum: teacher-only steps first.")
 @click.option("--lr", default=None, type=float, help="Peak learning rate (lower it to continue a trained model).")
@@ -65,7 +95,8 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
                  "eval_every": eval_every,
                  "eval_problems": eval_problems, "init_from": init_from}
     cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
-    card = run_training(cfg, out_dir)
+    with user_errors():
+        card = run_training(cfg, out_dir)
     emit_json({"out": out_dir, "final_eval": card["final_eval"], "train_wall_seconds": card["train_wall_seconds"]})
 
 
@@ -86,18 +117,36 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch.")
 @click.option("--resume", default=None, help="Continue a running or failed run (id, prefix or latest).")
 @click.option("--skip-invalid", is_flag=True, help="Load the good lines of a dataset with malformed ones.")
+@click.option("--shard", default=None, metavar="I/N", help="Only shard I of N (0-based), written for `ingest shards`.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help='local: this process; ray: the run\'s shards as Ray tasks (pip install -e ".[ray]").')
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Ray: shard tasks at a time [1].")
+@click.option("--shards", default=None, type=click.IntRange(min=1),
+              help="Ray: shards to cut the run into [4 per worker, at most one per batch].")
+@click.option("--ray-address", default=None, help="Ray: an existing cluster [start a local one].")
+@click.option("--run-id", default=None, help="Shards: run id [sharded-<config hash>].")
+@click.option("--shard-dir", default=None, help="Shards: directory [<db>.worker-shards/<run id>].")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, methods, sigmas, noise_scale,
-        attention, device, batch_size, resume, skip_invalid, db, as_json):
+        attention, device, batch_size, resume, skip_invalid, shard, executor, workers, shards, ray_address, run_id,
+        shard_dir, db, as_json):
     """Run every corruption of every continuous thought and stream the rows into the warehouse."""
+    from engine.executors import Execution, execute
     from engine.report import importance_by_thought
-    from engine.run import RunRequest, execute_run
+    from engine.run import RunRequest
 
     req = RunRequest(model_name, checkpoint, dataset, problems, seed, layer, layers_spec == "all", methods, sigmas,
                      attention, noise_scale, device, batch_size, resume, skip_invalid)
+    how = Execution(executor, shard, workers, shards, ray_address, run_id, shard_dir)
     with user_errors():
-        summary = execute_run(req, db)
+        summary = execute(req, db, how)
+        if "shard" in summary:
+            emit_json(summary) if as_json else click.echo(
+                f"shard {summary['shard']} of run {summary['run_id']}: {summary['status']}, {summary['problems']} "
+                f"problems -> {summary['path']} ({summary['seconds']} s); merge with: ingest shards "
+                f"{summary['shard_dir']}")
+            return
         table = importance_by_thought(db, summary["run_id"])
     summary["baseline_accuracy"] = table["baseline_accuracy"]
     if as_json:
@@ -112,7 +161,7 @@ def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, met
 @click.option("--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama.")
 @click.option("--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer).")
 @click.option("--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file.")
-@click.option("--problems", default=400, show_default=True, help="How many problems.")
+@click.option("--problems", default=400, show_default=True, type=click.IntRange(min=1), help="How many problems.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-teacher", is_flag=True, help="Skip the explicit-CoT teacher accuracy.")
@@ -212,13 +261,15 @@ def runs_delete_cmd(run, db, as_json):
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop the query after this many seconds [no limit].")
 @_db_option()
-def query_cmd(sql, sql_file, fmt, out, db):
+def query_cmd(sql, sql_file, fmt, out, timeout, db):
     """Run read-only SQL on the warehouse; works while a run is writing."""
     from warehouse.query import query_command
 
     with user_errors():
-        rows = query_command(db, sql, sql_file, fmt, out)
+        rows = query_command(db, sql, sql_file, fmt, out, timeout)
     if out:
         click.echo(f"wrote {rows} rows to {out}", err=True)
 
@@ -267,6 +318,23 @@ def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
         _emit(compare_runs(db, run_a, run_b, n_boot, seed), as_json)
 
 
+@cli.command("charts")
+@click.option("--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest.")
+@click.option("--vs", "vs_spec", default=None, help="A second run to show beside it (id, prefix or latest).")
+@click.option("--out", "out_dir", default="results/charts", show_default=True, help="Directory to write.")
+@click.option("--format", "formats", default="html,png,svg", show_default=True, help="Comma list of html, png, svg.")
+@_db_option()
+def charts_cmd(run_spec, vs_spec, out_dir, formats, db):
+    """Every chart of a run (or two) from the views, and one offline page DIR/report.html gathering them."""
+    from analysis.export import parse_formats
+    from analysis.report import write_charts
+
+    with user_errors():
+        written = write_charts(db, run_spec, vs_spec, out_dir, parse_formats(formats))
+    click.echo(f"{len(written['charts'])} charts, {len(written['files'])} files in {out_dir}", err=True)
+    click.echo(written["report"])
+
+
 @cli.group("bench")
 def bench():
     """Benchmarks that print ratios and rates."""
@@ -311,19 +379,23 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
+@click.option("--arch", type=click.Choice(["gpt2-124m", "llama-1b"]), default=None,
+              help="Random weights of this real model's exact shape instead of --model (no checkpoint needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_engine_cmd(model_name, checkpoint, problems, reference_problems, batch_size, device, attention, as_json):
+def bench_engine_cmd(model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch,
+                     as_json):
     """Problems/s and conditions/s: batched engine vs the one-condition-at-a-time reference."""
     from engine.bench import bench_engine
 
     with user_errors():
-        report = bench_engine(model_name, checkpoint, problems, reference_problems, batch_size, device, attention)
+        report = bench_engine(model_name, checkpoint, problems, reference_problems, batch_size, device, attention,
+                              arch)
     if as_json:
         emit_json(report)
         return
     for path in ("batched", "sequential"):
         r = report[path]
-        click.echo(f"{path:>10}: {r['problems_per_s']:8.2f} problems/s {r['conditions_per_s']:9.1f} conditions/s "
+        click.echo(f"{path:>10}: {r['problems_per_s']:8.4g} problems/s {r['conditions_per_s']:9.4g} conditions/s "
                    f"({r['problems']} problems in {r['seconds']} s)")
     click.echo(f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']}, "
                f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})")

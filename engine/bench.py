@@ -1,7 +1,8 @@
 """`python cli.py bench engine`: the batched engine against the sequential reference, same process.
 
 Both paths run the same problems and conditions on the same model; the report gives problems/s and
-conditions/s for each and their ratio. Warm-up runs first so one-time costs are not counted.
+conditions/s for each and their ratio. Warm-up runs first so one-time costs are not counted. With
+`arch` the model is architecture-only (engine.arch): real size, random weights, no checkpoint needed.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 import torch
 
+from engine.arch import build_arch_model
 from engine.checkpoints import load_model
 from engine.conditions import build_conditions
 from engine.run import RunRequest, donor_sites, pick_device, select_layers, select_problems
@@ -17,9 +19,15 @@ from engine.runner import EngineOptions, run_chunk, run_reference
 
 def bench_engine(model_name: str = "gpt2-tiny", checkpoint: str | None = None, problems: int = 16,
                  reference_problems: int = 2, batch_size: int = 8, device: str = "auto",
-                 attention: str = "all") -> dict:
+                 attention: str = "all", arch: str | None = None) -> dict:
+    """`arch` (gpt2-124m, llama-1b): an architecture-only model of real size instead of a checkpoint."""
     device, dtype = pick_device(device)
-    model = load_model(model_name, checkpoint=checkpoint, device=device, dtype=dtype)
+    if arch is not None:
+        if checkpoint is not None:
+            raise ValueError("--arch builds random weights; it takes no --checkpoint")
+        model, model_name = build_arch_model(arch, device, dtype), arch
+    else:
+        model = load_model(model_name, checkpoint=checkpoint, device=device, dtype=dtype)
     req = RunRequest(model=model_name, problems=problems, attention=attention)
     chosen = select_problems(req)
     layers = select_layers(model, req)
@@ -44,13 +52,19 @@ def bench_engine(model_name: str = "gpt2-tiny", checkpoint: str | None = None, p
     batched_pps = len(chosen) / batched_s
     reference_pps = len(ref_set) / reference_s
     return {
-        "model": model_name, "device": device, "dtype": str(dtype).removeprefix("torch."),
+        "model": model_name, "arch": arch, "parameters": sum(p.numel() for p in model.parameters()),
+        "device": device, "dtype": str(dtype).removeprefix("torch."),
         "conditions_per_problem": len(conditions), "attention": attention, "batch_size": batch_size,
-        "batched": {"problems": len(chosen), "seconds": round(batched_s, 3), "problems_per_s": round(batched_pps, 3),
-                    "conditions_per_s": round(batched_pps * len(conditions), 1)},
+        "batched": {"problems": len(chosen), "seconds": round(batched_s, 3), "problems_per_s": _sig(batched_pps),
+                    "conditions_per_s": _sig(batched_pps * len(conditions))},
         "sequential": {"problems": len(ref_set), "seconds": round(reference_s, 3),
-                       "problems_per_s": round(reference_pps, 3),
-                       "conditions_per_s": round(reference_pps * len(conditions), 1)},
+                       "problems_per_s": _sig(reference_pps),
+                       "conditions_per_s": _sig(reference_pps * len(conditions))},
         "ratio": round(batched_pps / reference_pps, 2),
         "threads": torch.get_num_threads(),
     }
+
+
+def _sig(rate: float) -> float:
+    """Four significant digits: real-size models on CPU run at thousandths of a problem per second."""
+    return float(f"{rate:.4g}")

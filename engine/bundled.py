@@ -68,7 +68,15 @@ def load_codi_dir(model_dir: str | Path, name: str = "gpt2-tiny") -> CodiModel:
     for required in (weights, card_path, model_dir / "config.json"):
         if not required.is_file():
             raise FileNotFoundError(f"model directory {model_dir} lacks {required.name}")
-    card = json.loads(card_path.read_text())
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{card_path} is not valid JSON ({exc}); restore it or retrain the model") from exc
+    sha256 = sha256_file(weights)
+    if card.get("weights_sha256") not in (None, sha256):  # a truncated or bit-flipped file loads silently
+        raise ValueError(f"{weights}: sha256 {sha256[:12]}... differs from {card['weights_sha256'][:12]}... in "
+                         f"{CARD}, so the file is corrupted or was replaced; restore it (for the bundled model: "
+                         "git checkout models/gpt2-tiny) or retrain it")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = build_gpt2_codi(GPT2Config.from_pretrained(model_dir), tokenizer, card["prj_dim"], name)
     missing, unexpected = load_model(model, str(weights), strict=False)
@@ -77,7 +85,7 @@ def load_codi_dir(model_dir: str | Path, name: str = "gpt2-tiny") -> CodiModel:
         raise ValueError(f"{weights}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     model.codi.tie_weights()
     model.info.weights_path = str(weights)
-    model.info.weights_sha256 = sha256_file(weights)
+    model.info.weights_sha256 = sha256
     model.info.extra = card
     return model.eval()
 

@@ -304,7 +304,10 @@ def load_model(name: str, checkpoint: str | Path | None = None, device: str = "c
             raise ModelNotFoundError(f"model 'gpt2-tiny': {exc}; train it with `python cli.py train "
                                      f"--out {model_dir}` or pass --checkpoint DIR") from exc
         except (SafetensorError, ValueError) as exc:
-            raise CheckpointError(f"{model_dir / 'model.safetensors'}: {exc}") from exc
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(text if text.startswith(str(model_dir)) else
+                                  f"{model_dir / 'model.safetensors'}: corrupted or truncated weight file ({text}); "
+                                  "restore it or retrain the model") from exc
         return finalize(model, device, dtype)
 
     weights = locate_weights(name, checkpoint, allow_download)

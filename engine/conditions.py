@@ -7,6 +7,7 @@ on the device, or on resuming.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 
@@ -53,8 +54,8 @@ def parse_sigmas(spec: str | None) -> tuple[float, ...]:
         sigmas = tuple(float(s) for s in spec.split(",") if s.strip())
     except ValueError as exc:
         raise ValueError(f"--sigmas must be comma-separated numbers, got {spec!r}") from exc
-    if not sigmas or any(s <= 0 for s in sigmas):
-        raise ValueError(f"--sigmas must be positive numbers, got {spec!r}")
+    if not sigmas or not all(0 < s < math.inf for s in sigmas):  # also refuses nan
+        raise ValueError(f"--sigmas must be positive finite numbers, got {spec!r}")
     return sigmas
 
 

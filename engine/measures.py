@@ -26,8 +26,10 @@ def js_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats; NaN where the distribution itself is NaN (a corruption that overflowed), never 0."""
     p = logp.exp()
-    return -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1)
+    value = -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1)
+    return value.masked_fill(torch.isnan(logp).any(-1), float("nan"))
 
 
 def attention_disruption(base_row: torch.Tensor, cond_row: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ an interrupted run resumes (`--resume RUN`) with no duplicates and no gaps.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import queue
@@ -14,7 +15,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-import polars as pl
 import torch
 from tqdm import tqdm
 
@@ -23,7 +23,8 @@ from engine.conditions import build_conditions, parse_methods, parse_sigmas, sel
 from engine.model import CodiModel
 from engine.runner import EngineOptions, run_chunk
 from engine.strata import STRATA, stratified
-from ingest.datasets import SYNTHETIC, load_problems, synthetic_problems
+from ingest.datasets import SYNTHETIC, distinct, load_problems, synthetic_problems
+from ingest.problems import problems_table as problems_frame  # the `problems` rows ingest writes
 
 DEFAULT_PROBLEMS = 100
 
@@ -65,15 +66,25 @@ def select_problems(req: RunRequest) -> list:
     if req.dataset == SYNTHETIC:
         n = req.problems or DEFAULT_PROBLEMS
         per_stratum = math.ceil(n / len(STRATA))
-        return stratified(synthetic_problems(per_stratum * 6, seed=req.seed), per_stratum)[:n]
-    problems = load_problems(req.dataset, req.problems, req.seed, skip_invalid=req.skip_invalid)
+        for generated in (6, 12):  # the generator repeats a question now and then: distinct ones only
+            chosen = stratified(distinct(synthetic_problems(per_stratum * generated, seed=req.seed)), per_stratum)[:n]
+            if len(chosen) == n:
+                break
+        return chosen
+    problems = load_problems(req.dataset, None, req.seed, skip_invalid=req.skip_invalid)  # repeats left out
     if not problems:
-        raise ValueError(f"dataset {req.dataset} holds no problems")
-    return problems
+        raise ValueError(f"dataset {req.dataset} holds no problems; give a JSONL file with one "
+                         '{"question", "answer"} object per line')
+    if req.problems is not None and req.problems > len(problems):
+        raise ValueError(f"--problems {req.problems} is more than the {len(problems)} distinct problems in "
+                         f"{req.dataset}; ask for at most {len(problems)}, or leave --problems out to run them all")
+    return problems[:req.problems]
 
 
 def select_layers(model: CodiModel, req: RunRequest) -> tuple[int, ...]:
     n = model.n_layers
+    if req.all_layers and req.layer is not None:
+        raise ValueError("give either --layer L or --layers all, not both")
     if req.all_layers:
         return tuple(range(n))
     layer = n // 2 if req.layer is None else req.layer
@@ -87,15 +98,6 @@ def dataset_hash(problems: list) -> str:
     for p in problems:
         h.update(f"{p.problem_id}\t{p.gold}\n".encode())
     return h.hexdigest()
-
-
-def problems_frame(problems: list) -> pl.DataFrame:
-    return pl.DataFrame({
-        "problem_id": [p.problem_id for p in problems], "question": [p.question for p in problems],
-        "gold_answer": [p.gold for p in problems], "solution": [p.solution for p in problems],
-        "n_steps": pl.Series([p.n_steps for p in problems], dtype=pl.Int16),
-        "source": [p.source for p in problems], "source_id": [p.source_id for p in problems],
-    })
 
 
 class ChunkWriter:
@@ -130,12 +132,25 @@ class ChunkWriter:
             raise self.error
 
 
-def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
-    """Run (or resume) an experiment into the warehouse at `db`; returns a summary."""
-    from warehouse.store import open_warehouse
+@dataclass
+class RunPlan:
+    """What a run needs before its first chunk; every process that plans the same request gets the same
+    config (so workers of a sharded run agree on the run id) and the same problem order."""
 
+    model: CodiModel
+    problems: list
+    methods: tuple
+    conditions: tuple
+    opts: EngineOptions
+    config: dict
+    fields: dict  # the runs row's lineage fields (begin_run keywords)
+
+
+def plan_run(req: RunRequest, model: CodiModel | None = None) -> RunPlan:
+    """Load the model (unless given), select problems and conditions, build the run's config."""
     device, dtype = pick_device(req.device)
-    model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
+    if model is None:
+        model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
     problems = select_problems(req)
     layers = select_layers(model, req)
     methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
@@ -146,6 +161,23 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
     config = {**{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
               "layers": list(layers), "methods": list(methods), "sigmas": list(sigmas),
               "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256}
+    fields = {
+        "model_name": req.model, "weights_sha256": model.info.weights_sha256, "n_layers": model.n_layers,
+        "n_heads": model.n_heads, "d_model": model.codi.config.hidden_size, "patch_layers": list(layers),
+        "methods": list(methods), "sigmas": list(sigmas), "seed": req.seed, "dataset_name": req.dataset,
+        "dataset_hash": dataset_hash(problems), "device": model.device.type,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "n_problems_planned": len(problems)}
+    return RunPlan(model, problems, methods, conditions, opts, config, fields)
+
+
+def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
+    """Run (or resume) an experiment into the warehouse at `db`; returns a summary."""
+    from warehouse.store import open_warehouse
+
+    plan = plan_run(req)
+    model, problems, methods, conditions, opts, config = (plan.model, plan.problems, plan.methods,
+                                                          plan.conditions, plan.opts, plan.config)
     store = open_warehouse(db)
     if req.resume:
         run_id = store.resolve_run(req.resume)
@@ -154,15 +186,11 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
             raise ValueError(f"run {run_id} was started with a different configuration; resume it with the same flags")
         done = store.resume_run(run_id)
     else:
-        run_id = store.begin_run(
-            config, model_name=req.model, weights_sha256=model.info.weights_sha256, n_layers=model.n_layers,
-            n_heads=model.n_heads, d_model=model.codi.config.hidden_size, patch_layers=list(layers),
-            methods=list(methods), sigmas=list(sigmas), seed=req.seed, dataset_name=req.dataset,
-            dataset_hash=dataset_hash(problems), device=device, dtype=str(dtype).removeprefix("torch."),
-            n_problems_planned=len(problems))
+        run_id = store.begin_run(config, **plan.fields)
         done = set()
     todo = [p for p in problems if p.problem_id not in done]
     started = time.time()
+    nonfinite = 0
     try:
         pool = donor_sites(model, problems, opts, methods)
         writer = ChunkWriter(store, run_id)
@@ -172,17 +200,40 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
             for i in range(0, len(todo), req.batch_size):
                 chunk = todo[i:i + req.batch_size]
                 out = run_chunk(model, chunk, opts, pool)
+                nonfinite += nonfinite_rows(out.results)
                 writer.put(problems_frame(chunk), out.results, out.attention)
                 bar.update(len(chunk))
         finally:
             bar.close()
             writer.close()
     except BaseException as exc:
-        store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        # If even that fails (a full disk), the run stays `running`, which resume accepts too.
+        with contextlib.suppress(Exception):
+            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, (OSError, ValueError)):  # a cause the user can fix: say how to go on
+            raise RunFailed(run_id, exc) from exc
         raise
     store.finish_run(run_id, "complete")
+    if nonfinite:
+        print(f"note: {nonfinite} condition row(s) had non-finite logits (the corruption overflowed the model); "
+              "their KL, JS, entropy, log p(gold) and disruption are NULL and they count as failures", file=sys.stderr)
     return {"run_id": run_id, "status": "complete", "problems": len(problems),
-            "conditions": len(conditions), "seconds": round(time.time() - started, 2)}
+            "conditions": len(conditions), "seconds": round(time.time() - started, 2), "nonfinite_rows": nonfinite}
+
+
+class RunFailed(ValueError):
+    """A run stopped by a cause outside the engine (full disk, bad input); committed problems are kept."""
+
+    def __init__(self, run_id: str, cause: BaseException):
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"run {run_id} stopped: {reason}; committed problems are kept: fix the cause, then "
+                         f"continue with `python cli.py run --resume {run_id}` and the same flags")
+        self.run_id = run_id
+
+
+def nonfinite_rows(results) -> int:
+    """Rows whose EOT distribution was not finite (entropy NULL): a corruption that overflowed."""
+    return int(results.get_column("entropy_first").is_null().sum())
 
 
 def _config_hash(config: dict) -> str:

@@ -5,6 +5,7 @@ legacy one.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ingest.gsm8k import DatasetError, Problem, parse_record, read_jsonl
@@ -16,8 +17,20 @@ SYNTHETIC = "synthetic"
 HELDOUT_SEED_OFFSET = 1_000_003
 
 
+def distinct(problems: list[Problem]) -> list[Problem]:
+    """The first problem of each id, in order."""
+    kept: dict[str, Problem] = {}
+    for p in problems:
+        kept.setdefault(p.problem_id, p)
+    return list(kept.values())
+
+
 def synthetic_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 6)) -> list[Problem]:
-    """n held-out synthetic problems (never seen in training), step counts spread evenly."""
+    """n held-out synthetic problems (never seen in training), step counts spread evenly.
+
+    The generator may repeat a question (a few in 3,000); callers that need distinct problems take
+    `distinct` of a longer list: a longer list starts with the shorter one (same seed).
+    """
     records = generate_split(n, seed=seed + HELDOUT_SEED_OFFSET, split="heldout", steps=steps)
     return [parse_record(r, source=SYNTHETIC, source_id=f"{seed}:{i}") for i, r in enumerate(records)]
 
@@ -38,7 +51,29 @@ def load_problems(dataset: str = SYNTHETIC, n: int | None = None, seed: int = 0,
                                f"so n_steps is unknown: {', '.join(unknown[:5])}")
     else:
         problems = read_jsonl(dataset, skip_invalid=skip_invalid).problems
+    problems = unique_problems(problems, dataset)
     return problems if n is None else problems[:n]
+
+
+def unique_problems(problems: list[Problem], dataset: str | Path) -> list[Problem]:
+    """Each question once (its first entry): a run or an evaluation must not count a problem twice.
+
+    Repeats are noted on stderr; a repeat with another gold answer is an error (which one is right?).
+    """
+    kept: dict[str, Problem] = {}
+    repeats = []
+    for p in problems:
+        known = kept.setdefault(p.problem_id, p)
+        if known is p:
+            continue
+        if known.gold != p.gold:
+            raise DatasetError(f"{dataset}: entry {p.source_id} repeats the question of entry {known.source_id} "
+                               f"with another answer ({p.gold:g} vs {known.gold:g}); fix or remove one of them")
+        repeats.append(f"entry {p.source_id} repeats entry {known.source_id}")
+    if repeats:
+        print(f"note: {dataset}: {len(repeats)} repeated question(s) left out, each problem runs once "
+              f"({', '.join(repeats[:5])}{', ...' if len(repeats) > 5 else ''})", file=sys.stderr)
+    return list(kept.values())
 
 
 def is_research_dataset(path: str | Path) -> bool:

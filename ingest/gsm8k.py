@@ -2,6 +2,8 @@
 
 A malformed line is never loaded silently wrong: every bad line is reported with its number, and by
 default nothing at all is loaded from a file that has one (`skip_invalid=True` keeps the good lines).
+A question that comes again with another answer is a bad line (which answer is right is unknown); one
+that comes again with the same answer is kept, and left to the caller to run or store once.
 """
 from __future__ import annotations
 
@@ -92,8 +94,9 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
     """Read a GSM8K JSONL file; raise DatasetError listing bad lines unless skip_invalid."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"dataset file not found: {path}")
+        raise DatasetError(f"dataset file not found: {path}; check the path")
     problems, bad = [], []
+    first: dict[str, tuple[int, float]] = {}  # problem id -> (line, gold) where the question first came
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
@@ -105,7 +108,12 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
                 continue
             try:
                 record = json.loads(text)
-                problems.append(parse_record(record, source=path.name, source_id=str(number)))
+                problem = parse_record(record, source=path.name, source_id=str(number))
+                line, gold = first.setdefault(problem.problem_id, (number, problem.gold))
+                if gold != problem.gold:
+                    raise ValueError(f"same question as line {line} with another answer ({problem.gold:g} here, "
+                                     f"{gold:g} there)")
+                problems.append(problem)
             except json.JSONDecodeError as exc:
                 bad.append(BadLine(number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
             except ValueError as exc:

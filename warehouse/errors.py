@@ -12,3 +12,7 @@ class UnknownRun(WarehouseError):
 
 class RunClosed(WarehouseError):
     """The run is complete (immutable) or failed (resume it first), so rows cannot be appended."""
+
+
+class RunBusy(WarehouseError):
+    """Another process is writing the run (one writer per run at a time)."""

@@ -35,12 +35,22 @@ class SchemaError(RuntimeError):
     """The file's schema version cannot be used by this program."""
 
 
+def newer_message(where, version: int) -> str:
+    return (f"warehouse {where} has schema version {version}, newer than this program's {schema.SCHEMA_VERSION}; "
+            "upgrade codi-warehouse (pip install -e . in a newer checkout) to use it")
+
+
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                          "AND schema_name = 'main' AND table_name = 'schema_version'").fetchall()[0][0]
     if not exists:
         return 0
     return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+
+
+def _database_path(con: duckdb.DuckDBPyConnection) -> str:
+    found = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return found[0][0] if found and found[0][0] else "file"
 
 
 def native_ddl() -> list[str]:
@@ -68,8 +78,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     """Bring the file to schema.SCHEMA_VERSION; returns the version it had before."""
     found = current_version(con)
     if found > schema.SCHEMA_VERSION:
-        raise SchemaError(f"warehouse has schema version {found}, newer than this program's "
-                          f"{schema.SCHEMA_VERSION}; upgrade codi-warehouse")
+        raise SchemaError(newer_message(_database_path(con), found))
     if found == 0:
         _create(con)
         return 0

@@ -8,12 +8,17 @@ those moments. Every reader sees every batch committed before its query started.
 compacts a run's batches into one file per table so queries do not slow down with file counts.
 See warehouse/README.md for the alternatives weighed.
 
-One writer per run at a time: a Warehouse object caches its runs' commit state.
+One writer per run at a time, enforced: the process that begins or resumes a run holds an exclusive
+lock on `<shards>/_locks/<run_id>.lock` (flock, so the kernel drops it when the process dies, even by
+SIGKILL) until it finishes the run; another process that tries to resume, append to, finish or delete
+it is refused with RunBusy. A Warehouse object caches its runs' commit state.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
 import json
 import os
 import re
@@ -25,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import connect, lineage, migrate, views
-from warehouse.errors import RunClosed, UnknownRun, WarehouseError
+from warehouse.errors import RunBusy, RunClosed, UnknownRun, WarehouseError
 from warehouse.frames import conform, distinct
 from warehouse.schema import CONVENTIONS, SHARD_TABLES, column_names
 from warehouse.shards import Shards
@@ -33,6 +38,39 @@ from warehouse.shards import Shards
 _AUTO = ("run_id", "status", "started_at", "finished_at", "config_json", "config_hash", "error")
 LINEAGE_FIELDS = tuple(c for c in column_names("runs") if c not in _AUTO[1:])
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a directory name under the shards
+_WRITER_LOCKS: dict[str, int] = {}  # lock file -> descriptor, for the runs this process writes
+
+
+def _hold_writer_lock(path: Path, run_id: str) -> bool:
+    """Take the run's writer lock for this process, or raise RunBusy; False if this process held it already."""
+    key = str(path)
+    if key in _WRITER_LOCKS:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        pid = f" (pid {holder})" if holder else ""
+        raise RunBusy(f"run {run_id} is being written by another process{pid}; wait for it to end (or stop it), "
+                      "then resume the run") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _WRITER_LOCKS[key] = fd
+    return True
+
+
+def _release_writer_lock(path: Path, unlink: bool = False) -> None:
+    fd = _WRITER_LOCKS.pop(str(path), None)
+    if unlink:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if fd is not None:
+        os.close(fd)
 
 
 def _now() -> dt.datetime:
@@ -116,20 +154,22 @@ class Warehouse:
             raise WarehouseError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-', not first '_' or '.'")
         row.update(run_id=run_id, status="running", started_at=_now(),
                    config_json=lineage.canonical_json(config), config_hash=lineage.config_hash(config))
-        self.shards.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         names = list(row)
-        with connect.transaction(self.path) as con:
-            if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
-                raise WarehouseError(f"run {run_id} already exists")
-            con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                        [row[n] for n in names])
+        with self._claiming(run_id):
+            self.shards.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+            with connect.transaction(self.path) as con:
+                if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+                    raise WarehouseError(f"run {run_id} already exists")
+                con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                            [row[n] for n in names])
         self._runs[run_id] = _RunState()
         return run_id
 
     def resume_run(self, spec: str) -> set[str]:
         """Reopen a running or failed run for appending; returns the problems already committed."""
         run_id = self.resolve_run(spec)
-        with connect.transaction(self.path) as con:
+        # First of all: is another process writing this run?
+        with self._claiming(run_id), connect.transaction(self.path) as con:
             status = self._status(con, run_id)
             if status == "complete":
                 raise RunClosed(f"run {run_id} is complete; complete runs are immutable")
@@ -154,7 +194,16 @@ class Warehouse:
         with self.reader() as con:
             if self._status(con, run_id) != "running":
                 raise RunClosed(f"run {run_id} is not running")
-        staged = self.shards.compact(run_id)
+        self._claim(run_id)
+        try:
+            staged = self.shards.compact(run_id)
+        except OSError:
+            if status == "complete":
+                raise
+            # A failed run (the disk may be full) keeps its committed batches as they are: resume
+            # reads them, and the next finish compacts.
+            self.shards.clear_staging(run_id)
+            staged = None
         with connect.locked(self.path) as con:
             con.begin()
             self._keep_problems(con, run_id)
@@ -165,14 +214,17 @@ class Warehouse:
                 con.rollback()
                 raise RunClosed(f"run {run_id} was closed or deleted by another process")
             con.commit()
-            self.shards.swap_in(run_id, staged)  # still under the lock: readers never see both
+            if staged is not None:
+                self.shards.swap_in(run_id, staged)  # still under the lock: readers never see both
         self.shards.clear_staging(run_id)
         self.shards.empty_trash()
         self._runs.pop(run_id, None)
+        _release_writer_lock(self._lock_path(run_id))
 
     def delete_run(self, spec: str) -> dict:
         """Remove a run and every row of it. Its problems stay (in problems_base): runs share them."""
         run_id = self.resolve_run(spec)
+        self._claim(run_id)  # never delete a run another process is writing
         removed = {"run_id": run_id, **self.row_counts(run_id)}
         with connect.transaction(self.path) as con:
             self._keep_problems(con, run_id)
@@ -180,7 +232,26 @@ class Warehouse:
             self.shards.discard(run_id)
         self.shards.empty_trash()
         self._runs.pop(run_id, None)
+        _release_writer_lock(self._lock_path(run_id), unlink=True)
         return removed
+
+    def _lock_path(self, run_id: str) -> Path:
+        return self.shards.root / "_locks" / f"{run_id}.lock"
+
+    def _claim(self, run_id: str) -> None:
+        """This process becomes the run's only writer until it finishes the run (RunBusy if taken)."""
+        _hold_writer_lock(self._lock_path(run_id), run_id)
+
+    @contextlib.contextmanager
+    def _claiming(self, run_id: str):
+        """Claim the run for the block; should the block fail, let go of a claim taken here."""
+        taken = _hold_writer_lock(self._lock_path(run_id), run_id)
+        try:
+            yield
+        except BaseException:
+            if taken:
+                _release_writer_lock(self._lock_path(run_id))
+            raise
 
     def resolve_run(self, spec: str) -> str:
         """A full run id, a unique prefix of one, or `latest` (the most recently started run)."""
@@ -188,7 +259,7 @@ class Warehouse:
             if spec == "latest":
                 found = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchall()
                 if not found:
-                    raise UnknownRun("there are no runs yet")
+                    raise UnknownRun("there are no runs yet; start one with `python cli.py run`")
                 return found[0][0]
             found = [r[0] for r in con.execute(
                 "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [spec]).fetchall()]
@@ -197,8 +268,9 @@ class Warehouse:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise UnknownRun(f"no run matches {spec!r}")
-        raise UnknownRun(f"{spec!r} is ambiguous: {len(found)} runs match ({', '.join(found[:4])}, ...)")
+            raise UnknownRun(f"no run matches {spec!r}; `python cli.py runs` lists them")
+        raise UnknownRun(f"{spec!r} is ambiguous: {len(found)} runs match ({', '.join(found[:4])}, ...); "
+                         "give more of the run id")
 
     def list_runs(self) -> list[dict]:
         with self.reader() as con:
@@ -272,6 +344,7 @@ class Warehouse:
             if status != "running":
                 raise RunClosed(f"run {run_id} is {status}; "
                                 + ("complete runs are immutable" if status == "complete" else "resume it first"))
+            self._claim(run_id)
             done = self.shards.read_run(run_id, "run_problems", ["problem_id", "ordinal"])
             ordinals = done.column("ordinal").to_pylist()
             state = _RunState(set(done.column("problem_id").to_pylist()), max(ordinals, default=-1) + 1)
@@ -318,6 +391,8 @@ def open_warehouse(path: str | os.PathLike, read_only: bool = False, durable: bo
         version = store.schema_version()
         if version == 0:
             raise WarehouseError(f"{store.path} is a DuckDB file but not a codi warehouse")
+        if version > migrate.schema.SCHEMA_VERSION:  # its views and columns may mean something else
+            raise migrate.SchemaError(migrate.newer_message(store.path, version))
         if version < migrate.schema.SCHEMA_VERSION:
             store.initialize()  # an older file: migrate it forward once, briefly taking the write lock
     else:

@@ -1,0 +1,123 @@
+"""The report's tables: each run's lineage and the key numbers, as small HTML tables from the views.
+
+Numbers a reader compares across rows (rates, r) are formatted the same way in every table; the
+charts carry the detail.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+
+import polars as pl
+
+# Lineage rows shown for each run, in order (runs table via Warehouse.show_run).
+META_FIELDS = [("run_id", "run"), ("status", "status"), ("model_name", "model"), ("weights_sha256", "weights sha256"),
+               ("n_layers", "layers"), ("n_heads", "heads"), ("d_model", "d_model"), ("dataset_name", "dataset"),
+               ("dataset_hash", "dataset hash"), ("n_problems_planned", "problems planned"),
+               ("patch_layers", "patch layers"), ("methods", "methods"), ("sigmas", "sigmas"), ("seed", "seed"),
+               ("convention", "convention"), ("started_at", "started (UTC)"), ("finished_at", "finished (UTC)"),
+               ("code_version", "code version"), ("device", "device"), ("dtype", "dtype"),
+               ("config_hash", "config hash"), ("parent_run_id", "parent run")]
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    view: str
+    frame: pl.DataFrame
+    percent: tuple[str, ...] = ()
+
+
+def _fetch(con, sql: str, ids: list[str]) -> pl.DataFrame:
+    marks = ", ".join("?" for _ in ids)
+    return con.sql(sql.format(runs=f"run_id IN ({marks})"), params=ids).pl()
+
+
+def _run_letter(frame: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
+    """With two runs, the first column says which (A or B); with one it is left out."""
+    if len(ids) < 2:
+        return frame.drop("run_id")
+    letters = dict(zip(ids, "AB"))
+    return frame.with_columns(pl.col("run_id").replace_strict(letters, default="?").alias("run_id")).rename(
+        {"run_id": "run"})
+
+
+def key_tables(con, ids: list[str]) -> list[Table]:
+    """Importance, corruptions, correlation by layer, hubs and the top heads for the runs."""
+    specs = [
+        ("importance", "Importance by thought", "token_importance",
+         ("SELECT run_id, patch_layer, thought_name AS thought, problems, n, failures, failure_rate, ci_low, "
+          "ci_high, mean_kl, mean_logp_drop FROM token_importance WHERE {runs} ORDER BY run_id, patch_layer, thought"),
+         ("failure_rate", "ci_low", "ci_high")),
+        ("methods", "Corruptions", "method_comparison",
+         ("SELECT run_id, patch_layer, condition, n, failures, failure_rate, ci_low, ci_high, mean_kl, "
+          "mean_logp_drop, mean_disruption FROM method_comparison WHERE {runs} "
+          "ORDER BY run_id, patch_layer, list_position(['zero', 'gauss', 'random', 'shuffle', 'mean', 'clean'], "
+          "method), sigma"), ("failure_rate", "ci_low", "ci_high")),
+        ("correlation", "Attention-importance correlation by layer", "layer_correlation",
+         ("SELECT run_id, patch_layer, layer, n, problems, r, t, r_within FROM layer_correlation WHERE {runs} "
+          "ORDER BY run_id, patch_layer, layer"), ()),
+        ("hubs", "Hub scores", "hub_scores",
+         ("SELECT run_id, position_name AS thought, later_thoughts, incoming_raw, incoming_norm, hub_ratio, "
+          "hub_ratio_raw FROM hub_scores WHERE {runs} ORDER BY run_id, position"), ()),
+        ("heads", "Top 10 heads", "head_metrics",
+         ("SELECT run_id, rank, layer, head, functional_type, composite, flow, hub, skip, self_attn "
+          "FROM head_metrics WHERE {runs} AND rank <= 10 ORDER BY run_id, rank"), ()),
+    ]
+    if len(ids) == 2:
+        specs.insert(0, ("summary", "Runs side by side", "model_comparison",
+                         ("SELECT run_id, model_name, dataset_name, patch_layers, problems, baseline_accuracy, n, "
+                          "failures, failure_rate, ci_low, ci_high, mean_kl FROM model_comparison WHERE {runs}"),
+                         ("baseline_accuracy", "failure_rate", "ci_low", "ci_high")))
+    order = {r: i for i, r in enumerate(ids)}
+    tables = []
+    for key, title, view, sql, percent in specs:
+        frame = _fetch(con, sql, ids)
+        frame = frame.sort(pl.col("run_id").replace_strict(order, default=9, return_dtype=pl.Int32),
+                           maintain_order=True)
+        tables.append(Table(key, title, view, _run_letter(frame, ids), percent))
+    return tables
+
+
+def _cell(value, column: str, percent: tuple[str, ...]) -> str:
+    if value is None:
+        return "<td class='null'>–</td>"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "<td class='null'>–</td>"
+        text = f"{value:.1%}" if column in percent else f"{value:.3f}" if abs(value) >= 0.001 or value == 0 \
+            else f"{value:.2e}"
+        return f"<td class='num'>{text}</td>"
+    if isinstance(value, int):
+        return f"<td class='num'>{value}</td>"
+    if isinstance(value, list):
+        value = ", ".join(str(v) for v in value)
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def table_html(table: Table) -> str:
+    if table.frame.is_empty():
+        return f"<p class='empty'>No rows in <code>{table.view}</code> for this run.</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.frame.columns)
+    body = "".join("<tr>" + "".join(_cell(v, c, table.percent) for c, v in row.items()) + "</tr>"
+                   for row in table.frame.iter_rows(named=True))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def metadata_html(runs: list[dict]) -> str:
+    """Each run's lineage side by side, and its whole config as JSON under a disclosure."""
+    letters = "AB" if len(runs) == 2 else [""]
+    head = "".join(f"<th>{f'run {letter}' if letter else 'run'}</th>" for letter in letters[:len(runs)])
+    body = []
+    for field, label in META_FIELDS:
+        cells = "".join(_cell(run.get(field), field, ()) for run in runs)
+        body.append(f"<tr><th scope='row'>{html.escape(label)}</th>{cells}</tr>")
+    configs = "".join(
+        f"<details><summary>config of {html.escape(run['run_id'])}</summary>"
+        f"<pre>{html.escape(json.dumps(run.get('config_json'), indent=2, default=str))}</pre></details>"
+        for run in runs)
+    return f"<table class='meta'><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>" \
+           + configs

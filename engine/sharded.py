@@ -1,0 +1,140 @@
+"""`run --shard I/N`: one worker's slice of a run, written as a Parquet shard (SPEC 12).
+
+This is what a Slurm array task (or any scheduler's job) runs; `ingest shards DIR` merges the shards
+into the warehouse, and the Ray executor runs the same function as Ray tasks.
+
+Slicing: the run's ordered problem list is cut into batches of `--batch-size` problems, exactly as a
+single-process run cuts it, and shard I of N takes batches I, I+N, I+2N, ... (round-robin, so the
+difficulty strata spread over the shards). Since every batch holds the same problems as in a
+single-process run, and the donor pool of `random`/`mean` is computed from the whole problem set, every
+row is bit-for-bit the row a single-process run computes on the same device (left-padded batches of
+other problems would change floats in the 7th digit). All workers of a run must therefore use the same
+flags, `--batch-size` included; a worker that finds a finished sibling shard sliced differently stops.
+
+A worker writes into a hidden temp directory and publishes its shard with one rename (ingest.shards),
+so a killed worker leaves debris that ingest ignores; a finished shard is skipped when run again.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.run import ChunkWriter, RunRequest, donor_sites, plan_run, problems_frame
+from engine.runner import run_chunk
+from ingest.shards import MANIFEST, ShardWriter, default_run_id, find_shards, read_manifest, shard_name
+from warehouse import lineage
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N (0-based, like Slurm's default array indices)."""
+    try:
+        index, count = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: expected I/N, e.g. 0/16") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {spec}: need 0 <= I < N (shards are numbered from 0)")
+    return index, count
+
+
+def shard_batches(problems: list, batch_size: int, index: int, count: int) -> list[list]:
+    """Batches I, I+N, ... of the run's batches (the batches a single-process run makes)."""
+    batches = [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
+    return batches[index::count]
+
+
+def default_shard_dir(db: str | Path, run_id: str) -> Path:
+    """Where a run's shards go unless --shard-dir says otherwise: next to the warehouse, one dir per run."""
+    return Path(f"{db}.worker-shards") / run_id
+
+
+def run_id_for(config: dict, run_id: str | None) -> tuple[str, str]:
+    """(run id, config hash) exactly as ShardWriter computes them, before any shard is opened."""
+    config_hash = lineage.config_hash(json.loads(lineage.canonical_json(config)))
+    return run_id or default_run_id(config_hash), config_hash
+
+
+def check_siblings(directory: Path, run_id: str, config_hash: str, count: int,
+                   expected: Callable[[int], list[str]]) -> None:
+    """Finished shards of this run in `directory` must come from the same slicing (count, batch size)."""
+    if not directory.is_dir():
+        return
+    for shard in find_shards(directory)[0]:
+        m = shard.manifest
+        if m["run_id"] != run_id:
+            continue
+        if m["config_hash"] != config_hash:
+            raise ValueError(f"{shard.label} belongs to run {run_id} with another config; use another --shard-dir")
+        if m["shard_count"] != count:
+            raise ValueError(f"{directory} holds run {run_id} in {m['shard_count']} shards, not {count}; "
+                             "use the same N or another --shard-dir")
+        ids = [p for part in m["parts"] for p in part["problem_ids"]]
+        if sorted(ids) != sorted(expected(m["shard_index"])):
+            raise ValueError(f"{shard.label} holds other problems than this worker would give it; every worker "
+                             "of a run needs the same flags (--batch-size included)")
+
+
+class _ShardSink:
+    """ChunkWriter's store interface over a ShardWriter, so shards get the same background writer."""
+
+    def __init__(self, writer: ShardWriter):
+        self.writer = writer
+
+    def append_problems(self, _run_id, problems, results, attention):
+        self.writer.append_problems(problems, results, attention)
+
+
+def run_shard(req: RunRequest, index: int, count: int, *, db: str | Path | None = None,
+              shard_dir: str | Path | None = None, run_id: str | None = None, model=None,
+              progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> dict:
+    """Compute shard `index` of `count` and publish it; a finished shard is skipped. Returns a summary.
+
+    The shard goes to `shard_dir`, else `<db>.worker-shards/<run id>/`. `model`: an already loaded
+    model (a Ray worker keeps one between tasks). `on_chunk(n)` is called after each computed chunk of n problems.
+    """
+    if req.resume:
+        raise ValueError("--resume does not apply to shards: run the same --shard I/N again, finished "
+                         "shards are skipped")
+    if shard_dir is None and db is None:
+        raise ValueError("run_shard needs a shard directory or the warehouse path")
+    started = time.time()
+    plan = plan_run(req, model)
+    run_id, config_hash = run_id_for(plan.config, run_id)
+    directory = Path(shard_dir) if shard_dir is not None else default_shard_dir(db, run_id)
+    final = directory / shard_name(index, count)
+    mine = shard_batches(plan.problems, req.batch_size, index, count)
+
+    def expected(i: int) -> list[str]:
+        return [p.problem_id for batch in shard_batches(plan.problems, req.batch_size, i, count) for p in batch]
+
+    summary = {"run_id": run_id, "shard": f"{index}/{count}", "path": str(final), "shard_dir": str(directory),
+               "problems": sum(len(b) for b in mine), "problems_planned": len(plan.problems),
+               "conditions": len(plan.conditions)}
+    check_siblings(directory, run_id, config_hash, count, expected)
+    if (final / MANIFEST).is_file():  # finished before: this run's (vetted above) or another's
+        if read_manifest(final)["run_id"] != run_id:
+            raise ValueError(f"{final} already holds a shard of run {read_manifest(final)['run_id']}; "
+                             "use another --shard-dir")
+        return {**summary, "status": "skipped", "seconds": round(time.time() - started, 2)}
+
+    pool = donor_sites(plan.model, plan.problems, plan.opts, plan.methods)  # whole problem set, as one run
+    fields = {**plan.fields, "config": plan.config, "run_id": run_id}
+    bar = tqdm(total=summary["problems"], desc=f"shard {index}/{count} of {run_id}", unit="problem",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    with ShardWriter(directory, fields, index=index, count=count) as writer:
+        chunks = ChunkWriter(_ShardSink(writer), run_id)
+        try:
+            for batch in mine:
+                out = run_chunk(plan.model, batch, plan.opts, pool)
+                chunks.put(problems_frame(batch), out.results, out.attention)
+                bar.update(len(batch))
+                if on_chunk is not None:
+                    on_chunk(len(batch))
+        finally:
+            bar.close()
+            chunks.close()
+    return {**summary, "status": "written", "seconds": round(time.time() - started, 2)}
