@@ -7,7 +7,6 @@ an interrupted run resumes (`--resume RUN`) with no duplicates and no gaps.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import queue
 import sys
@@ -24,6 +23,7 @@ from engine.model import CodiModel
 from engine.runner import EngineOptions, run_chunk
 from engine.strata import STRATA, stratified
 from ingest.datasets import SYNTHETIC, distinct, load_problems, synthetic_problems
+from ingest.problems import problems_hash as dataset_hash
 from ingest.problems import problems_table as problems_frame  # the `problems` rows ingest writes
 
 DEFAULT_PROBLEMS = 100
@@ -91,13 +91,6 @@ def select_layers(model: CodiModel, req: RunRequest) -> tuple[int, ...]:
     if not 0 <= layer < n:
         raise ValueError(f"--layer {layer} is outside 0..{n - 1} for {model.info.name}")
     return (layer,)
-
-
-def dataset_hash(problems: list) -> str:
-    h = hashlib.sha256()
-    for p in problems:
-        h.update(f"{p.problem_id}\t{p.gold}\n".encode())
-    return h.hexdigest()
 
 
 class ChunkWriter:

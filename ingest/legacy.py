@@ -50,7 +50,7 @@ from ingest.legacy_formats import (
     parse_summary,
     parse_token_ablation,
 )
-from ingest.problems import problems_table
+from ingest.problems import problems_hash, problems_table
 from ingest.research_dataset import ResearchDataset, file_sha256, read_research_dataset
 
 METADATA_NAME = "attention_metadata.json"
@@ -144,14 +144,6 @@ def _model(parsed: Parsed, model_name: str | None) -> tuple[str | None, str]:
         found = meta.get("model_name") or Path(str(meta.get("model_path") or "")).name or None
         return CHECKPOINT_NAMES.get(found, found), "attention_metadata.json model_name"
     return "llama", f"{SCRIPTS[parsed.kind]} loads ~/codi_ckpt/llama_gsm8k (CODI LLaMA-3.2-1B)"
-
-
-def problems_hash(problems) -> str:
-    """The same formula as a `run`'s dataset_hash, so runs over the same problem list match."""
-    h = hashlib.sha256()
-    for p in problems:
-        h.update(f"{p.problem_id}\t{p.gold}\n".encode())
-    return h.hexdigest()
 
 
 def run_config(parsed: Parsed, dataset: ResearchDataset | None, model_source: str) -> dict:

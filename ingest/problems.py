@@ -5,6 +5,7 @@ a malformed line leaves nothing behind unless `skip_invalid` is given (SPEC 9).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,3 +43,11 @@ def ingest_gsm8k(db, path: str | Path, skip_invalid: bool = False) -> dict:
         "already_present": len(unique) - added, "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0]))),
         "skipped_lines": [{"line": b.line, "reason": b.reason} for b in read.bad],
     }
+
+
+def problems_hash(problems) -> str:
+    """A run's `dataset_hash`: sha256 over (problem id, gold) in run order, so runs over one problem list match."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(f"{p.problem_id}\t{p.gold}\n".encode())
+    return h.hexdigest()
