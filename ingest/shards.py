@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from warehouse import lineage
 from warehouse.frames import conform, distinct
-from warehouse.shards import write_parquet
+from warehouse.shards import fsync_path, write_parquet
 
 FORMAT = "codi-warehouse-shard/1"
 MANIFEST = "manifest.json"
@@ -50,14 +50,6 @@ def shard_name(index: int, count: int) -> str:
 
 def default_run_id(config_hash: str) -> str:
     return f"sharded-{config_hash[:16]}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:
@@ -142,7 +134,7 @@ class ShardWriter:
                 raise ValueError(f"{self.final} already exists for another run (run {existing['run_id']}, config "
                                  f"hash {existing['config_hash'][:12]}); use another directory") from None
             return self.final
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         return self.final
 
     def abort(self) -> None:

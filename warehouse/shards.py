@@ -53,10 +53,11 @@ def shard_root(db_path: str | os.PathLike) -> Path:
 def write_parquet(table: pa.Table, path: Path, name: str, durable: bool = True) -> None:
     pq.write_table(table, path, compression="zstd", row_group_size=_ROW_GROUP, **_WRITE_OPTIONS.get(name, {}))
     if durable:
-        _fsync(path)
+        fsync_path(path)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries (after a rename), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -105,7 +106,7 @@ class Shards:
         final = run_dir / f"b{first_ordinal:07d}-{token[:8]}"
         os.rename(stage, final)
         if self.durable:
-            _fsync(run_dir)
+            fsync_path(run_dir)
         return final
 
     def run_ids(self) -> list[str]:
@@ -198,7 +199,7 @@ def _merge_files(files: list[Path], out: Path, table: str) -> None:
                 pending, rows = [], 0
         if pending or not files:
             writer.write_table(_concat(pending) if pending else schema.empty_table())
-    _fsync(out)
+    fsync_path(out)
 
 
 def _concat(parts: list[pa.Table]) -> pa.Table:
