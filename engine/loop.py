@@ -38,6 +38,7 @@ class RowOutcome:
     eot_row: torch.Tensor  # [N, heads, keys] last-layer EOT attention over all keys (right-aligned)
     sites: torch.Tensor | None  # [N, n_layers_selected, 6, d] clean site values (baseline rows only)
     inputs: torch.Tensor | None = None  # [N, 6, d] what each thought step was fed (z1..z6)
+    gold: torch.Tensor | None = None  # [N, G] the gold answer tokens behind logp_gold (pad-filled)
 
     def take(self, rows: torch.Tensor) -> RowOutcome:
         """The outcome of `rows`, in that order."""
@@ -50,7 +51,7 @@ class RowOutcome:
             tokens=[self.tokens[i] for i in index], texts=[self.texts[i] for i in index],
             eot_logp=pick(self.eot_logp), forced_logp=pick(self.forced_logp), logp_gold=pick(self.logp_gold),
             attention=pick(self.attention), eot_row=pick(self.eot_row), sites=pick(self.sites),
-            inputs=pick(self.inputs))
+            inputs=pick(self.inputs), gold=pick(self.gold))
 
 
 # --- the shared loop ------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def run_rows(model: CodiModel, state: LoopState, z: torch.Tensor, plan: PatchPla
         tokens=strip_tokens(tokens.tolist(), model), texts=texts, eot_logp=forced_logp[:, 0], forced_logp=forced_logp,
         logp_gold=logp_gold, attention=torch.stack(attention, dim=3) if capture_attention else None,
         eot_row=last, sites=torch.stack(sites, dim=2).float() if site_layers else None,
-        inputs=torch.stack(inputs, dim=1))
+        inputs=torch.stack(inputs, dim=1), gold=gold)
 
 
 

@@ -91,11 +91,10 @@ def _run_corrupted(model: CodiModel, state: LoopState, question_point: tuple, ba
     order = torch.sort(row_thought, stable=True).indices  # batch row i runs problem-major row order[i]
     position = torch.empty_like(order)
     position[order] = torch.arange(len(order), device=device)
-    gold = [gold_tokens(model, t, p.gold) for t, p in zip(base.tokens, problems)]
-    staged_problem = row_problem[order].tolist()
-    forced = pad_tokens([base.tokens[p] for p in staged_problem], model.pad_id, device)
-    gold = pad_tokens([gold[p] for p in staged_problem], model.pad_id, device)
-    staged = run_staged(model, state, question_point, base, row_problem[order], row_thought[order],
+    staged_problem = row_problem[order]
+    forced = pad_tokens([base.tokens[p] for p in staged_problem.tolist()], model.pad_id, device)
+    gold = base.gold[staged_problem]  # the baseline's gold tokens, in its own answer format
+    staged = run_staged(model, state, question_point, base, staged_problem, row_thought[order],
                         plan.remap(position), forced, gold, opts.attention == "all", opts.max_new_tokens)
     return staged.take(position)
 
@@ -136,7 +135,7 @@ def run_reference(model: CodiModel, problems: list, opts: EngineOptions,
         _, state, z = start_questions(model, [problem.question])
         base = run_rows(model, state, z, PatchPlan(), None, lambda toks, pr=problem: _gold_batch(model, toks, [pr]),
                         opts.attention != "none", opts.layers, opts.max_new_tokens)
-        gold = pad_tokens([gold_tokens(model, base.tokens[0], problem.gold)], model.pad_id, z.device)
+        gold = base.gold
         forced = pad_tokens(base.tokens, model.pad_id, z.device)
         rows, donors = [], []
         for cond in opts.conditions[1:]:
