@@ -11,7 +11,7 @@ import os
 
 import click
 
-DEFAULT_DB = os.environ.get("CODI_WAREHOUSE", "results/warehouse.duckdb")
+DEFAULT_DB = os.environ.get("CODI_WAREHOUSE", "results/warehouse")
 
 
 class UserError(click.ClickException):
@@ -126,7 +126,7 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option("--ray-address", default=None, help="Ray: an existing cluster [start a local one].")
 @click.option("--run-id", default=None, help="Shards: run id [sharded-<config hash>].")
 @click.option("--shard-dir", default=None, help="Shards: directory [<db>.worker-shards/<run id>].")
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse file.")
+@click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, methods, sigmas, noise_scale,
         attention, device, batch_size, resume, skip_invalid, shard, executor, workers, shards, ray_address, run_id,
@@ -197,7 +197,7 @@ def synth(count, out, steps, seed):
 
 
 # --- warehouse commands (warehouse/) ----------------------------------------------------------------
-def _db_option(default=DEFAULT_DB, help="Warehouse file."):
+def _db_option(default=DEFAULT_DB, help="Warehouse folder."):
     return click.option("--db", default=default, show_default=default is not None, help=help)
 
 
@@ -221,7 +221,7 @@ def _parent_db(db):
 
 
 @runs_group.command("list")
-@_db_option(None, "Warehouse file (default: the group's --db).")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_list_cmd(db, as_json):
     """Every run with its status and how many problems it has committed."""
@@ -233,7 +233,7 @@ def runs_list_cmd(db, as_json):
 
 @runs_group.command("show")
 @click.argument("run")
-@_db_option(None, "Warehouse file (default: the group's --db).")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_show_cmd(run, db, as_json):
     """A run's lineage (config, weights, code, libraries) and row counts."""
@@ -245,7 +245,7 @@ def runs_show_cmd(run, db, as_json):
 
 @runs_group.command("delete")
 @click.argument("run")
-@_db_option(None, "Warehouse file (default: the group's --db).")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_delete_cmd(run, db, as_json):
     """Remove a run and every row of it; problems and other runs stay."""
@@ -253,6 +253,42 @@ def runs_delete_cmd(run, db, as_json):
 
     with user_errors():
         _emit(runs_delete(_parent_db(db), run), as_json)
+
+
+@runs_group.command("vacuum")
+@click.option("--older-than", "days", default=7.0, show_default=True, type=float,
+              help="Keep the history (time travel) of the last DAYS days.")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_vacuum_cmd(days, db, as_json):
+    """Reclaim disk: expire old snapshots, delete the files only they (and deleted runs) used."""
+    from warehouse.commands import runs_vacuum
+
+    with user_errors():
+        _emit(runs_vacuum(_parent_db(db), days), as_json)
+
+
+@cli.command("init")
+@click.option("--catalog", default="sqlite", show_default=True,
+              help="Where the catalog lives: sqlite (a file in the folder) or postgres:<libpq dsn> (many writers).")
+@_db_option()
+def init_cmd(catalog, db):
+    """Create an empty warehouse folder (commands that write create one with a SQLite catalog anyway)."""
+    from warehouse.commands import init_warehouse
+
+    with user_errors():
+        click.echo(init_warehouse(db, catalog), nl=False)
+
+
+@cli.command("upgrade")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to", "target", required=True, help="The new warehouse folder (created; must not exist yet).")
+def upgrade_cmd(old, target):
+    """Copy a warehouse of the old layout (x.duckdb + x.shards/) into a new warehouse folder."""
+    from warehouse.upgrade import upgrade_command
+
+    with user_errors():
+        click.echo(upgrade_command(old, target), nl=False)
 
 
 @cli.command("query")
@@ -344,7 +380,7 @@ def bench():
 @_db_option(None, "Where to build the benchmark warehouse (default: a temporary directory).")
 @click.option("--problems", default=40, show_default=True, type=click.IntRange(min=1),
               help="Problems of GPT-2 shape (216,720 attention rows each).")
-@click.option("--durable/--no-durable", default=True, show_default=True, help="fsync every committed batch.")
+@click.option("--durable/--no-durable", default=True, show_default=True, help="fsync the Parquet files of every commit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_warehouse_cmd(db, problems, durable, as_json):
     """Attention rows per second: problem-sized commits, one run-sized batch, finishing, scanning."""

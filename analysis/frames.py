@@ -69,7 +69,8 @@ def rounded(frame: pl.DataFrame, digits: int = 4) -> pl.DataFrame:
     """Floats rounded for printing (the JSON keeps full precision); p-values to 3 significant figures."""
     p_values = [c for c in frame.columns if c == "p" or c.startswith("p_")]
     floats = pl.col(pl.Float64, pl.Float32).exclude(p_values)
-    return frame.with_columns(floats.round(digits), *(pl.col(c).round_sig_figs(3) for c in p_values))
+    # A p-value column with no value at all (every test skipped) has the Null dtype: cast it first.
+    return frame.with_columns(floats.round(digits), *(pl.col(c).cast(pl.Float64).round_sig_figs(3) for c in p_values))
 
 
 def single_valued(frame: pl.DataFrame, column: str) -> bool:

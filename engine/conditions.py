@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,27 +37,45 @@ class Condition:
         return self.method == BASELINE
 
 
+def _once(values: tuple, flag: str, shown: list[str]) -> tuple:
+    """`values` with repeats left out (first occurrence kept), and a note on stderr naming them.
+
+    A repeated condition would be run and stored twice and counted as two trials, which narrows
+    every interval; each distinct value runs once.
+    """
+    unique = tuple(dict.fromkeys(values))
+    if len(unique) < len(values):
+        repeats = [text for i, (text, v) in enumerate(zip(shown, values)) if v in values[:i]]
+        print(f"note: {flag}: {', '.join(repeats)} repeat(s) an earlier value; each condition runs once "
+              f"({', '.join(map(str, unique))})", file=sys.stderr)
+    return unique
+
+
 def parse_methods(spec: str | None) -> tuple[str, ...]:
-    """'zero,gauss' -> ('zero', 'gauss'); None -> the seven-condition default set."""
+    """'zero,gauss' -> ('zero', 'gauss'); None -> the seven-condition default set; repeats run once."""
     if not spec:
         return DEFAULT_METHODS
     methods = tuple(m.strip() for m in spec.split(",") if m.strip())
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
-    return methods
+    if not methods:
+        raise ValueError(f"--methods names no method ({spec!r}); choose from {', '.join(ALL_METHODS)}")
+    return _once(methods, "--methods", list(methods))
 
 
 def parse_sigmas(spec: str | None) -> tuple[float, ...]:
+    """'0.5,1' -> (0.5, 1.0); values equal as numbers (0.5, 0.50, 5e-1) are one sigma."""
     if not spec:
         return DEFAULT_SIGMAS
+    texts = [s.strip() for s in spec.split(",") if s.strip()]
     try:
-        sigmas = tuple(float(s) for s in spec.split(",") if s.strip())
+        sigmas = tuple(float(s) for s in texts)
     except ValueError as exc:
         raise ValueError(f"--sigmas must be comma-separated numbers, got {spec!r}") from exc
     if not sigmas or not all(0 < s < math.inf for s in sigmas):  # also refuses nan
         raise ValueError(f"--sigmas must be positive finite numbers, got {spec!r}")
-    return sigmas
+    return _once(sigmas, "--sigmas", texts)
 
 
 def build_conditions(layers: list[int], methods=DEFAULT_METHODS, sigmas=DEFAULT_SIGMAS) -> list[Condition]:

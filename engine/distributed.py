@@ -16,12 +16,13 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from engine.run import RunRequest, pick_device, plan_run
-from engine.sharded import default_shard_dir, run_id_for, run_shard
+from engine.sharded import check_shard_dir, default_shard_dir, run_id_for, run_shard
 
 MAX_RETRIES = 3
 SHARDS_PER_WORKER = 4  # default: finer progress and smaller retries; each shard repeats the donor-pool pass
@@ -86,6 +87,7 @@ def run_ray(req: RunRequest, db: str, workers: int, shards: int | None = None, a
     n_problems, n_conditions = len(plan.problems), len(plan.conditions)
     del plan
     directory = str(shard_dir or default_shard_dir(db, run_id))
+    check_shard_dir(Path(directory), db)
     count = shards or max(1, min(-(-n_problems // req.batch_size), SHARDS_PER_WORKER * workers))
 
     own_cluster = not ray.is_initialized()

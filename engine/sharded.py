@@ -49,7 +49,18 @@ def shard_batches(problems: list, batch_size: int, index: int, count: int) -> li
 
 def default_shard_dir(db: str | Path, run_id: str) -> Path:
     """Where a run's shards go unless --shard-dir says otherwise: next to the warehouse, one dir per run."""
-    return Path(f"{db}.worker-shards") / run_id
+    folder = Path(db).absolute()
+    return folder.with_name(folder.name + ".worker-shards") / run_id
+
+
+def check_shard_dir(directory: Path, db: str | Path | None) -> None:
+    """Shards are portable files to merge, never part of a warehouse: refuse a directory inside its folder."""
+    if db is None:
+        return
+    folder, target = Path(db).resolve(), Path(directory).resolve()
+    if target == folder or folder in target.parents:
+        raise ValueError(f"--shard-dir {directory} is inside the warehouse folder {db}; put worker shards "
+                         "elsewhere (the default is next to it: <db>.worker-shards/)")
 
 
 def run_id_for(config: dict, run_id: str | None) -> tuple[str, str]:
@@ -101,6 +112,8 @@ def run_shard(req: RunRequest, index: int, count: int, *, db: str | Path | None 
                          "shards are skipped")
     if shard_dir is None and db is None:
         raise ValueError("run_shard needs a shard directory or the warehouse path")
+    if shard_dir is not None:
+        check_shard_dir(Path(shard_dir), db)  # before the model loads
     started = time.time()
     plan = plan_run(req, model)
     run_id, config_hash = run_id_for(plan.config, run_id)

@@ -8,14 +8,14 @@
 - `user_error(...)` is what every bad input must produce: a non-zero exit and exactly one line on
   stderr, starting "Error: ", that names the problem; no traceback anywhere.
 - `check_run(...)` is what every interrupted run must leave after resume: exactly the expected rows,
-  no duplicates, no gaps, the file still opens, and no debris in staging or trash.
+  no duplicates, no gaps, the warehouse still opens, and every data file it lists readable.
 """
 from __future__ import annotations
 
-import glob
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -70,7 +70,7 @@ def fetch(db, sql: str, params=None) -> list[tuple]:
 def check_run(db, run_id: str, problems: int, conditions: int, attention_per_problem: int = 0,
               status: str = "complete") -> None:
     """Exactly `problems` x `conditions` results and `problems` x `attention_per_problem` attention rows,
-    all distinct; commit ordinals 0..n-1; every problem known; no debris left in staging or trash."""
+    all distinct; commit ordinals 0..n-1; every problem known; every listed data file readable."""
     import warehouse as wh
 
     store = wh.open_warehouse(db, read_only=True)
@@ -85,9 +85,7 @@ def check_run(db, run_id: str, problems: int, conditions: int, attention_per_pro
                      "WHERE run_id = ?", [run_id]) == [(list(range(problems)), problems)]
     assert fetch(db, "SELECT count(*) FROM problems WHERE problem_id IN (SELECT problem_id FROM results "
                      "WHERE run_id = ?)", [run_id]) == [(problems,)]
-    if status == "complete":
-        assert not list(store.shards.staging.glob(f"{run_id}/*")), "staging debris left behind"
-        assert not any(store.shards.trash.iterdir()), "trash left behind"
+    assert store.damaged_files() == {}
 
 
 def latest_run(db) -> str:
@@ -95,8 +93,27 @@ def latest_run(db) -> str:
 
 
 def committed_batches(db) -> int:
-    root = Path(db).with_suffix(".shards")
-    return sum(1 for p in glob.glob(f"{root}/[!_]*/b*/run_problems.parquet"))
+    """Commits of problem batches so far, read straight from the SQLite catalog (fast enough to poll)."""
+    catalog = Path(db) / "catalog.sqlite"
+    if not catalog.exists():
+        return 0
+    con = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute("SELECT count(*) FROM ducklake_data_file f JOIN ducklake_table t USING (table_id) "
+                           "WHERE t.table_name = 'run_problems' AND t.end_snapshot IS NULL "
+                           "AND f.end_snapshot IS NULL").fetchall()[0][0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def orphan_files(db) -> int:
+    """Parquet files on disk that the catalog does not list (what a killed writer leaves: harmless)."""
+    store = __import__("warehouse").open_warehouse(db, read_only=True)
+    listed = {Path(p).name for _t, p, _s, _r in store._data_files(None)}
+    store.close()
+    return sum(1 for p in (Path(db) / "data").rglob("*.parquet") if p.name not in listed)
 
 
 # --- separate processes that stall and get killed ---------------------------------------------------
@@ -105,8 +122,9 @@ class Stall:
     """Where the child stops: `point` on its `nth` call, once `batches` batches are committed.
 
     points: "question" (a chunk's question pass), "staged" (a chunk's condition rows, after its
-    baseline rows), "commit" (a batch half written: its results and attention files are in staging,
-    its commit marker is not), "finish" (the run's compaction written, not swapped in).
+    baseline rows), "commit" (a batch written: its Parquet files are on disk, its catalog commit is
+    not), "finish" (the run's closing transaction about to commit), "delete" (`runs delete`'s
+    transaction about to commit).
     """
 
     point: str
@@ -135,7 +153,7 @@ def _stall_here(marker: Path, db: str, batches: int) -> None:
 
 def _install(stall: Stall, marker: Path, db: str) -> None:
     from engine import runner
-    from warehouse import shards
+    from warehouse import store
 
     calls = {"n": 0}
 
@@ -156,11 +174,10 @@ def _install(stall: Stall, marker: Path, db: str) -> None:
         runner.start_questions = counted(runner.start_questions)
     elif stall.point == "staged":
         runner.run_staged = counted(runner.run_staged)
-    elif stall.point == "commit":  # after the batch's attention file, before run_problems and the rename
-        shards.write_parquet = counted(shards.write_parquet, after=True,
-                                       when=lambda table, path, name, durable=True: name == "attention")
-    elif stall.point == "finish":
-        shards.Shards.compact = counted(shards.Shards.compact, after=True)
+    elif stall.point in ("commit", "finish", "delete"):  # inside the transaction, just before COMMIT
+        prefix = {"commit": "committing", "finish": "finishing", "delete": "deleting"}[stall.point]
+        store.Warehouse._before_commit = counted(store.Warehouse._before_commit,
+                                                 when=lambda self, what: what.startswith(prefix))
     else:
         raise ValueError(stall.point)
 

@@ -26,7 +26,7 @@ CASES = [(RUN_A, None), (RUN_A, RUN_B), (RUN_B, None), (RUN_C, RUN_A)]
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("charts") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("charts") / "w")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_problem_heatmap_spreads_a_sample_when_problems_are_many(con, monkeypatc
 
 def test_gpt2_shaped_runs_aggregate_below_the_row_limit(tmp_path):
     """12 layers x 12 heads: flow_matrix alone has 6,048 rows per run, over Altair's 5,000."""
-    built = build_warehouse(tmp_path / "gpt2.duckdb", attention_rows=500_000)
+    built = build_warehouse(tmp_path / "gpt2", attention_rows=500_000)
     run_a, run_b = built["runs"]
     with built["store"].reader() as connection:
         assert connection.execute("SELECT count(*) FROM flow_matrix WHERE run_id = ?", [run_a]).fetchall()[0][0] > 5000

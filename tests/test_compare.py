@@ -15,7 +15,7 @@ from cli import cli
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("compare") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("compare") / "w")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_legacy_runs_are_compared_but_flagged(db):
 
 
 def test_runs_patched_at_several_layers_pair_equal_layers(tmp_path):
-    store = wh.open_warehouse(tmp_path / "w.duckdb", durable=False)
+    store = wh.open_warehouse(tmp_path / "w", durable=False)
     for run_id, fails in (("multi-x", {(0, "zero")}), ("multi-y", {(0, "zero"), (1, "zero")})):
         layer0 = vd.results_rows(["P1"], ["zero"], {"P1": True}, {"P1": fails}, {}, vd.KL_B, 0)
         layer1 = vd.results_rows(["P1"], ["zero"], {"P1": True}, {"P1": set()}, {}, vd.KL_B, 1)[1:]

@@ -37,7 +37,7 @@ def single(tmp_path_factory):
     With the workers' arithmetic: one torch thread, as each of the 2 workers on 2 CPUs has. (With 2
     threads one logp_gold in 344 differed in its 7th digit: CPU kernels split sums by thread count.)
     """
-    db = tmp_path_factory.mktemp("single") / "w.duckdb"
+    db = tmp_path_factory.mktemp("single") / "w"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -59,7 +59,7 @@ def no_duplicates(db, run_id):
 def test_ray_run_holds_exactly_the_single_process_rows(cluster, single, tmp_path):
     from engine.distributed import run_ray
 
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     summary = run_ray(REQUEST, str(db), workers=2, progress=False)
     assert (summary["status"], summary["problems"], summary["shards"], summary["conditions"]) == ("complete", 8, 4, 43)
     for table in ("results", "attention"):
@@ -89,7 +89,7 @@ def dies_once(req, index, count, shard_dir, run_id, threads):
 def test_a_killed_worker_is_retried_and_the_run_completes_without_duplicates(cluster, single, tmp_path):
     from engine.distributed import run_ray
 
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     summary = run_ray(REQUEST, str(db), workers=2, shards=4, run_id="killed-once", progress=False, task=dies_once)
     shard_dir = Path(summary["shard_dir"])
     assert (shard_dir.parent / "killed-1").exists()  # the worker did die

@@ -32,7 +32,7 @@ def tiny_copy(tmp_path):
 def test_truncated_bundled_weights(tiny_copy, tmp_path):
     weights = tiny_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     user_error(cli("run", "--checkpoint", tiny_copy, *QUICK, "--db", db), str(weights), "corrupted", "restore")
     assert no_runs(db)
 
@@ -44,7 +44,7 @@ def test_bit_flipped_bundled_weights_are_caught_by_the_card_hash(tiny_copy, tmp_
     for i in range(len(data) // 2, len(data) // 2 + 4096, 8):
         data[i] ^= 0xFF
     weights.write_bytes(bytes(data))
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     user_error(cli("run", "--checkpoint", tiny_copy, *QUICK, "--db", db), str(weights),
                "differs from", "codi_card.json", "corrupted or was replaced")
     assert no_runs(db)
@@ -56,13 +56,13 @@ def test_truncated_weights_without_a_recorded_hash(tiny_copy, tmp_path):
     (tiny_copy / "codi_card.json").write_text(json.dumps(card))
     weights = tiny_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    user_error(cli("run", "--checkpoint", tiny_copy, *QUICK, "--db", tmp_path / "w.duckdb"),
+    user_error(cli("run", "--checkpoint", tiny_copy, *QUICK, "--db", tmp_path / "w"),
                "corrupted or truncated weight file", "restore it or retrain")
 
 
 def test_unreadable_model_card(tiny_copy, tmp_path):
     (tiny_copy / "codi_card.json").write_text("{not json")
-    user_error(cli("run", "--checkpoint", tiny_copy, *QUICK, "--db", tmp_path / "w.duckdb"),
+    user_error(cli("run", "--checkpoint", tiny_copy, *QUICK, "--db", tmp_path / "w"),
                "codi_card.json is not valid JSON")
 
 
@@ -95,7 +95,7 @@ def gpt2_dir(tmp_path, small_tokenizer):
 def test_pickle_that_would_run_code_is_refused_and_never_runs(gpt2_dir, tmp_path):
     marker = tmp_path / "marker"
     torch.save({"prj.1.weight": torch.zeros(2), "payload": Payload(marker)}, gpt2_dir / "pytorch_model.bin")
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     user_error(cli("run", "--model", "gpt2", "--checkpoint", gpt2_dir, *QUICK, "--db", db),
                "pytorch_model.bin: refused", "could run code")
     assert not marker.exists()
@@ -114,5 +114,5 @@ def test_truncated_official_checkpoint(gpt2_dir, tmp_path, name):
 
         save_file({"prj.1.weight": torch.zeros(64, 32)}, str(weights))
     weights.write_bytes(weights.read_bytes()[:-40])
-    user_error(cli("run", "--model", "gpt2", "--checkpoint", gpt2_dir, *QUICK, "--db", tmp_path / "w.duckdb"),
+    user_error(cli("run", "--model", "gpt2", "--checkpoint", gpt2_dir, *QUICK, "--db", tmp_path / "w"),
                f"{name}: corrupted or truncated weight file")

@@ -1,7 +1,8 @@
 """Two processes writing one warehouse at once.
 
-- Two new runs into the same (not yet existing) warehouse: both wait their turn for the DuckDB lock
-  and both finish complete and whole.
+- Two new runs into the same (not yet existing) warehouse: one process creates it, the other uses it;
+  both commit concurrently (the catalog serializes commits, retried on a locked catalog) and both
+  finish complete and whole.
 - A second writer of the same run (`run --resume` while the first still runs, or `runs delete`) is
   refused with one line and changes nothing; the first writer's rows are intact, and after it dies the
   run resumes exactly.
@@ -28,7 +29,7 @@ PER_CONDITION = TINY_LAYERS * TINY_HEADS * PAIRS  # attention rows of one condit
 
 
 def test_two_new_runs_into_one_new_warehouse_both_complete(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     flags = ["--batch-size", 1, "--methods", "zero", "--attention", "all", "--db", db]
     first = spawn_cli("run", "--problems", 3, "--seed", 1, *flags, out_dir=tmp_path / "a")
     second = spawn_cli("run", "--problems", 4, "--seed", 2, *flags, out_dir=tmp_path / "b")
@@ -46,7 +47,7 @@ def test_two_new_runs_into_one_new_warehouse_both_complete(tmp_path):
 
 
 def test_second_writer_of_a_running_run_is_refused_and_changes_nothing(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     flags = ["--problems", 4, "--batch-size", 2, "--methods", "zero", "--attention", "baseline", "--db", db]
     first = spawn_cli("run", *flags, out_dir=tmp_path / "a", stall=Stall("staged", nth=2, batches=1))
     try:

@@ -1,8 +1,10 @@
 """A full disk during a run: the run stops with one line that says what happened and how to go on, keeps
 every problem it committed, and resumes to an exact, complete run once there is space again.
 
-Two ways to fill the disk: a writer that fails with ENOSPC from the second batch on (always runs), and a
-real small filesystem (a tmpfs, when this process may mount one) that a ballast file fills mid-run.
+Two ways to fill the disk: every write transaction of the store failing with ENOSPC right before its
+commit from the second batch on (always runs; with or without the catalog itself full, so that not even
+the run's failed status can be written), and a real small filesystem (a tmpfs, when this process may
+mount one) holding the warehouse folder, that a ballast file fills mid-run.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from faults_helpers import PAIRS, TINY_HEADS, TINY_LAYERS, check_run, cli, fetch, latest_run, user_error
 
 import engine.run as run_module
-from warehouse import shards
+from warehouse import store as store_module
 
 PROBLEMS, BATCH, CONDITIONS = 6, 2, 7
 FLAGS = ["--problems", PROBLEMS, "--batch-size", BATCH, "--methods", "zero", "--attention", "all"]
@@ -27,31 +29,35 @@ def enospc(path) -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
-def test_failing_writer_stops_the_run_cleanly_and_it_resumes(tmp_path, monkeypatch):
-    db = tmp_path / "w.duckdb"
-    batches = {"n": 0}
-    real_write, real_merge = shards.write_parquet, shards._merge_files
+@pytest.mark.parametrize("catalog_full", [False, True], ids=["data-full", "catalog-full-too"])
+def test_failing_writer_stops_the_run_cleanly_and_it_resumes(tmp_path, monkeypatch, catalog_full):
+    db = tmp_path / "w"
+    real = store_module.Warehouse._before_commit
+    commits = {"n": 0}
 
-    def write(table, path, name, durable=True):
-        batches["n"] += name == "problems"  # the first file of each batch
-        if batches["n"] >= 2:
-            raise enospc(path)
-        return real_write(table, path, name, durable)
+    def before_commit(self, what):
+        """Every batch's transaction from the second on fails just before COMMIT, its Parquet files written
+        (with catalog_full, so does the transaction that would mark the run failed)."""
+        if what.startswith("committing"):
+            commits["n"] += 1
+            if commits["n"] >= 2:
+                raise enospc(self.path / "data")
+        elif catalog_full and what.startswith("finishing"):
+            raise enospc(self.path / "catalog.sqlite")
+        return real(self, what)
 
-    def merge(files, out, table):  # compacting a failed run needs space too
-        raise enospc(out)
-
-    monkeypatch.setattr(shards, "write_parquet", write)
-    monkeypatch.setattr(shards, "_merge_files", merge)
+    monkeypatch.setattr(store_module.Warehouse, "_before_commit", before_commit)
     out = cli("run", *FLAGS, "--db", db)
     run_id = latest_run(db)
     user_error(out, f"run {run_id} stopped", "No space left on device", f"--resume {run_id}")
-    assert fetch(db, "SELECT status, error LIKE '%No space left%' FROM runs") == [("failed", True)]
-    check_run(db, run_id, BATCH, CONDITIONS, PER_PROBLEM, status="failed")  # the first batch is kept whole
-    assert not list((db.with_suffix(".shards") / "_staging").glob(f"{run_id}/*"))
+    if catalog_full:  # not even the failed status could be written: the run stays running, resume takes it
+        assert fetch(db, "SELECT status, error FROM runs") == [("running", None)]
+    else:
+        assert fetch(db, "SELECT status, error LIKE '%No space left%' FROM runs") == [("failed", True)]
+    check_run(db, run_id, BATCH, CONDITIONS, PER_PROBLEM, status="running" if catalog_full else "failed")
+    assert commits["n"] == 2  # the batches after the failed one were never attempted
 
-    monkeypatch.setattr(shards, "write_parquet", real_write)  # space is back
-    monkeypatch.setattr(shards, "_merge_files", real_merge)
+    monkeypatch.setattr(store_module.Warehouse, "_before_commit", real)  # space is back
     out = cli("run", *FLAGS, "--resume", run_id, "--db", db)
     assert out.exit_code == 0, out.stderr
     check_run(db, run_id, PROBLEMS, CONDITIONS, PER_PROBLEM)
@@ -83,7 +89,7 @@ def fill(path: Path) -> None:
 
 
 def test_real_full_filesystem_mid_run_then_resume(small_fs, monkeypatch):
-    db = small_fs / "w.duckdb"
+    db = small_fs / "w"  # the whole warehouse folder (catalog, data, locks) on the small filesystem
     ballast = small_fs / "ballast"
     real_chunk, calls = run_module.run_chunk, {"n": 0}
 
@@ -95,14 +101,16 @@ def test_real_full_filesystem_mid_run_then_resume(small_fs, monkeypatch):
 
     monkeypatch.setattr(run_module, "run_chunk", chunk_then_fill)
     out = cli("run", *FLAGS, "--db", db)
-    user_error(out, "No space left on device", "--resume")
-    run_id = latest_run(db) if db.exists() else None
-    assert run_id, out.stderr
+    line = user_error(out, "No space left on device", "--resume")
+    assert (db / "codi-warehouse.json").is_file(), out.stderr
+    run_id = latest_run(db)
+    assert f"run {run_id} stopped" in line and f"--resume {run_id}" in line, line
 
     ballast.unlink()  # space is back
     monkeypatch.setattr(run_module, "run_chunk", real_chunk)
     status, committed = fetch(db, "SELECT status, (SELECT count(*) FROM run_problems) FROM runs")[0]
     assert status in ("failed", "running") and committed in (0, 2, 4), (status, committed)  # whole chunks only
+    check_run(db, run_id, committed, CONDITIONS, PER_PROBLEM, status=status)  # what is committed is whole
     out = cli("run", *FLAGS, "--resume", run_id, "--db", db)
     assert out.exit_code == 0, out.stderr
     check_run(db, run_id, PROBLEMS, CONDITIONS, PER_PROBLEM)

@@ -8,8 +8,11 @@ dataset lines one by one (tests/test_gsm8k_reader.py, tests/test_ingest_gsm8k.py
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -17,7 +20,9 @@ from faults_helpers import check_run, cli, fetch, user_error
 
 import warehouse as wh
 from ingest.datasets import load_problems
+from warehouse import lake
 from warehouse.migrate import SchemaError
+from warehouse.schema import SCHEMA_VERSION
 
 QUICK = ["--methods", "zero", "--attention", "none"]
 A = {"question": "Ann has 3 apples. She buys 4 more. How many apples does she have?",
@@ -33,7 +38,7 @@ def jsonl(path, *records, raw: bytes = b""):
 
 @pytest.fixture()
 def db(tmp_path):
-    return tmp_path / "w.duckdb"
+    return tmp_path / "w"  # a warehouse folder, created by the first command that writes
 
 
 def no_runs(db) -> bool:
@@ -138,15 +143,46 @@ def test_train_from_a_directory_without_a_model(tmp_path):
                "lacks model.safetensors")  # before: a FileNotFoundError traceback
 
 
-# --- warehouse files -----------------------------------------------------------------------------------
+# --- warehouse folders --------------------------------------------------------------------------------
+def folder_state(folder) -> dict:
+    """Every file of a warehouse folder with its size and bytes' hash, except SQLite's WAL and shared-memory
+    files (a reader may create, checkpoint or remove those without changing anything), and the catalog's
+    snapshots, read straight from SQLite: the same state means nothing was written."""
+    files = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not path.name.endswith(("-wal", "-shm")) and path.name != lake.CATALOG:
+            files[str(path.relative_to(folder))] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+    catalog = sqlite3.connect(f"file:{Path(folder) / lake.CATALOG}?mode=ro", uri=True)
+    try:
+        snapshots = catalog.execute("SELECT snapshot_id, schema_version, next_file_id FROM ducklake_snapshot "
+                                    "ORDER BY snapshot_id").fetchall()
+    finally:
+        catalog.close()
+    return {"files": files, "snapshots": snapshots, "siblings": sorted(p.name for p in Path(folder).parent.iterdir())}
+
+
+def fetch_raw(folder, sql):
+    """Read a warehouse with plain DuckDB and the DuckLake extension (the store refuses a newer one)."""
+    con = lake.new_connection(lake.Catalog("sqlite"))
+    try:
+        lake.attach(con, Path(folder), lake.Catalog("sqlite"), read_only=True)
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+NEWER = 99  # a schema version from some later program
+
+
 @pytest.fixture(scope="module")
 def newer_warehouse(tmp_path_factory):
-    """A warehouse with one run whose file says a newer program wrote it (schema version 2)."""
-    db = tmp_path_factory.mktemp("newer") / "w.duckdb"
+    """A warehouse with one complete run whose catalog says a newer program wrote it (schema version 99)."""
+    db = tmp_path_factory.mktemp("newer") / "w"
     assert cli("run", "--problems", 1, *QUICK, "--db", db).exit_code == 0
-    con = duckdb.connect(str(db))
-    con.execute("INSERT INTO schema_version VALUES (2, now(), 'from the future')")
-    con.close()
+    store = wh.open_warehouse(db)
+    with store.cursor() as con:
+        con.execute(f"INSERT INTO schema_version VALUES ({NEWER}, now()::TIMESTAMP, 'from the future')")
+    store.close()
     return db
 
 
@@ -156,36 +192,65 @@ def newer_warehouse(tmp_path_factory):
 def test_warehouse_from_a_newer_schema_is_refused(newer_warehouse, tmp_path, command):
     if command[0] == "ingest":
         command = ["ingest", "gsm8k", str(jsonl(tmp_path / "data.jsonl", A))]
-    user_error(cli(*command, "--db", newer_warehouse), "has schema version 2, newer than this program's 1",
-               "upgrade codi-warehouse")
+    before = folder_state(newer_warehouse)
+    user_error(cli(*command, "--db", newer_warehouse),
+               f"has schema version {NEWER}, newer than this program's {SCHEMA_VERSION}", "upgrade codi-warehouse")
+    assert folder_state(newer_warehouse) == before  # not a row, file, snapshot or lock written
     assert fetch_raw(newer_warehouse, "SELECT count(*), min(status) FROM runs") == [(1, "complete")]
+    assert fetch_raw(newer_warehouse, "SELECT max(version) FROM schema_version") == [(NEWER,)]
 
 
-def fetch_raw(db, sql):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+NOT_A_FOLDER = ["is a file, not a warehouse folder", "point --db at a warehouse folder"]
 
 
-@pytest.mark.parametrize("name, content", [("garbage.duckdb", bytes(range(256)) * 64),
-                                           ("results.csv", b"run_id,n\na,1\n"),
-                                           ("rows.jsonl", json.dumps(A).encode() + b"\n")])
+def old_layout_file(path):
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE runs (run_id VARCHAR, status VARCHAR)")
+    con.execute("INSERT INTO runs VALUES ('r', 'complete')")
+    con.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("name, content, fragments", [
+    ("garbage.duckdb", bytes(range(256)) * 64, NOT_A_FOLDER),
+    ("results.csv", b"run_id,n\na,1\n", NOT_A_FOLDER),
+    ("rows.jsonl", json.dumps(A).encode() + b"\n", NOT_A_FOLDER),
+    ("old.duckdb", None, ["warehouse file of the old layout", "python cli.py upgrade"]),
+])
 @pytest.mark.parametrize("command", [["run", "--problems", "1", *QUICK], ["query", "SELECT 1"], ["runs"]])
-def test_db_that_is_not_a_duckdb_file(tmp_path, name, content, command):
+def test_db_that_is_a_file(tmp_path, name, content, fragments, command):
     path = tmp_path / name
-    path.write_bytes(content)
+    if content is None:
+        content = old_layout_file(path)
+    else:
+        path.write_bytes(content)
     # before: DuckDB opened an existing CSV/JSON file as an empty in-memory database, so a run "succeeded"
     # and its runs row vanished
-    user_error(cli(*command, "--db", path), "is not a DuckDB file", "point --db at a warehouse")
+    user_error(cli(*command, "--db", path), *fragments)
     assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing created beside it
+
+
+@pytest.mark.parametrize("contents, fragment", [
+    ({"notes.txt": b"my notes\n"}, "is not a codi warehouse (no codi-warehouse.json); point --db at a warehouse"),
+    ({"data/main/runs/ducklake-1.parquet": b"PAR1"}, "without their identity file"),  # a catalog's files alone
+])
+@pytest.mark.parametrize("command", [["run", "--problems", "1", *QUICK], ["query", "SELECT 1"], ["runs"]])
+def test_db_that_is_a_folder_but_not_a_warehouse(tmp_path, contents, fragment, command):
+    folder = tmp_path / "mine"
+    for rel, body in contents.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(body)
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    user_error(cli(*command, "--db", folder), fragment)
+    # never adopted: nothing written into it, nothing created beside it
+    assert {str(p.relative_to(tmp_path)): p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
 
 
 # --- queries -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_warehouse(tmp_path_factory):
-    db = tmp_path_factory.mktemp("query") / "w.duckdb"
+    db = tmp_path_factory.mktemp("query") / "w"
     assert cli("run", "--problems", 1, *QUICK, "--db", db).exit_code == 0
     return db
 
@@ -221,5 +286,9 @@ def test_sql_file_with_non_utf8_bytes(small_warehouse, tmp_path):
 
 
 def test_the_store_refuses_a_newer_file_even_read_only(newer_warehouse):
-    with pytest.raises(SchemaError, match="newer"):  # before: read-only opens went ahead
-        wh.open_warehouse(newer_warehouse, read_only=True)
+    assert NEWER > SCHEMA_VERSION
+    before = folder_state(newer_warehouse)
+    for read_only in (True, False):  # before: read-only opens went ahead
+        with pytest.raises(SchemaError, match=f"schema version {NEWER}, newer"):
+            wh.open_warehouse(newer_warehouse, read_only=read_only)
+    assert folder_state(newer_warehouse) == before

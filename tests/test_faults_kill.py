@@ -10,7 +10,18 @@ from __future__ import annotations
 import math
 
 import pytest
-from faults_helpers import PAIRS, TINY_HEADS, TINY_LAYERS, Stall, check_run, cli, fetch, latest_run, spawn_cli
+from faults_helpers import (
+    PAIRS,
+    TINY_HEADS,
+    TINY_LAYERS,
+    Stall,
+    check_run,
+    cli,
+    fetch,
+    latest_run,
+    orphan_files,
+    spawn_cli,
+)
 
 PROBLEMS, BATCH, CONDITIONS = 6, 2, 7  # 3 chunks; baseline + 6 thoughts x zero
 FLAGS = ["--problems", PROBLEMS, "--batch-size", BATCH, "--methods", "zero", "--attention", "all"]
@@ -21,7 +32,7 @@ ROWS = "SELECT problem_id, condition_id, answer_text, correct, kl_first, disrupt
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The rows of the same run, never interrupted."""
-    db = tmp_path_factory.mktemp("reference") / "w.duckdb"
+    db = tmp_path_factory.mktemp("reference") / "w"
     out = cli("run", *FLAGS, "--db", db)
     assert out.exit_code == 0, out.stderr
     return fetch(db, ROWS)
@@ -34,19 +45,19 @@ def same_rows(got, want):
             assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5), (g, w)
 
 
-# (where, batches committed when killed, staging debris expected)
+# (where, batches committed when killed, uncommitted files expected)
 POINTS = {
     "question pass": (Stall("question", nth=3, batches=2), 2, False),  # third chunk's question pass
     "mid-batch": (Stall("staged", nth=2, batches=1), 1, False),  # second chunk's condition rows
-    "during commit": (Stall("commit", nth=2, batches=1), 1, True),  # second batch half written
-    "while finishing": (Stall("finish", batches=3), 3, False),  # every batch in, compaction not swapped in
+    "during commit": (Stall("commit", nth=2, batches=1), 1, True),  # second batch's files written, not committed
+    "while finishing": (Stall("finish", batches=3), 3, False),  # every batch in, status not yet complete
 }
 
 
 @pytest.mark.parametrize("where", list(POINTS))
 def test_sigkill_then_resume(tmp_path, reference, where):
     stall, batches, debris = POINTS[where]
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     child = spawn_cli("run", *FLAGS, "--db", db, out_dir=tmp_path / "child", stall=stall)
     try:
         assert child.wait_stalled() == batches
@@ -56,10 +67,28 @@ def test_sigkill_then_resume(tmp_path, reference, where):
     run_id = latest_run(db)
     # What a reader sees of the killed run: whole problems only, the run still `running`.
     check_run(db, run_id, batches * BATCH, CONDITIONS, PER_PROBLEM, status="running")
-    staging = db.with_suffix(".shards") / "_staging" / run_id
-    assert any(staging.glob("*/attention.parquet")) == debris
+    assert (orphan_files(db) > 0) == debris  # the killed commit's files: on disk, never in the catalog
 
     out = cli("run", *FLAGS, "--resume", run_id, "--db", db)
     assert out.exit_code == 0, out.stderr
     check_run(db, run_id, PROBLEMS, CONDITIONS, PER_PROBLEM)
     same_rows(fetch(db, ROWS), reference)
+
+
+def test_sigkill_in_runs_delete_leaves_the_run_whole_or_gone(tmp_path):
+    """`runs delete` is one catalog transaction: killed just before it commits, the run is still all there."""
+    db = tmp_path / "w"
+    out = cli("run", "--problems", 2, "--batch-size", 1, "--methods", "zero", "--attention", "all", "--db", db)
+    assert out.exit_code == 0, out.stderr
+    run_id = latest_run(db)
+    child = spawn_cli("runs", "delete", run_id, "--db", db, out_dir=tmp_path / "child", stall=Stall("delete"))
+    try:
+        child.wait_stalled()
+        child.kill()
+    finally:
+        child.cleanup()
+    check_run(db, run_id, 2, CONDITIONS, PER_PROBLEM)  # complete, every row still there
+    out = cli("runs", "delete", run_id, "--db", db)  # the dead process's writer lock died with it
+    assert out.exit_code == 0, out.stderr
+    assert fetch(db, "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM results), "
+                     "(SELECT count(*) FROM attention), (SELECT count(*) FROM run_problems)") == [(0, 0, 0, 0)]

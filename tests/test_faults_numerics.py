@@ -19,7 +19,7 @@ MEASURES = ("kl_first", "kl_answer", "kl_max", "js_first", "entropy_first", "log
 
 
 def test_overflowing_corruption_is_recorded_not_crashing(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     out = cli("run", "--problems", 2, "--methods", "gauss", "--sigmas", "1e30", "--attention", "all",
               "--db", db, "--json")
     assert out.exit_code == 0, out.stderr

@@ -45,7 +45,7 @@ def problems_in(db):
 
 
 def test_malformed_lines_are_each_reported_and_nothing_is_loaded(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     result = invoke("ingest", "gsm8k", gsm8k_file(tmp_path), "--db", db)
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -60,7 +60,7 @@ def test_malformed_lines_are_each_reported_and_nothing_is_loaded(tmp_path):
 
 
 def test_skip_invalid_loads_good_lines_with_steps_and_lists_the_rest(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     result = invoke("ingest", "gsm8k", gsm8k_file(tmp_path), "--skip-invalid", "--db", db, "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -73,7 +73,7 @@ def test_skip_invalid_loads_good_lines_with_steps_and_lists_the_rest(tmp_path):
 
 
 def test_ingesting_again_adds_nothing_and_text_output_names_skipped_lines(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     path = gsm8k_file(tmp_path)
     first = invoke("ingest", "gsm8k", path, "--skip-invalid", "--db", db)
     assert first.exit_code == 0 and "4 added" in first.stdout and "skipped line 7: not valid UTF-8" in first.stdout
@@ -83,6 +83,6 @@ def test_ingesting_again_adds_nothing_and_text_output_names_skipped_lines(tmp_pa
 
 
 def test_missing_file_is_one_line(tmp_path):
-    result = invoke("ingest", "gsm8k", tmp_path / "nope.jsonl", "--db", tmp_path / "w.duckdb")
+    result = invoke("ingest", "gsm8k", tmp_path / "nope.jsonl", "--db", tmp_path / "w")
     assert result.exit_code != 0 and "dataset file not found" in result.output
     assert len(result.output.strip().splitlines()) == 1

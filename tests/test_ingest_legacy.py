@@ -144,7 +144,7 @@ def file_failure_rates(records: list[dict]) -> dict[int, float]:
 
 
 def test_ccta_becomes_a_complete_legacy_run(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     run = only_run(ingest_legacy(db, [files["ccta"]], dataset=files["dataset"]))
     status, convention, model, layers, methods, sigmas, config = fetch(
         db, "SELECT status, convention, model_name, patch_layers, methods, sigmas, config_json FROM runs")[0]
@@ -176,7 +176,7 @@ def test_ccta_becomes_a_complete_legacy_run(files, tmp_path):
 
 
 def test_failure_rates_per_thought_equal_the_file(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     run = only_run(ingest_legacy(db, [files["ccta"]], dataset=files["dataset"]))
     rows = fetch(db, """
         WITH base AS (SELECT problem_id, correct AS ok FROM results WHERE run_id = ? AND method = 'baseline')
@@ -188,7 +188,7 @@ def test_failure_rates_per_thought_equal_the_file(files, tmp_path):
 
 
 def test_token_ablation_is_method_zero_with_answers(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     result = ingest_legacy(db, [files["ablation"]], dataset=files["dataset"])
     assert result["runs"][0]["records_skipped"] == 1
     with reading(db) as q:
@@ -202,7 +202,7 @@ def test_token_ablation_is_method_zero_with_answers(files, tmp_path):
 
 
 def test_attention_weights_become_head_mean_rows_of_the_answer_query(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     ingest_legacy(db, [files["weights"]], dataset=files["dataset"])
     with reading(db) as q:
         rows = q("SELECT layer, head, dst, src, weight, condition_id FROM attention WHERE problem_id = ? "
@@ -218,7 +218,7 @@ def test_attention_weights_become_head_mean_rows_of_the_answer_query(files, tmp_
 
 
 def test_6x6_patterns_become_attention_rows_of_the_cells_written(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     result = ingest_legacy(db, [files["npy"]], dataset=files["dataset"])
     assert result["runs"][0]["records_skipped"] == 1  # problems[2] failed extraction
     assert fetch(db, "SELECT model_name, n_layers, n_heads, convention FROM runs")[0] == ("gpt2", 2, 3, "legacy")
@@ -232,7 +232,7 @@ def test_6x6_patterns_become_attention_rows_of_the_cells_written(files, tmp_path
 
 
 def test_summary_statistics_go_into_the_config(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     run = only_run(ingest_legacy(db, [files["summary"]]))  # no problems: no dataset needed
     config = json.loads(fetch(db, "SELECT config_json FROM runs WHERE run_id = ?", [run])[0][0])
     assert config["aggregates"] == json.loads(files["summary"].read_text())
@@ -241,7 +241,7 @@ def test_summary_statistics_go_into_the_config(files, tmp_path):
 
 
 def test_importing_again_is_a_no_op_never_a_second_copy(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     everything = [files[k] for k in ("ccta", "ablation", "weights", "npy", "summary")]
     first = invoke("ingest", "legacy", *everything, "--dataset", files["dataset"], "--db", db, "--json")
     assert first.exit_code == 0, first.output
@@ -258,7 +258,7 @@ def test_importing_again_is_a_no_op_never_a_second_copy(files, tmp_path):
 
 
 def test_an_interrupted_import_is_redone(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     ((_, run_id),) = sources([files["ccta"]])
     store = wh.open_warehouse(db)
     store.begin_run({"half": "written"}, run_id=run_id, convention="legacy")  # killed before finishing
@@ -268,7 +268,7 @@ def test_an_interrupted_import_is_redone(files, tmp_path):
 
 
 def test_errors_name_file_and_record_and_leave_nothing(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     no_dataset = invoke("ingest", "legacy", files["ccta"], "--db", db)
     assert no_dataset.exit_code != 0 and "give --dataset FILE" in no_dataset.output
     assert len(no_dataset.output.strip().splitlines()) == 1
@@ -343,7 +343,7 @@ def _fake_codi_run(db, problem_ids: list[str], flipped_thought: int) -> str:
 
 @pytest.mark.skipif(not _view_exists("token_importance"), reason="queries/*token_importance*.sql not written yet")
 def test_token_importance_view_of_a_legacy_run_equals_the_file(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     run = only_run(ingest_legacy(db, [files["ccta"]], dataset=files["dataset"]))
     rows = fetch(db, "SELECT thought, n, failures, failure_rate FROM token_importance WHERE run_id = ? ORDER BY thought",
                  [run])
@@ -356,7 +356,7 @@ def test_token_importance_view_of_a_legacy_run_equals_the_file(files, tmp_path):
 
 @pytest.mark.skipif(not _view_exists("run_comparison"), reason="queries/*run_comparison*.sql not written yet")
 def test_run_comparison_joins_a_legacy_run_and_a_new_run_on_shared_problems(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     legacy = only_run(ingest_legacy(db, [files["ccta"]], dataset=files["dataset"]))
     shared = {PID["train_1"], PID["test_2"]}
     new = _fake_codi_run(db, [*shared, PID["test_6"]], flipped_thought=5)
@@ -381,7 +381,7 @@ def _compare_module():
 
 @pytest.mark.skipif(_compare_module() is None, reason="analysis/compare.py not written yet")
 def test_compare_joins_a_legacy_run_and_a_new_run_on_shared_problems(files, tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     legacy = only_run(ingest_legacy(db, [files["ccta"]], dataset=files["dataset"]))
     new = _fake_codi_run(db, [PID["train_1"], PID["test_2"], PID["test_6"]], flipped_thought=5)
     payload, text = _compare_module().compare_runs(db, legacy, new, n_boot=50)

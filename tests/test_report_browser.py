@@ -34,7 +34,7 @@ def small_run(db: Path, **kw) -> str:
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
-    db = root / "w.duckdb"
+    db = root / "w"
     run_a, run_b = small_run(db), small_run(db, layer=1)
     write_charts(db, run_a, run_b, root / "charts", ("html",))
     return root / "charts"

@@ -38,7 +38,7 @@ def test_default_problem_set_is_stratified():
 
 
 def test_run_streams_rows_and_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
-    db = str(tmp_path / "w.duckdb")
+    db = str(tmp_path / "w")
     real_chunk = run_module.run_chunk
     calls = {"n": 0}
 
@@ -67,7 +67,7 @@ def test_run_streams_rows_and_interrupted_run_resumes_exactly(tmp_path, monkeypa
 
 
 def test_resume_with_other_flags_is_refused(tmp_path):
-    db = str(tmp_path / "w.duckdb")
+    db = str(tmp_path / "w")
     summary = execute_run(small_request(), db, progress=False)
     with pytest.raises(Exception, match="complete|different configuration"):
         execute_run(RunRequest(problems=4, methods="zero", attention="baseline", resume=summary["run_id"]), db,
@@ -75,7 +75,7 @@ def test_resume_with_other_flags_is_refused(tmp_path):
 
 
 def test_cli_run_json_and_a_plain_duckdb_reader(tmp_path):
-    db = tmp_path / "w.duckdb"
+    db = tmp_path / "w"
     out = subprocess.run([sys.executable, "cli.py", "run", "--problems", "2", "--methods", "zero", "--attention",
                           "none", "--db", str(db), "--json"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
@@ -89,6 +89,6 @@ def test_cli_run_json_and_a_plain_duckdb_reader(tmp_path):
 
 def test_cli_run_reports_bad_flags_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "cli.py", "run", "--problems", "2", "--layer", "99", "--db",
-                          str(tmp_path / "w.duckdb")], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+                          str(tmp_path / "w")], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode != 0
     assert "--layer 99 is outside" in out.stderr and "Traceback" not in out.stderr

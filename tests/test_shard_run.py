@@ -46,7 +46,7 @@ def test_shards_partition_the_single_process_batches():
 
 @pytest.mark.slow
 def test_shards_merge_into_exactly_the_rows_of_a_single_process_run(tmp_path):
-    single_db, db = tmp_path / "single.duckdb", tmp_path / "w.duckdb"
+    single_db, db = tmp_path / "single", tmp_path / "w"
     single = execute_run(request(), str(single_db), progress=False)
     written = [run_shard(request(), i, 2, db=db, progress=False) for i in (1, 0)]
     assert [w["status"] for w in written] == ["written", "written"] and sum(w["problems"] for w in written) == 6
@@ -62,14 +62,14 @@ def test_shards_merge_into_exactly_the_rows_of_a_single_process_run(tmp_path):
 
 
 def test_a_finished_shard_is_skipped_and_mismatched_workers_are_stopped(tmp_path):
-    db = str(tmp_path / "w.duckdb")
+    db = str(tmp_path / "w")
     args = ["run", "--problems", "4", "--methods", "zero", "--attention", "none", "--batch-size", "1", "--shard",
             "1/2", "--run-id", "array-1", "--db", db]
     first = CliRunner().invoke(cli, [*args, "--json"])
     assert first.exit_code == 0, first.output
     written = json.loads(first.stdout)
     assert (written["status"], written["problems"], written["run_id"]) == ("written", 2, "array-1")
-    manifest = tmp_path / "w.duckdb.worker-shards" / "array-1" / "shard-0001-of-0002" / "manifest.json"
+    manifest = tmp_path / "w.worker-shards" / "array-1" / "shard-0001-of-0002" / "manifest.json"
     before = (manifest.read_text(), manifest.stat().st_mtime_ns)
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0 and "skipped" in again.stdout
@@ -89,7 +89,7 @@ def test_a_finished_shard_is_skipped_and_mismatched_workers_are_stopped(tmp_path
 ])
 def test_executor_flags_fail_in_one_line(tmp_path, monkeypatch, flags, message):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
-    out = CliRunner().invoke(cli, ["run", "--problems", "2", *flags, "--db", str(tmp_path / "w.duckdb")])
+    out = CliRunner().invoke(cli, ["run", "--problems", "2", *flags, "--db", str(tmp_path / "w")])
     assert out.exit_code != 0 and message in out.output and len(out.output.strip().splitlines()) == 1, out.output
 
 

@@ -19,7 +19,7 @@ from cli import cli
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("stats") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("stats") / "w")
 
 
 @pytest.fixture(scope="module")

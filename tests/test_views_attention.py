@@ -19,7 +19,7 @@ INDEX = {"P1": 0, "P2": 1, "P3": 2}
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("views") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("views") / "w")
 
 
 def eot_attention(layer, problem):

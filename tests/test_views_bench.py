@@ -11,7 +11,7 @@ from queries.bench import ROWS_PER_PROBLEM, query_views
 
 def test_bench_views_times_every_view_on_a_small_warehouse(tmp_path):
     out = CliRunner().invoke(cli, ["bench", "views", "--rows", "300000", "--repeats", "1", "--json",
-                                   "--db", str(tmp_path / "b.duckdb")])
+                                   "--db", str(tmp_path / "b")])
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
     assert report["attention_rows"] == 2 * ROWS_PER_PROBLEM and len(report["runs"]) == 2

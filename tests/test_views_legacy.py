@@ -40,13 +40,13 @@ def legacy_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("plain") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("plain") / "w")
 
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, legacy_files):
     """views_data's runs plus one legacy import of each format with rows: (db, {format: run id})."""
-    db = vd.build(tmp_path_factory.mktemp("mixed") / "w.duckdb")
+    db = vd.build(tmp_path_factory.mktemp("mixed") / "w")
     files = [legacy_files[k] for k in ("ccta", "ablation", "weights", "npy")]
     report = ingest_legacy(db, files, dataset=legacy_files["dataset"])
     return db, {r["format"]: r["run_id"] for r in report["runs"]}
@@ -136,7 +136,7 @@ def test_head_mean_rows_are_never_a_head(mixed, tmp_path):
     for view in ("flow_matrix", "sequential_flow", "self_attention", "skip_connections", "head_metrics"):
         assert not rows(db, f"SELECT * FROM {view} WHERE head < 0"), view
     # a codi run that also stored a head-mean row: per-head views and head means read the real heads only
-    store = wh.open_warehouse(tmp_path / "w.duckdb", durable=False)
+    store = wh.open_warehouse(tmp_path / "w", durable=False)
     run = store.begin_run({"hand": "head mean"}, run_id="codi-mean", n_layers=1, n_heads=1, patch_layers=[0])
     results = vd.results_rows(["P1"], ["zero"], {"P1": True}, {"P1": {(0, "zero")}}, {}, vd.KL_B, 0)
     attention = pa.table({"problem_id": [vd.PID["P1"]] * 2, "condition_id": [0, 0], "layer": [0, 0],

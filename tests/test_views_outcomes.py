@@ -11,7 +11,7 @@ from views_data import PID, RUN_A, RUN_B, RUN_C, rows
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("views") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("views") / "w")
 
 
 def by(rows_, *keys):

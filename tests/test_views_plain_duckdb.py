@@ -1,20 +1,31 @@
 """Any DuckDB client can read the views (SPEC 7): a bare `duckdb` in a separate, isolated Python process
-(no project code importable) opens the warehouse file and selects from every view."""
+(no project code importable), started in another directory, attaches a COPY of the warehouse folder with
+the two lines the README documents and selects from every view. Offline, it loads the extensions from
+their files; online, DuckDB installs them itself."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import views_data as vd
 
+from warehouse.lake import extension_file
 from warehouse.views import QUERIES_DIR, created_views, view_files
 
 BARE = """
 import json, sys
 import duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
+folder, ducklake, sqlite = sys.argv[1:4]
+con = duckdb.connect()
+con.execute(f"LOAD '{ducklake}'")
+con.execute(f"LOAD '{sqlite}'")
+con.execute(f"ATTACH 'ducklake:sqlite:{folder}/catalog.sqlite' AS wh "
+            f"(DATA_PATH '{folder}/data/', OVERRIDE_DATA_PATH true, READ_ONLY)")
+con.execute("USE wh")
 names = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary "
                                    "AND schema_name = 'main' ORDER BY view_name").fetchall()]
 counts = {name: con.execute(f"SELECT count(*) FROM (SELECT * FROM {name})").fetchone()[0] for name in names}
@@ -25,12 +36,20 @@ print(json.dumps({"counts": counts, "top": top}))
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    return vd.build(tmp_path_factory.mktemp("plain") / "w.duckdb")
+    return vd.build(tmp_path_factory.mktemp("plain") / "w")
 
 
-def test_bare_duckdb_selects_from_every_view(db):
-    done = subprocess.run([sys.executable, "-I", "-c", BARE, db], capture_output=True, text=True, timeout=60,
-                          cwd="/", check=False)
+def test_bare_duckdb_selects_from_every_view(db, tmp_path):
+    db = Path(db)
+    copy = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(db, copy)  # a copied folder: nothing in it may point back at the original
+    shutil.rmtree(db / "data")
+    (db / "data").mkdir()
+    exts = [str(extension_file(name)) for name in ("ducklake", "sqlite")]
+    done = subprocess.run([sys.executable, "-I", "-c", BARE, str(copy), *exts], capture_output=True, text=True,
+                          timeout=60, cwd="/", check=False)
+    shutil.rmtree(db)
+    shutil.copytree(copy, db)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     defined = {v for path in view_files() for v in created_views(path.read_text())}

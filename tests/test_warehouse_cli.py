@@ -18,7 +18,7 @@ SMALL = {"n_layers": 2, "n_heads": 2}
 
 @pytest.fixture()
 def db(tmp_path):
-    store = wh.open_warehouse(tmp_path / "w.duckdb")
+    store = wh.open_warehouse(tmp_path / "w")
     done = store.begin_run({"seed": 1}, model_name="gpt2-tiny", run_id="20260101-000000-aaaaaa")
     for i in (1, 2):
         store.append_problem(done, *sample_problem(i, **SMALL))
@@ -61,7 +61,7 @@ def test_query_refuses_writes_and_reports_errors_in_one_line(db, tmp_path):
     fails_with(invoke("query", "CREATE TABLE x AS SELECT 1", "--db", db), "read-only: CREATE")
     fails_with(invoke("query", "SELEC 1", "--db", db), "syntax error")
     fails_with(invoke("query", "SELECT * FROM nowhere", "--db", db), "nowhere")
-    fails_with(invoke("query", "SELECT 1", "--db", tmp_path / "none.duckdb"), "no warehouse")
+    fails_with(invoke("query", "SELECT 1", "--db", tmp_path / "none"), "no warehouse")
     fails_with(invoke("query", "SELECT 1", "--format", "parquet", "--db", db), "--out")
     assert invoke("query", "SELECT count(*) FROM runs", "--format", "csv", "--db", db).stdout.split() == [
         "count_star()", "2"]
@@ -85,7 +85,9 @@ def test_runs_list_show_delete(db):
 def test_views_lists_descriptions(db):
     listed = json.loads(invoke("views", "--db", db, "--json").stdout)["views"]
     names = {v["view"]: v["description"] for v in listed}
-    assert {"results", "attention", "run_problems", "problems"} <= set(names)
+    assert {"results", "attention", "run_problems", "problems", "token_importance"} <= set(names)
+    kinds = {v["view"]: v["kind"] for v in listed}
+    assert kinds["results"] == "table" and kinds["problems"] == kinds["token_importance"] == "view"
     assert all(names[n] for n in ("results", "attention"))
     assert "attention" in invoke("views", "--db", db).stdout
 
@@ -95,5 +97,6 @@ def test_bench_warehouse_json(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["attention_rows_per_problem"] == 43 * 12 * 12 * 35
-    for key in ("problem_transactions", "run_batch", "finish_compaction", "scan_attention"):
+    assert report["engine"].startswith("DuckLake") and report["disk_bytes"] > 0
+    for key in ("problem_transactions", "chunk_transactions", "run_batch", "scan_attention"):
         assert report[key]["rows"] > 0 and report[key]["rows_per_s"] > 0

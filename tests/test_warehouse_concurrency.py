@@ -43,7 +43,7 @@ def query_counts(db: Path) -> tuple[int, int]:
 
 
 def test_queries_succeed_and_see_a_growing_count_while_a_run_writes(tmp_path):
-    db, stop = tmp_path / "w.duckdb", tmp_path / "stop"
+    db, stop = tmp_path / "w", tmp_path / "stop"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(stop)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

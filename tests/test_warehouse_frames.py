@@ -29,7 +29,7 @@ def test_conform_keeps_a_key_the_first_row_lacks():
 
 
 def test_dict_rows_reach_the_warehouse_whole(tmp_path):
-    store = wh.open_warehouse(tmp_path / "w.duckdb", durable=False)
+    store = wh.open_warehouse(tmp_path / "w", durable=False)
     run = store.begin_run({"frames": "dicts"})
     problem = {"problem_id": "p1", "question": "q?", "gold_answer": 1.0}
     results = [{"problem_id": "p1", "condition_id": 0, "method": "baseline", "correct": True},

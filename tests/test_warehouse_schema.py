@@ -1,15 +1,16 @@
-"""Schema versioning and migrations, the SQLAlchemy engine, and the queries/*.sql views hook."""
+"""Schema versioning and migrations, the SQLAlchemy engine, the queries/*.sql views hook, moved folders."""
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 import warehouse as wh
-from warehouse import migrate, schema, views
+from warehouse import lake, migrate, schema, views
 from warehouse.bench import sample_problem
 
 SMALL = {"n_layers": 2, "n_heads": 2}
@@ -21,36 +22,62 @@ def fetch(store, sql, params=None):
 
 
 def test_created_at_current_version_with_tables_and_positions(tmp_path):
-    store = wh.open_warehouse(tmp_path / "new" / "w.duckdb")
-    assert store.schema_version() == schema.SCHEMA_VERSION
+    store = wh.open_warehouse(tmp_path / "new" / "w")
+    assert schema.SCHEMA_VERSION == 2 and store.schema_version() == 2
+    assert fetch(store, "SELECT version, note FROM schema_version") == [(2, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
         (-2, "Q"), (-1, "BOT"), (0, "T0"), (1, "T1"), (2, "T2"), (3, "T3"), (4, "T4"), (5, "T5"), (6, "EOT")]
     for table in ("runs", "results", "attention", "run_problems", "problems"):
         columns = [r[0] for r in fetch(store, f"SELECT column_name FROM (DESCRIBE {table})")]
         assert columns == schema.column_names(table), table
     wh.open_warehouse(store.path)  # reopening changes nothing
-    assert fetch(store, "SELECT count(*) FROM schema_version") == [(1,)]
+    wh.open_warehouse(store.path, read_only=True)
+    assert fetch(store, "SELECT version, note FROM schema_version") == [(2, "created")]
 
 
 def test_forward_migration_runs_once_and_newer_files_are_refused(tmp_path, monkeypatch):
-    path = tmp_path / "w.duckdb"
-    wh.open_warehouse(path)
+    path = tmp_path / "w"
+    wh.open_warehouse(path).close()
     calls = []
 
     def add_host(con):
         calls.append(1)
         con.execute("ALTER TABLE runs ADD COLUMN host TEXT")
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(migrate.MIGRATIONS, 2, add_host)
-    store = wh.open_warehouse(path, read_only=True)  # an old file is migrated forward on first open
-    wh.open_warehouse(path)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)  # this program is one version ahead of the lake
+    monkeypatch.setitem(migrate.MIGRATIONS, 3, add_host)
+    store = wh.open_warehouse(path, read_only=True)  # an older lake is migrated forward on first open
     assert calls == [1]
-    assert fetch(store, "SELECT max(version) FROM schema_version") == [(2,)]
+    wh.open_warehouse(path)
+    wh.open_warehouse(path, read_only=True)
+    assert calls == [1]  # once
+    assert fetch(store, "SELECT version, note FROM schema_version ORDER BY version") == [
+        (2, "created"), (3, "migrated from 2")]
     assert "host" in [r[0] for r in fetch(store, "SELECT column_name FROM (DESCRIBE runs)")]
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 1)
-    with pytest.raises(migrate.SchemaError, match="newer"):
-        wh.open_warehouse(path)
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)  # the older program meets the migrated lake
+    for read_only in (False, True):
+        with pytest.raises(migrate.SchemaError, match="schema version 3, newer .*upgrade codi-warehouse"):
+            wh.open_warehouse(path, read_only=read_only)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_lake_from_a_newer_program_is_refused_and_left_alone(tmp_path, read_only):
+    path = tmp_path / "w"
+    store = wh.open_warehouse(path)
+    run = store.begin_run({})
+    store.append_problem(run, *sample_problem(1, **SMALL))
+    store.finish_run(run)
+    with store.cursor() as con:  # what a newer program's migration leaves
+        con.execute("INSERT INTO schema_version VALUES (99, now()::TIMESTAMP, 'x')")
+    store.close()
+    catalog = (path / "catalog.sqlite").read_bytes()
+    with pytest.raises(migrate.SchemaError, match="schema version 99, newer than this program's 2; "
+                                                  "upgrade codi-warehouse"):
+        wh.open_warehouse(path, read_only=read_only)
+    with pytest.raises(migrate.SchemaError, match="upgrade codi-warehouse"):
+        wh.engine(path)
+    assert (path / "catalog.sqlite").read_bytes() == catalog  # nothing migrated, no view applied
 
 
 def test_attention_rows_are_narrow():
@@ -61,7 +88,7 @@ def test_attention_rows_are_narrow():
 
 
 def test_sqlalchemy_engine_reads_the_views(tmp_path):
-    store = wh.open_warehouse(tmp_path / "w.duckdb")
+    store = wh.open_warehouse(tmp_path / "w")
     run = store.begin_run({"seed": 0}, model_name="gpt2-tiny")
     store.append_problem(run, *sample_problem(1, **SMALL))
     # In a child process: duckdb-engine imported next to torch (this suite's conftest) makes DuckDB's
@@ -83,7 +110,7 @@ print("runs" in sa.inspect(engine).get_table_names())
     store.finish_run(run)  # nothing of the engine holds the lock after use
 
 
-def test_query_views_are_applied_in_order_and_described(tmp_path):
+def test_query_views_are_applied_in_order_and_described(tmp_path, monkeypatch):
     folder = tmp_path / "queries"
     folder.mkdir()
     (folder / "20_int_weights.sql").write_text(
@@ -91,18 +118,41 @@ def test_query_views_are_applied_in_order_and_described(tmp_path):
         "CREATE OR REPLACE VIEW int_weights AS SELECT run_id, layer, avg(weight) AS w FROM stg_attention GROUP BY ALL;\n")
     (folder / "10_stg_attention.sql").write_text(
         "-- Attention rows of complete and running runs.\nCREATE OR REPLACE VIEW stg_attention AS SELECT * FROM attention;\n")
-    store = wh.Warehouse(tmp_path / "w.duckdb")
-    store.initialize(folder)
+    applied = []
+    real_apply = migrate.apply_all_views
+    monkeypatch.setattr(migrate, "apply_all_views", lambda *a: applied.append(a[1]) or real_apply(*a))
+    store = wh.Warehouse(tmp_path / "w").open(folder)
+    assert applied == [folder]
+    first = migrate.views_hash(folder)
+    assert fetch(store, "SELECT views_hash FROM warehouse_info") == [(first,)]
     run = store.begin_run({})
     store.append_problem(run, *sample_problem(1, **SMALL))
     listed = {v["view"]: v["description"] for v in fetch_views(store)}
-    assert listed["int_weights"] == "Mean attention weight per run and layer."
-    assert listed["stg_attention"] == "Attention rows of complete and running runs."
-    assert listed["results"].startswith("One row per run")
-    assert fetch(store, "SELECT count(*) FROM int_weights") == [(2,)]  # sees a running run's shards
-    (folder / "30_broken.sql").write_text("CREATE VIEW broken AS SELEC 1;\n")
+    assert listed == {"int_weights": "Mean attention weight per run and layer.",
+                      "stg_attention": "Attention rows of complete and running runs.",
+                      "problems": migrate.FACT_COMMENTS["problems"]}
+    tables = dict(fetch(store, "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'wh'"))
+    for fact in ("results", "attention", "run_problems"):  # the fact relations are tables, described too
+        assert tables[fact] == migrate.FACT_COMMENTS[fact]
+    assert tables["results"].startswith("One row per run")
+    assert fetch(store, "SELECT count(*) FROM int_weights") == [(2,)]  # sees a running run's commits
+
+    wh.Warehouse(store.path).open(folder).close()  # the files did not change: nothing is applied again
+    wh.Warehouse(store.path, read_only=True).open(folder).close()
+    assert applied == [folder]
+
+    (folder / "30_broken.sql").write_text("-- Broken.\nCREATE VIEW broken AS SELEC 1;\n")
     with pytest.raises(ValueError, match="30_broken.sql"):
-        store.initialize(folder)
+        wh.Warehouse(store.path).open(folder)
+    assert fetch(store, "SELECT views_hash FROM warehouse_info") == [(first,)]  # all or nothing
+    assert "broken" not in {v["view"] for v in fetch_views(store)}
+    assert fetch(store, "SELECT count(*) FROM int_weights") == [(2,)]
+
+    (folder / "30_broken.sql").write_text("-- Fixed.\nCREATE OR REPLACE VIEW fixed AS SELECT 1 AS one;\n")
+    wh.Warehouse(store.path).open(folder).close()  # changed files: applied again
+    assert len(applied) == 3
+    assert fetch(store, "SELECT views_hash FROM warehouse_info") == [(migrate.views_hash(folder),)] != [(first,)]
+    assert {v["view"]: v["description"] for v in fetch_views(store)}["fixed"] == "Fixed."
     assert views.description("--no space\n-- Second line.\n") == "Second line."
 
 
@@ -111,15 +161,31 @@ def fetch_views(store):
         return views.list_views(con)
 
 
-def test_moved_warehouse_reads_its_own_shards(tmp_path):
-    store = wh.open_warehouse(tmp_path / "a" / "w.duckdb")
+def test_a_copied_folder_works_from_another_directory_without_the_original(tmp_path, monkeypatch):
+    store = wh.open_warehouse(tmp_path / "a" / "w")
     run = store.begin_run({})
     store.append_problem(run, *sample_problem(1, **SMALL))
+    store.close()
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
-    moved = wh.Warehouse(tmp_path / "b" / "w.duckdb")
-    assert fetch(moved, "SELECT count(*) FROM attention") == [(6020,)]
-    wh.open_warehouse(moved.path)  # opening for writing repoints the stored views
-    with moved.reader() as con:
-        sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'attention' AND NOT temporary").fetchall()
-    assert str(tmp_path / "b") in sql[0][0]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    copy = Path("..") / "b" / "w"  # relative, from another working directory
+    assert fetch(wh.open_warehouse(copy, read_only=True), "SELECT count(*) FROM attention") == [(6020,)]
+    moved = wh.open_warehouse(copy)  # and it takes new commits where it now is
+    assert moved.resume_run(run) == {sample_problem(1)[0]["problem_id"]}
+    moved.append_problem(run, *sample_problem(2, **SMALL))
+    moved.finish_run(run)
+    assert fetch(moved, "SELECT count(*), count(DISTINCT problem_id) FROM attention") == [(2 * 6020, 2)]
+    assert moved.damaged_files() == {}
+    assert not (tmp_path / "a").exists()
+    files = [Path(p) for _t, p, _s, _r in moved._data_files(None)]
+    assert len(files) == 2 * 3
+    assert all(p.resolve().is_relative_to(tmp_path / "b" / "w" / "data") and p.is_file() for p in files)
+    with moved.cursor() as con:  # the catalog holds no absolute path: not the data path, no file, no view
+        assert con.execute(f"SELECT value FROM {lake.METADATA}.ducklake_metadata WHERE key = 'data_path'"
+                           ).fetchall() == [("data/",)]
+        assert con.execute(f"SELECT count(*) FROM {lake.METADATA}.ducklake_data_file WHERE NOT path_is_relative"
+                           ).fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE database_name = 'wh' AND contains(sql, ?)",
+                           [str(tmp_path)]).fetchall() == [(0,)]

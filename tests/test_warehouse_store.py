@@ -1,28 +1,37 @@
-"""The store API on real DuckDB files: commits, resume, immutability, delete, lineage."""
+"""The store API on a real DuckLake folder: commits, resume, immutability, delete, damage, lineage."""
 from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from faults_helpers import orphan_files
 
 import warehouse as wh
 from warehouse.bench import sample_problem
-from warehouse.errors import RunClosed, UnknownRun, WarehouseError
+from warehouse.errors import RunClosed, RunDamaged, UnknownRun, WarehouseError
 
 SMALL = {"n_layers": 2, "n_heads": 2}  # 43 x 2 x 2 x 35 = 6,020 attention rows per problem
 
 
 @pytest.fixture()
 def store(tmp_path):
-    return wh.open_warehouse(tmp_path / "w.duckdb")
+    return wh.open_warehouse(tmp_path / "w")
 
 
 def fetch(store, sql, params=None):
     with store.reader() as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def data_files(store) -> dict[str, bytes]:
+    """Every Parquet file under the warehouse's data/ folder, by name, with its bytes."""
+    return {p.name: p.read_bytes() for p in (store.path / "data").rglob("*.parquet")}
 
 
 def append(store, run_id, indices, **kw):
@@ -92,15 +101,30 @@ def test_failed_run_resumes_and_completes(store):
     assert fetch(store, "SELECT list(ordinal ORDER BY ordinal) FROM run_problems")[0][0] == [0, 1, 2]
 
 
-def test_finish_compacts_without_changing_rows(store):
+def test_finish_keeps_every_row_and_a_complete_run_is_immutable(store):
     run = store.begin_run({})
     append(store, run, range(5))
     query = "SELECT problem_id, condition_id, layer, head, dst, src, weight FROM attention ORDER BY ALL"
-    before = fetch(store, query)
+    before, files = fetch(store, query), data_files(store)
     store.finish_run(run)
     assert fetch(store, query) == before
-    assert [p.name for p in store.shards.run_dir(run).iterdir()] == ["b0000000-compacted"]
-    assert store.row_counts(run) == {"results": 5 * 43, "attention": 5 * 6020, "run_problems": 5, "problems": 0}
+    assert fetch(store, "SELECT status, finished_at IS NOT NULL, error FROM runs") == [("complete", True, None)]
+    assert store.row_counts(run) == {"results": 5 * 43, "attention": 5 * 6020, "run_problems": 5}
+    assert data_files(store) == files  # finishing rewrites no file (there is no compaction)
+    fresh = wh.open_warehouse(store.path)  # a later process
+    for handle in (store, fresh):
+        with pytest.raises(RunClosed, match="immutable"):
+            append(handle, run, [5])
+        with pytest.raises(RunClosed, match="immutable"):
+            handle.append_problems(run, [sample_problem(6)[0]], None)
+        with pytest.raises(RunClosed, match="immutable"):
+            handle.resume_run(run)
+        for status in ("complete", "failed"):
+            with pytest.raises(RunClosed, match="not running"):
+                handle.finish_run(run, status, error="late")
+    assert fetch(store, query) == before
+    assert fetch(store, "SELECT status, error FROM runs") == [("complete", None)]
+    assert data_files(store) == files
 
 
 def test_batch_append_validates_its_frames(store):
@@ -154,13 +178,21 @@ def test_delete_removes_every_row_of_the_run_and_nothing_else(store):
               "(SELECT count(*) FROM runs WHERE run_id = $1)")
     kept_before = fetch(store, counts, [keep])
     problems_before = fetch(store, "SELECT count(*) FROM problems")
+    files = data_files(store)
+    dropped = [p for table in ("results", "attention", "run_problems") for p in listed_files(store, drop, table)]
+    assert len(dropped) == 3 * 3  # one file per table and commit
     removed = store.delete_run(drop)
     assert removed["attention"] == 3 * 6020 and removed["results"] == 3 * 43
     assert fetch(store, counts, [drop]) == [(0, 0, 0, 0)]
     assert fetch(store, counts, [keep]) == kept_before == [(2 * 43, 2 * 6020, 2, 1)]
     assert fetch(store, "SELECT count(*) FROM problems") == problems_before  # problems are shared, kept
-    assert not store.shards.run_dir(drop).exists()
-    assert [p.name for p in store.shards.trash.iterdir()] == []
+    assert data_files(store) == files  # the rows left the snapshot; the files stay for time travel
+    assert listed_files(store, drop) == [] and listed_files(store, keep) != []
+    assert not (store.path / "locks" / f"{drop}.lock").exists()
+    assert store.vacuum(older_than_days=0)["files_removed"] == len(dropped)  # vacuum reclaims them, only them
+    assert set(data_files(store)) == set(files) - {p.name for p in dropped}
+    assert fetch(store, counts, [keep]) == kept_before
+    assert store.damaged_files() == {}
 
 
 def test_lineage_is_recorded(store):
@@ -183,24 +215,111 @@ def test_lineage_is_recorded(store):
     assert json.loads(json.dumps(store.show_run(legacy), default=str))["convention"] == "legacy"
 
 
-def test_torn_batch_is_dropped_on_resume(store):
-    run = store.begin_run({})
-    append(store, run, [1, 2, 3])
-    last = max(store.shards.run_dir(run).iterdir())
-    (last / "attention.parquet").write_bytes(b"PAR1 torn by a power loss")
-    reopened = wh.open_warehouse(store.path)
-    assert reopened.resume_run(run) == {"gen0000000000001", "gen0000000000002"}
-    append(reopened, run, [3])
-    reopened.finish_run(run)
-    assert fetch(store, "SELECT count(*), count(DISTINCT problem_id) FROM attention") == [(3 * 6020, 3)]
+def problem_ids(*indices):
+    return {sample_problem(i)[0]["problem_id"] for i in indices}
 
 
-def test_interrupted_compaction_swap_is_recovered(store):
+def listed_files(store, run_id, table="attention"):
+    return [Path(p) for t, p, _size, r in store._data_files([run_id]) if t == table and r == run_id]
+
+
+def tear(store, damage: str):
+    """Two runs; the attention file of `run`'s third commit torn as `damage` says. Returns run, other,
+    the file, its original bytes and the words damaged_files() must use."""
+    run, other = store.begin_run({}), store.begin_run({})
+    append(store, run, [1, 2, 3])  # three commits: three attention files
+    append(store, other, [1])
+    store.finish_run(other)
+    target = next(p for p in listed_files(store, run)
+                  if set(pq.read_table(p).column("problem_id").to_pylist()) == problem_ids(3))
+    original = target.read_bytes()
+    if damage == "truncated":  # a power loss with durable=False, or a bad copy
+        target.write_bytes(original[: len(original) // 2])
+        return run, other, target, original, "truncated"
+    target.write_bytes(original[:-16] + b"\xff" * 8 + original[-8:])  # bit rot in the footer: same size
+    return run, other, target, original, "corrupt Parquet"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "footer"])
+def test_a_torn_file_is_reported_and_nothing_on_disk_is_removed(store, damage):
+    run, other, target, original, why = tear(store, damage)
+    torn = data_files(store)
+
+    bad = store.damaged_files()
+    assert list(bad) == [run] and len(bad[run]) == 1
+    found = bad[run][0]
+    assert (found.run_id, found.table, Path(found.path)) == (run, "attention", target) and why in found.problem
+    with pytest.raises(RunDamaged, match=f"run {run} has an unreadable data file, .*{target.name}.*runs delete"):
+        store.check_runs([run])
+    store.check_runs([other])  # the other run is unaffected (this would raise)
+    assert store.damaged_files([other]) == {}
+
+    reopened = wh.open_warehouse(store.path)  # opening for writing removes nothing
+    assert reopened.resume_run(run) == problem_ids(1, 2, 3)  # the torn commit is not dropped: it stays committed
+    assert {r["run_id"]: r["status"] for r in reopened.list_runs()} == {run: "damaged", other: "complete"}
+    assert reopened.show_run(run)["damaged_files"] == [found.line()]
+    assert fetch(reopened, "SELECT count(*) FROM attention WHERE run_id = ?", [other]) == [(6020,)]
+    append(reopened, run, [4])  # the run goes on; its torn file is neither redone nor removed
+    reopened.finish_run(run, "failed", error="stopped")
+    after = data_files(store)
+    assert {name: after[name] for name in torn} == torn  # every file as it was, the torn one still torn
+    assert len(after) == len(torn) + 3  # and the new commit's results, attention and run_problems
+
+    target.write_bytes(original)  # restoring the file restores the run
+    assert store.damaged_files() == {}
+    assert fetch(store, "SELECT count(*), count(DISTINCT problem_id) FROM attention WHERE run_id = ?", [run]) == [
+        (4 * 6020, 4)]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "footer"])
+def test_a_query_that_reads_a_torn_file_names_it_and_its_run(store, damage):
+    run, other, target, _original, _why = tear(store, damage)
+    for sql in ("SELECT sum(weight) FROM attention", "SELECT sum(weight) FROM attention WHERE run_id = ?"):
+        with pytest.raises(RunDamaged, match=f"run {run} has an unreadable data file, .*{target.name}"):
+            fetch(store, sql, [run] if "?" in sql else None)
+    assert fetch(store, "SELECT count(*), sum(weight) IS NOT NULL FROM attention WHERE run_id = ?", [other]) == [
+        (6020, True)]  # the other run's rows stay readable
+
+
+def test_files_of_a_commit_that_never_happened_are_never_listed_nor_read(store):
+    """What SIGKILL leaves mid-commit: the batch's Parquet files on disk, the catalog never told of them."""
     run = store.begin_run({})
     append(store, run, [1, 2])
-    staged = store.shards.compact(run)
-    os.rename(store.shards.run_dir(run), store.shards.staging / "old")  # the crash: between the two renames
-    assert not store.shards.run_dir(run).exists()
+    committed = fetch(store, "SELECT count(*) FROM attention")
+    written = set(data_files(store))
+    kept = {}
+
+    def killed(what):  # the commit's files are written: keep copies, then die before COMMIT
+        for path in (store.path / "data").rglob("*.parquet"):
+            if path.name not in written:
+                kept[path] = path.read_bytes()
+        raise KeyboardInterrupt
+
+    store._before_commit = killed
+    with pytest.raises(KeyboardInterrupt):
+        append(store, run, [3])
+    del store._before_commit
+    assert {p.parent.name for p in kept} == {"results", "attention", "run_problems"}
+    for path, body in kept.items():  # as a killed process leaves them (a rollback tidies its own)
+        path.write_bytes(body)
+    assert orphan_files(store.path) == 3
+
     reopened = wh.open_warehouse(store.path)
-    assert reopened.shards.run_dir(run).is_dir() and not (staged / run).exists()
-    assert fetch(store, "SELECT count(*) FROM run_problems WHERE run_id = ?", [run])[0][0] == 2
+    assert fetch(reopened, "SELECT count(*) FROM attention") == committed  # never read
+    assert reopened.damaged_files() == {}
+    assert reopened.resume_run(run) == problem_ids(1, 2)
+    append(reopened, run, [3])
+    reopened.finish_run(run)
+    assert fetch(reopened, "SELECT count(*), count(DISTINCT (problem_id, condition_id, layer, head, dst, src)) "
+                           "FROM attention") == [(3 * 6020, 3 * 6020)]
+    assert fetch(reopened, "SELECT list(ordinal ORDER BY ordinal) FROM run_problems") == [([0, 1, 2],)]
+    assert all(path.read_bytes() == body for path, body in kept.items())  # nothing removed them
+    assert reopened.vacuum(older_than_days=0)["orphans_removed"] == 0  # younger than a day: may be a commit in flight
+    assert orphan_files(store.path) == 3
+    old = time.time() - 2 * 86400
+    for path in kept:
+        os.utime(path, (old, old))
+    assert reopened.vacuum(older_than_days=0)["orphans_removed"] == 3
+    assert orphan_files(store.path) == 0 and not any(path.exists() for path in kept)
+    assert fetch(reopened, "SELECT count(*) FROM attention") == [(3 * 6020,)]
+    assert reopened.damaged_files() == {}

@@ -1,9 +1,9 @@
-"""The warehouse: every experiment ever run, in one DuckDB file plus its Parquet shards (SPEC 6).
+"""The warehouse: every experiment ever run, in one DuckLake folder (SPEC 6; see warehouse/lake.py).
 
 Write with the store API (`open_warehouse`, `begin_run`, `append_problem`, `finish_run`, ...);
 read with `python cli.py query`, any DuckDB client, or `engine(path)` for SQLAlchemy/pandas.
 """
-from warehouse.errors import RunClosed, UnknownRun, WarehouseError
+from warehouse.errors import RunBusy, RunClosed, RunDamaged, UnknownRun, WarehouseError
 from warehouse.sa import engine
 from warehouse.store import (
     Warehouse,
@@ -15,11 +15,14 @@ from warehouse.store import (
     open_warehouse,
     resolve_run,
     resume_run,
+    vacuum,
 )
 from warehouse.views import apply_views
 
 __all__ = [
+    "RunBusy",
     "RunClosed",
+    "RunDamaged",
     "UnknownRun",
     "Warehouse",
     "WarehouseError",
@@ -33,4 +36,5 @@ __all__ = [
     "open_warehouse",
     "resolve_run",
     "resume_run",
+    "vacuum",
 ]

@@ -23,6 +23,7 @@ def runs_show(db, spec: str) -> tuple[dict, str]:
     width = max(map(len, _RUN_SUMMARY))
     lines = [f"{key:<{width}}  {run[key]}" for key in _RUN_SUMMARY if run.get(key) is not None]
     lines += [f"{'rows.' + table:<{width}}  {count:,}" for table, count in run["rows"].items()]
+    lines += [f"{'damaged':<{width}}  {line}" for line in run.get("damaged_files", [])]
     return run, "\n".join(lines) + "\n"
 
 
@@ -32,9 +33,21 @@ def runs_delete(db, spec: str) -> tuple[dict, str]:
     return {"deleted": removed}, f"deleted run {removed['run_id']} ({counts})\n"
 
 
+def runs_vacuum(db, days: float) -> tuple[dict, str]:
+    done = open_warehouse(db).vacuum(days)
+    return done, (f"expired {done['snapshots_expired']} snapshots; removed {done['files_removed']} files no "
+                  f"snapshot needs and {done['orphans_removed']} uncommitted files\n")
+
+
+def init_warehouse(db, catalog: str) -> str:
+    store = open_warehouse(db, catalog=catalog)
+    store.close()
+    return f"warehouse {store.warehouse_id} at {store.path} ({store.catalog.kind} catalog)\n"
+
+
 def views_list(db) -> tuple[dict, str]:
     store = open_warehouse(db)  # opening for writing applies the latest queries/*.sql first
     with store.reader() as con:
         found = list_views(con)
     width = max((len(v["view"]) for v in found), default=0)
-    return {"views": found}, "".join(f"{v['view']:<{width}}  {v['description']}\n" for v in found)
+    return {"views": found}, "".join(f"{v['view']:<{width}}  {v['kind']:<5}  {v['description']}\n" for v in found)

@@ -16,3 +16,7 @@ class RunClosed(WarehouseError):
 
 class RunBusy(WarehouseError):
     """Another process is writing the run (one writer per run at a time)."""
+
+
+class RunDamaged(WarehouseError):
+    """A data file of the run is missing, truncated, unreadable or corrupt."""

@@ -20,6 +20,11 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def new_warehouse_id() -> str:
+    """A warehouse's identity, stamped in its catalog and its folder's identity file."""
+    return "wh-" + secrets.token_hex(8)
+
+
 def canonical_json(config: dict) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
 

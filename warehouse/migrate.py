@@ -1,38 +1,33 @@
-"""Create a warehouse file at the current schema version, or migrate an older one forward.
+"""Create a warehouse's tables at the current schema version, or migrate an older lake forward.
 
-A new file gets the DDL of `schema.metadata` directly; an existing file runs each migration above
-its stamped version, in order, in the caller's transaction. Files from a newer program are refused
-rather than guessed at. Shard files carry `codi_schema_version` in their Parquet metadata, and the
-views read them with `union_by_name`, so a migration that adds a fact column needs no rewrite (old
-shards read it as NULL).
+A new lake gets the DDL of `schema.metadata` directly; an existing one runs each migration above its
+stamped version, in order, in the caller's transaction. Lakes from a newer program are refused rather
+than guessed at. Version 1 was the old single-file layout (a DuckDB file and Parquet shards); it is
+not migrated in place: `python cli.py upgrade OLD.duckdb --to FOLDER` copies it into a new folder
+(warehouse/upgrade.py).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import duckdb
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.schema import CreateTable
 
 from engine.positions import NAMES
-from warehouse import schema
-from warehouse.shards import Shards
+from warehouse import schema, views
 
-# version -> function(con) bringing a file from version - 1 to version. Example for a v2:
-#   MIGRATIONS[2] = lambda con: con.execute("ALTER TABLE runs ADD COLUMN host TEXT")
+# version -> function(con) bringing a lake from version - 1 to version. Example for a v3:
+#   MIGRATIONS[3] = lambda con: con.execute("ALTER TABLE runs ADD COLUMN host VARCHAR")
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {}
-
-FACT_VIEW_COMMENTS = {
-    "results": "One row per run x problem x condition: outcome, KL/JS/entropy, log p(gold), disruption.",
-    "attention": "Attention weight per run x problem x condition x layer x head x query (dst) x key (src).",
-    "run_problems": "Commit marker: the problems committed for each run, in commit order.",
-    "problems": "Every problem known to the warehouse (id = hash of the normalized question).",
-}
+FIRST_LAKE_VERSION = 2
+# Small tables live in the catalog itself (DuckLake data inlining); fact rows always go to Parquet.
+INLINED_ROWS = 1000
 
 
 class SchemaError(RuntimeError):
-    """The file's schema version cannot be used by this program."""
+    """The warehouse's schema version cannot be used by this program."""
 
 
 def newer_message(where, version: int) -> str:
@@ -41,6 +36,7 @@ def newer_message(where, version: int) -> str:
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The stamped schema version of the attached lake (0: no tables yet)."""
     exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                          "AND schema_name = 'main' AND table_name = 'schema_version'").fetchall()[0][0]
     if not exists:
@@ -48,41 +44,44 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
 
 
-def _database_path(con: duckdb.DuckDBPyConnection) -> str:
-    found = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    return found[0][0] if found and found[0][0] else "file"
-
-
-def native_ddl() -> list[str]:
-    """CREATE TABLE statements, compiled with SQLAlchemy's PostgreSQL dialect (which duckdb-engine
-    extends; importing duckdb-engine itself next to torch makes DuckDB's bindings report leaks at exit)."""
-    dialect = postgresql.dialect()
-    return [str(CreateTable(t).compile(dialect=dialect)).strip() for t in schema.metadata.sorted_tables
-            if t.info["storage"] == "table"]
-
-
 def _stamp(con: duckdb.DuckDBPyConnection, version: int, note: str) -> None:
     con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
                 [version, dt.datetime.now(dt.UTC).replace(tzinfo=None), note])
 
 
-def _create(con: duckdb.DuckDBPyConnection) -> None:
-    for ddl in native_ddl():
-        con.execute(ddl)
+def create(con: duckdb.DuckDBPyConnection, warehouse_id: str, alias: str) -> None:
+    """Every table of a new lake, the position names, the identity row and the version stamp.
+
+    Three transactions (DuckLake sets table options only on committed tables); the caller builds the
+    lake in a hidden folder and renames it into place, so a crash in between leaves nothing adopted.
+    """
+    con.execute(f"CALL {alias}.set_option('parquet_compression', 'zstd')")
+    con.execute(f"CALL {alias}.set_option('data_inlining_row_limit', 0)")
+    con.begin()
+    for table in schema.stored_tables():
+        con.execute(schema.ddl(table))
+    con.commit()
+    for table in schema.stored_tables():
+        if schema.metadata.tables[table].info["storage"] != "fact":
+            con.execute(f"CALL {alias}.set_option('data_inlining_row_limit', {INLINED_ROWS}, table_name => '{table}')")
+    con.begin()
     values = ", ".join(f"({code}, '{name}')" for code, name in sorted(NAMES.items()))
     con.execute(f"INSERT INTO positions VALUES {values}")
+    con.execute("INSERT INTO warehouse_info VALUES (?, ?, NULL)", [warehouse_id, _now()])
     _stamp(con, schema.SCHEMA_VERSION, "created")
+    con.commit()
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring the file to schema.SCHEMA_VERSION; returns the version it had before."""
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def migrate(con: duckdb.DuckDBPyConnection, where) -> int:
+    """Bring the lake to schema.SCHEMA_VERSION; returns the version it had before."""
     found = current_version(con)
     if found > schema.SCHEMA_VERSION:
-        raise SchemaError(newer_message(_database_path(con), found))
-    if found == 0:
-        _create(con)
-        return 0
-    for version in range(found + 1, schema.SCHEMA_VERSION + 1):
+        raise SchemaError(newer_message(where, found))
+    for version in range(max(found, FIRST_LAKE_VERSION) + 1, schema.SCHEMA_VERSION + 1):
         if version not in MIGRATIONS:
             raise SchemaError(f"no migration from schema version {version - 1} to {version}")
         MIGRATIONS[version](con)
@@ -90,36 +89,33 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     return found
 
 
-def fact_view_sql(shards: Shards, temp: bool = False) -> dict[str, str]:
-    """CREATE VIEW statements for the shard-backed relations, pinned to this shard directory."""
-    kind = "TEMP VIEW" if temp else "VIEW"
-
-    def scan(table: str) -> str:
-        return f"read_parquet('{shards.glob(table)}', union_by_name = true, hive_partitioning = false)"
-
-    sql = {t: f"CREATE OR REPLACE {kind} {t} AS SELECT * FROM {scan(t)}"
-           for t in ("results", "attention", "run_problems")}
-    sql["problems"] = (
-        f"CREATE OR REPLACE {kind} problems AS SELECT * FROM main.problems_base UNION ALL BY NAME "
-        f"SELECT * FROM {scan('problems')} WHERE problem_id NOT IN (SELECT problem_id FROM main.problems_base) "
-        "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1")
-    return sql
+FACT_COMMENTS = {
+    "results": "One row per run x problem x condition: outcome, KL/JS/entropy, log p(gold), disruption.",
+    "attention": "Attention weight per run x problem x condition x layer x head x query (dst) x key (src).",
+    "run_problems": "Commit marker: the problems committed for each run, in commit order.",
+    "problems": "Every problem known to the warehouse (id = hash of the normalized question).",
+}
 
 
-def define_fact_views(con: duckdb.DuckDBPyConnection, shards: Shards, temp: bool = False) -> None:
-    for name, sql in fact_view_sql(shards, temp).items():
-        con.execute(sql)
-        if not temp:
-            con.execute(f"COMMENT ON VIEW {name} IS '{FACT_VIEW_COMMENTS[name]}'")
+def views_hash(queries_dir: str | Path = views.QUERIES_DIR) -> str:
+    digest = hashlib.sha256(f"schema {schema.SCHEMA_VERSION}\n".encode())
+    for path in views.view_files(queries_dir):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
-def pin_fact_views(con: duckdb.DuckDBPyConnection, shards: Shards) -> None:
-    """If the stored views point elsewhere (the files were moved), shadow them with temp views.
+def stored_views_hash(con: duckdb.DuckDBPyConnection) -> str | None:
+    found = con.execute("SELECT views_hash FROM warehouse_info").fetchall()
+    return found[0][0] if found else None
 
-    Temp views take precedence in name lookup, also inside the stored analysis views, so a moved
-    warehouse reads correctly before it is next opened for writing (which rewrites the views).
-    """
-    stored = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'results' AND NOT temporary "
-                         "AND schema_name = 'main' AND database_name = current_database()").fetchall()
-    if not stored or shards.glob("results") not in stored[0][0]:
-        define_fact_views(con, shards, temp=True)
+
+def apply_all_views(con: duckdb.DuckDBPyConnection, queries_dir: str | Path, digest: str) -> list[str]:
+    """The `problems` view, every queries/*.sql view, the comments; records which files were applied."""
+    con.execute("CREATE OR REPLACE VIEW problems AS SELECT * FROM problems_base "
+                "QUALIFY row_number() OVER (PARTITION BY problem_id ORDER BY question) = 1")
+    for name, text in FACT_COMMENTS.items():
+        kind = "VIEW" if name == "problems" else "TABLE"
+        con.execute(f"COMMENT ON {kind} {name} IS '{text}'")
+    created = views.apply_views(con, queries_dir)
+    con.execute("UPDATE warehouse_info SET views_hash = ?", [digest])
+    return created

@@ -2,12 +2,18 @@
 
 CSV, JSON and Parquet are written by DuckDB's own writers (from an in-memory connection over the
 Arrow result), so nested, decimal, binary and JSON columns come out the way DuckDB clients expect.
+A file (`--out`) is written atomically: to a temporary file in its directory, then renamed over it,
+so a failed or killed write never leaves a half file. `check_out_path` refuses an --out inside the
+warehouse folder (symlinks and `..` resolved), before the query runs.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
 from typing import TextIO
 
 import duckdb
@@ -18,15 +24,23 @@ from warehouse.errors import WarehouseError
 
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_ROWS = 1000
-_COPY_OPTIONS = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true",
-                 "parquet": "FORMAT parquet, COMPRESSION zstd"}
+_COPY_OPTIONS = {
+    "csv": "FORMAT csv, HEADER true",
+    "json": "FORMAT json, ARRAY true",
+    "parquet": "FORMAT parquet, COMPRESSION zstd",
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def render_table(table: pa.Table, max_rows: int = TABLE_ROWS) -> str:
     """A readable text table; longer results are cut, with a note saying how to get every row."""
     shown = table.slice(0, max_rows)
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_hide_dataframe_shape=True,
-                   tbl_width_chars=200):
+    with pl.Config(
+        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_hide_dataframe_shape=True, tbl_width_chars=200
+    ):
         text = str(pl.from_arrow(shown)) if shown.num_columns else "(no columns)"
     if table.num_rows > max_rows:
         text += f"\n({max_rows} of {table.num_rows} rows shown; use --format csv or parquet for all)"
@@ -38,28 +52,106 @@ def _copy(table: pa.Table, fmt: str, path: str) -> None:
     try:
         con.register("result", table)
         escaped = path.replace("'", "''")
-        con.execute(f"COPY result TO '{escaped}' ({_COPY_OPTIONS[fmt]})")
+        # into the (temporary) file itself: DuckDB's own tmp_ file would outlive a failed write
+        con.execute(f"COPY result TO '{escaped}' ({_COPY_OPTIONS[fmt]}, USE_TMP_FILE false)")
     finally:
         con.close()
 
 
-def write(table: pa.Table, fmt: str, out: str | None, stream: TextIO) -> None:
-    """Write `table` in `fmt` to the file `out`, or to `stream` (not for parquet: it is binary)."""
+def check_format(fmt: str, out: str | os.PathLike | None) -> None:
+    """Refuse an unknown format, or parquet without --out (it is binary), before anything runs."""
     if fmt not in FORMATS:
         raise WarehouseError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    if fmt == "table":
-        text = render_table(table)
-        if out:
-            with open(out, "w") as handle:
-                handle.write(text)
-        else:
-            stream.write(text)
-        return
-    if out:
-        _copy(table, fmt, str(out))
-        return
-    if fmt == "parquet":
+    if fmt == "parquet" and not out:
         raise WarehouseError("--format parquet needs --out FILE")
+
+
+def _same_as_any(path: Path, folder_stat: os.stat_result) -> bool:
+    """Whether `path` or a folder above it is the warehouse folder (bind mounts, case-folding file systems)."""
+    for candidate in (path, *path.parents):
+        try:
+            found = candidate.stat()
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (folder_stat.st_dev, folder_stat.st_ino):
+            return True
+    return False
+
+
+def check_out_path(out: str | os.PathLike, warehouse: str | os.PathLike) -> Path:
+    """The file `out` resolved (symlinks, `..`), refused in one line if it is the warehouse or inside it."""
+    target = Path(os.path.realpath(out))
+    folder = Path(os.path.realpath(warehouse))
+    try:
+        folder_stat = folder.stat()
+    except OSError:
+        folder_stat = None
+    if target == folder or folder in target.parents or (folder_stat and _same_as_any(target, folder_stat)):
+        raise WarehouseError(
+            f"--out {out} is inside the warehouse {folder}, which query never writes; "
+            "save the result somewhere else (e.g. results/query.csv)"
+        )
+    if target.is_dir():
+        raise WarehouseError(f"--out {out} is a directory; name a file in it")
+    if not target.parent.is_dir():
+        raise WarehouseError(f"--out {out}: the directory {target.parent} does not exist; create it first")
+    return target
+
+
+def _default_mode(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777  # keep the mode of the file replaced
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _write_atomically(target: Path, fill) -> None:
+    """Call fill(temporary path) to write a file beside `target`, then rename it over `target`."""
+    # the temporary name ends with the target's name, so DuckDB picks the same compression (x.csv.gz)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=f"-{target.name}")
+    os.close(fd)
+    try:
+        fill(tmp)
+        os.chmod(tmp, _default_mode(target))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def write(table: pa.Table, fmt: str, out: str | None, stream: TextIO) -> None:
+    """Write `table` in `fmt` to the file `out` (atomically), or to `stream` (not parquet: binary)."""
+    check_format(fmt, out)
+    if out:
+        target = Path(os.path.realpath(out))
+        try:
+            if fmt == "table":
+                text = render_table(table)
+                _write_atomically(target, lambda tmp: _write_text(tmp, text))
+            else:
+                _write_atomically(target, lambda tmp: _copy(table, fmt, tmp))
+        except (OSError, duckdb.Error) as exc:
+            raise WarehouseError(f"could not write --out {out}: {_first_line(exc)}") from exc
+        return
+    if fmt == "table":
+        stream.write(render_table(table))
+        return
     if fmt == "json" and table.num_rows == 0:
         stream.write("[]\n")
         return

@@ -1,32 +1,31 @@
-"""A SQLAlchemy engine on the warehouse (`duckdb:///path`), for pandas and BI tools.
+"""A SQLAlchemy engine on the warehouse, for pandas and BI tools.
 
-Uses duckdb-engine (Mause/duckdb_engine), the maintained DuckDB dialect for SQLAlchemy 2. The
-engine reads: connections open the file read-only, wait for the lock like every reader here, pin
-the fact views to this file's shards, and are closed after each use (NullPool) so a BI tool left
-open never blocks a run from beginning or finishing. Bulk loads bypass SQLAlchemy.
+Uses duckdb-engine (Mause/duckdb_engine), the maintained DuckDB dialect for SQLAlchemy 2. Each
+connection is a fresh in-memory DuckDB with the warehouse's lake attached read-only and in use
+(closed after each use, NullPool), so a BI tool left open never blocks a run.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import sqlalchemy as sa
 
-from warehouse import connect, migrate
-from warehouse.shards import Shards
 
+def engine(path: str | os.PathLike, **kwargs) -> sa.Engine:
+    """`create_engine("duckdb://")` whose connections read the warehouse folder at `path`."""
+    from duckdb_engine import ConnectionWrapper  # imported on use: importing it next to torch is slow
 
-def engine(path: str | os.PathLike, read_only: bool = True, **kwargs) -> sa.Engine:
-    """`create_engine("duckdb:///<path>")`, read-only unless asked (a writer blocks runs)."""
-    from duckdb_engine import ConnectionWrapper  # imported on use: see migrate.native_ddl
+    from warehouse.store import open_warehouse
 
-    path = Path(path).resolve()
-    shards = Shards(path)
+    open_warehouse(path, read_only=True).close()  # refuse a bad path now, not at the first query
 
     def creator():
-        con = connect.connect(path, read_only=read_only)
-        migrate.pin_fact_views(con, shards)
-        return ConnectionWrapper(con)
+        store = open_warehouse(path, read_only=True)
+        con = store._con.cursor()
+        con.execute("USE wh")
+        wrapper = ConnectionWrapper(con)
+        wrapper._codi_store = store  # keep the attached database alive as long as the connection
+        return wrapper
 
     kwargs.setdefault("poolclass", sa.pool.NullPool)
-    return sa.create_engine(f"duckdb:///{path}", creator=creator, **kwargs)
+    return sa.create_engine("duckdb://", creator=creator, **kwargs)

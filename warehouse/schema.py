@@ -1,13 +1,17 @@
 """The warehouse schema (SPEC 6): the single source of truth, as SQLAlchemy Core metadata.
 
-Everything else is derived from `metadata`: the DuckDB DDL of the native tables, the Arrow schemas
-of the Parquet shards that hold the fact rows, and the table objects BI tools may select from.
-`info["storage"]` says where a relation lives:
+Everything else is derived from `metadata`: the DDL of the warehouse's DuckLake tables, the Arrow
+schemas incoming rows are conformed to (and worker shards are written with), and the table objects
+BI tools may select from. `info["storage"]` says what a relation is:
 
-- "table": a native DuckDB table (runs, problems_base, positions, schema_version);
-- "shards": Parquet shards under `<db>.shards/`, read through a view of the same name
-  (results, attention, run_problems; see warehouse/README.md for why);
-- "view": a view defined in SQL over the others (problems = problems_base + problems of running runs).
+- "table": a DuckLake table of run lineage and reference data (runs, problems_base, positions,
+  schema_version, warehouse_info);
+- "fact": a DuckLake table of measured rows, appended one commit per batch of problems, each commit
+  holding the rows of one run (results, attention, run_problems);
+- "view": a view defined in SQL over the others (problems = problems_base without the duplicates
+  two concurrent writers may add).
+
+DuckLake enforces NOT NULL but not keys; the store enforces them (warehouse/store.py).
 
 Bump SCHEMA_VERSION and add a function to MIGRATIONS in migrate.py whenever this file changes.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import pyarrow as pa
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
 
 RUN_STATUSES = ("running", "complete", "failed")
 CONVENTIONS = ("codi", "legacy")
@@ -40,6 +44,14 @@ def _problem_columns() -> list[sa.Column]:
         _text("source_id"),
     ]
 
+
+warehouse_info = sa.Table(
+    "warehouse_info", metadata,
+    _text("warehouse_id", nullable=False),  # also in the folder's identity file; checked on open
+    sa.Column("created_at", sa.DateTime),
+    _text("views_hash"),  # sha256 of the queries/*.sql applied last
+    info={"storage": "table"},
+)
 
 schema_version = sa.Table(
     "schema_version", metadata,
@@ -98,7 +110,7 @@ run_problems = sa.Table(
     _text("problem_id", nullable=False),
     sa.Column("committed_at", sa.DateTime),
     sa.Column("ordinal", sa.Integer, nullable=False),  # commit order within the run, 0..n-1
-    info={"storage": "shards"},
+    info={"storage": "fact"},
 )
 
 results = sa.Table(
@@ -124,7 +136,7 @@ results = sa.Table(
     sa.Column("logp_gold", sa.Double),
     sa.Column("disruption", sa.Double),
     sa.Column("condition_id", sa.SmallInteger, nullable=False),  # joins attention within (run, problem)
-    info={"storage": "shards"},
+    info={"storage": "fact"},
 )
 
 attention = sa.Table(
@@ -137,12 +149,19 @@ attention = sa.Table(
     sa.Column("dst", sa.SmallInteger, nullable=False),  # query position code (positions.code)
     sa.Column("src", sa.SmallInteger, nullable=False),  # key position code
     sa.Column("weight", sa.REAL, nullable=False),
-    info={"storage": "shards"},
+    info={"storage": "fact"},
 )
 
-# Parquet shard files per committed batch; `problems` rows of a running run live there too.
-SHARD_TABLES = ("results", "attention", "run_problems", "problems")
+FACT_TABLES = ("results", "attention", "run_problems")
+# Tables rows are conformed to before they are written (facts, and the problems a batch brings).
+SHARD_TABLES = (*FACT_TABLES, "problems")
 NATIVE_TABLES = tuple(t.name for t in metadata.sorted_tables if t.info["storage"] == "table")
+# What makes a row unique (the store refuses a batch that repeats one, or repeats a committed problem).
+KEYS = {
+    "results": ("problem_id", "condition_id"),
+    "attention": ("problem_id", "condition_id", "layer", "head", "dst", "src"),
+    "run_problems": ("problem_id",),
+}
 # Columns an incoming frame must carry (the others may be missing and are then NULL).
 REQUIRED = {
     "results": ("method", "condition_id"),
@@ -172,6 +191,35 @@ def _arrow_type(column: sa.Column) -> pa.DataType:
                 return pa.dictionary(pa.int32(), pa.string())
             return arrow_type
     raise TypeError(f"no Arrow type for {column.table.name}.{column.name} ({column.type!r})")
+
+
+_DUCKDB = {
+    sa.Text: "VARCHAR", sa.SmallInteger: "SMALLINT", sa.Integer: "INTEGER", sa.BigInteger: "BIGINT",
+    sa.Double: "DOUBLE", sa.REAL: "FLOAT", sa.Boolean: "BOOLEAN", sa.DateTime: "TIMESTAMP", sa.JSON: "JSON",
+}
+
+
+def _duckdb_type(column: sa.Column) -> str:
+    if isinstance(column.type, sa.ARRAY):
+        return _DUCKDB[type(column.type.item_type)] + "[]"
+    return _DUCKDB[type(column.type)]
+
+
+def ddl(table: str) -> str:
+    """CREATE TABLE for one stored relation, as DuckLake takes it (types, NOT NULL, defaults)."""
+    cols = []
+    for c in metadata.tables[table].columns:
+        text = f"{c.name} {_duckdb_type(c)}"
+        if not c.nullable:
+            text += " NOT NULL"
+        if c.server_default is not None:
+            text += f" DEFAULT '{c.server_default.arg}'"
+        cols.append(text)
+    return f"CREATE TABLE {table} ({', '.join(cols)})"
+
+
+def stored_tables() -> list[str]:
+    return [t.name for t in metadata.sorted_tables if t.info["storage"] in ("table", "fact")]
 
 
 def arrow_schema(table: str) -> pa.Schema:

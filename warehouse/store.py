@@ -1,17 +1,18 @@
 """The warehouse API the engine, ingest and CLI call: runs, problem commits, resume, delete.
 
-Reads during writes (SPEC 6): fact rows go to Parquet shards, one directory per committed batch,
-published by a rename (warehouse/shards.py); the DuckDB file holds runs, problems, positions and
-the views over the shards. So a running run never holds the DuckDB lock while it appends; it takes
-the lock only for a few milliseconds to begin, finish or delete a run, and readers retry around
-those moments. Every reader sees every batch committed before its query started. finish_run
-compacts a run's batches into one file per table so queries do not slow down with file counts.
-See warehouse/README.md for the alternatives weighed.
+A warehouse is a folder holding a DuckLake (warehouse/lake.py): every commit is an ACID snapshot, so
+readers in other processes see whole batches of problems or nothing, a killed writer's commit is in
+or out, and nothing but `delete_run` (and `vacuum`, which reclaims what deleted runs and expired
+history left) ever removes rows. A commit appends the rows of one run's batch of problems to the fact
+tables (results, attention, run_problems) and the problems it brings to problems_base. The store
+enforces the keys DuckLake does not: a (run, problem) commits once, and a batch never repeats a
+(problem, condition) result or an attention key.
 
 One writer per run at a time, enforced: the process that begins or resumes a run holds an exclusive
-lock on `<shards>/_locks/<run_id>.lock` (flock, so the kernel drops it when the process dies, even by
+lock on `<folder>/locks/<run_id>.lock` (flock, so the kernel drops it when the process dies, even by
 SIGKILL) until it finishes the run; another process that tries to resume, append to, finish or delete
-it is refused with RunBusy. A Warehouse object caches its runs' commit state.
+it is refused with RunBusy. Different runs commit concurrently; the catalog serializes commits and
+the store retries a commit that meets a locked catalog or loses a conflict.
 """
 from __future__ import annotations
 
@@ -22,22 +23,27 @@ import fcntl
 import json
 import os
 import re
+import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import duckdb
+import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import connect, lineage, migrate, views
-from warehouse.errors import RunBusy, RunClosed, UnknownRun, WarehouseError
+from warehouse import lake, lineage, migrate, schema, views
+from warehouse.errors import RunBusy, RunClosed, RunDamaged, UnknownRun, WarehouseError
+from warehouse.files import fsync_path
 from warehouse.frames import conform, distinct
-from warehouse.schema import CONVENTIONS, SHARD_TABLES, column_names
-from warehouse.shards import Shards
+from warehouse.schema import CONVENTIONS, column_names
 
 _AUTO = ("run_id", "status", "started_at", "finished_at", "config_json", "config_hash", "error")
 LINEAGE_FIELDS = tuple(c for c in column_names("runs") if c not in _AUTO[1:])
-_RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a directory name under the shards
+_RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a lock file name
 _WRITER_LOCKS: dict[str, int] = {}  # lock file -> descriptor, for the runs this process writes
 
 
@@ -83,53 +89,237 @@ class _RunState:
     next_ordinal: int = 0
 
 
-class Warehouse:
-    """One warehouse: a DuckDB file and its shard directory. Holds no connection between calls."""
+@dataclass(frozen=True)
+class DamagedFile:
+    run_id: str | None  # None: a file holding rows of several runs (never written by this program)
+    table: str
+    path: str
+    problem: str
 
-    def __init__(self, path: str | os.PathLike, durable: bool = True):
-        self.path = Path(path).resolve()
-        self.shards = Shards(self.path, durable=durable)
+    def line(self) -> str:
+        return f"{self.path} ({self.table}: {self.problem})"
+
+
+class Warehouse:
+    """One warehouse folder (see warehouse/lake.py). Holds one DuckDB connection with the lake attached."""
+
+    def __init__(self, path: str | os.PathLike, durable: bool = True, read_only: bool = False,
+                 catalog: str | None = None):
+        self.path = Path(path).absolute()
+        self.durable = durable
+        self.read_only = read_only
+        self._catalog_spec = catalog
+        self.catalog = lake.Catalog.parse(catalog)
+        self.warehouse_id: str | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._mutex = threading.RLock()
         self._runs: dict[str, _RunState] = {}
+        self._known_problems: set[str] = set()
+        self._known_problems_loaded = False
 
     # --- opening --------------------------------------------------------------------------------
-    def initialize(self, queries_dir: str | os.PathLike = views.QUERIES_DIR) -> None:
-        """Create or migrate the file, pin the fact views here, apply queries/*.sql, tidy shards."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.shards.ensure_layout()
-        with connect.transaction(self.path) as con:
-            migrate.migrate(con)
-            self.shards.recover()
-        try:
-            self._define_views(queries_dir)
-        except duckdb.Error:  # a batch torn by a power loss breaks every scan: drop such batches, retry
-            dropped = [self.shards.drop_torn_batches(run_id) for run_id in self.shards.run_ids()]  # all runs
-            if not any(dropped):
-                raise
-            self._define_views(queries_dir)
-        self.shards.empty_trash()
+    def open(self, queries_dir: str | os.PathLike = views.QUERIES_DIR) -> Warehouse:
+        """Check the folder's identity, attach its lake (creating it if new), migrate, apply views."""
+        state = lake.inspect(self.path)
+        if state == "new":
+            if self.read_only:
+                raise FileNotFoundError(f"no warehouse at {self.path} (the first run or ingest creates it)")
+            self._create()
+        else:
+            identity = lake.read_identity(self.path)
+            if self._catalog_spec is not None and lake.Catalog.parse(self._catalog_spec) != lake.catalog_of(identity):
+                raise WarehouseError(f"{self.path} already has a {lake.catalog_of(identity).kind} catalog; "
+                                     "leave out --catalog when opening an existing warehouse")
+            self.catalog = lake.catalog_of(identity)
+            self.warehouse_id = identity["warehouse_id"]
+            if self.catalog.kind == "sqlite" and not (self.path / lake.CATALOG).is_file():
+                raise lake.NotAWarehouse(f"{self.path} has lost its catalog ({lake.CATALOG} is missing): its data "
+                                         "files cannot be read without it; restore the whole folder from a backup")
+        self._attach()
+        self._check_identity()
+        with self.cursor() as con:
+            version = migrate.current_version(con)
+        if version > schema.SCHEMA_VERSION:  # its views and columns may mean something else
+            raise migrate.SchemaError(migrate.newer_message(self.path, version))
+        if self.read_only:
+            if version < schema.SCHEMA_VERSION:  # migrate it forward once, with a writing connection
+                Warehouse(self.path, durable=self.durable).open(queries_dir).close()
+            return self
+        digest = migrate.views_hash(queries_dir)
+        with self.cursor() as con:
+            stale = version < schema.SCHEMA_VERSION or migrate.stored_views_hash(con) != digest
+        if stale:
+            def upgrade(con):
+                migrate.migrate(con, self.path)
+                if migrate.stored_views_hash(con) != digest:
+                    migrate.apply_all_views(con, queries_dir, digest)
+            self._transact(upgrade, "applying the views")
+        return self
 
-    def _define_views(self, queries_dir) -> None:
-        with connect.transaction(self.path) as con:
-            migrate.define_fact_views(con, self.shards)
-            views.apply_views(con, queries_dir)
+    def _create(self) -> None:
+        """Build the lake in a hidden sibling folder, then rename it into place (one atomic step)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        warehouse_id = lineage.new_warehouse_id()
+        building = self.path.with_name(f".{self.path.name}.creating-{warehouse_id}")
+        building.mkdir()
+        try:
+            for sub in (lake.DATA, lake.LOCKS):
+                (building / sub).mkdir()
+            if self.catalog.kind == "sqlite":
+                lake.prepare_sqlite(building)
+            con = lake.new_connection(self.catalog)
+            try:
+                lake.attach(con, building, self.catalog, read_only=False, create_data_path=True)
+                con.execute("USE memory")
+                con.execute(f"DETACH {lake.ALIAS}")
+                lake.attach(con, building, self.catalog, read_only=False)
+                if migrate.current_version(con):
+                    raise WarehouseError(f"the catalog {self.catalog.dsn!r} already holds a warehouse; give each "
+                                         "warehouse its own PostgreSQL database")
+                migrate.create(con, warehouse_id, lake.ALIAS)
+            finally:
+                con.close()
+            lake.write_identity(building, warehouse_id, self.catalog)
+            try:
+                os.rename(building, self.path)  # replaces an empty folder; refuses a non-empty one
+            except OSError as exc:
+                shutil.rmtree(building, ignore_errors=True)
+                if lake.inspect(self.path) == "warehouse":  # another process created it first: use theirs
+                    self.warehouse_id = lake.read_identity(self.path)["warehouse_id"]
+                    self.catalog = lake.catalog_of(lake.read_identity(self.path))
+                    return
+                raise WarehouseError(f"{self.path} appeared while the warehouse was being created "
+                                     f"({exc.strerror}); try again") from None
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        fsync_path(self.path.parent)
+        self.warehouse_id = warehouse_id
+
+    def _attach(self) -> None:
+        con = lake.new_connection(self.catalog)
+        try:
+            lake.retrying(lambda: lake.attach(con, self.path, self.catalog, self.read_only),
+                          lake.READ_TIMEOUT_S, f"opening {self.path}")
+        except duckdb.Error as exc:
+            con.close()
+            raise lake.NotAWarehouse(f"{self.path}: its catalog cannot be opened ({_first_line(exc)}); restore "
+                                     "the folder from a backup") from None
+        except BaseException:
+            con.close()
+            raise
+        self._con = con
+
+    def _check_identity(self) -> None:
+        with self.cursor() as con:
+            tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE "
+                                                "database_name = current_database()").fetchall()}
+            found = con.execute("SELECT warehouse_id FROM warehouse_info").fetchall() \
+                if "warehouse_info" in tables else []
+        if not found or found[0][0] != self.warehouse_id:
+            raise lake.NotAWarehouse(
+                f"{self.path}: its catalog belongs to another warehouse ({found[0][0] if found else 'none'}, "
+                f"identity file says {self.warehouse_id}); keep a warehouse's files together, restore the "
+                "folder from a backup")
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @contextlib.contextmanager
-    def reader(self, timeout: float | None = None):
-        """A read-only connection whose fact views point at this file's shards (even if it moved)."""
-        con = connect.connect(self.path, read_only=True, timeout=timeout)
+    def cursor(self):
+        """A connection of its own on this warehouse's database (thread-safe), the lake in use."""
+        if self._con is None:
+            raise WarehouseError(f"warehouse {self.path} is closed")
+        with self._mutex:
+            con = self._con.cursor()
         try:
-            migrate.pin_fact_views(con, self.shards)
+            con.execute(f"USE {lake.ALIAS}")
             yield con
         finally:
             con.close()
 
+    @contextlib.contextmanager
+    def reader(self, timeout: float | None = None, exclude_damaged: bool = False):
+        """A connection for queries. Errors from unreadable data files name the file, its run and what to do.
+
+        exclude_damaged: shadow the fact tables with temp views that leave out the runs that have an
+        unreadable data file (the analysis views then read the other runs; file statistics let DuckLake
+        skip the bad files unread). For `stats`, `compare` and `charts`, which refuse a damaged run they
+        are asked about; plain queries keep failing on a bad file, naming it.
+        """
+        with self.cursor() as con:
+            if exclude_damaged:
+                bad = sorted(r for r in self.damaged_files() if r is not None)
+                if bad:
+                    keep = " AND ".join("run_id <> " + lake.sql_str(r) for r in bad)
+                    for table in schema.FACT_TABLES:
+                        con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS "
+                                    f"SELECT * FROM {lake.ALIAS}.main.{table} WHERE {keep}")
+            try:
+                yield con
+            except duckdb.Error as exc:
+                damaged = self._explain(exc)
+                if damaged is not None:
+                    raise damaged from None
+                raise
+
     def schema_version(self) -> int:
-        """The file's schema version (0: not a warehouse yet), read without pinning any view."""
-        con = connect.connect(self.path, read_only=True)
-        try:
+        with self.cursor() as con:
             return migrate.current_version(con)
-        finally:
-            con.close()
+
+    def _transact(self, body, what: str, timeout: float = lake.WRITE_TIMEOUT_S):
+        """Run body(con) in one transaction, retried whole while other writers hold or win the catalog."""
+        if self.read_only:
+            raise WarehouseError(f"{what}: the warehouse was opened read-only")
+
+        def attempt():
+            with self.cursor() as con:
+                before = self._fact_files() if self.durable else None
+                con.begin()
+                try:
+                    out = body(con)
+                    if before is not None:
+                        self._sync_new_files(before)
+                    self._before_commit(what)
+                    con.commit()
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        con.rollback()
+                    raise
+                return out
+
+        return lake.retrying(attempt, timeout, what)
+
+    def _before_commit(self, what: str) -> None:
+        """Called inside every write transaction just before COMMIT (the fault tests stop a process here)."""
+
+    def _fact_files(self) -> dict[str, set[str]]:
+        out = {}
+        for table in schema.FACT_TABLES:
+            folder = self.path / lake.DATA / "main" / table
+            out[table] = set(os.listdir(folder)) if folder.is_dir() else set()
+        return out
+
+    def _sync_new_files(self, before: dict[str, set[str]]) -> None:
+        """fsync the Parquet files this transaction wrote (DuckDB does not) before the catalog commits them."""
+        for table, names in before.items():
+            folder = self.path / lake.DATA / "main" / table
+            if not folder.is_dir():
+                continue
+            new = set(os.listdir(folder)) - names
+            for name in new:
+                fsync_path(folder / name)
+            if new:
+                fsync_path(folder)
 
     # --- runs -----------------------------------------------------------------------------------
     def begin_run(self, config: dict, **fields) -> str:
@@ -155,88 +345,101 @@ class Warehouse:
         row.update(run_id=run_id, status="running", started_at=_now(),
                    config_json=lineage.canonical_json(config), config_hash=lineage.config_hash(config))
         names = list(row)
+
+        def insert(con):
+            if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+                raise WarehouseError(f"run {run_id} already exists")
+            con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                        [row[n] for n in names])
+
         with self._claiming(run_id):
-            self.shards.run_dir(run_id).mkdir(parents=True, exist_ok=True)
-            with connect.transaction(self.path) as con:
-                if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
-                    raise WarehouseError(f"run {run_id} already exists")
-                con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                            [row[n] for n in names])
+            self._transact(insert, f"beginning run {run_id}")
         self._runs[run_id] = _RunState()
         return run_id
 
     def resume_run(self, spec: str) -> set[str]:
         """Reopen a running or failed run for appending; returns the problems already committed."""
         run_id = self.resolve_run(spec)
-        # First of all: is another process writing this run?
-        with self._claiming(run_id), connect.transaction(self.path) as con:
+
+        def reopen(con):
             status = self._status(con, run_id)
             if status == "complete":
                 raise RunClosed(f"run {run_id} is complete; complete runs are immutable")
             con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE run_id = ?",
                         [run_id])
-            self.shards.recover()
-        self.shards.clear_staging(run_id)
-        self.shards.run_dir(run_id).mkdir(exist_ok=True)
-        self.shards.drop_torn_batches(run_id)
-        self.shards.empty_trash()
+
+        with self._claiming(run_id):  # first of all: is another process writing this run?
+            self._transact(reopen, f"resuming run {run_id}")
         self._runs.pop(run_id, None)
         return self.committed_problems(run_id)
 
     def committed_problems(self, run_id: str) -> set[str]:
         """Problems whose rows are committed for this run (what resume skips)."""
-        return set(self.shards.read_run(run_id, "run_problems", ["problem_id"]).column(0).to_pylist())
+        with self.cursor() as con:
+            rows = con.execute("SELECT problem_id FROM run_problems WHERE run_id = ?", [run_id]).fetchall()
+        return {r[0] for r in rows}
 
     def finish_run(self, run_id: str, status: str = "complete", error: str | None = None) -> None:
-        """End a run: compact its shards, move its problems into problems_base, set the status."""
+        """End a run: set its status (complete runs are immutable from then on)."""
         if status not in ("complete", "failed"):
             raise WarehouseError("a run finishes as complete or failed")
-        with self.reader() as con:
+        with self.cursor() as con:
             if self._status(con, run_id) != "running":
                 raise RunClosed(f"run {run_id} is not running")
         self._claim(run_id)
-        try:
-            staged = self.shards.compact(run_id)
-        except OSError:
-            if status == "complete":
-                raise
-            # A failed run (the disk may be full) keeps its committed batches as they are: resume
-            # reads them, and the next finish compacts.
-            self.shards.clear_staging(run_id)
-            staged = None
-        with connect.locked(self.path) as con:
-            con.begin()
-            self._keep_problems(con, run_id)
+
+        def close(con):
             updated = con.execute("UPDATE runs SET status = ?, finished_at = ?, error = ? "
                                   "WHERE run_id = ? AND status = 'running'",
                                   [status, _now(), error, run_id]).fetchall()[0][0]
             if updated != 1:
-                con.rollback()
                 raise RunClosed(f"run {run_id} was closed or deleted by another process")
-            con.commit()
-            if staged is not None:
-                self.shards.swap_in(run_id, staged)  # still under the lock: readers never see both
-        self.shards.clear_staging(run_id)
-        self.shards.empty_trash()
+
+        self._transact(close, f"finishing run {run_id}")
         self._runs.pop(run_id, None)
         _release_writer_lock(self._lock_path(run_id))
 
     def delete_run(self, spec: str) -> dict:
-        """Remove a run and every row of it. Its problems stay (in problems_base): runs share them."""
+        """Remove a run and every row of it, in one transaction. Its problems stay: runs share them.
+
+        The rows leave the current snapshot at once; their files stay on disk for time travel until
+        `vacuum` expires the snapshots that still see them.
+        """
         run_id = self.resolve_run(spec)
         self._claim(run_id)  # never delete a run another process is writing
         removed = {"run_id": run_id, **self.row_counts(run_id)}
-        with connect.transaction(self.path) as con:
-            self._keep_problems(con, run_id)
-            con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-            self.shards.discard(run_id)
-        self.shards.empty_trash()
+
+        def delete(con):
+            for table in (*schema.FACT_TABLES, "runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+        self._transact(delete, f"deleting run {run_id}")
         self._runs.pop(run_id, None)
         _release_writer_lock(self._lock_path(run_id), unlink=True)
         return removed
 
+    def vacuum(self, older_than_days: float = 7.0) -> dict:
+        """Reclaim disk: expire snapshots older than the given age, then delete the files only they saw.
+
+        This is the one place besides `delete_run` that removes data: what a deleted run left, and the
+        history (time travel) older than the cutoff. Files a killed writer never committed are removed
+        once they are a day old (younger ones may belong to a commit in progress).
+        """
+        if not older_than_days >= 0:
+            raise WarehouseError(f"--older-than must be a number of days >= 0, got {older_than_days}")
+        cutoff = _now() - dt.timedelta(days=older_than_days)
+        orphan_cutoff = min(cutoff, _now() - dt.timedelta(days=1))
+        with self.cursor() as con:
+            before = con.execute(f"SELECT count(*) FROM {lake.METADATA}.ducklake_snapshot").fetchall()[0][0]
+            con.execute(f"CALL ducklake_expire_snapshots('{lake.ALIAS}', older_than => ?)", [cutoff])
+            old = con.execute(f"CALL ducklake_cleanup_old_files('{lake.ALIAS}', cleanup_all => true)").fetchall()
+            orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{lake.ALIAS}', older_than => ?)",
+                                  [orphan_cutoff]).fetchall()
+            after = con.execute(f"SELECT count(*) FROM {lake.METADATA}.ducklake_snapshot").fetchall()[0][0]
+        return {"snapshots_expired": before - after, "files_removed": len(old), "orphans_removed": len(orphans)}
+
     def _lock_path(self, run_id: str) -> Path:
-        return self.shards.root / "_locks" / f"{run_id}.lock"
+        return self.path / lake.LOCKS / f"{run_id}.lock"
 
     def _claim(self, run_id: str) -> None:
         """This process becomes the run's only writer until it finishes the run (RunBusy if taken)."""
@@ -255,7 +458,7 @@ class Warehouse:
 
     def resolve_run(self, spec: str) -> str:
         """A full run id, a unique prefix of one, or `latest` (the most recently started run)."""
-        with self.reader() as con:
+        with self.cursor() as con:
             if spec == "latest":
                 found = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchall()
                 if not found:
@@ -273,33 +476,56 @@ class Warehouse:
                          "give more of the run id")
 
     def list_runs(self) -> list[dict]:
-        with self.reader() as con:
+        """Every run with its committed problems; a run with an unreadable data file shows as damaged."""
+        with self.cursor() as con:
             rel = con.sql(
                 "SELECT r.run_id, r.status, r.started_at, r.finished_at, r.model_name, r.dataset_name, "
                 "r.n_problems_planned, coalesce(c.n, 0) AS problems_committed, r.convention "
                 "FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n FROM run_problems GROUP BY run_id) c "
                 "USING (run_id) ORDER BY r.started_at, r.run_id")
-            return rel.pl().to_dicts()
+            runs = rel.pl().to_dicts()
+        damaged = self.damaged_files()
+        for run in runs:
+            bad = damaged.get(run["run_id"], []) + damaged.get(None, [])
+            run["damaged_files"] = len(bad)
+            if bad:
+                run["status"] = "damaged"
+        return runs
 
     def show_run(self, spec: str) -> dict:
         run_id = self.resolve_run(spec)
-        with self.reader() as con:
+        with self.cursor() as con:
             run = con.sql("SELECT * FROM runs WHERE run_id = ?", params=[run_id]).pl().to_dicts()[0]
         for key in ("config_json", "library_versions"):
             run[key] = json.loads(run[key]) if run[key] else None
+        bad = self.damaged_files([run_id])
+        run["damaged_files"] = [d.line() for d in bad.get(run_id, []) + bad.get(None, [])]
+        if run["damaged_files"]:
+            run["status"] = "damaged"  # its rows as the catalog recorded them; the files cannot be scanned
+            return {**run, "rows": self._catalog_row_counts(run_id)}
         return {**run, "rows": self.row_counts(run_id)}
 
-    def row_counts(self, run_id: str) -> dict[str, int]:
-        """Committed rows per shard table, from Parquet footers (instant, no scan)."""
-        return {t: sum(pq.ParquetFile(f).metadata.num_rows for f in self.shards.run_files(run_id, t))
-                for t in SHARD_TABLES}
+    def _catalog_row_counts(self, run_id: str) -> dict[str, int]:
+        """Rows per fact table as the catalog recorded them at commit (no data file is read)."""
+        meta = lake.METADATA
+        with self.cursor() as con:
+            found = dict(con.execute(f"""
+                SELECT t.table_name, sum(f.record_count)::BIGINT
+                FROM {meta}.ducklake_data_file f
+                JOIN {meta}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
+                JOIN {meta}.ducklake_column c ON c.table_id = f.table_id AND c.column_name = 'run_id'
+                     AND c.end_snapshot IS NULL
+                JOIN {meta}.ducklake_file_column_stats s ON s.data_file_id = f.data_file_id
+                     AND s.column_id = c.column_id
+                WHERE f.end_snapshot IS NULL AND s.min_value = ? AND s.max_value = ?
+                GROUP BY 1""", [run_id, run_id]).fetchall())
+        return {t: int(found.get(t, 0)) for t in schema.FACT_TABLES}
 
-    def _keep_problems(self, con, run_id: str) -> None:
-        """Move the problems a run brought (still in its shards) into problems_base."""
-        if self.shards.run_files(run_id, "problems"):
-            con.execute("INSERT INTO problems_base BY NAME SELECT * FROM read_parquet(?, union_by_name = true) "
-                        "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1 ON CONFLICT DO NOTHING",
-                        [f"{self.shards.run_dir(run_id)}/*/problems.parquet"])
+    def row_counts(self, run_id: str) -> dict[str, int]:
+        """Committed rows per fact table."""
+        with self.cursor() as con:
+            return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchall()[0][0]
+                    for t in schema.FACT_TABLES}
 
     @staticmethod
     def _status(con, run_id: str) -> str:
@@ -307,6 +533,71 @@ class Warehouse:
         if not found:
             raise UnknownRun(f"no run {run_id!r}")
         return found[0][0]
+
+    # --- damage ---------------------------------------------------------------------------------
+    def damaged_files(self, run_ids: list[str] | None = None) -> dict[str | None, list[DamagedFile]]:
+        """Data files of the current snapshot that are missing, truncated, unreadable or corrupt, by run.
+
+        Checks each file's size against the catalog and parses its Parquet footer (cheap: no data
+        pages are read). Each commit writes the rows of one run, so a file's run is its run_id
+        column's min (= max) statistic.
+        """
+        found: dict[str | None, list[DamagedFile]] = {}
+        for table, path, size, run_id in self._data_files(run_ids):
+            problem = _file_problem(path, size)
+            if problem:
+                found.setdefault(run_id, []).append(DamagedFile(run_id, table, path, problem))
+        return found
+
+    def _data_files(self, run_ids: list[str] | None) -> list[tuple[str, str, int, str | None]]:
+        meta = lake.METADATA
+        with self.cursor() as con:
+            rows = con.execute(f"""
+                SELECT t.table_name, f.data_file_id, f.path, f.path_is_relative, f.file_size_bytes,
+                       CASE WHEN s.min_value = s.max_value THEN s.min_value END AS run_id
+                FROM {meta}.ducklake_data_file f
+                JOIN {meta}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
+                LEFT JOIN {meta}.ducklake_column c ON c.table_id = f.table_id AND c.column_name = 'run_id'
+                     AND c.end_snapshot IS NULL
+                LEFT JOIN {meta}.ducklake_file_column_stats s ON s.data_file_id = f.data_file_id
+                     AND s.column_id = c.column_id
+                WHERE f.end_snapshot IS NULL""").fetchall()
+            listed = {}
+            for table in {r[0] for r in rows}:
+                for path, size in con.execute(
+                        f"SELECT data_file, data_file_size_bytes FROM ducklake_list_files('{lake.ALIAS}', ?)",
+                        [table]).fetchall():
+                    listed[os.path.basename(path)] = (path, size)
+        out = []
+        for table, _fid, rel_path, _rel, size, run_id in rows:
+            if table not in schema.FACT_TABLES and table != "problems_base":
+                continue
+            if run_ids is not None and run_id is not None and run_id not in run_ids:
+                continue
+            path, listed_size = listed.get(os.path.basename(rel_path), (str(rel_path), size))
+            out.append((table, path, listed_size, run_id))
+        return out
+
+    def check_runs(self, run_ids: list[str]) -> None:
+        """Raise RunDamaged (one line: run, file, what to do) if a run has an unreadable data file."""
+        bad = self.damaged_files(run_ids)
+        for run_id in run_ids:
+            files = bad.get(run_id, []) + bad.get(None, [])
+            if files:
+                raise RunDamaged(_damage_message(run_id, files))
+
+    def _explain(self, exc: BaseException) -> RunDamaged | None:
+        """If a query failed reading data (DuckDB's messages do not always name the file), and some data
+        file is damaged, say which run and file, and what to do."""
+        if not isinstance(exc, duckdb.Error) or isinstance(exc, (
+                duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.InterruptException)):
+            return None  # the query's own mistakes, or a timeout: not about files
+        bad = self.damaged_files()
+        if not bad:
+            return None
+        named = [run for run, files in bad.items() if any(os.path.basename(f.path) in str(exc) for f in files)]
+        run_id = named[0] if named else sorted(bad, key=lambda r: r or "")[0]
+        return RunDamaged(_damage_message(run_id, bad[run_id]))
 
     # --- appending ------------------------------------------------------------------------------
     def append_problem(self, run_id: str, problem, results, attention=None) -> None:
@@ -339,15 +630,15 @@ class Warehouse:
     def _state(self, run_id: str) -> _RunState:
         state = self._runs.get(run_id)
         if state is None:
-            with self.reader() as con:
+            with self.cursor() as con:
                 status = self._status(con, run_id)
-            if status != "running":
-                raise RunClosed(f"run {run_id} is {status}; "
-                                + ("complete runs are immutable" if status == "complete" else "resume it first"))
-            self._claim(run_id)
-            done = self.shards.read_run(run_id, "run_problems", ["problem_id", "ordinal"])
-            ordinals = done.column("ordinal").to_pylist()
-            state = _RunState(set(done.column("problem_id").to_pylist()), max(ordinals, default=-1) + 1)
+                if status != "running":
+                    raise RunClosed(f"run {run_id} is {status}; "
+                                    + ("complete runs are immutable" if status == "complete" else "resume it first"))
+                self._claim(run_id)
+                done = con.execute("SELECT problem_id, ordinal FROM run_problems WHERE run_id = ?",
+                                   [run_id]).fetchall()
+            state = _RunState({p for p, _ in done}, max((o for _, o in done), default=-1) + 1)
             self._runs[run_id] = state
         return state
 
@@ -356,48 +647,160 @@ class Warehouse:
         again = [p for p in problem_ids if p in state.committed]
         if again:
             raise WarehouseError(f"problem {again[0]} is already committed for run {run_id}")
+        for name in ("results", "attention"):
+            duplicate = duplicate_key(tables[name], name)
+            if duplicate:
+                raise WarehouseError(f"{name}: the batch repeats the key {duplicate}; each (run, problem, "
+                                     "condition) is measured once")
         first = state.next_ordinal
         tables["run_problems"] = conform(pa.table({
             "problem_id": problem_ids,
             "ordinal": pa.array(range(first, first + len(problem_ids)), pa.int32()),
             "committed_at": pa.array([_now()] * len(problem_ids), pa.timestamp("us")),
         }), "run_problems", run_id)
-        self.shards.write_batch(run_id, first, tables)
+
+        # No status or committed-problem query inside the transaction: this process holds the run's
+        # writer lock (taken in _state), so no other process can append to, finish or delete the run.
+        fresh = self._unknown_problems(tables["problems"])
+
+        def write(con):
+            if fresh.num_rows:
+                con.register("incoming_problems", fresh)
+                con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming_problems")
+            for name in schema.FACT_TABLES:
+                if tables[name].num_rows:
+                    con.register(f"incoming_{name}", tables[name])
+                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_{name}")
+
+        self._transact(write, f"committing {len(problem_ids)} problem(s) of run {run_id}")
+        self._known_problems.update(fresh.column("problem_id").to_pylist())
         state.committed.update(problem_ids)
         state.next_ordinal = first + len(problem_ids)
 
     # --- problems -------------------------------------------------------------------------------
+    def _unknown_problems(self, problems: pa.Table) -> pa.Table:
+        """The rows of `problems` not yet in problems_base (known ids are read once, then cached).
+
+        Two processes adding the same new problem at once may both store it; the `problems` view
+        keeps one row per id (ids are content hashes, so such rows are identical).
+        """
+        if self._known_problems_loaded is False:
+            with self.cursor() as con:
+                self._known_problems.update(r[0] for r in con.execute("SELECT problem_id FROM problems_base").fetchall())
+            self._known_problems_loaded = True
+        keep = [pid not in self._known_problems for pid in problems.column("problem_id").to_pylist()]
+        return problems.filter(pa.array(keep, pa.bool_()))
+
     def upsert_problems(self, problems) -> int:
         """Add problems to problems_base; ids already there are kept as they are. Returns rows added."""
         incoming = conform(problems, "problems", run_id="")
-        with connect.transaction(self.path) as con:
-            before = con.execute("SELECT count(*) FROM problems_base").fetchall()[0][0]
+
+        def insert(con):
             con.register("incoming", incoming)
-            con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming "
-                        "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1 ON CONFLICT DO NOTHING")
+            before = con.execute("SELECT count(*) FROM problems_base").fetchall()[0][0]
+            con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming WHERE problem_id NOT IN "
+                        "(SELECT problem_id FROM problems_base) "
+                        "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1")
             return con.execute("SELECT count(*) FROM problems_base").fetchall()[0][0] - before
 
+        added = self._transact(insert, "adding problems")
+        self._known_problems_loaded = False
+        self._known_problems.clear()
+        return added
 
-def open_warehouse(path: str | os.PathLike, read_only: bool = False, durable: bool = True) -> Warehouse:
-    """The warehouse at `path`; created (and migrated, views applied) unless read_only.
 
-    durable=False skips the fsync of each committed batch (about 10% faster; safe against killed
-    processes, not against power loss).
+def duplicate_key(table: pa.Table, name: str) -> str | None:
+    """The first key of `name` that `table` holds twice, as text (None if every key is unique).
+
+    Fast path: the key columns packed into one int64 per row (offsets and bit widths from each
+    column's range), counted with a hash; 8.7M attention rows take about 0.1 s.
     """
-    store = Warehouse(path, durable=durable)
-    if read_only:
-        if not store.path.exists():
-            raise FileNotFoundError(f"no warehouse at {store.path} (the first run or ingest creates it)")
-        version = store.schema_version()
-        if version == 0:
-            raise WarehouseError(f"{store.path} is a DuckDB file but not a codi warehouse")
-        if version > migrate.schema.SCHEMA_VERSION:  # its views and columns may mean something else
-            raise migrate.SchemaError(migrate.newer_message(store.path, version))
-        if version < migrate.schema.SCHEMA_VERSION:
-            store.initialize()  # an older file: migrate it forward once, briefly taking the write lock
-    else:
-        store.initialize()
-    return store
+    keys = schema.KEYS[name]
+    if table.num_rows < 2:
+        return None
+    packed = _packed(table, keys)
+    if packed is not None and pl.Series(packed).n_unique() == table.num_rows:
+        return None
+    frame = pl.from_arrow(table.select(list(keys)))
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in keys if isinstance(frame.schema[c], pl.Categorical))
+    repeated = frame.filter(frame.is_duplicated())
+    if repeated.is_empty():
+        return None
+    return ", ".join(f"{k}={v}" for k, v in repeated.row(0, named=True).items())
+
+
+def _packed(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray | None:
+    """One int64 per row that is equal for two rows exactly when their keys are (None if it cannot fit)."""
+    packed = np.zeros(table.num_rows, dtype=np.int64)
+    bits = 0
+    for name in keys:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.unify_dictionaries()
+            values = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks]) \
+                if column.num_chunks else np.zeros(0, np.int64)
+        elif pa.types.is_integer(column.type) and column.null_count == 0:
+            values = column.to_numpy()
+        else:
+            return None
+        low, high = int(values.min()), int(values.max())
+        width = max(1, (high - low).bit_length())
+        bits += width
+        if bits > 63:
+            return None
+        packed <<= width
+        packed += values
+        packed -= low
+    return packed
+
+
+def _file_problem(path: str, size: int | None) -> str | None:
+    """Why a data file cannot be read (None when it is fine): missing, unreadable, truncated, corrupt."""
+    try:
+        found = os.stat(path).st_size
+    except FileNotFoundError:
+        return "the file is missing"
+    except OSError as exc:
+        return f"cannot be opened: {_printable(exc.strerror or str(exc))}"
+    if size is not None and found != size:
+        return f"size {found:,} bytes, the catalog recorded {size:,}: truncated or overwritten"
+    try:
+        pq.read_metadata(path)
+    except PermissionError:
+        return "permission denied (a file another user cannot read? ask its owner to make it group-readable)"
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return f"corrupt Parquet footer: {_printable(str(exc))}"
+    return None
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return "".join(ch if ch.isprintable() else "?" for ch in first)[:limit]
+
+
+def _damage_message(run_id: str | None, files: list[DamagedFile]) -> str:
+    first = files[0]
+    more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    who = f"run {run_id}" if run_id else "the warehouse"
+    fix = (f"restore the file from a backup of the warehouse folder, or `python cli.py runs delete {run_id}` and "
+           "run it again" if run_id else "restore the file from a backup of the warehouse folder")
+    return f"{who} has an unreadable data file, {first.line()}{more}; other runs are unaffected; {fix}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def open_warehouse(path: str | os.PathLike, read_only: bool = False, durable: bool = True,
+                   catalog: str | None = None) -> Warehouse:
+    """The warehouse folder at `path`; created (tables, views) unless read_only.
+
+    read_only attaches the lake read-only: nothing can be written through it. durable=False skips the
+    fsync of each commit's Parquet files (safe against killed processes, not against power loss).
+    catalog: for a new warehouse, `sqlite` (default: a file in the folder) or `postgres:<dsn>` (many
+    writers, on many machines); an existing warehouse says itself where its catalog is.
+    """
+    return Warehouse(path, durable=durable, read_only=read_only, catalog=catalog).open()
 
 
 def _store(path_or_store) -> Warehouse:
@@ -432,7 +835,12 @@ def resolve_run(path_or_store, spec: str) -> str:
     return _store(path_or_store).resolve_run(spec)
 
 
+def vacuum(path_or_store, older_than_days: float = 7.0) -> dict:
+    return _store(path_or_store).vacuum(older_than_days)
+
+
 __all__ = [
+    "DamagedFile",
     "Warehouse",
     "begin_run",
     "committed_problems",
@@ -442,4 +850,5 @@ __all__ = [
     "open_warehouse",
     "resolve_run",
     "resume_run",
+    "vacuum",
 ]

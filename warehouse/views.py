@@ -51,9 +51,11 @@ def apply_views(con: duckdb.DuckDBPyConnection, folder: str | Path = QUERIES_DIR
 
 
 def list_views(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Every view of the warehouse with its one-line description, in name order."""
+    """Every view and described table of the warehouse with its one-line description, in name order."""
     rows = con.execute(
-        "SELECT view_name, coalesce(comment, '') FROM duckdb_views() "
-        "WHERE NOT internal AND NOT temporary AND schema_name = 'main' "
-        "AND database_name = current_database() ORDER BY view_name").fetchall()
-    return [{"view": name, "description": text} for name, text in rows]
+        "SELECT view_name, 'view', coalesce(comment, '') FROM duckdb_views() "
+        "WHERE NOT internal AND NOT temporary AND schema_name = 'main' AND database_name = current_database() "
+        "UNION ALL SELECT table_name, 'table', comment FROM duckdb_tables() WHERE NOT temporary "
+        "AND schema_name = 'main' AND database_name = current_database() AND comment IS NOT NULL "
+        "ORDER BY 1").fetchall()
+    return [{"view": name, "kind": kind, "description": text} for name, kind, text in rows]
