@@ -3,7 +3,7 @@
 The warehouse is generated, not run: GPT-2-shaped problems (43 conditions x 12 layers x 12 heads x
 42 visible (query, key) pairs = 260,064 attention rows each, softmax-like weights that sum to 1 per
 query row) and result rows whose failures depend on the thought, built with numpy in whole columns
-and committed through the store API in one batch per run, then finished (compacted) like real runs.
+and committed through the store API in one batch per run, then finished like real runs.
 Two runs share part of their problems, so `run_comparison` has pairs to join.
 
 Every view of queries/*.sql is timed whole: materialized and fetched as Arrow, except views with a row
@@ -156,7 +156,7 @@ def run_bench(attention_rows: int = 20_000_000, repeats: int = 3, db: str | None
     """Build the warehouse (in a temporary directory unless `db` is given), then time every view."""
     with tempfile.TemporaryDirectory(prefix="codi-bench-views-") as tmp:
         start = time.perf_counter()
-        built = build_warehouse(db or Path(tmp) / "bench.duckdb", attention_rows, seed)
+        built = build_warehouse(db or Path(tmp) / "bench", attention_rows, seed)
         build_s = time.perf_counter() - start
         timings = time_views(built["store"], repeats)
     slowest = max((t["median_s"] for t in timings), default=0.0)

@@ -11,6 +11,7 @@ import pytest
 import engine.run as run_module
 from engine.run import RunRequest, execute_run, select_problems
 from engine.strata import stratum_of
+from warehouse.lake import extension_file
 
 REPO = run_module.__file__.rsplit("/engine/", 1)[0]
 
@@ -83,7 +84,12 @@ def test_cli_run_json_and_a_plain_duckdb_reader(tmp_path):
     assert summary["status"] == "complete" and summary["conditions"] == 7 and summary["problems"] == 2
     assert 0.0 <= summary["baseline_accuracy"] <= 1.0
     assert [row["thought"] for row in summary["importance"]] == [f"T{k}" for k in range(6)]
-    con = duckdb.connect(str(db), read_only=True)
+    con = duckdb.connect()  # a plain reader: the documented two lines (extensions loaded from their files, offline)
+    for name in ("ducklake", "sqlite"):
+        con.execute(f"LOAD '{extension_file(name)}'")
+    con.execute(f"ATTACH 'ducklake:sqlite:{db}/catalog.sqlite' AS wh (DATA_PATH '{db}/data/', "
+                "OVERRIDE_DATA_PATH true, READ_ONLY)")
+    con.execute("USE wh")
     assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 2 * 7
 
 

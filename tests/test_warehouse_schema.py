@@ -127,14 +127,15 @@ def test_query_views_are_applied_in_order_and_described(tmp_path, monkeypatch):
     assert fetch(store, "SELECT views_hash FROM warehouse_info") == [(first,)]
     run = store.begin_run({})
     store.append_problem(run, *sample_problem(1, **SMALL))
-    listed = {v["view"]: v["description"] for v in fetch_views(store)}
-    assert listed == {"int_weights": "Mean attention weight per run and layer.",
-                      "stg_attention": "Attention rows of complete and running runs.",
-                      "problems": migrate.FACT_COMMENTS["problems"]}
-    tables = dict(fetch(store, "SELECT table_name, comment FROM duckdb_tables() WHERE database_name = 'wh'"))
-    for fact in ("results", "attention", "run_problems"):  # the fact relations are tables, described too
-        assert tables[fact] == migrate.FACT_COMMENTS[fact]
-    assert tables["results"].startswith("One row per run")
+    listed = {v["view"]: (v["kind"], v["description"]) for v in fetch_views(store)}
+    assert listed == {"int_weights": ("view", "Mean attention weight per run and layer."),
+                      "stg_attention": ("view", "Attention rows of complete and running runs."),
+                      "problems": ("view", migrate.FACT_COMMENTS["problems"]),
+                      # the fact relations are tables (COMMENT ON TABLE), listed with their descriptions
+                      **{fact: ("table", migrate.FACT_COMMENTS[fact]) for fact in schema.FACT_TABLES}}
+    assert listed["results"][1].startswith("One row per run")
+    assert {r[0] for r in fetch(store, "SELECT table_name FROM duckdb_tables() WHERE database_name = 'wh'")} >= {
+        "results", "attention", "run_problems", "problems_base"}
     assert fetch(store, "SELECT count(*) FROM int_weights") == [(2,)]  # sees a running run's commits
 
     wh.Warehouse(store.path).open(folder).close()  # the files did not change: nothing is applied again
