@@ -596,8 +596,12 @@ class Warehouse:
         if not bad:
             return None
         named = [run for run, files in bad.items() if any(os.path.basename(f.path) in str(exc) for f in files)]
-        run_id = named[0] if named else sorted(bad, key=lambda r: r or "")[0]
-        return RunDamaged(_damage_message(run_id, bad[run_id]))
+        run_id = named[0] if named else min(bad, key=lambda r: r or "")
+        message = _damage_message(run_id, bad[run_id])
+        others = sorted(r or "(several runs)" for r in bad if r != run_id)
+        if others and not named:  # DuckDB did not say which file: name every run that has one
+            message += f" (runs with unreadable files too: {', '.join(others)})"
+        return RunDamaged(message)
 
     # --- appending ------------------------------------------------------------------------------
     def append_problem(self, run_id: str, problem, results, attention=None) -> None:
