@@ -297,7 +297,23 @@ class Warehouse:
                     raise
                 return out
 
-        return lake.retrying(attempt, timeout, what)
+        try:
+            return lake.retrying(attempt, timeout, what)
+        except duckdb.Error as exc:
+            if self._disk_full(exc):  # DuckDB and SQLite say it in their own words, not as an OSError
+                raise OSError(errno.ENOSPC, f"{what}: No space left on device in {self.path} "
+                                            f"({_printable(str(exc), 60)})") from exc
+            raise
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        text = str(exc)
+        if "No space left on device" in text or "database or disk is full" in text:
+            return True
+        if "disk I/O error" in text:  # SQLite's generic error: a full disk if the folder's disk has no room
+            with contextlib.suppress(OSError):
+                found = os.statvfs(self.path)
+                return found.f_bavail * found.f_frsize < 1 << 20
+        return False
 
     def _before_commit(self, what: str) -> None:
         """Called inside every write transaction just before COMMIT (the fault tests stop a process here)."""
