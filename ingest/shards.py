@@ -17,7 +17,7 @@ computes alike. Lineage (code version, library versions) is taken on the worker,
 
 `ingest_shards` commits each part as one warehouse batch (Warehouse.append_problems), skipping parts
 whose problems the run already holds, so ingesting again is a no-op and an interrupted ingest resumes.
-It refuses a shard whose config differs from its run's, and finishes the run (complete, compacted)
+It refuses a shard whose config differs from its run's, and finishes the run (complete)
 once it holds `n_problems_planned` problems (the whole run's, over all shards).
 
 Shards come from elsewhere (other machines, copies), so ingest trusts none of them. Before a run is
@@ -660,7 +660,7 @@ def _ingest_run(store, run_id: str, shards: list[Shard]) -> dict:
             committed = set(store.resume_run(run_id))
         status, where = "running", f"run {run_id}"
         try:
-            todo = _pending(run_id, shards, committed)  # resume may have dropped a torn batch
+            todo = _pending(run_id, shards, committed)  # what the run holds now, after resume
             for shard, part in todo:
                 if (shard.path, part["name"]) not in checked:
                     check_part_rows(shard, part, run_id)
