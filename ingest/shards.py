@@ -45,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import lineage
 from warehouse.files import fsync_path, write_parquet
-from warehouse.frames import conform, distinct
+from warehouse.frames import conform, distinct, first_duplicate
+from warehouse.schema import KEYS
 
 FORMAT = "codi-warehouse-shard/1"
 MANIFEST = "manifest.json"
@@ -62,11 +62,6 @@ _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # what warehouse.stor
 _HEX64 = re.compile(r"[0-9a-f]{64}")  # a sha256 hexdigest
 _RANDOM_WEIGHTS = re.compile(r"random-[A-Za-z0-9._-]+-seed\d+")  # architecture-only models (engine/arch.py)
 # The keys a run holds once: a part with one of them twice is refused.
-KEYS = {
-    "problems": ("problem_id",),
-    "results": ("problem_id", "condition_id"),
-    "attention": ("problem_id", "condition_id", "layer", "head", "dst", "src"),
-}
 MANIFEST_KEYS = (
     "format",
     "run_id",
@@ -504,15 +499,6 @@ def check_shard_files(shard: Shard) -> None:
                     raise ShardError(f"{path}: {found} rows, the manifest says {rows} (torn copy?){fail}")
     except OSError as exc:
         raise ShardError(f"{root}: cannot be read ({_line(exc)})") from exc
-
-
-def first_duplicate(table: pa.Table) -> dict | None:
-    """The first row whose values (all columns of `table`) occur more than once, or None; vectorized."""
-    if table.num_rows < 2:
-        return None
-    frame = pl.from_arrow(table)
-    duplicated = frame.filter(frame.is_duplicated())
-    return duplicated.row(0, named=True) if duplicated.height else None
 
 
 def check_part_rows(shard: Shard, part: dict, run_id: str) -> None:

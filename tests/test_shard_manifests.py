@@ -24,12 +24,12 @@ from ingest.shards import (
     check_run_shards,
     check_shard_files,
     find_shards,
-    first_duplicate,
     read_manifest,
     validate_manifest,
     write_shard,
 )
 from warehouse import lineage
+from warehouse.frames import first_duplicate
 
 CONFIG = {"model": "gpt2-tiny", "seed": 0, "layers": [2], "problem_ids_hash": "h"}
 WEIGHTS = "0123456789abcdef" * 4

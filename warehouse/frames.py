@@ -87,3 +87,51 @@ def conform(data, table: str, run_id: str, problem_id: str | None = None) -> pa.
         if n and columns[schema.get_field_index(name)].null_count:
             raise ValueError(f"{table}: column {name} has nulls")
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def first_duplicate(table: pa.Table, keys=None) -> dict | None:
+    """The first row whose `keys` columns (default: all) hold values another row holds too, or None.
+
+    Fast path: the key columns packed into one int64 per row (offsets and bit widths from each
+    column's range), counted with a hash: ~0.2 s for 8.7M attention rows, where polars'
+    `is_duplicated` takes ~2 s. Only when that finds a repeat (or the keys do not fit 63 bits, or
+    hold nulls) are the rows compared as they are, to name the first repeated key.
+    """
+    keys = list(keys or table.column_names)
+    if table.num_rows < 2:
+        return None
+    packed = _packed(table, keys)
+    if packed is not None and pl.Series(packed).n_unique() == table.num_rows:
+        return None
+    frame = pl.from_arrow(table.select(keys))
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in keys if isinstance(frame.schema[c], pl.Categorical))
+    repeated = frame.filter(frame.is_duplicated())
+    return repeated.row(0, named=True) if repeated.height else None
+
+
+def _packed(table: pa.Table, keys: list[str]) -> np.ndarray | None:
+    """One int64 per row that is equal for two rows exactly when their keys are (None if it cannot fit)."""
+    packed = np.zeros(table.num_rows, dtype=np.int64)
+    bits = 0
+    for name in keys:
+        column = table.column(name)
+        if column.null_count:
+            return None
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = pc.dictionary_encode(column)
+        if pa.types.is_dictionary(column.type):
+            column = column.unify_dictionaries()
+            values = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks])
+        elif pa.types.is_integer(column.type):
+            values = column.to_numpy()
+        else:
+            return None
+        low, high = int(values.min()), int(values.max())
+        width = max(1, (high - low).bit_length())
+        bits += width
+        if bits > 63:
+            return None
+        packed <<= width
+        packed += values
+        packed -= low
+    return packed

@@ -158,6 +158,7 @@ SHARD_TABLES = (*FACT_TABLES, "problems")
 NATIVE_TABLES = tuple(t.name for t in metadata.sorted_tables if t.info["storage"] == "table")
 # What makes a row unique (the store refuses a batch that repeats one, or repeats a committed problem).
 KEYS = {
+    "problems": ("problem_id",),
     "results": ("problem_id", "condition_id"),
     "attention": ("problem_id", "condition_id", "layer", "head", "dst", "src"),
     "run_problems": ("problem_id",),

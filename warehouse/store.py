@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Self
 
 import duckdb
-import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse import lake, lineage, migrate, schema, views
 from warehouse.errors import RunBusy, RunClosed, RunDamaged, UnknownRun, WarehouseError
 from warehouse.files import fsync_path
-from warehouse.frames import conform, distinct
+from warehouse.frames import conform, distinct, first_duplicate
 from warehouse.schema import CONVENTIONS, column_names
 
 _AUTO = ("run_id", "status", "started_at", "finished_at", "config_json", "config_hash", "error")
@@ -730,48 +728,9 @@ class Warehouse:
 
 
 def duplicate_key(table: pa.Table, name: str) -> str | None:
-    """The first key of `name` that `table` holds twice, as text (None if every key is unique).
-
-    Fast path: the key columns packed into one int64 per row (offsets and bit widths from each
-    column's range), counted with a hash; 8.7M attention rows take about 0.1 s.
-    """
-    keys = schema.KEYS[name]
-    if table.num_rows < 2:
-        return None
-    packed = _packed(table, keys)
-    if packed is not None and pl.Series(packed).n_unique() == table.num_rows:
-        return None
-    frame = pl.from_arrow(table.select(list(keys)))
-    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in keys if isinstance(frame.schema[c], pl.Categorical))
-    repeated = frame.filter(frame.is_duplicated())
-    if repeated.is_empty():
-        return None
-    return ", ".join(f"{k}={v}" for k, v in repeated.row(0, named=True).items())
-
-
-def _packed(table: pa.Table, keys: tuple[str, ...]) -> np.ndarray | None:
-    """One int64 per row that is equal for two rows exactly when their keys are (None if it cannot fit)."""
-    packed = np.zeros(table.num_rows, dtype=np.int64)
-    bits = 0
-    for name in keys:
-        column = table.column(name)
-        if pa.types.is_dictionary(column.type):
-            column = column.unify_dictionaries()
-            values = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks]) \
-                if column.num_chunks else np.zeros(0, np.int64)
-        elif pa.types.is_integer(column.type) and column.null_count == 0:
-            values = column.to_numpy()
-        else:
-            return None
-        low, high = int(values.min()), int(values.max())
-        width = max(1, (high - low).bit_length())
-        bits += width
-        if bits > 63:
-            return None
-        packed <<= width
-        packed += values
-        packed -= low
-    return packed
+    """The first key of table `name` that `table` holds twice, as text (None if every key is unique)."""
+    found = first_duplicate(table, schema.KEYS[name])
+    return None if found is None else ", ".join(f"{k}={v}" for k, v in found.items())
 
 
 def _file_problem(path: str, size: int | None) -> str | None:
