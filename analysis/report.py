@@ -112,10 +112,9 @@ def write_charts(db, run: str = "latest", vs: str | None = None, out: str | Path
     store = open_warehouse(db, read_only=True)
     run_id = store.resolve_run(run)
     vs_id = store.resolve_run(vs) if vs else None
-    store.check_runs([r for r in (run_id, vs_id) if r])
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with store.reader(exclude_damaged=True) as con:
+    with store.reader(exclude_damaged=True, require=tuple(r for r in (run_id, vs_id) if r)) as con:
+        out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to be readable
         con.execute("SET enable_progress_bar = false")
         charts = build_charts(con, run_id, vs_id)
         tables = key_tables(con, [r for r in (run_id, vs_id) if r])

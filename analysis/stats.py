@@ -99,8 +99,7 @@ def run_stats(db, run: str = "latest", n_boot: int = N_BOOT, n_perm: int = N_PER
     """Every table of the report for one run: (JSON payload, text)."""
     store = open_warehouse(db, read_only=True)
     run_id = store.resolve_run(run)
-    store.check_runs([run_id])  # a run with an unreadable file would show a partial result as a result
-    with store.reader(exclude_damaged=True) as con:
+    with store.reader(exclude_damaged=True, require=(run_id,)) as con:
         con.execute("SET enable_progress_bar = false")
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),

@@ -246,18 +246,21 @@ class Warehouse:
             con.close()
 
     @contextlib.contextmanager
-    def reader(self, timeout: float | None = None, exclude_damaged: bool = False):
+    def reader(self, timeout: float | None = None, exclude_damaged: bool = False, require: tuple = ()):
         """A connection for queries. Errors from unreadable data files name the file, its run and what to do.
 
         exclude_damaged: shadow the fact tables with temp views that leave out the runs that have an
         unreadable data file (the analysis views then read the other runs; file statistics let DuckLake
-        skip the bad files unread). For `stats`, `compare` and `charts`, which refuse a damaged run they
-        are asked about; plain queries keep failing on a bad file, naming it.
+        skip the bad files unread). For `stats`, `compare` and `charts`, which name the runs they show in
+        `require`: a damaged one of those raises RunDamaged (its result would be partial). Plain queries
+        keep failing on a bad file, naming it.
         """
         with self.cursor() as con:
-            if exclude_damaged:
-                bad = sorted(r for r in self.damaged_files() if r is not None)
-                if bad:
+            if exclude_damaged or require:
+                damaged = self.damaged_files()
+                _refuse_damaged(damaged, require)
+                bad = sorted(r for r in damaged if r is not None)
+                if exclude_damaged and bad:
                     keep = " AND ".join("run_id <> " + lake.sql_str(r) for r in bad)
                     for table in schema.FACT_TABLES:
                         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS "
@@ -500,7 +503,7 @@ class Warehouse:
             runs = rel.pl().to_dicts()
         damaged = self.damaged_files()
         for run in runs:
-            bad = damaged.get(run["run_id"], []) + damaged.get(None, [])
+            bad = _files_of(damaged, run["run_id"])
             run["damaged_files"] = len(bad)
             if bad:
                 run["status"] = "damaged"
@@ -512,8 +515,7 @@ class Warehouse:
             run = con.sql("SELECT * FROM runs WHERE run_id = ?", params=[run_id]).pl().to_dicts()[0]
         for key in ("config_json", "library_versions"):
             run[key] = json.loads(run[key]) if run[key] else None
-        bad = self.damaged_files([run_id])
-        run["damaged_files"] = [d.line() for d in bad.get(run_id, []) + bad.get(None, [])]
+        run["damaged_files"] = [d.line() for d in _files_of(self.damaged_files([run_id]), run_id)]
         if run["damaged_files"]:
             run["status"] = "damaged"  # its rows as the catalog recorded them; the files cannot be scanned
             return {**run, "rows": self._catalog_row_counts(run_id)}
@@ -594,11 +596,7 @@ class Warehouse:
 
     def check_runs(self, run_ids: list[str]) -> None:
         """Raise RunDamaged (one line: run, file, what to do) if a run has an unreadable data file."""
-        bad = self.damaged_files(run_ids)
-        for run_id in run_ids:
-            files = bad.get(run_id, []) + bad.get(None, [])
-            if files:
-                raise RunDamaged(_damage_message(run_id, files))
+        _refuse_damaged(self.damaged_files(run_ids), run_ids)
 
     def _explain(self, exc: BaseException) -> RunDamaged | None:
         """If a query failed reading data (DuckDB's messages do not always name the file), and some data
@@ -755,6 +753,18 @@ def _file_problem(path: str, size: int | None) -> str | None:
 def _printable(text: str, limit: int = 80) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     return "".join(ch if ch.isprintable() else "?" for ch in first)[:limit]
+
+
+def _files_of(damaged: dict[str | None, list[DamagedFile]], run_id: str) -> list[DamagedFile]:
+    """The damaged files a run reads: its own, and any holding rows of several runs."""
+    return damaged.get(run_id, []) + damaged.get(None, [])
+
+
+def _refuse_damaged(damaged: dict[str | None, list[DamagedFile]], run_ids) -> None:
+    for run_id in run_ids:
+        files = _files_of(damaged, run_id)
+        if files:
+            raise RunDamaged(_damage_message(run_id, files))
 
 
 def _damage_message(run_id: str | None, files: list[DamagedFile]) -> str:
