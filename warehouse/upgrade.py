@@ -71,16 +71,13 @@ def upgrade(old: str | os.PathLike, target: str | os.PathLike) -> dict:
             names = list(rows)
             con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                         [rows[n] for n in names])
-            if tables["problems"] is not None:
-                con.register("old_problems", conform(tables["problems"], "problems", ""))
-                con.execute("INSERT INTO problems_base BY NAME SELECT * FROM old_problems WHERE problem_id "
-                            "NOT IN (SELECT problem_id FROM problems_base) "
-                            "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1")
             for name in schema.FACT_TABLES:
                 if tables[name] is not None and tables[name].num_rows:
                     con.register(f"old_{name}", conform(tables[name], name, rows["run_id"]))
                     con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM old_{name}")
 
+        if tables["problems"] is not None:  # problems are shared by runs: added first, as ingest adds them
+            copied["problems"] += store.upsert_problems(tables["problems"])
         store._transact(copy, f"copying run {run['run_id']}")
         copied["runs"] += 1
         for name in ("results", "attention"):
