@@ -88,6 +88,22 @@ def check_run(db, run_id: str, problems: int, conditions: int, attention_per_pro
     assert store.damaged_files() == {}
 
 
+def two_runs_at_once(db, out_dir: Path) -> dict[str, int]:
+    """Two `run` processes (3 and 4 problems, zero at every thought, all attention) into `db` at once;
+    asserts both exit 0 and returns {run_id: problems planned}."""
+    flags = ["--batch-size", 1, "--methods", "zero", "--attention", "all", "--db", db]
+    first = spawn_cli("run", "--problems", 3, "--seed", 1, *flags, out_dir=Path(out_dir) / "a")
+    second = spawn_cli("run", "--problems", 4, "--seed", 2, *flags, out_dir=Path(out_dir) / "b")
+    try:
+        a, b = first.wait(), second.wait()
+    finally:
+        first.cleanup()
+        second.cleanup()
+    assert a.exit_code == 0, a.stderr
+    assert b.exit_code == 0, b.stderr
+    return dict(fetch(db, "SELECT run_id, n_problems_planned FROM runs"))
+
+
 def latest_run(db) -> str:
     return fetch(db, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")[0][0]
 

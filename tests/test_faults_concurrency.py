@@ -18,9 +18,9 @@ from faults_helpers import (
     check_run,
     cli,
     committed_batches,
-    fetch,
     latest_run,
     spawn_cli,
+    two_runs_at_once,
     user_error,
 )
 
@@ -30,17 +30,7 @@ PER_CONDITION = TINY_LAYERS * TINY_HEADS * PAIRS  # attention rows of one condit
 
 def test_two_new_runs_into_one_new_warehouse_both_complete(tmp_path):
     db = tmp_path / "w"
-    flags = ["--batch-size", 1, "--methods", "zero", "--attention", "all", "--db", db]
-    first = spawn_cli("run", "--problems", 3, "--seed", 1, *flags, out_dir=tmp_path / "a")
-    second = spawn_cli("run", "--problems", 4, "--seed", 2, *flags, out_dir=tmp_path / "b")
-    try:
-        a, b = first.wait(), second.wait()
-    finally:
-        first.cleanup()
-        second.cleanup()
-    assert a.exit_code == 0, a.stderr
-    assert b.exit_code == 0, b.stderr
-    runs = dict(fetch(db, "SELECT run_id, n_problems_planned FROM runs"))
+    runs = two_runs_at_once(db, tmp_path)
     assert sorted(runs.values()) == [3, 4]
     for run_id, n in runs.items():
         check_run(db, run_id, n, CONDITIONS, CONDITIONS * PER_CONDITION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from faults_helpers import PAIRS, TINY_HEADS, TINY_LAYERS, check_run, cli, fetch, spawn_cli, user_error
+from faults_helpers import PAIRS, TINY_HEADS, TINY_LAYERS, check_run, cli, two_runs_at_once, user_error
 from pg_server import fresh_pg_database, pg_server  # noqa: F401 (fixtures)
 
 import warehouse as wh
@@ -22,17 +22,7 @@ def test_two_writers_commit_concurrently_through_a_postgres_catalog(tmp_path, fr
     assert identity["catalog"] == {"kind": "postgres", "dsn": fresh_pg_database}
     assert not (db / "catalog.sqlite").exists()
 
-    flags = ["--batch-size", 1, "--methods", "zero", "--attention", "all", "--db", db]
-    first = spawn_cli("run", "--problems", 3, "--seed", 1, *flags, out_dir=tmp_path / "a")
-    second = spawn_cli("run", "--problems", 4, "--seed", 2, *flags, out_dir=tmp_path / "b")
-    try:
-        a, b = first.wait(), second.wait()
-    finally:
-        first.cleanup()
-        second.cleanup()
-    assert a.exit_code == 0, a.stderr
-    assert b.exit_code == 0, b.stderr
-    runs = dict(fetch(db, "SELECT run_id, n_problems_planned FROM runs"))
+    runs = two_runs_at_once(db, tmp_path)
     assert sorted(runs.values()) == [3, 4]
     for run_id, n in runs.items():
         check_run(db, run_id, n, CONDITIONS, CONDITIONS * TINY_LAYERS * TINY_HEADS * PAIRS)
