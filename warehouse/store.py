@@ -246,7 +246,7 @@ class Warehouse:
             con.close()
 
     @contextlib.contextmanager
-    def reader(self, timeout: float | None = None, exclude_damaged: bool = False, require: tuple = ()):
+    def reader(self, exclude_damaged: bool = False, require: tuple = ()):
         """A connection for queries. Errors from unreadable data files name the file, its run and what to do.
 
         exclude_damaged: shadow the fact tables with temp views that leave out the runs that have an
