@@ -117,7 +117,9 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch.")
 @click.option("--resume", default=None, help="Continue a running or failed run (id, prefix or latest).")
 @click.option("--skip-invalid", is_flag=True, help="Load the good lines of a dataset with malformed ones.")
-@click.option("--shard", default=None, metavar="I/N", help="Only shard I of N (0-based), written for `ingest shards`.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Only shard I of N (0-based): committed directly with a PostgreSQL catalog, else written "
+                   "for `ingest shards`.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help='local: this process; ray: the run\'s shards as Ray tasks (pip install -e ".[ray]").')
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Ray: shard tasks at a time [1].")
@@ -125,7 +127,9 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
               help="Ray: shards to cut the run into [4 per worker, at most one per batch].")
 @click.option("--ray-address", default=None, help="Ray: an existing cluster [start a local one].")
 @click.option("--run-id", default=None, help="Shards: run id [sharded-<config hash>].")
-@click.option("--shard-dir", default=None, help="Shards: directory [<db>.worker-shards/<run id>].")
+@click.option("--shard-dir", default=None,
+              help="Shards: write portable shards here [<db>.worker-shards/<run id>; none with a PostgreSQL "
+                   "catalog: workers commit directly].")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, methods, sigmas, noise_scale,
@@ -142,10 +146,12 @@ def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, met
     with user_errors():
         summary = execute(req, db, how)
         if "shard" in summary:
+            where = (f"merge with: ingest shards {summary['shard_dir']}" if summary["shard_dir"] else
+                     f"run {summary['run_status']} ({summary['problems_committed']} of "
+                     f"{summary['problems_planned']} problems committed)")
             emit_json(summary) if as_json else click.echo(
                 f"shard {summary['shard']} of run {summary['run_id']}: {summary['status']}, {summary['problems']} "
-                f"problems -> {summary['path']} ({summary['seconds']} s); merge with: ingest shards "
-                f"{summary['shard_dir']}")
+                f"problems -> {summary['path']} ({summary['seconds']} s); {where}")
             return
         table = importance_by_thought(db, summary["run_id"])
     summary["baseline_accuracy"] = table["baseline_accuracy"]

@@ -13,6 +13,12 @@ flags, `--batch-size` included; a worker that finds a finished sibling shard sli
 
 A worker writes into a hidden temp directory and publishes its shard with one rename (ingest.shards),
 so a killed worker leaves debris that ingest ignores; a finished shard is skipped when run again.
+
+When the warehouse's catalog is PostgreSQL (`init --catalog postgres:DSN`) and no --shard-dir is given,
+workers commit straight into the warehouse instead, concurrently (Warehouse.join_run): each batch is
+one commit, a problem's ordinal is its position in the run's problem order, a worker run again skips
+its committed batches, and the worker that commits the run's last problem completes the run. A worker
+that fails leaves the run running with its committed batches; run the same shard again.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from tqdm import tqdm
 from engine.run import ChunkWriter, RunRequest, donor_sites, plan_run, problems_frame
 from engine.runner import run_chunk
 from ingest.shards import MANIFEST, ShardWriter, default_run_id, find_shards, read_manifest, shard_name
-from warehouse import lineage
+from warehouse import lake, lineage
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -114,9 +120,12 @@ def run_shard(req: RunRequest, index: int, count: int, *, db: str | Path | None 
         raise ValueError("run_shard needs a shard directory or the warehouse path")
     if shard_dir is not None:
         check_shard_dir(Path(shard_dir), db)  # before the model loads
+    direct = shard_dir is None and lake.takes_concurrent_writers(db)
     started = time.time()
     plan = plan_run(req, model)
     run_id, config_hash = run_id_for(plan.config, run_id)
+    if direct:
+        return _commit_shard(plan, req.batch_size, index, count, db, run_id, progress, on_chunk, started)
     directory = Path(shard_dir) if shard_dir is not None else default_shard_dir(db, run_id)
     final = directory / shard_name(index, count)
     mine = shard_batches(plan.problems, req.batch_size, index, count)
@@ -151,3 +160,76 @@ def run_shard(req: RunRequest, index: int, count: int, *, db: str | Path | None 
             bar.close()
             chunks.close()
     return {**summary, "status": "written", "seconds": round(time.time() - started, 2)}
+
+
+class _WarehouseSink:
+    """ChunkWriter's store interface for a shard worker committing into the warehouse itself: every
+    problem goes in with its position in the run's problem order as ordinal."""
+
+    def __init__(self, store, positions: dict[str, int]):
+        self.store, self.positions = store, positions
+
+    def append_problems(self, run_id, problems, results, attention):
+        ordinals = [self.positions[p] for p in problems.column("problem_id").to_pylist()]
+        self.store.append_problems(run_id, problems, results, attention, ordinals=ordinals)
+
+
+class ShardStopped(ValueError):
+    """A shard worker committing into the warehouse stopped; the run stays running with what it committed."""
+
+
+def _commit_shard(plan, batch_size: int, index: int, count: int, db, run_id: str, progress: bool,
+                  on_chunk: Callable[[int], None] | None, started: float) -> dict:
+    """Shard `index` of `count` committed straight into a warehouse with a PostgreSQL catalog."""
+    from warehouse.store import open_warehouse
+
+    store = open_warehouse(db)
+    run_id, committed, status = store.join_run(plan.config, (index, count), run_id=run_id, **plan.fields)
+    mine = shard_batches(plan.problems, batch_size, index, count)
+    todo = []
+    for batch in mine:
+        done = sum(p.problem_id in committed for p in batch)
+        if done == len(batch):
+            continue
+        if done:
+            store.leave_run(run_id)
+            raise ValueError(f"shard {index}/{count}: run {run_id} holds some problems of this worker's batch "
+                             "but not all; every worker of a run needs the same --shard N and --batch-size")
+        todo.append(batch)
+    summary = {"run_id": run_id, "shard": f"{index}/{count}", "path": str(db), "shard_dir": None,
+               "problems": sum(len(b) for b in mine), "problems_planned": len(plan.problems),
+               "conditions": len(plan.conditions)}
+    if status == "complete" or not todo:
+        outcome = ({"status": "complete", "problems_committed": len(committed), "problems_planned": len(plan.problems)}
+                   if status == "complete" else store.finish_shard(run_id))
+        return {**summary, "status": "skipped", "run_status": outcome["status"],
+                "problems_committed": outcome["problems_committed"], "seconds": round(time.time() - started, 2)}
+
+    positions = {p.problem_id: i for i, p in enumerate(plan.problems)}
+    bar = tqdm(total=summary["problems"], initial=summary["problems"] - sum(len(b) for b in todo),
+               desc=f"shard {index}/{count} of {run_id}", unit="problem", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        pool = donor_sites(plan.model, plan.problems, plan.opts, plan.methods)  # whole problem set, as one run
+        chunks = ChunkWriter(_WarehouseSink(store, positions), run_id)
+        try:
+            for batch in todo:
+                out = run_chunk(plan.model, batch, plan.opts, pool)
+                chunks.put(problems_frame(batch), out.results, out.attention)
+                bar.update(len(batch))
+                if on_chunk is not None:
+                    on_chunk(len(batch))
+        finally:
+            bar.close()
+            chunks.close()
+    except BaseException as exc:
+        store.leave_run(run_id)
+        if isinstance(exc, (OSError, ValueError)):
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ShardStopped(f"shard {index}/{count} of run {run_id} stopped: {reason}; its committed batches "
+                               "are kept and the run stays running: fix the cause, then run the same shard "
+                               "again") from exc
+        raise
+    outcome = store.finish_shard(run_id)
+    return {**summary, "status": "committed", "run_status": outcome["status"],
+            "problems_committed": outcome["problems_committed"], "seconds": round(time.time() - started, 2)}

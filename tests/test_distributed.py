@@ -1,4 +1,5 @@
-"""`run --executor ray` on a local 2-CPU Ray cluster: the rows of a single-process run, a killed worker retried.
+"""`run --executor ray` on a local 2-CPU Ray cluster: the rows of a single-process run, a killed worker retried
+(shards merged by the driver, or committed by the tasks themselves into a PostgreSQL catalog).
 
 Ray takes 10-20 s to start, so one cluster serves the whole module; the tests are marked `ray` and
 `slow` (`-m "not slow"` leaves them out) and skip when the `ray` extra is not installed.
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pg_server import fresh_pg_database, pg_server  # noqa: F401 (fixtures)
 
 from engine.run import RunRequest, execute_run
 from engine.sharded import run_shard
@@ -98,3 +100,37 @@ def test_a_killed_worker_is_retried_and_the_run_completes_without_duplicates(clu
     assert no_duplicates(db, "killed-once") == (True, 8, "complete")
     for table in ("results", "attention"):
         assert rows(db, "killed-once", table).equals(single[table]), table
+
+
+def dies_once_committing(req, index, count, shard_dir, run_id, threads, db=None):
+    """Like dies_once, for tasks that commit into the warehouse (shard_dir None, db given): shard 1's
+    first attempt dies after handing its first batch to the committer (which may or may not be in)."""
+    from engine.distributed import shard_task
+
+    assert shard_dir is None and db is not None
+    marker = Path(db).parent / f"killed-{index}"
+    if index == 1 and not marker.exists():
+        marker.touch()
+
+        def die(_n):
+            os._exit(1)
+
+        return run_shard(req, index, count, db=db, run_id=run_id, progress=False, on_chunk=die)
+    return shard_task(req, index, count, shard_dir, run_id, threads, db=db)
+
+
+def test_with_a_postgres_catalog_ray_tasks_commit_directly_and_a_killed_one_is_retried(
+        cluster, single, tmp_path, fresh_pg_database):  # noqa: F811
+    from engine.distributed import run_ray
+    from warehouse.store import open_warehouse
+
+    db = tmp_path / "w"
+    open_warehouse(db, catalog=f"postgres:{fresh_pg_database}").close()
+    summary = run_ray(REQUEST, str(db), workers=2, shards=2, run_id="direct", progress=False,
+                      task=dies_once_committing)
+    assert (tmp_path / "killed-1").exists()  # the worker did die
+    assert summary["status"] == "complete" and summary["shard_dir"] is None
+    assert not (tmp_path / "w.worker-shards").exists()
+    assert no_duplicates(db, "direct") == (True, 8, "complete")
+    for table in ("results", "attention"):
+        assert rows(db, "direct", table).equals(single[table]), table

@@ -172,6 +172,17 @@ def catalog_of(identity: dict) -> Catalog:
     return Catalog("sqlite")
 
 
+def takes_concurrent_writers(folder: str | os.PathLike | None) -> bool:
+    """True when `folder` is a warehouse whose catalog is PostgreSQL: shard workers commit into it
+    directly. False for a SQLite catalog or no warehouse yet (workers write portable shards then)."""
+    if folder is None:
+        return False
+    path = Path(folder).absolute()
+    if inspect(path) != "warehouse":
+        return False
+    return catalog_of(read_identity(path)).kind == "postgres"
+
+
 def inspect(folder: Path) -> str:
     """'new' (nothing there, or an empty folder), 'warehouse', or raise saying what the path is."""
     if not folder.exists():

@@ -109,7 +109,7 @@ run_problems = sa.Table(
     _text("run_id", nullable=False),
     _text("problem_id", nullable=False),
     sa.Column("committed_at", sa.DateTime),
-    sa.Column("ordinal", sa.Integer, nullable=False),  # commit order within the run, 0..n-1
+    sa.Column("ordinal", sa.Integer, nullable=False),  # position in the run's problem order, 0..n-1
     info={"storage": "fact"},
 )
 

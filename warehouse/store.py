@@ -13,6 +13,15 @@ lock on `<folder>/locks/<run_id>.lock` (flock, so the kernel drops it when the p
 SIGKILL) until it finishes the run; another process that tries to resume, append to, finish or delete
 it is refused with RunBusy. Different runs commit concurrently; the catalog serializes commits and
 the store retries a commit that meets a locked catalog or loses a conflict.
+
+Shard workers (`run --shard I/N` with a PostgreSQL catalog) write one run together: each joins it
+(`join_run`: the first creates it) holding the run lock *shared* and its own shard's lock
+(`<run_id>.shard-I-of-N.lock`) exclusive, so workers of different shards commit concurrently while a
+second worker of the same shard, a whole-run writer (`--resume`) and `runs delete` are refused. A
+shard worker's problems carry their position in the run's problem order as ordinal, and
+`finish_shard` completes the run when the last problem is committed (whichever worker that is).
+Creating a run also rewrites warehouse_info's row, so two workers that create the same run at once
+conflict in the catalog and the loser, retried, finds the run instead of adding a second row.
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import glob
 import json
 import os
 import re
@@ -45,25 +55,31 @@ _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a lock file na
 _WRITER_LOCKS: dict[str, int] = {}  # lock file -> descriptor, for the runs this process writes
 
 
-def _hold_writer_lock(path: Path, run_id: str) -> bool:
-    """Take the run's writer lock for this process, or raise RunBusy; False if this process held it already."""
+def _hold_writer_lock(path: Path, run_id: str, shared: bool = False, busy: str | None = None) -> bool:
+    """Take a writer lock for this process, or raise RunBusy; False if this process held it already.
+
+    Exclusive: the run's only writer (its pid is written into the file for the message others get).
+    Shared: one of the run's shard workers. `busy`: the RunBusy message instead of the whole-run one.
+    """
     key = str(path)
     if key in _WRITER_LOCKS:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        holder = os.pread(fd, 40, 0).decode(errors="replace").strip()
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-        pid = f" (pid {holder})" if holder else ""
-        raise RunBusy(f"run {run_id} is being written by another process{pid}; wait for it to end (or stop it), "
+        who = f" ({holder})" if holder else ""
+        if busy:
+            raise RunBusy(busy.format(who=who)) from None
+        raise RunBusy(f"run {run_id} is being written by another process{who}; wait for it to end (or stop it), "
                       "then resume the run") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    os.pwrite(fd, ("its shard workers" if shared else f"pid {os.getpid()}").encode(), 0)
     _WRITER_LOCKS[key] = fd
     return True
 
@@ -85,6 +101,7 @@ def _now() -> dt.datetime:
 class _RunState:
     committed: set[str] = field(default_factory=set)
     next_ordinal: int = 0
+    shard: str | None = None  # "I/N" when this process writes the run as one of its shard workers
 
 
 @dataclass(frozen=True)
@@ -345,6 +362,21 @@ class Warehouse:
         Lineage fields are the `runs` columns (model_name, weights_sha256, seed, ...); a field not
         given is taken from the config entry of the same name, when there is one.
         """
+        row = self._run_row(config, fields)
+        run_id = row["run_id"]
+
+        def insert(con):
+            if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+                raise WarehouseError(f"run {run_id} already exists")
+            self._insert_run(con, row)
+
+        with self._claiming(run_id):
+            self._transact(insert, f"beginning run {run_id}")
+        self._runs[run_id] = _RunState()
+        return run_id
+
+    def _run_row(self, config: dict, fields: dict) -> dict:
+        """The runs row begin_run and join_run insert (status running)."""
         unknown = sorted(set(fields) - set(LINEAGE_FIELDS))
         if unknown:
             raise TypeError(f"begin_run: unknown field(s) {', '.join(unknown)}")
@@ -361,18 +393,117 @@ class Warehouse:
             raise WarehouseError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-', not first '_' or '.'")
         row.update(run_id=run_id, status="running", started_at=_now(),
                    config_json=lineage.canonical_json(config), config_hash=lineage.config_hash(config))
+        return row
+
+    @staticmethod
+    def _insert_run(con, row: dict) -> None:
         names = list(row)
+        con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                    [row[n] for n in names])
+        # Two processes inserting the same new run would both commit (inserts never conflict in
+        # DuckLake); rewriting this one-row table makes their transactions conflict, and the retried
+        # loser sees the winner's run.
+        con.execute("UPDATE warehouse_info SET views_hash = views_hash")
 
-        def insert(con):
-            if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
-                raise WarehouseError(f"run {run_id} already exists")
-            con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                        [row[n] for n in names])
+    def join_run(self, config: dict, shard: tuple[int, int], **fields) -> tuple[str, set[str], str]:
+        """Join run `fields["run_id"]` as the worker of shard (index, count); the first worker creates it.
 
-        with self._claiming(run_id):
-            self._transact(insert, f"beginning run {run_id}")
-        self._runs[run_id] = _RunState()
-        return run_id
+        Returns (run id, problems committed so far by any worker, status): "complete" means there is
+        nothing to do (the locks are let go at once); otherwise the run is running and this process may
+        append the shard's problems (with `ordinals`) and must end with `finish_shard` or `leave_run`.
+        Refused with RunBusy while another process writes the whole run or this shard, and with
+        WarehouseError when the run exists with another configuration.
+        """
+        if not fields.get("run_id"):
+            raise WarehouseError("join_run needs the run id every worker of the run computes")
+        index, count = shard
+        row = self._run_row(config, fields)
+        run_id = row["run_id"]
+        label = f"{index}/{count}"
+        shard_lock = self._shard_lock_path(run_id, index, count)
+        _hold_writer_lock(self._lock_path(run_id), run_id, shared=True, busy=(
+            f"run {run_id} is being written by a single process{{who}} (run --resume, or a merge); wait for it "
+            "to end, then run this shard again"))
+        try:
+            _hold_writer_lock(shard_lock, run_id, busy=(
+                f"shard {label} of run {run_id} is being written by another worker{{who}}; "
+                "each shard runs once at a time"))
+        except BaseException:
+            _release_writer_lock(self._lock_path(run_id))
+            raise
+
+        def join(con):
+            found = con.execute("SELECT status, config_hash FROM runs WHERE run_id = ?", [run_id]).fetchall()
+            if not found:
+                self._insert_run(con, row)
+                return "running"
+            status, config_hash = found[0]
+            if config_hash != row["config_hash"]:
+                raise WarehouseError(f"run {run_id} exists with another configuration (hash {str(config_hash)[:12]}, "
+                                     f"this worker's {row['config_hash'][:12]}); every worker of a run needs the "
+                                     "same flags, or give another --run-id")
+            if status == "failed":  # a worker runs again after the run was marked failed: reopen it
+                con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL "
+                            "WHERE run_id = ?", [run_id])
+                return "running"
+            return status
+
+        try:
+            status = self._transact(join, f"joining run {run_id} as shard {label}")
+            committed = self.committed_problems(run_id)
+        except BaseException:
+            self._let_go(run_id, shard_lock)
+            raise
+        if status == "complete":
+            self._let_go(run_id, shard_lock)
+        else:
+            self._runs[run_id] = _RunState(committed, shard=label)
+        return run_id, committed, status
+
+    def finish_shard(self, run_id: str) -> dict:
+        """End this process's shard of the run; complete the run when every planned problem is committed.
+
+        Returns {"status", "problems_committed", "problems_planned"} as the run stands after it. A run
+        whose problems were committed twice (workers sliced the run differently) is refused, never completed.
+        """
+        state = self._runs.pop(run_id, None)
+        if state is None or state.shard is None:
+            raise WarehouseError(f"finish_shard: this process is not a shard worker of run {run_id}")
+        index, count = (int(x) for x in state.shard.split("/"))
+        shard_lock = self._shard_lock_path(run_id, index, count)
+        _release_writer_lock(shard_lock)  # this shard's rows are all in: the shard may run again (it skips)
+
+        def close(con):
+            status = self._status(con, run_id)
+            total, distinct_ids, planned = con.execute(
+                "SELECT count(*), count(DISTINCT problem_id), "
+                "(SELECT n_problems_planned FROM runs WHERE run_id = $run) FROM run_problems WHERE run_id = $run",
+                {"run": run_id}).fetchall()[0]
+            if total != distinct_ids:
+                raise WarehouseError(f"run {run_id} holds {total - distinct_ids} problem(s) committed twice: its "
+                                     "workers did not slice it alike (same --shard N and --batch-size for all); "
+                                     "delete the run and start it again")
+            if status == "running" and planned is not None and distinct_ids >= planned:
+                con.execute("UPDATE runs SET status = 'complete', finished_at = ? WHERE run_id = ? "
+                            "AND status = 'running'", [_now(), run_id])
+                status = "complete"
+            return {"status": status, "problems_committed": distinct_ids, "problems_planned": planned}
+
+        try:
+            return self._transact(close, f"finishing shard {state.shard} of run {run_id}")
+        finally:
+            _release_writer_lock(self._lock_path(run_id))
+
+    def leave_run(self, run_id: str) -> None:
+        """A shard worker stops without finishing (an error): the run stays running, its rows stay."""
+        state = self._runs.pop(run_id, None)
+        if state is not None and state.shard is not None:
+            index, count = (int(x) for x in state.shard.split("/"))
+            self._let_go(run_id, self._shard_lock_path(run_id, index, count))
+
+    def _let_go(self, run_id: str, shard_lock: Path) -> None:
+        _release_writer_lock(shard_lock)
+        _release_writer_lock(self._lock_path(run_id))
 
     def resume_run(self, spec: str) -> set[str]:
         """Reopen a running or failed run for appending; returns the problems already committed."""
@@ -432,6 +563,8 @@ class Warehouse:
 
         self._transact(delete, f"deleting run {run_id}")
         self._runs.pop(run_id, None)
+        for stale in (self.path / lake.LOCKS).glob(f"{glob.escape(run_id)}.shard-*-of-*.lock"):
+            stale.unlink(missing_ok=True)  # its shard workers' (none runs: they would hold the run lock)
         _release_writer_lock(self._lock_path(run_id), unlink=True)
         return removed
 
@@ -457,6 +590,9 @@ class Warehouse:
 
     def _lock_path(self, run_id: str) -> Path:
         return self.path / lake.LOCKS / f"{run_id}.lock"
+
+    def _shard_lock_path(self, run_id: str, index: int, count: int) -> Path:
+        return self.path / lake.LOCKS / f"{run_id}.shard-{index}-of-{count}.lock"
 
     def _claim(self, run_id: str) -> None:
         """This process becomes the run's only writer until it finishes the run (RunBusy if taken)."""
@@ -628,12 +764,19 @@ class Warehouse:
             "attention": conform(attention, "attention", run_id, problem_id),
         })
 
-    def append_problems(self, run_id: str, problems, results, attention=None) -> None:
-        """Commit several problems' rows in one batch (one transaction); frames carry problem_id."""
+    def append_problems(self, run_id: str, problems, results, attention=None, ordinals=None) -> None:
+        """Commit several problems' rows in one batch (one transaction); frames carry problem_id.
+
+        `ordinals`: each problem's position in the run's problem order, which a shard worker must give
+        (the problems of other workers fill the gaps); a single writer's problems are numbered in
+        commit order when left out.
+        """
         problem_table = conform(problems, "problems", run_id)
         ids = problem_table.column("problem_id").to_pylist()
         if len(set(ids)) != len(ids):
             raise WarehouseError("append_problems: a problem appears twice in the batch")
+        if ordinals is not None and len(ordinals) != len(ids):
+            raise WarehouseError(f"append_problems: {len(ordinals)} ordinals for {len(ids)} problems")
         tables = {"problems": problem_table,
                   "results": conform(results, "results", run_id),
                   "attention": conform(attention, "attention", run_id)}
@@ -641,7 +784,7 @@ class Warehouse:
             stray = distinct(tables[name].column("problem_id")) - set(ids)
             if stray:
                 raise WarehouseError(f"{name} rows for problems not in the batch: {sorted(stray)[:3]}")
-        self._commit(run_id, ids, tables)
+        self._commit(run_id, ids, tables, ordinals)
 
     def _state(self, run_id: str) -> _RunState:
         state = self._runs.get(run_id)
@@ -658,28 +801,42 @@ class Warehouse:
             self._runs[run_id] = state
         return state
 
-    def _commit(self, run_id: str, problem_ids: list[str], tables: dict[str, pa.Table]) -> None:
+    def _commit(self, run_id: str, problem_ids: list[str], tables: dict[str, pa.Table], ordinals=None) -> None:
         state = self._state(run_id)
         again = [p for p in problem_ids if p in state.committed]
         if again:
             raise WarehouseError(f"problem {again[0]} is already committed for run {run_id}")
+        if state.shard is not None and ordinals is None:
+            raise WarehouseError(f"shard {state.shard} of run {run_id}: a shard worker's problems need their "
+                                 "ordinals (positions in the run's problem order)")
         for name in ("results", "attention"):
             duplicate = duplicate_key(tables[name], name)
             if duplicate:
                 raise WarehouseError(f"{name}: the batch repeats the key {duplicate}; each (run, problem, "
                                      "condition) is measured once")
         first = state.next_ordinal
+        numbers = range(first, first + len(problem_ids)) if ordinals is None else [int(o) for o in ordinals]
         tables["run_problems"] = conform(pa.table({
             "problem_id": problem_ids,
-            "ordinal": pa.array(range(first, first + len(problem_ids)), pa.int32()),
+            "ordinal": pa.array(numbers, pa.int32()),
             "committed_at": pa.array([_now()] * len(problem_ids), pa.timestamp("us")),
         }), "run_problems", run_id)
 
-        # No status or committed-problem query inside the transaction: this process holds the run's
-        # writer lock (taken in _state), so no other process can append to, finish or delete the run.
+        # A single writer holds the run's lock exclusively (taken in _state): no other process can
+        # append to, finish or delete the run, so no status or committed-problem query is needed in the
+        # transaction. Shard workers share the run; each checks its batch is not in the run yet (a worker
+        # sliced another way would otherwise commit a problem twice).
         fresh = self._unknown_problems(tables["problems"])
 
         def write(con):
+            if state.shard is not None:
+                con.register("incoming_ids", pa.table({"problem_id": problem_ids}))
+                there = con.execute("SELECT problem_id FROM run_problems WHERE run_id = ? AND problem_id IN "
+                                    "(SELECT problem_id FROM incoming_ids) LIMIT 1", [run_id]).fetchall()
+                if there:
+                    raise WarehouseError(f"shard {state.shard} of run {run_id}: problem {there[0][0]} is already "
+                                         "committed by another worker; every worker of a run needs the same "
+                                         "--shard N and --batch-size")
             if fresh.num_rows:
                 con.register("incoming_problems", fresh)
                 con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming_problems")
@@ -691,7 +848,7 @@ class Warehouse:
         self._transact(write, f"committing {len(problem_ids)} problem(s) of run {run_id}")
         self._known_problems.update(fresh.column("problem_id").to_pylist())
         state.committed.update(problem_ids)
-        state.next_ordinal = first + len(problem_ids)
+        state.next_ordinal = max(state.next_ordinal, max(numbers, default=first - 1) + 1)
 
     # --- problems -------------------------------------------------------------------------------
     def _unknown_problems(self, problems: pa.Table) -> pa.Table:
