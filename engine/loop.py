@@ -14,7 +14,7 @@ import torch
 
 from engine.measures import log_probs
 from engine.model import CodiModel, LoopState
-from engine.patching import PatchPlan, patched
+from engine.patching import PatchPlan, patched, recording
 from engine.positions import EOT, N_THOUGHTS
 
 N_DST = N_THOUGHTS + 1  # queries T0..T5, EOT
@@ -96,7 +96,7 @@ def run_rows(model: CodiModel, state: LoopState, z: torch.Tensor, plan: PatchPla
     attention = [] if capture_attention else None
     sites = [] if site_layers else None
     inputs = []
-    with patched(model.codi, plan):
+    with patched(model.codi, plan), recording(model.codi, site_layers) as block_out:
         for k in range(N_THOUGHTS):
             inputs.append(z[:, 0])
             plan.step = k
@@ -104,8 +104,8 @@ def run_rows(model: CodiModel, state: LoopState, z: torch.Tensor, plan: PatchPla
             plan.step = None
             if capture_attention:
                 attention.append(slice_attention(out.attentions, columns, k, out.attentions[0].shape[-1]))
-            if site_layers:
-                sites.append(torch.stack([out.hidden_states[layer + 1][:, -1, :] for layer in site_layers], 1))
+            if site_layers:  # the blocks' own outputs (hidden_states[n] is the final norm's output)
+                sites.append(torch.stack([block_out[layer] for layer in site_layers], 1))
             z = model.project(out.hidden_states[-1][:, -1:, :])
         eot = model.embed(torch.full((z.shape[0], 1), model.eot_id, dtype=torch.long, device=z.device))
         out = model.step(state, eot, output_attentions=True)
