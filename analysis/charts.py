@@ -348,7 +348,7 @@ def method_effects(con, run: str, vs: str | None = None):
     runs = load_runs(con, run, vs)
     title = "Failure rate, KL and disruption by corruption"
     frame = rows(con, "SELECT run_id, patch_layer, method, sigma, n, failures, failure_rate, ci_low, ci_high, "
-                      "n_all, mean_kl, mean_kl_first, mean_logp_drop, mean_disruption "
+                      "n_all, mean_kl, mean_js, mean_entropy_change, mean_kl_first, mean_logp_drop, mean_disruption "
                       "FROM method_comparison WHERE {runs}", runs)
     if frame.is_empty():
         return _empty(title, "no corrupted trials in this run")
@@ -359,7 +359,8 @@ def method_effects(con, run: str, vs: str | None = None):
     y = alt.Y("condition_label:N", sort=conditions, title="corruption")
     tip = ["run:N", "patch_layer:O", "condition_label:N", "n:Q", "failures:Q", _pct("failure_rate", "failure rate"),
            _pct("ci_low", "95% low"), _pct("ci_high", "95% high"), "n_all:Q", _num("mean_kl", "mean KL (answer)"),
-           _num("mean_kl_first", "mean KL (EOT)"), _num("mean_logp_drop", "mean log p drop"),
+           _num("mean_js", "mean JS (answer)"), _num("mean_entropy_change", "mean entropy change (answer)"),
+           _num("mean_kl_first", "mean KL (EOT, template token)"), _num("mean_logp_drop", "mean log p drop"),
            _num("mean_disruption", "mean disruption")]
 
     def bars(field: str, axis_title: str, fmt: str | None = None, interval: bool = False):

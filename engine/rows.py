@@ -40,6 +40,7 @@ RESULT_SCHEMA = {
     "answer_value": pl.Float64, "correct": pl.Boolean, "flipped": pl.Boolean, "fixed": pl.Boolean,
     "kl_first": pl.Float64, "kl_answer": pl.Float64, "kl_max": pl.Float64, "js_first": pl.Float64,
     "entropy_first": pl.Float64, "logp_gold": pl.Float64, "disruption": pl.Float64,
+    "js_answer": pl.Float64, "entropy_answer": pl.Float64,
 }
 
 
@@ -47,9 +48,22 @@ def _finite_or_none(values: torch.Tensor) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values.double().cpu().tolist()]
 
 
+def _at_answer(logp: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The distributions [N, V] at each row's answer-number position `index` [N] (NaN where it is -1)."""
+    picked = logp.gather(1, index.clamp(min=0)[:, None, None].expand(-1, 1, logp.shape[-1]))[:, 0]
+    return picked.masked_fill((index < 0)[:, None], float("nan"))
+
+
 def condition_measures(model: CodiModel, base: RowOutcome, outcome: RowOutcome, row_problem: torch.Tensor,
                        number_index: list[int | None]) -> dict[str, list]:
-    """KL/JS/entropy/disruption of each condition row against its problem's baseline."""
+    """KL/JS/entropy/disruption of each condition row against its problem's baseline.
+
+    Along the baseline's answer tokens (teacher-forced): position 0 is the distribution at EOT, whose
+    next token is the answer template's first word ("The"), nearly certain under any corruption, so
+    the `*_first` measures stay near 0 even when the answer changes; `kl_answer`, `js_answer` and
+    `entropy_answer` are taken where the answer number is predicted (NULL when the baseline answer
+    has no number); `kl_max` is the largest KL over the baseline answer's own positions (not padding).
+    """
     width = outcome.forced_logp.shape[1]
     base_logp = base.forced_logp[row_problem, :width]
     kl = kl_divergence(base_logp, outcome.forced_logp)  # [N, T]
@@ -58,6 +72,7 @@ def condition_measures(model: CodiModel, base: RowOutcome, outcome: RowOutcome, 
     kl_max = torch.where(valid, kl, torch.full_like(kl, float("-inf"))).max(-1).values
     idx = torch.tensor([-1 if i is None else i for i in number_index], device=kl.device)[row_problem]
     kl_answer = torch.where(idx >= 0, kl.gather(1, idx.clamp(min=0)[:, None])[:, 0], torch.full_like(kl_max, float("nan")))
+    base_answer, cond_answer = _at_answer(base_logp, idx), _at_answer(outcome.forced_logp, idx)
     base_row, cond_row = base.eot_row[row_problem], outcome.eot_row
     return {
         "kl_first": _finite_or_none(kl[:, 0]),
@@ -67,6 +82,25 @@ def condition_measures(model: CodiModel, base: RowOutcome, outcome: RowOutcome, 
         "entropy_first": _finite_or_none(entropy(outcome.eot_logp)),
         "logp_gold": _finite_or_none(outcome.logp_gold),
         "disruption": _finite_or_none(attention_disruption(base_row, cond_row)),
+        "js_answer": _finite_or_none(js_divergence(base_answer, cond_answer)),
+        "entropy_answer": _finite_or_none(entropy(cond_answer)),
+    }
+
+
+def baseline_measures(model: CodiModel, base: RowOutcome, number_index: list[int | None]) -> dict[str, list]:
+    """The baseline rows' own measures: divergences from themselves are 0, unless the baseline's
+    distribution is not finite (a broken checkpoint), where every measure is NULL, never 0."""
+    n = len(base.tokens)
+    idx = torch.tensor([-1 if i is None else i for i in number_index], device=base.forced_logp.device)
+    finite = ~torch.isnan(base.eot_logp).any(-1) & (base.eot_logp < float("inf")).all(-1)  # -inf: masked tokens
+    zero = torch.where(finite, torch.zeros(n, device=finite.device), torch.full((n,), float("nan"), device=finite.device))
+    answer_zero = torch.where(idx >= 0, zero, torch.full_like(zero, float("nan")))
+    return {
+        "kl_first": _finite_or_none(zero), "kl_answer": _finite_or_none(answer_zero), "kl_max": _finite_or_none(zero),
+        "js_first": _finite_or_none(zero), "disruption": _finite_or_none(zero),
+        "entropy_first": _finite_or_none(entropy(base.eot_logp)), "logp_gold": _finite_or_none(base.logp_gold),
+        "js_answer": _finite_or_none(answer_zero),
+        "entropy_answer": _finite_or_none(entropy(_at_answer(base.forced_logp, idx))),
     }
 
 
@@ -76,17 +110,13 @@ def assemble(model: CodiModel, problems: list, opts: EngineOptions, base: RowOut
     base_values = [parse_answer(t) for t in base.texts]
     base_correct = [is_correct(v, p.gold) for v, p in zip(base_values, problems)]
     columns: dict[str, list] = {k: [] for k in RESULT_SCHEMA}
-    zeros = [0.0] * n_problems
-    baseline_measures = {
-        "kl_first": zeros, "kl_answer": zeros, "kl_max": zeros, "js_first": zeros, "disruption": zeros,
-        "entropy_first": _finite_or_none(entropy(base.eot_logp)), "logp_gold": _finite_or_none(base.logp_gold),
-    }
+    number_index = [number_token_index(model, t) for t in base.tokens]
+    own = baseline_measures(model, base, number_index)
     for p, problem in enumerate(problems):
         _append_row(columns, problem, Condition(0, BASELINE), (None, None), base.texts[p], base_values[p],
-                    base_correct[p], base_correct[p], {k: v[p] for k, v in baseline_measures.items()})
+                    base_correct[p], base_correct[p], {k: v[p] for k, v in own.items()})
     if outcome is not None:
         row_problem = torch.arange(n_problems, device=outcome.eot_logp.device).repeat_interleave(n_corrupt)
-        number_index = [number_token_index(model, t) for t in base.tokens]
         measures = condition_measures(model, base, outcome, row_problem, number_index)
         for row, text in enumerate(outcome.texts):
             p = row // n_corrupt

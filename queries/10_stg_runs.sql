@@ -15,5 +15,6 @@ SELECT
     dataset_name,
     parent_run_id,
     started_at,
-    finished_at
+    finished_at,
+    run_seq                           -- 1, 2, ... in the order runs began
 FROM runs;

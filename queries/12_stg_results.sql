@@ -15,11 +15,13 @@ SELECT
     correct,
     flipped,
     fixed,
-    kl_first,
-    kl_answer,
-    kl_max,
-    js_first,
+    kl_first,                         -- *_first: at EOT, predicting the template's first word ("The"): near 0
+    kl_answer,                        --   under any corruption; kept as extras. *_answer: where the answer
+    kl_max,                           --   number is predicted (NULL without a number, and for rows stored
+    js_first,                         --   before schema 3, which measured JS and entropy at EOT only)
     entropy_first,
+    js_answer,
+    entropy_answer,
     logp_gold,
     disruption
 FROM results;

@@ -1,4 +1,5 @@
--- Per run, patch layer, method and sigma: failure rate among baseline-correct problems (Wilson 95%), mean KL and disruption.
+-- Per run, patch layer, method and sigma: failure rate among baseline-correct problems (Wilson 95%), mean KL, JS and
+-- entropy change at the answer number, and disruption (mean_kl_first / mean_js_first: at EOT, the template token).
 -- All thoughts pooled. Failure counts use baseline-correct trials (n); the means use every row (n_all).
 -- Legacy runs keep their rows (their corruptions, pooled over the research scripts' token indices, which
 -- are not T0..T5); `note` says so (NULL for codi runs).
@@ -15,6 +16,8 @@ WITH m AS (
         count(*) FILTER (WHERE base_correct AND failed) AS failures,
         count(*) AS n_all,
         avg(kl_answer) AS mean_kl,
+        avg(js_answer) AS mean_js,
+        avg(entropy_change) AS mean_entropy_change,
         avg(kl_first) AS mean_kl_first,
         avg(js_first) AS mean_js_first,
         avg(logp_drop) AS mean_logp_drop,
@@ -39,6 +42,8 @@ SELECT
     wilson_high(m.failures, m.n) AS ci_high,
     m.n_all,
     m.mean_kl,
+    m.mean_js,
+    m.mean_entropy_change,
     m.mean_kl_first,
     m.mean_js_first,
     m.mean_logp_drop,

@@ -27,6 +27,7 @@ SELECT
     r.flipped,
     r.kl_first,
     r.kl_answer,
+    r.js_answer,
     r.disruption,
     a.layer,
     a.head,

@@ -105,7 +105,7 @@ def two_runs_at_once(db, out_dir: Path) -> dict[str, int]:
 
 
 def latest_run(db) -> str:
-    return fetch(db, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")[0][0]
+    return fetch(db, "SELECT run_id FROM runs ORDER BY run_seq DESC LIMIT 1")[0][0]
 
 
 def committed_batches(db) -> int:

@@ -23,8 +23,9 @@ def fetch(store, sql, params=None):
 
 def test_created_at_current_version_with_tables_and_positions(tmp_path):
     store = wh.open_warehouse(tmp_path / "new" / "w")
-    assert schema.SCHEMA_VERSION == 2 and store.schema_version() == 2
-    assert fetch(store, "SELECT version, note FROM schema_version") == [(2, "created")]
+    v = schema.SCHEMA_VERSION
+    assert v == 3 and store.schema_version() == v
+    assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
         (-2, "Q"), (-1, "BOT"), (0, "T0"), (1, "T1"), (2, "T2"), (3, "T3"), (4, "T4"), (5, "T5"), (6, "EOT")]
     for table in ("runs", "results", "attention", "run_problems", "problems"):
@@ -32,33 +33,68 @@ def test_created_at_current_version_with_tables_and_positions(tmp_path):
         assert columns == schema.column_names(table), table
     wh.open_warehouse(store.path)  # reopening changes nothing
     wh.open_warehouse(store.path, read_only=True)
-    assert fetch(store, "SELECT version, note FROM schema_version") == [(2, "created")]
+    assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
 
 
 def test_forward_migration_runs_once_and_newer_files_are_refused(tmp_path, monkeypatch):
     path = tmp_path / "w"
     wh.open_warehouse(path).close()
     calls = []
+    v = schema.SCHEMA_VERSION
 
     def add_host(con):
         calls.append(1)
         con.execute("ALTER TABLE runs ADD COLUMN host TEXT")
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)  # this program is one version ahead of the lake
-    monkeypatch.setitem(migrate.MIGRATIONS, 3, add_host)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", v + 1)  # this program is one version ahead of the lake
+    monkeypatch.setitem(migrate.MIGRATIONS, v + 1, add_host)
     store = wh.open_warehouse(path, read_only=True)  # an older lake is migrated forward on first open
     assert calls == [1]
     wh.open_warehouse(path)
     wh.open_warehouse(path, read_only=True)
     assert calls == [1]  # once
     assert fetch(store, "SELECT version, note FROM schema_version ORDER BY version") == [
-        (2, "created"), (3, "migrated from 2")]
+        (v, "created"), (v + 1, f"migrated from {v}")]
     assert "host" in [r[0] for r in fetch(store, "SELECT column_name FROM (DESCRIBE runs)")]
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)  # the older program meets the migrated lake
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", v)  # the older program meets the migrated lake
     for read_only in (False, True):
-        with pytest.raises(migrate.SchemaError, match="schema version 3, newer .*upgrade codi-warehouse"):
+        with pytest.raises(migrate.SchemaError, match=f"schema version {v + 1}, newer .*upgrade codi-warehouse"):
             wh.open_warehouse(path, read_only=read_only)
+
+
+def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
+    """Migration 3 on a lake laid out as version 2 left it: rows kept, js_answer / entropy_answer NULL for
+    them, runs numbered by start time; `latest` then follows the numbers, not the clock."""
+    path = tmp_path / "w"
+    store = wh.open_warehouse(path)
+    first = store.begin_run({}, run_id="first")
+    store.append_problem(first, *sample_problem(1, **SMALL))
+    store.finish_run(first)
+    second = store.begin_run({}, run_id="second")
+    store.finish_run(second)
+    with store.cursor() as con:  # back to version 2: without the columns of 3, the second run begun first
+        con.execute("ALTER TABLE results DROP COLUMN js_answer")
+        con.execute("ALTER TABLE results DROP COLUMN entropy_answer")
+        con.execute("ALTER TABLE runs DROP COLUMN run_seq")
+        con.execute("UPDATE runs SET started_at = started_at - INTERVAL 1 HOUR WHERE run_id = 'second'")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (2, now()::TIMESTAMP, 'created')")
+        con.execute("UPDATE warehouse_info SET views_hash = NULL")
+    store.close()
+
+    store = wh.open_warehouse(path, read_only=True)
+    assert store.schema_version() == 3
+    assert fetch(store, "SELECT run_id, run_seq FROM runs ORDER BY run_seq") == [("second", 1), ("first", 2)]
+    assert store.resolve_run("latest") == "first"
+    assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [(43, 0, 0)]
+    for table in ("runs", "results"):
+        columns = [r[0] for r in fetch(store, f"SELECT column_name FROM (DESCRIBE {table})")]
+        assert columns == schema.column_names(table), table
+    third = wh.open_warehouse(path).begin_run({}, run_id="third")  # numbering goes on after the migrated runs
+    assert fetch(store, "SELECT run_seq FROM runs WHERE run_id = ?", [third]) == [(3,)]
+    with pytest.raises(wh.WarehouseError, match="reserved"):
+        wh.open_warehouse(path).begin_run({}, run_id="latest")
 
 
 @pytest.mark.parametrize("read_only", [False, True])
@@ -72,7 +108,7 @@ def test_a_lake_from_a_newer_program_is_refused_and_left_alone(tmp_path, read_on
         con.execute("INSERT INTO schema_version VALUES (99, now()::TIMESTAMP, 'x')")
     store.close()
     catalog = (path / "catalog.sqlite").read_bytes()
-    with pytest.raises(migrate.SchemaError, match="schema version 99, newer than this program's 2; "
+    with pytest.raises(migrate.SchemaError, match=f"schema version 99, newer than this program's {schema.SCHEMA_VERSION}; "
                                                   "upgrade codi-warehouse"):
         wh.open_warehouse(path, read_only=read_only)
     with pytest.raises(migrate.SchemaError, match="upgrade codi-warehouse"):

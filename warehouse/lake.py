@@ -135,8 +135,12 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(m in text for m in _RETRYABLE)
 
 
-def retrying(fn, timeout: float, what: str):
-    """Call fn() until it does not fail with a transient lock/conflict error, with jittered backoff."""
+def retrying(fn, timeout: float, what: str, folder: Path | None = None):
+    """Call fn() until it does not fail with a transient lock/conflict error, with jittered backoff.
+
+    After `timeout` seconds: WarehouseBusy, naming the processes that hold locks on the folder's SQLite
+    catalog (pid, program, reading or writing) when they can be found.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
@@ -146,10 +150,53 @@ def retrying(fn, timeout: float, what: str):
             if not is_retryable(exc):
                 raise
             if time.monotonic() >= deadline:
-                raise WarehouseBusy(f"{what}: the warehouse catalog stayed locked for {timeout:.0f} s by other "
-                                    "processes; try again when they are done") from exc
+                holders = lock_holders(folder) if folder is not None else []
+                who = ("held by " + "; ".join(holders)) if holders else "held by other processes"
+                raise WarehouseBusy(f"{what}: the warehouse catalog stayed locked for {timeout:.0f} s, {who}; "
+                                    "let them finish (or stop them), then try again") from exc
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.2)
+
+
+def _program(pid: int) -> str:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    text = " ".join(w.decode(errors="replace") for w in words if w)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def lock_holders(folder: Path) -> list[str]:
+    """Other processes holding POSIX locks on the SQLite catalog's files, from /proc/locks (Linux):
+    'pid 123 (python cli.py run ...), writing'. Empty where that cannot be told (another OS, a
+    PostgreSQL catalog, no holder)."""
+    inodes = {}
+    for name in (CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
+        with contextlib.suppress(OSError):
+            found = os.stat(folder / name)
+            inodes[(os.major(found.st_dev), os.minor(found.st_dev), found.st_ino)] = name
+    if not inodes:
+        return []
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    modes: dict[int, set[str]] = {}
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:  # a process waiting for the lock, not holding it
+            continue
+        try:
+            kind, mode, pid, where = fields[1], fields[3], int(fields[4]), fields[5]
+            major, minor, inode = where.split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+        except (IndexError, ValueError):
+            continue
+        if kind in ("POSIX", "OFDLCK") and key in inodes and pid != os.getpid():
+            modes.setdefault(pid, set()).add("writing" if mode == "WRITE" else "reading")
+    return [f"pid {pid} ({_program(pid)}), {'writing' if 'writing' in found else 'reading'}"
+            for pid, found in sorted(modes.items())]
 
 
 # --- identity -------------------------------------------------------------------------------------

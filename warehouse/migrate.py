@@ -18,9 +18,19 @@ import duckdb
 from engine.positions import NAMES
 from warehouse import schema, views
 
-# version -> function(con) bringing a lake from version - 1 to version. Example for a v3:
-#   MIGRATIONS[3] = lambda con: con.execute("ALTER TABLE runs ADD COLUMN host VARCHAR")
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {}
+
+def _to_3(con: duckdb.DuckDBPyConnection) -> None:
+    """JS and entropy at the answer number (older rows keep NULL there: they were measured at EOT only),
+    and runs numbered in the order they began (existing runs by their start time)."""
+    con.execute("ALTER TABLE results ADD COLUMN js_answer DOUBLE")
+    con.execute("ALTER TABLE results ADD COLUMN entropy_answer DOUBLE")
+    con.execute("ALTER TABLE runs ADD COLUMN run_seq BIGINT")
+    con.execute("UPDATE runs SET run_seq = s.n FROM (SELECT run_id, row_number() OVER (ORDER BY started_at, run_id) "
+                "AS n FROM runs) s WHERE runs.run_id = s.run_id")
+
+
+# version -> function(con) bringing a lake from version - 1 to version, in the caller's transaction
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3}
 FIRST_LAKE_VERSION = 2
 # Small tables live in the catalog itself (DuckLake data inlining); fact rows always go to Parquet.
 INLINED_ROWS = 1000

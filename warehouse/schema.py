@@ -20,7 +20,7 @@ from __future__ import annotations
 import pyarrow as pa
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2  # 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
+SCHEMA_VERSION = 3  # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
 
 RUN_STATUSES = ("running", "complete", "failed")
 CONVENTIONS = ("codi", "legacy")
@@ -88,6 +88,7 @@ runs = sa.Table(
     _text("parent_run_id"),
     sa.Column("n_problems_planned", sa.Integer),
     _text("error"),
+    sa.Column("run_seq", sa.BigInteger),  # schema 3: 1, 2, ... in the order runs began (what `latest` follows)
     sa.CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status"),
     sa.CheckConstraint(f"convention IN {CONVENTIONS}", name="runs_convention"),
     info={"storage": "table"},
@@ -128,14 +129,16 @@ results = sa.Table(
     sa.Column("correct", sa.Boolean),
     sa.Column("flipped", sa.Boolean),
     sa.Column("fixed", sa.Boolean),
-    sa.Column("kl_first", sa.Double),
-    sa.Column("kl_answer", sa.Double),
+    sa.Column("kl_first", sa.Double),  # *_first: at EOT, predicting the template's first word (extras)
+    sa.Column("kl_answer", sa.Double),  # *_answer: where the answer number is predicted
     sa.Column("kl_max", sa.Double),
     sa.Column("js_first", sa.Double),
     sa.Column("entropy_first", sa.Double),
     sa.Column("logp_gold", sa.Double),
     sa.Column("disruption", sa.Double),
     sa.Column("condition_id", sa.SmallInteger, nullable=False),  # joins attention within (run, problem)
+    sa.Column("js_answer", sa.Double),  # schema 3
+    sa.Column("entropy_answer", sa.Double),  # schema 3
     info={"storage": "fact"},
 )
 

@@ -52,6 +52,7 @@ from warehouse.schema import CONVENTIONS, column_names
 _AUTO = ("run_id", "status", "started_at", "finished_at", "config_json", "config_hash", "error")
 LINEAGE_FIELDS = tuple(c for c in column_names("runs") if c not in _AUTO[1:])
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a lock file name
+RESERVED_RUN_IDS = ("latest",)
 _WRITER_LOCKS: dict[str, int] = {}  # lock file -> descriptor, for the runs this process writes
 
 
@@ -215,7 +216,8 @@ class Warehouse:
         con = lake.new_connection(self.catalog)
         try:
             lake.retrying(lambda: lake.attach(con, self.path, self.catalog, self.read_only),
-                          lake.READ_TIMEOUT_S, f"opening {self.path}")
+                          lake.READ_TIMEOUT_S, f"opening {self.path}",
+                          self.path if self.catalog.kind == "sqlite" else None)
         except duckdb.Error as exc:
             con.close()
             raise lake.NotAWarehouse(f"{self.path}: its catalog cannot be opened ({_first_line(exc)}); restore "
@@ -294,7 +296,7 @@ class Warehouse:
         with self.cursor() as con:
             return migrate.current_version(con)
 
-    def _transact(self, body, what: str, timeout: float = lake.WRITE_TIMEOUT_S):
+    def _transact(self, body, what: str, timeout: float | None = None):
         """Run body(con) in one transaction, retried whole while other writers hold or win the catalog."""
         if self.read_only:
             raise WarehouseError(f"{what}: the warehouse was opened read-only")
@@ -316,7 +318,8 @@ class Warehouse:
                 return out
 
         try:
-            return lake.retrying(attempt, timeout, what)
+            return lake.retrying(attempt, lake.WRITE_TIMEOUT_S if timeout is None else timeout, what,
+                                 self.path if self.catalog.kind == "sqlite" else None)
         except duckdb.Error as exc:
             if self._disk_full(exc):  # DuckDB and SQLite say it in their own words, not as an OSError
                 raise OSError(errno.ENOSPC, f"{what}: No space left on device in {self.path} "
@@ -391,18 +394,23 @@ class Warehouse:
         run_id = row.pop("run_id", None) or lineage.new_run_id()
         if not _RUN_ID.fullmatch(run_id):
             raise WarehouseError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-', not first '_' or '.'")
+        if run_id in RESERVED_RUN_IDS:
+            raise WarehouseError(f"run id {run_id!r} is reserved (it names the most recent run); choose another")
         row.update(run_id=run_id, status="running", started_at=_now(),
                    config_json=lineage.canonical_json(config), config_hash=lineage.config_hash(config))
         return row
 
     @staticmethod
     def _insert_run(con, row: dict) -> None:
+        # run_seq: the order runs began, for `latest` (a wall clock can step back); unique because of
+        # the conflict below
+        row = {**row, "run_seq": con.execute("SELECT coalesce(max(run_seq), 0) + 1 FROM runs").fetchall()[0][0]}
         names = list(row)
         con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                     [row[n] for n in names])
-        # Two processes inserting the same new run would both commit (inserts never conflict in
-        # DuckLake); rewriting this one-row table makes their transactions conflict, and the retried
-        # loser sees the winner's run.
+        # Two processes inserting the same new run, or two runs with the same run_seq, would both
+        # commit (inserts never conflict in DuckLake); rewriting this one-row table makes their
+        # transactions conflict, and the retried loser sees the winner's run and number.
         con.execute("UPDATE warehouse_info SET views_hash = views_hash")
 
     def join_run(self, config: dict, shard: tuple[int, int], **fields) -> tuple[str, set[str], str]:
@@ -610,10 +618,12 @@ class Warehouse:
             raise
 
     def resolve_run(self, spec: str) -> str:
-        """A full run id, a unique prefix of one, or `latest` (the most recently started run)."""
+        """A full run id, a unique prefix of one, or `latest` (the run begun last: the highest run_seq,
+        whatever the clocks of the machines that began them said)."""
         with self.cursor() as con:
             if spec == "latest":
-                found = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchall()
+                found = con.execute("SELECT run_id FROM runs ORDER BY run_seq DESC NULLS LAST, started_at DESC, "
+                                    "run_id DESC LIMIT 1").fetchall()
                 if not found:
                     raise UnknownRun("there are no runs yet; start one with `python cli.py run`")
                 return found[0][0]
@@ -635,7 +645,7 @@ class Warehouse:
                 "SELECT r.run_id, r.status, r.started_at, r.finished_at, r.model_name, r.dataset_name, "
                 "r.n_problems_planned, coalesce(c.n, 0) AS problems_committed, r.convention "
                 "FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n FROM run_problems GROUP BY run_id) c "
-                "USING (run_id) ORDER BY r.started_at, r.run_id")
+                "USING (run_id) ORDER BY r.run_seq NULLS FIRST, r.started_at, r.run_id")
             runs = rel.pl().to_dicts()
         damaged = self.damaged_files()
         for run in runs:

@@ -66,6 +66,7 @@ def upgrade(old: str | os.PathLike, target: str | os.PathLike) -> dict:
     for run in runs:
         tables = _run_tables(shards, run["run_id"])
         rows = {k: v for k, v in run.items() if k in lineage}
+        rows["run_seq"] = copied["runs"] + 1  # the old runs in the order they began
 
         def copy(con, rows=rows, tables=tables):
             names = list(rows)
