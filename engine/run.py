@@ -22,9 +22,11 @@ from engine.conditions import build_conditions, parse_methods, parse_sigmas, sel
 from engine.model import CodiModel
 from engine.runner import EngineOptions, run_chunk
 from engine.strata import STRATA, stratified
+from engine.validate import TooLong, fit_context
 from ingest.datasets import SYNTHETIC, distinct, load_problems, synthetic_problems
 from ingest.problems import problems_hash as dataset_hash
 from ingest.problems import problems_table as problems_frame  # the `problems` rows ingest writes
+from warehouse.lake import WarehouseBusy
 
 DEFAULT_PROBLEMS = 100
 
@@ -63,6 +65,15 @@ def pick_device(device: str) -> tuple[str, torch.dtype]:
 
 def select_problems(req: RunRequest) -> list:
     """Default: 100 held-out synthetic problems, 25 per difficulty stratum (steps <=2, 3, 4, 5+)."""
+    return fitting_problems(req)[0]
+
+
+def fitting_problems(req: RunRequest, model: CodiModel | None = None) -> tuple[list, list[TooLong]]:
+    """The run's problems, and (with `model`, under --skip-invalid) those left out for not fitting its context.
+
+    Every problem is measured before the first forward pass: one too long for the context stops the
+    run here (naming the first few), unless --skip-invalid, which runs the others in its place.
+    """
     if req.dataset == SYNTHETIC:
         n = req.problems or DEFAULT_PROBLEMS
         per_stratum = math.ceil(n / len(STRATA))
@@ -70,7 +81,9 @@ def select_problems(req: RunRequest) -> list:
             chosen = stratified(distinct(synthetic_problems(per_stratum * generated, seed=req.seed)), per_stratum)[:n]
             if len(chosen) == n:
                 break
-        return chosen
+        if model is None:
+            return chosen, []
+        return fit_context(model, chosen, req.max_new_tokens, req.dataset, req.skip_invalid)
     problems = load_problems(req.dataset, None, req.seed, skip_invalid=req.skip_invalid)  # repeats left out
     if not problems:
         raise ValueError(f"dataset {req.dataset} holds no problems; give a JSONL file with one "
@@ -78,7 +91,14 @@ def select_problems(req: RunRequest) -> list:
     if req.problems is not None and req.problems > len(problems):
         raise ValueError(f"--problems {req.problems} is more than the {len(problems)} distinct problems in "
                          f"{req.dataset}; ask for at most {len(problems)}, or leave --problems out to run them all")
-    return problems[:req.problems]
+    if model is None:
+        return problems[:req.problems], []
+    problems, skipped = fit_context(model, problems, req.max_new_tokens, req.dataset, req.skip_invalid, req.problems)
+    if req.problems is not None and req.problems > len(problems):  # --skip-invalid left too few
+        raise ValueError(f"--problems {req.problems} is more than the {len(problems)} problems in {req.dataset} "
+                         f"that fit {model.info.name}'s context ({len(skipped)} too long); ask for at most "
+                         f"{len(problems)}, or leave --problems out to run them all")
+    return problems[:req.problems], skipped
 
 
 def select_layers(model: CodiModel, req: RunRequest) -> tuple[int, ...]:
@@ -144,7 +164,7 @@ def plan_run(req: RunRequest, model: CodiModel | None = None) -> RunPlan:
     device, dtype = pick_device(req.device)
     if model is None:
         model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
-    problems = select_problems(req)
+    problems, skipped = fitting_problems(req, model)  # every problem checked before the first forward pass
     layers = select_layers(model, req)
     methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
     conditions = tuple(build_conditions(list(layers), methods, sigmas))
@@ -154,6 +174,8 @@ def plan_run(req: RunRequest, model: CodiModel | None = None) -> RunPlan:
     config = {**{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
               "layers": list(layers), "methods": list(methods), "sigmas": list(sigmas),
               "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256}
+    if skipped:  # only then: the config (and its hash) of every other run stays as it was
+        config["skipped_problems"] = [t.record() for t in skipped]
     fields = {
         "model_name": req.model, "weights_sha256": model.info.weights_sha256, "n_layers": model.n_layers,
         "n_heads": model.n_heads, "d_model": model.codi.config.hidden_size, "patch_layers": list(layers),
@@ -200,9 +222,11 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
             bar.close()
             writer.close()
     except BaseException as exc:
-        # If even that fails (a full disk), the run stays `running`, which resume accepts too.
-        with contextlib.suppress(Exception):
-            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        # If even that fails (a full disk), the run stays `running`, which resume accepts too. A catalog
+        # that stayed locked would only keep us waiting again: leave the run running and say so.
+        if not isinstance(exc, WarehouseBusy):
+            with contextlib.suppress(Exception):
+                store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, (OSError, ValueError)):  # a cause the user can fix: say how to go on
             raise RunFailed(run_id, exc) from exc
         raise
@@ -215,12 +239,15 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
 
 
 class RunFailed(ValueError):
-    """A run stopped by a cause outside the engine (full disk, bad input); committed problems are kept."""
+    """A run stopped by a cause outside the engine (full disk, bad input, a catalog locked too long);
+    committed problems are kept."""
 
     def __init__(self, run_id: str, cause: BaseException):
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        super().__init__(f"run {run_id} stopped: {reason}; committed problems are kept: fix the cause, then "
-                         f"continue with `python cli.py run --resume {run_id}` and the same flags")
+        state = "it stays running, " if isinstance(cause, WarehouseBusy) else ""
+        super().__init__(f"run {run_id} stopped: {reason}; committed problems are kept ({state}nothing is lost): "
+                         f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
+                         "flags")
         self.run_id = run_id
 
 

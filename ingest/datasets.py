@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ingest.files import require_regular
 from ingest.gsm8k import DatasetError, Problem, parse_record, read_jsonl
 from ingest.research_dataset import read_research_dataset
 from ingest.synthetic import generate_split
@@ -43,6 +44,7 @@ def load_problems(dataset: str = SYNTHETIC, n: int | None = None, seed: int = 0,
         if n is None:
             raise ValueError("the synthetic dataset needs a problem count")
         return synthetic_problems(n, seed)
+    require_regular(dataset, "dataset file", DatasetError)  # before the first look: a pipe would block or be consumed
     if is_research_dataset(dataset):
         problems = list(read_research_dataset(dataset).by_id.values())
         unknown = [p.source_id for p in problems if p.n_steps is None]
@@ -88,7 +90,7 @@ def is_research_dataset(path: str | Path) -> bool:
         return True
     try:
         record = json.loads(text.split("\n", 1)[0])
-    except ValueError:
-        return False
+    except (ValueError, RecursionError):
+        return False  # the GSM8K reader reports the line
     # a GSM8K line that happens to carry a gsm8k_id still has its '#### N' answer: the GSM8K reader takes it
     return isinstance(record, dict) and "gsm8k_id" in record and "####" not in str(record.get("answer", ""))

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.files import require_regular
+
 _ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
+# A comma is a thousands separator only between groups of exactly three digits: 1,234 and 12,345.6 are
+# numbers, 1,2,3 and 12,34 are not (never read as 123 or 1234).
+GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -71,12 +77,36 @@ def count_steps(solution: str) -> int:
     return len(annotations(solution))
 
 
+class NoFinalAnswer(ValueError):
+    """A solution without a final `#### <number>`."""
+
+
+def parse_number(text: str, what: str = "{}") -> float:
+    """A decimal number as a gold answer: thousands commas only in groups of three, finite; ValueError else.
+
+    `what` describes the number in messages, `{}` standing for it (e.g. "final answer '#### {}'").
+    """
+    shown = what.format(text if len(text) <= 24 else f"{text[:12]}...{text[-6:]}")
+    if "," in text and not GROUPED.fullmatch(text):
+        raise ValueError(f"{shown} is malformed: a comma separates thousands only between groups of exactly "
+                         "three digits (1,234); fix the number")
+    try:
+        value = float(text.replace(",", ""))
+    except ValueError:
+        raise ValueError(f"{shown} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{shown} ({len(text)} characters) is not a finite number (too large to store); fix or "
+                         "remove the record")
+    return value
+
+
 def parse_gold(solution: str) -> float:
-    """The number after the final `####` (commas removed); ValueError when there is none."""
+    """The number after the final `####` (thousands commas removed); NoFinalAnswer when there is none,
+    ValueError when it is malformed (1,2,3) or too large to store."""
     match = _FINAL.search(solution.strip())
     if not match:
-        raise ValueError("answer has no final '#### <number>'")
-    return float(match.group(1).replace(",", ""))
+        raise NoFinalAnswer("answer has no final '#### <number>'")
+    return parse_number(match.group(1), "final answer '#### {}'")
 
 
 def parse_record(record: object, source: str = "", source_id: str = "") -> Problem:
@@ -93,6 +123,7 @@ def parse_record(record: object, source: str = "", source_id: str = "") -> Probl
 def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
     """Read a GSM8K JSONL file; raise DatasetError listing bad lines unless skip_invalid."""
     path = Path(path)
+    require_regular(path, "dataset file", DatasetError)  # before opening: a pipe would block or be consumed
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}; check the path")
     problems, bad = [], []
@@ -116,6 +147,8 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
                 problems.append(problem)
             except json.JSONDecodeError as exc:
                 bad.append(BadLine(number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            except RecursionError:
+                bad.append(BadLine(number, "JSON nested too deeply to read (a record is one flat object)"))
             except ValueError as exc:
                 bad.append(BadLine(number, str(exc)))
     if bad and not skip_invalid:

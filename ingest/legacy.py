@@ -41,6 +41,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.files import require_regular
 from ingest.legacy_formats import (
     LegacyFormatError,
     Parsed,
@@ -89,10 +90,13 @@ def _load_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise LegacyFormatError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise LegacyFormatError(f"{path}: JSON nested too deeply to read; not a legacy result file") from None
 
 
 def detect(path: Path) -> Source:
     """Which of the five formats a file holds, by its content (file names only break ties)."""
+    require_regular(path, "legacy file", LegacyFormatError)  # before opening: a pipe would block or be consumed
     if not path.is_file():
         raise FileNotFoundError(f"legacy file not found: {path}")
     if path.suffix == ".npy":
@@ -120,6 +124,7 @@ def detect(path: Path) -> Source:
 
 def _companion(path: Path, name: str) -> Path:
     other = path.with_name(name)
+    require_regular(other, f"{path}: its companion", LegacyFormatError)
     if not other.is_file():
         raise FileNotFoundError(f"{path}: its companion {name} is not next to it ({other})")
     return other

@@ -160,7 +160,7 @@ def _each(path: Path, data: object, parsed: Parsed, handle) -> None:
             handle(where, record)
         except LegacyFormatError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise _fail(path, where, _describe(exc)) from exc
 
 
@@ -275,12 +275,18 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
         entries = meta["problems"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LegacyFormatError(f"{metadata_path}: not an attention_metadata.json ({_describe(exc)})") from exc
+    except RecursionError:
+        raise LegacyFormatError(f"{metadata_path}: JSON nested too deeply to read; not an "
+                                "attention_metadata.json") from None
+    if not isinstance(entries, list):
+        raise LegacyFormatError(f"{metadata_path}: problems is not a list of per-problem entries")
+    shape = _npy_shape(npy)  # the header checked against the file's size before the array is read
+    if len(shape) != 5 or shape[-2:] != (N_TOKENS, N_TOKENS):
+        raise LegacyFormatError(f"{npy}: expected shape [N, L, H, 6, 6], got {list(shape)}")
     try:
         patterns = np.load(npy, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise LegacyFormatError(f"{npy}: not a readable .npy array ({exc})") from exc
-    if patterns.ndim != 5 or patterns.shape[-2:] != (N_TOKENS, N_TOKENS):
-        raise LegacyFormatError(f"{npy}: expected shape [N, L, H, 6, 6], got {list(patterns.shape)}")
     n, n_layers, n_heads = patterns.shape[:3]
     for key, size in (("n_layers", n_layers), ("n_heads", n_heads), ("n_problems", n)):
         if meta.get(key) is not None and meta[key] != size:
@@ -288,13 +294,18 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
     problems = _ProblemMap(metadata_path, dataset)
     parsed.records = len(entries)
     chosen: list[int] = []
+    owner: dict[int, str] = {}  # array index -> the entry that claims it
     for i, entry in enumerate(entries):
         where = f"problems[{i}]"
         if not isinstance(entry, dict) or "gsm8k_id" not in entry:
             raise _fail(metadata_path, where, "expected an object with gsm8k_id")
         index = entry.get("index", i)
-        if not isinstance(index, int) or not 0 <= index < n:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
             raise _fail(metadata_path, where, f"index {index!r} outside the array's {n} problems")
+        if index in owner:  # two problems cannot both own one slice of the array: which one is it?
+            raise _fail(metadata_path, f"{where} (problem {entry['gsm8k_id']})", f"array index {index} is already "
+                        f"used by {owner[index]}; each problem needs its own index into {npy.name}")
+        owner[index] = f"problems[{i}] (problem {entry['gsm8k_id']})"
         if not entry.get("success", True):
             parsed.skipped.append({"record": i, "problem": entry["gsm8k_id"],
                                    "reason": str(entry.get("error", "extraction failed"))})
@@ -305,6 +316,13 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
     outside = np.ones((N_TOKENS, N_TOKENS), dtype=bool)
     outside[dst, src] = False
     selected = patterns[np.array(chosen, dtype=np.int64)].astype(np.float32)  # [n, L, H, 6, 6]
+    bad = ~np.isfinite(selected)
+    if bad.any():
+        p, layer, head, i, j = (int(x) for x in np.argwhere(bad)[0])
+        raise LegacyFormatError(f"{npy}: {int(bad.sum())} non-finite attention weight(s) (NaN or inf), first for "
+                                f"problem {problems.problems[p].source_id} (array index {chosen[p]}) layer {layer} "
+                                f"head {head} cell [{i}, {j}] = {selected[p, layer, head, i, j]}; the array is "
+                                "corrupted: nothing imported")
     if np.any(selected[..., outside] != 0):
         raise LegacyFormatError(f"{npy}: non-zero values outside the cells [i, j < i] the research script wrote; "
                                 "this layout is not one the importer knows")
@@ -314,6 +332,37 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
     parsed.fields = {"n_layers": int(n_layers), "n_heads": int(n_heads)}
     parsed.notes = {"metadata": {k: v for k, v in meta.items() if k != "problems"}}
     return parsed
+
+
+def _npy_shape(npy: Path) -> tuple[int, ...]:
+    """The array shape a .npy header declares, once the header is known to describe this file: a numeric
+    dtype (never Python objects) and exactly as many data bytes as the file holds, so a header claiming
+    40 GiB is refused before anything is allocated."""
+    try:
+        with npy.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version[0]}.{version[1]} (this reader takes 1.0 and 2.0)")
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read(f)
+            offset = f.tell()
+        size = npy.stat().st_size
+    except (OSError, ValueError, SyntaxError, TypeError) as exc:
+        raise LegacyFormatError(f"{npy}: not a readable .npy array ({_describe(exc)})") from exc
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise LegacyFormatError(f"{npy}: dtype {dtype} is not a numeric array of attention weights")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != size - offset:
+        raise LegacyFormatError(f"{npy}: its header declares shape {list(shape)} of {dtype} ({_bytes(declared)}), but "
+                                f"the file holds {_bytes(size - offset)} of data: truncated or damaged; copy it again")
+    return tuple(shape)
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _pattern_rows(problem_ids: list[str], weights: np.ndarray, dst: np.ndarray, src: np.ndarray) -> pa.Table:

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.gsm8k import DatasetError, Problem, count_steps, parse_gold, problem_id
+from ingest.files import require_regular
+from ingest.gsm8k import GROUPED, DatasetError, NoFinalAnswer, Problem, count_steps, parse_gold, problem_id
 
 
 @dataclass(frozen=True)
@@ -42,17 +43,29 @@ def number(value: object, what: str = "value") -> float:
     if isinstance(value, bool):
         raise ValueError(f"{what} {value!r} is not a number")  # noqa: TRY004 - bad input, reported with its record
     if isinstance(value, int | float):
-        result = float(value)
-    elif isinstance(value, str):
         try:
-            result = float(value.strip().replace(",", "").removeprefix("$"))
+            result = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise ValueError(f"{what} {_short(value)} is not a finite number (too large to store)") from None
+    elif isinstance(value, str):
+        text = value.strip().removeprefix("$")
+        if "," in text and not GROUPED.fullmatch(text):  # never 1,2,3 read as 123
+            raise ValueError(f"{what} {_short(value)} is not a number: a comma separates thousands only between "
+                             "groups of exactly three digits (1,234)")
+        try:
+            result = float(text.replace(",", ""))
         except ValueError:
-            raise ValueError(f"{what} {value!r} is not a number") from None
+            raise ValueError(f"{what} {_short(value)} is not a number") from None
     else:
         raise ValueError(f"{what} {value!r} is not a number")  # noqa: TRY004 - bad input, reported with its record
     if not math.isfinite(result):
-        raise ValueError(f"{what} {value!r} is not a finite number")
+        raise ValueError(f"{what} {_short(value)} is not a finite number")
     return result
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 30 else f"{text[:14]}...{text[-8:]} ({len(text)} characters)"
 
 
 def research_problem(record: object, source: str) -> Problem:
@@ -89,9 +102,10 @@ def research_problem(record: object, source: str) -> Problem:
 
 
 def _final_answer(solution: str | None) -> float | None:
+    """The number after a solution's final `####`; None without one; ValueError when it is malformed."""
     try:
         return parse_gold(solution) if solution else None
-    except ValueError:
+    except NoFinalAnswer:
         return None
 
 
@@ -103,6 +117,9 @@ def _records(path: Path) -> list[tuple[str, object]]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+        except RecursionError:
+            raise DatasetError(f"{path}: JSON nested too deeply to read (a dataset is an array of flat "
+                               "records)") from None
         return [(f"record {i}", r) for i, r in enumerate(data)]
     out: list[tuple[str, object]] = []
     for number_, line in enumerate(text.splitlines(), start=1):
@@ -111,12 +128,16 @@ def _records(path: Path) -> list[tuple[str, object]]:
                 out.append((f"line {number_}", json.loads(line)))
             except json.JSONDecodeError as exc:
                 out.append((f"line {number_}", DatasetError(f"invalid JSON ({exc.msg} at column {exc.colno})")))
+            except RecursionError:
+                out.append((f"line {number_}", DatasetError("JSON nested too deeply to read (a record is one flat "
+                                                            "object)")))
     return out
 
 
 def read_research_dataset(path: str | Path) -> ResearchDataset:
     """Read a research dataset file; DatasetError naming every bad record (nothing is loaded then)."""
     path = Path(path)
+    require_regular(path, "dataset file", DatasetError)  # before opening: a pipe would block or be consumed
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
     try:

@@ -98,7 +98,10 @@ def _list_of(check):
 
 
 def _number(value) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits: no float holds it
+        return False
 
 
 def _sha256(value) -> bool:
@@ -437,6 +440,8 @@ def read_manifest(path) -> dict:
         manifest = json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise ManifestError(f"{path}: {MANIFEST} is not valid JSON ({_line(exc)}); {_redo(path)}") from exc
+    except RecursionError:
+        raise ManifestError(f"{path}: {MANIFEST} is nested too deeply to read; {_redo(path)}") from None
     return validate_manifest(manifest, path)
 
 
