@@ -30,7 +30,9 @@ def format_number(value: float) -> str:
 
 
 def gold_tokens(model: CodiModel, baseline_tokens: list[int], gold: float) -> list[int]:
-    """The gold answer in the model's own answer format (its baseline's text with the number replaced)."""
+    """The gold answer in the model's own answer format (its baseline's text with the number replaced),
+    ending with EOS: log p(gold) is the probability of the whole answer, so "42" is not scored as a
+    prefix of "420" (EOS is a vocabulary token, never the pad id that log-prob sums leave out)."""
     idx = number_token_index(model, baseline_tokens)
     if idx is None:
         text = f" The answer is: {format_number(gold)}"
@@ -39,5 +41,7 @@ def gold_tokens(model: CodiModel, baseline_tokens: list[int], gold: float) -> li
         number_piece = model.tokenizer.decode(baseline_tokens[idx: idx + 1], skip_special_tokens=True)
         spacing = number_piece[: len(number_piece) - len(number_piece.lstrip())]
         text = prefix + spacing + format_number(gold)
-    return model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = model.tokenizer.eos_token_id
+    return ids if eos is None else ids + [eos]
 

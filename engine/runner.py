@@ -43,7 +43,13 @@ class EngineOptions:
 # --- replacement values ---------------------------------------------------------------------------
 def replacement(cond: Condition, problem_id: str, layer_index: int, sites: torch.Tensor,
                 pool: dict[str, torch.Tensor], opts: EngineOptions) -> tuple[torch.Tensor, str | None, int | None]:
-    """h' for one condition, with the donor problem / thought it used (SPEC 3)."""
+    """h' for one condition, with the donor problem / thought it used (SPEC 3).
+
+    zero: 0; clean: h; gauss: h + sigma * s * e, e ~ N(0, I) seeded by the condition, s = 1 (absolute)
+    or the RMS of h (`--noise-scale rms`); shuffle: the same problem's clean value at a drawn thought
+    j != k; random: a drawn donor problem's clean value at Tk; mean: the mean clean value at Tk over
+    the pool's OTHER problems (the target itself is left out).
+    """
     h = sites[layer_index, cond.thought]
     seed = draw_seed(opts.seed, problem_id, cond)
     if cond.method == "zero":
@@ -60,7 +66,11 @@ def replacement(cond: Condition, problem_id: str, layer_index: int, sites: torch
         donor = choose_donor_problem(seed, sorted(pool), problem_id)
         return pool[donor][layer_index, cond.thought].clone(), donor, cond.thought
     if cond.method == "mean":
-        return torch.stack([v[layer_index, cond.thought] for v in pool.values()]).mean(0), None, None
+        others = [pid for pid in sorted(pool) if pid != problem_id]  # the target's own value is left out
+        if not others:
+            raise ValueError(f"`mean` needs a donor pool with a problem other than {problem_id} itself "
+                             f"(pool: {', '.join(sorted(pool)) or 'empty'})")
+        return torch.stack([pool[pid][layer_index, cond.thought] for pid in others]).mean(0), None, None
     raise ValueError(f"unknown method {cond.method!r}")
 
 
