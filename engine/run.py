@@ -145,6 +145,12 @@ class ChunkWriter:
             raise self.error
 
 
+# What the stored numbers mean; part of every run's config (and so of its hash), so a run begun under one
+# definition cannot be resumed under another. 2: log p(gold) includes EOS, `mean` leaves the target out,
+# JS and entropy also at the answer number, the last block's site read from the block itself.
+MEASURES_VERSION = 2
+
+
 @dataclass
 class RunPlan:
     """What a run needs before its first chunk; every process that plans the same request gets the same
@@ -167,13 +173,18 @@ def plan_run(req: RunRequest, model: CodiModel | None = None) -> RunPlan:
     problems, skipped = fitting_problems(req, model)  # every problem checked before the first forward pass
     layers = select_layers(model, req)
     methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
+    donors = sorted({"random", "mean"} & set(methods))
+    if donors and len(problems) < 2:
+        raise ValueError(f"--methods {','.join(donors)} take(s) values from other problems, and this run has "
+                         f"{len(problems)}; run at least 2 problems, or leave {','.join(donors)} out")
     conditions = tuple(build_conditions(list(layers), methods, sigmas))
     if req.attention not in ("all", "baseline", "none"):
         raise ValueError("--attention must be all, baseline or none")
     opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
     config = {**{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
               "layers": list(layers), "methods": list(methods), "sigmas": list(sigmas),
-              "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256}
+              "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256,
+              "measures_version": MEASURES_VERSION}
     if skipped:  # only then: the config (and its hash) of every other run stays as it was
         config["skipped_problems"] = [t.record() for t in skipped]
     fields = {

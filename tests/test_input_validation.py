@@ -423,3 +423,23 @@ def test_a_fifo_or_dev_fd_pipe_as_dataset_is_refused_before_opening(tmp_path):
     user_error(cli("run", "--dataset", tmp_path, *QUICK, "--db", db),  # before: "dataset file not found"
                f"dataset file {tmp_path} is a directory, not a file")
     assert not db.exists()
+
+
+# --- donor methods on one problem; resuming under other measure definitions -----------------------------
+def test_donor_methods_need_another_problem(tmp_path):
+    db = tmp_path / "w"
+    for methods in ("mean", "zero,random"):
+        user_error(cli("run", "--problems", 1, "--methods", methods, "--db", db), "take(s) values from other "
+                   "problems", "at least 2 problems")
+    assert not db.exists()  # refused before the warehouse was created
+
+
+def test_a_run_begun_under_other_measure_definitions_is_not_resumed(tmp_path, monkeypatch):
+    import engine.run
+
+    db = tmp_path / "w"
+    flags = ["--problems", 2, "--methods", "zero", "--attention", "none", "--db", db]
+    assert cli("run", *flags).exit_code == 0
+    run_id = fetch(db, "SELECT run_id FROM runs")[0][0]
+    monkeypatch.setattr(engine.run, "MEASURES_VERSION", engine.run.MEASURES_VERSION + 1)
+    user_error(cli("run", "--resume", run_id, *flags), "different configuration")
