@@ -79,11 +79,13 @@ def run_eval(model_name: str = "gpt2-tiny", checkpoint: str | None = None, datas
     import time
 
     from engine.checkpoints import load_model
+    from engine.validate import fit_context
     from ingest.datasets import load_problems
 
     started = time.time()
     model = load_model(model_name, checkpoint=checkpoint, device=device)
     chosen = load_problems(dataset, problems, seed)
+    fit_context(model, chosen, 32, dataset, skip_invalid=False)  # model.answer's 32 tokens; one line, no forward pass yet
     result = evaluate_model(model, chosen, teacher=teacher)
     result["accuracy_all_thoughts_zeroed"] = accuracy_with_thoughts_zeroed(model, chosen)
     return {**result, "model": model_name, "weights_sha256": model.info.weights_sha256,

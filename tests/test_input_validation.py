@@ -98,6 +98,13 @@ def test_a_too_long_problem_is_refused_before_the_first_forward_pass(tmp_path, t
                                  f"the model's context of {CONTEXT}")
 
 
+def test_eval_checks_the_context_before_answering(tmp_path):
+    long = {"question": "Ann has 3 apples. " * 60 + "How many?", "answer": "#### 7"}
+    path = jsonl(tmp_path / "long.jsonl", A, long)
+    user_error(cli("eval", "--dataset", path, "--problems", 2, "--no-teacher"), "1 problem(s) too long",
+               "entry 2 (id ")
+
+
 def test_the_context_check_is_exact_and_counts_the_gold_answer(tmp_path, tiny):
     """question + 8 + 24 = 256 positions runs; one token more is refused (unchecked it raised IndexError);
     a short question with a 250-digit gold answer is refused too (the gold answer is teacher-forced)."""
