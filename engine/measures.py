@@ -13,10 +13,15 @@ def log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    """KL(P || Q) = sum_v p (log p - log q) over the last axis, from log-probabilities; >= 0."""
+    """KL(P || Q) = sum_v p (log p - log q) over the last axis, from log-probabilities; >= 0.
+
+    NaN where either distribution holds a NaN (a broken baseline or an overflowed corruption), never the
+    0 that skipping p = NaN terms would give.
+    """
     p = logp.exp()
     terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))
-    return terms.sum(-1).clamp(min=0.0)
+    broken = torch.isnan(logp).any(-1) | torch.isnan(logq).any(-1)
+    return terms.sum(-1).clamp(min=0.0).masked_fill(broken, float("nan"))
 
 
 def js_divergence(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

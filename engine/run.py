@@ -242,9 +242,14 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
             raise RunFailed(run_id, exc) from exc
         raise
     store.finish_run(run_id, "complete")
-    if nonfinite:
-        print(f"note: {nonfinite} condition row(s) had non-finite logits (the corruption overflowed the model); "
-              "their KL, JS, entropy, log p(gold) and disruption are NULL and they count as failures", file=sys.stderr)
+    broken = broken_baselines(store, run_id) if nonfinite else 0
+    if broken:
+        print(f"note: the baseline itself has non-finite logits on {broken} problem(s): the model (checkpoint or "
+              "dtype) is broken there, not a corruption; every measure of those problems is NULL", file=sys.stderr)
+    if nonfinite - broken > 0:
+        print(f"note: {nonfinite - broken} condition row(s) had non-finite logits (the corruption overflowed the "
+              "model); their KL, JS, entropy, log p(gold) and disruption are NULL and they count as failures",
+              file=sys.stderr)
     return {"run_id": run_id, "status": "complete", "problems": len(problems),
             "conditions": len(conditions), "seconds": round(time.time() - started, 2), "nonfinite_rows": nonfinite}
 
@@ -260,6 +265,13 @@ class RunFailed(ValueError):
                          f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
                          "flags")
         self.run_id = run_id
+
+
+def broken_baselines(store, run_id: str) -> int:
+    """Baseline rows of the run whose own distribution was not finite (entropy NULL)."""
+    with store.cursor() as con:
+        return con.execute("SELECT count(*) FROM results WHERE run_id = ? AND method = 'baseline' "
+                           "AND entropy_first IS NULL", [run_id]).fetchall()[0][0]
 
 
 def nonfinite_rows(results) -> int:
