@@ -675,3 +675,30 @@ def test_hub_normalization_and_head_composite(views_db):
         assert (row["flow"], row["hub"], row["skip"]) == pytest.approx((flow[i], hubs[i], skip[i]), abs=1e-6)
         assert row["composite"] == pytest.approx(composite[i], abs=1e-6)
         assert row["rank"] == 1 + int((composite > composite[i] + 1e-9).sum())
+
+
+def test_a_baseline_with_non_finite_logits_measures_null_not_zero(tiny):
+    """A broken baseline (NaN logits: an overflowing checkpoint or dtype) stores NULL for every measure of
+    its own row and of its conditions, never the 0.0 a healthy baseline has against itself."""
+    tok = tiny.tokenizer
+    tokens = [tok(" The answer is: 7", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]] * 2
+    width, vocab = len(tokens[0]), 11
+    rng = np.random.default_rng(5)
+    base_logits = rng.normal(size=(2, width, vocab))
+    base_logits[1] = np.nan  # problem p1's baseline is broken
+    problems = [SimpleNamespace(problem_id=f"p{i}", gold=7.0, n_steps=2) for i in range(2)]
+    base = _outcome(tokens, ["The answer is: 7"] * 2, base_logits, rng.dirichlet(np.ones(5), size=(2, 3)),
+                    [-1.0, float("nan")])
+    out = _outcome(tokens, ["The answer is: 7"] * 2, rng.normal(size=(2, width, vocab)),
+                   rng.dirichlet(np.ones(5), size=(2, 3)), [-1.0, -1.0])
+    corrupt = [Condition(1, "zero", 1, 0)]
+    opts = EngineOptions((1,), (Condition(0, "baseline"), *corrupt), attention="none")
+    results = assemble(tiny, problems, opts, base, out, corrupt, [(None, None)] * 2).results
+    measures = ["kl_first", "kl_answer", "kl_max", "js_first", "js_answer", "entropy_first", "entropy_answer",
+                "logp_gold"]  # a condition row's own entropy and log p(gold) do not depend on the baseline
+    healthy = results.filter((pl.col("problem_id") == "p0") & (pl.col("method") == "baseline"))
+    assert healthy.select("kl_first", "kl_answer", "js_answer").row(0) == (0.0, 0.0, 0.0)
+    for row in results.filter(pl.col("problem_id") == "p1").iter_rows(named=True):
+        own = ("entropy_first", "entropy_answer", "logp_gold")
+        nulls = [m for m in measures if row[m] is not None and (row["method"] == "baseline" or m not in own)]
+        assert nulls == [], (row["method"], nulls)
