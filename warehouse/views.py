@@ -6,12 +6,14 @@ creates, so `views` (and any client reading duckdb_views()) can show it.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import duckdb
 
-QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
+# CODI_QUERIES_DIR: another folder of view files (tests/mutate_sql.py points the tests at mutated copies).
+QUERIES_DIR = Path(os.environ.get("CODI_QUERIES_DIR") or Path(__file__).resolve().parent.parent / "queries")
 _CREATE_VIEW = re.compile(
     r"\bCREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?((?:\"[^\"]+\"|[\w]+)(?:\.(?:\"[^\"]+\"|\w+))?)",
     re.IGNORECASE)
