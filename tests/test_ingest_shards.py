@@ -15,7 +15,7 @@ import warehouse as wh
 from cli import cli
 from ingest.shards import ShardError, ShardWriter, default_run_id, ingest_shards, write_shard
 from warehouse import lineage
-from warehouse.bench import sample_problem
+from warehouse.bench import sample_batch
 
 WEIGHTS = "0123456789abcdef" * 4
 CONFIG = {"model": "gpt2-tiny", "seed": 1, "layers": [3], "problem_ids_hash": "h"}
@@ -31,13 +31,7 @@ PER_PROBLEM = 43 * 2 * 2 * 35  # attention rows of one sample problem (2 layers,
 
 def rows(indices):
     """Problem rows, results and attention of sample problems, with problem_id columns (one part)."""
-    problems, results, attention = [], [], []
-    for i in indices:
-        row, res, att = sample_problem(i, n_layers=2, n_heads=2)
-        problems.append(row)
-        results.append(res.append_column("problem_id", pa.array([row["problem_id"]] * res.num_rows)))
-        attention.append(att.append_column("problem_id", pa.array([row["problem_id"]] * att.num_rows)))
-    return problems, pa.concat_tables(results), pa.concat_tables(attention)
+    return sample_batch(indices, n_layers=2, n_heads=2)
 
 
 def shard(directory, index, fields=FIELDS, count=3):

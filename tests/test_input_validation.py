@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from faults_helpers import cli, fetch, user_error
@@ -34,7 +33,7 @@ from engine.bundled import BUNDLED_DIR, sha256_file
 from engine.checkpoints import load_model
 from engine.model import make_projection
 from ingest.shards import write_shard
-from warehouse.bench import sample_problem
+from warehouse.bench import sample_batch
 
 QUICK = ["--methods", "zero", "--attention", "none"]
 A = {"question": "Ann has 3 apples. She buys 4 more. How many apples does she have?",
@@ -288,14 +287,6 @@ def test_a_npy_header_claiming_40_gib_is_refused_before_allocating(legacy, tmp_p
     assert not db.exists()
 
 
-def shard_rows(indices):
-    problems, results, attention = [], [], []
-    for i in indices:
-        row, res, att = sample_problem(i, n_layers=2, n_heads=2)
-        problems.append(row)
-        results.append(res.append_column("problem_id", pa.array([row["problem_id"]] * res.num_rows)))
-        attention.append(att.append_column("problem_id", pa.array([row["problem_id"]] * att.num_rows)))
-    return problems, pa.concat_tables(results), pa.concat_tables(attention)
 
 
 @pytest.mark.parametrize("defect, fragments", [
@@ -311,7 +302,7 @@ def shard_rows(indices):
 def test_malformed_shard_manifests_are_one_line(tmp_path, defect, fragments):
     fields = {"config": {"model": "gpt2-tiny", "seed": 1}, "n_problems_planned": 1, "model_name": "gpt2-tiny",
               "weights_sha256": "0123456789abcdef" * 4, "seed": 1, "sigmas": [0.5]}
-    shard = write_shard(tmp_path / "shards", fields, *shard_rows([0]), index=0, count=1)
+    shard = write_shard(tmp_path / "shards", fields, *sample_batch([0], n_layers=2, n_heads=2), index=0, count=1)
     manifest = json.loads((shard / "manifest.json").read_text())
     changed = defect(copy.deepcopy(manifest))
     (shard / "manifest.json").write_text(changed if isinstance(changed, str) else json.dumps(changed))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import polars as pl
-import pyarrow as pa
 import pytest
 from faults_helpers import (
     PAIRS,
@@ -22,7 +21,7 @@ from faults_helpers import (
 from pg_server import fresh_pg_database, pg_server  # noqa: F401 (fixtures)
 
 import warehouse as wh
-from warehouse.bench import sample_problem
+from warehouse.bench import sample_batch, sample_problem
 from warehouse.errors import WarehouseError
 
 CONDITIONS = 7  # baseline + 6 thoughts x zero
@@ -40,14 +39,6 @@ def pg_warehouse(tmp_path, dsn):
 def summary(out) -> dict:
     assert out.exit_code == 0, out.stderr
     return json.loads(out.stdout)
-
-
-def batch(problem: tuple) -> tuple:
-    """sample_problem's (row, results, attention) as append_problems' frames (results carry problem_id)."""
-    row, results, attention = problem
-    ids = lambda table: pa.array([row["problem_id"]] * table.num_rows, pa.string())
-    return ([row], results.append_column("problem_id", ids(results)),
-            attention.append_column("problem_id", ids(attention)))
 
 
 def results_frame(db, run_id: str) -> pl.DataFrame:
@@ -123,6 +114,10 @@ def test_shard_workers_through_the_store_api(tmp_path, fresh_pg_database):  # no
     store = wh.open_warehouse(tmp_path / "w", catalog=f"postgres:{fresh_pg_database}")
     config, fields = {"seed": 1}, {"run_id": "sharded-x", "n_problems_planned": 3}
     problems = [sample_problem(i, n_layers=1, n_heads=1) for i in range(3)]
+
+    def batch(i: int) -> tuple:
+        return sample_batch([i], n_layers=1, n_heads=1)
+
     with pytest.raises(WarehouseError, match="run id"):
         store.join_run(config, (0, 2))
 
@@ -131,7 +126,7 @@ def test_shard_workers_through_the_store_api(tmp_path, fresh_pg_database):  # no
     with pytest.raises(WarehouseError, match="ordinals"):
         store.append_problem(run_id, *problems[0])
     for i in (0, 2):
-        store.append_problems(run_id, *batch(problems[i]), ordinals=[i])
+        store.append_problems(run_id, *batch(i), ordinals=[i])
     assert store.finish_shard(run_id) == {"status": "running", "problems_committed": 2, "problems_planned": 3}
 
     with pytest.raises(WarehouseError, match="another configuration"):
@@ -139,14 +134,14 @@ def test_shard_workers_through_the_store_api(tmp_path, fresh_pg_database):  # no
     run_id, committed, status = store.join_run(config, (1, 2), **fields)
     assert status == "running" and committed == {problems[0][0]["problem_id"], problems[2][0]["problem_id"]}
     with pytest.raises(WarehouseError, match="already committed"):
-        store.append_problems(run_id, *batch(problems[2]), ordinals=[2])
+        store.append_problems(run_id, *batch(2), ordinals=[2])
     # a worker that sliced the run another way commits problem 1 after this one joined: the commit's own
     # check in the catalog refuses the second copy
     other = wh.open_warehouse(tmp_path / "w")
     other.join_run(config, (0, 2), **fields)
-    other.append_problems(run_id, *batch(problems[1]), ordinals=[1])
+    other.append_problems(run_id, *batch(1), ordinals=[1])
     with pytest.raises(WarehouseError, match="already committed by another worker"):
-        store.append_problems(run_id, *batch(problems[1]), ordinals=[1])
+        store.append_problems(run_id, *batch(1), ordinals=[1])
     store.leave_run(run_id)
     assert other.finish_shard(run_id) == {"status": "complete", "problems_committed": 3, "problems_planned": 3}
 

@@ -65,6 +65,18 @@ def sample_problem(index: int, n_layers: int = N_LAYERS, n_heads: int = N_HEADS,
     return row, results_table(rng), attention_table(rng, n_layers, n_heads)
 
 
+def sample_batch(indices, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, seed: int = 0):
+    """(problem rows, results, attention) of several generated problems as one batch for
+    `append_problems` or a shard part: the fact tables carry their problem_id column."""
+    problems, results, attention = [], [], []
+    for i in indices:
+        row, res, att = sample_problem(i, n_layers, n_heads, seed)
+        problems.append(row)
+        results.append(_with_problem(res, row["problem_id"]))
+        attention.append(_with_problem(att, row["problem_id"]))
+    return problems, pa.concat_tables(results), pa.concat_tables(attention)
+
+
 def _rate(rows: int, seconds: float) -> dict:
     return {"rows": rows, "seconds": round(seconds, 4), "rows_per_s": round(rows / seconds)}
 
