@@ -143,23 +143,30 @@ def run_shard(req: RunRequest, index: int, count: int, *, db: str | Path | None 
                              "use another --shard-dir")
         return {**summary, "status": "skipped", "seconds": round(time.time() - started, 2)}
 
-    pool = donor_sites(plan.model, plan.problems, plan.opts, plan.methods)  # whole problem set, as one run
     fields = {**plan.fields, "config": plan.config, "run_id": run_id}
-    bar = tqdm(total=summary["problems"], desc=f"shard {index}/{count} of {run_id}", unit="problem",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
     with ShardWriter(directory, fields, index=index, count=count) as writer:
-        chunks = ChunkWriter(_ShardSink(writer), run_id)
-        try:
-            for batch in mine:
-                out = run_chunk(plan.model, batch, plan.opts, pool)
-                chunks.put(problems_frame(batch), out.results, out.attention)
-                bar.update(len(batch))
-                if on_chunk is not None:
-                    on_chunk(len(batch))
-        finally:
-            bar.close()
-            chunks.close()
+        _compute(plan, mine, _ShardSink(writer), f"shard {index}/{count} of {run_id}", run_id, 0, progress, on_chunk)
     return {**summary, "status": "written", "seconds": round(time.time() - started, 2)}
+
+
+def _compute(plan, batches: list[list], sink, label: str, run_id: str, done: int, progress: bool,
+             on_chunk: Callable[[int], None] | None) -> None:
+    """Run `batches` and hand each batch's rows to `sink` through a background ChunkWriter (both shard
+    paths: a portable shard, or commits into the warehouse). `done`: problems of the shard already in."""
+    pool = donor_sites(plan.model, plan.problems, plan.opts, plan.methods)  # whole problem set, as one run
+    bar = tqdm(total=done + sum(len(b) for b in batches), initial=done, desc=label, unit="problem",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    chunks = ChunkWriter(sink, run_id)
+    try:
+        for batch in batches:
+            out = run_chunk(plan.model, batch, plan.opts, pool)
+            chunks.put(problems_frame(batch), out.results, out.attention)
+            bar.update(len(batch))
+            if on_chunk is not None:
+                on_chunk(len(batch))
+    finally:
+        bar.close()
+        chunks.close()
 
 
 class _WarehouseSink:
@@ -206,22 +213,9 @@ def _commit_shard(plan, batch_size: int, index: int, count: int, db, run_id: str
                 "problems_committed": outcome["problems_committed"], "seconds": round(time.time() - started, 2)}
 
     positions = {p.problem_id: i for i, p in enumerate(plan.problems)}
-    bar = tqdm(total=summary["problems"], initial=summary["problems"] - sum(len(b) for b in todo),
-               desc=f"shard {index}/{count} of {run_id}", unit="problem", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
     try:
-        pool = donor_sites(plan.model, plan.problems, plan.opts, plan.methods)  # whole problem set, as one run
-        chunks = ChunkWriter(_WarehouseSink(store, positions), run_id)
-        try:
-            for batch in todo:
-                out = run_chunk(plan.model, batch, plan.opts, pool)
-                chunks.put(problems_frame(batch), out.results, out.attention)
-                bar.update(len(batch))
-                if on_chunk is not None:
-                    on_chunk(len(batch))
-        finally:
-            bar.close()
-            chunks.close()
+        _compute(plan, todo, _WarehouseSink(store, positions), f"shard {index}/{count} of {run_id}", run_id,
+                 summary["problems"] - sum(len(b) for b in todo), progress, on_chunk)
     except BaseException as exc:
         store.leave_run(run_id)
         if isinstance(exc, (OSError, ValueError)):

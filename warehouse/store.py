@@ -103,6 +103,7 @@ class _RunState:
     committed: set[str] = field(default_factory=set)
     next_ordinal: int = 0
     shard: str | None = None  # "I/N" when this process writes the run as one of its shard workers
+    shard_lock: Path | None = None  # then: the shard's lock file, held by this process
 
 
 @dataclass(frozen=True)
@@ -465,7 +466,7 @@ class Warehouse:
         if status == "complete":
             self._let_go(run_id, shard_lock)
         else:
-            self._runs[run_id] = _RunState(committed, shard=label)
+            self._runs[run_id] = _RunState(committed, shard=label, shard_lock=shard_lock)
         return run_id, committed, status
 
     def finish_shard(self, run_id: str) -> dict:
@@ -477,9 +478,7 @@ class Warehouse:
         state = self._runs.pop(run_id, None)
         if state is None or state.shard is None:
             raise WarehouseError(f"finish_shard: this process is not a shard worker of run {run_id}")
-        index, count = (int(x) for x in state.shard.split("/"))
-        shard_lock = self._shard_lock_path(run_id, index, count)
-        _release_writer_lock(shard_lock)  # this shard's rows are all in: the shard may run again (it skips)
+        _release_writer_lock(state.shard_lock)  # this shard's rows are all in: the shard may run again (it skips)
 
         def close(con):
             status = self._status(con, run_id)
@@ -505,9 +504,8 @@ class Warehouse:
     def leave_run(self, run_id: str) -> None:
         """A shard worker stops without finishing (an error): the run stays running, its rows stay."""
         state = self._runs.pop(run_id, None)
-        if state is not None and state.shard is not None:
-            index, count = (int(x) for x in state.shard.split("/"))
-            self._let_go(run_id, self._shard_lock_path(run_id, index, count))
+        if state is not None and state.shard_lock is not None:
+            self._let_go(run_id, state.shard_lock)
 
     def _let_go(self, run_id: str, shard_lock: Path) -> None:
         _release_writer_lock(shard_lock)
