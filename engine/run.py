@@ -216,7 +216,7 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
         done = set()
     todo = [p for p in problems if p.problem_id not in done]
     started = time.time()
-    nonfinite = 0
+    nonfinite = broken = 0
     try:
         pool = donor_sites(model, problems, opts, methods)
         writer = ChunkWriter(store, run_id)
@@ -227,6 +227,7 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
                 chunk = todo[i:i + req.batch_size]
                 out = run_chunk(model, chunk, opts, pool)
                 nonfinite += nonfinite_rows(out.results)
+                broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
                 writer.put(problems_frame(chunk), out.results, out.attention)
                 bar.update(len(chunk))
         finally:
@@ -242,7 +243,6 @@ def execute_run(req: RunRequest, db: str, progress: bool = True) -> dict:
             raise RunFailed(run_id, exc) from exc
         raise
     store.finish_run(run_id, "complete")
-    broken = broken_baselines(store, run_id) if nonfinite else 0
     if broken:
         print(f"note: the baseline itself has non-finite logits on {broken} problem(s): the model (checkpoint or "
               "dtype) is broken there, not a corruption; every measure of those problems is NULL", file=sys.stderr)
@@ -265,13 +265,6 @@ class RunFailed(ValueError):
                          f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
                          "flags")
         self.run_id = run_id
-
-
-def broken_baselines(store, run_id: str) -> int:
-    """Baseline rows of the run whose own distribution was not finite (entropy NULL)."""
-    with store.cursor() as con:
-        return con.execute("SELECT count(*) FROM results WHERE run_id = ? AND method = 'baseline' "
-                           "AND entropy_first IS NULL", [run_id]).fetchall()[0][0]
 
 
 def nonfinite_rows(results) -> int:
