@@ -1,24 +1,21 @@
 """The answer in token form: where its number starts, and the gold answer in the model's own format."""
 from __future__ import annotations
 
-from engine.answers import _NUMBER, parse_answer
+from engine.answers import answer_span
 from engine.model import CodiModel
 
 
 def number_token_index(model: CodiModel, tokens: list[int]) -> int | None:
-    """Index of the token where the parsed answer number starts (None if there is no number)."""
+    """Index of the token where the parsed answer number starts (None if there is no number).
+
+    The number is the one parse_answer reads (answer_span gives its place in the decoded text), so the
+    answer-position measures and the stored answer always speak of the same number.
+    """
     text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-    value = parse_answer(text)
-    if value is None:
+    found = answer_span(text)
+    if found is None:
         return None
-    marker = text.rfind("The answer is")
-    start = None
-    for match in _NUMBER.finditer(text.replace(",", " ")):
-        if match.start() >= max(marker, 0):
-            start = match.start()
-            break
-    if start is None:
-        return None
+    start = found[1]
     for i in range(len(tokens)):
         if len(model.tokenizer.decode(tokens[: i + 1], skip_special_tokens=True)) > start:
             return i

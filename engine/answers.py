@@ -8,9 +8,30 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
-def _first_number(text: str) -> float | None:
-    match = _NUMBER.search(text)
-    return float(match.group()) if match else None
+def answer_span(text: str) -> tuple[float, int, int] | None:
+    """The number a model's output states and where it stands: (value, start, end) in `text` itself.
+
+    The rule is parse_answer's: after the last "The answer is", else after the last "####", else the
+    last number, with thousands separators removed first. The span is in the original text (commas
+    included), so the answer-number position in token space is the number that was parsed.
+    """
+    removed = {m.start() for m in _THOUSANDS.finditer(text)}
+    kept = [i for i in range(len(text)) if i not in removed]
+    clean = "".join(text[i] for i in kept)
+
+    def span(match: re.Match[str]) -> tuple[float, int, int]:
+        return float(match.group()), kept[match.start()], kept[match.end() - 1] + 1
+
+    for marker in ("The answer is", "####"):
+        if marker in clean:
+            after = len(clean) - len(clean.split(marker)[-1])
+            match = _NUMBER.search(clean, after)
+            if match is not None:
+                return span(match)
+    last = None
+    for last in _NUMBER.finditer(clean):
+        pass
+    return None if last is None else span(last)
 
 
 def parse_answer(text: str) -> float | None:
@@ -19,14 +40,8 @@ def parse_answer(text: str) -> float | None:
     Thousands separators are removed first. Returns None when no number can be found; such an
     output is simply wrong (its text is stored by the caller).
     """
-    clean = _THOUSANDS.sub("", text)
-    for marker in ("The answer is", "####"):
-        if marker in clean:
-            value = _first_number(clean.split(marker)[-1])
-            if value is not None:
-                return value
-    numbers = _NUMBER.findall(clean)
-    return float(numbers[-1]) if numbers else None
+    found = answer_span(text)
+    return None if found is None else found[0]
 
 
 def is_correct(predicted: float | None, gold: float) -> bool:

@@ -38,6 +38,7 @@ SELECTED = [
     "engine.rows.x__finite_or_none__mutmut_*",
     "engine.patching.*",
     "engine.answer_tokens.*",
+    "engine.answers.*",
 ]
 
 

@@ -20,6 +20,7 @@ from scipy.stats import entropy as scipy_entropy
 from torch import nn
 
 from engine.answer_tokens import format_number, gold_tokens, number_token_index
+from engine.answers import answer_span, parse_answer
 from engine.conditions import (
     ALL_METHODS,
     DEFAULT_METHODS,
@@ -330,6 +331,25 @@ def test_number_token_index_finds_the_stated_answer(tiny):
     assert number_at("Wait, 3 apples. The answer is: 1,234") == "1,234"  # not a number before the marker
     assert number_at("12") == "12"  # a bare number, at token 0
     assert number_at("I do not know") is None
+    # Always the number parse_answer reads (these three pointed elsewhere before answer_span):
+    assert number_at("3 apples #### 5").strip() == "5"  # "####" counts as a marker, as in parse_answer
+    assert number_at("It is 1,234 or 5").strip() == "5"  # no marker: the last number
+    assert number_at("3 apples. The answer is unknown").startswith("3 apples")  # no number after it: the last
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is 3. The answer is: 5", "Wait, 3 apples. The answer is: 1,234", "12", "3 apples #### 5",
+    "It is 1,234 or 5", "3 apples. The answer is unknown", "x #### 2,500.5 y", "1234,567 and -8.25",
+    "The answer is: -1,000,000!", "#####7", "I do not know",
+])
+def test_answer_span_is_where_parse_answer_reads(text):
+    found = answer_span(text)
+    assert (None if found is None else found[0]) == parse_answer(text)
+    if found is not None:
+        value, start, end = found
+        assert float(text[start:end].replace(",", "")) == value  # the span holds exactly that number
+        assert not text[end:end + 1].isdigit()  # a whole number, not a piece of one
+        assert start == 0 or not text[start - 1].isdigit()
 
 
 def test_special_tokens_are_not_text(tiny):
