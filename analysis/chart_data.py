@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 import polars as pl
 
-THOUGHTS = ["T0", "T1", "T2", "T3", "T4", "T5"]
-QUERIES = THOUGHTS + ["EOT"]  # attention rows (dst) in position order
-KEYS = ["Q", "BOT"] + THOUGHTS + ["EOT"]  # attention keys (src) in position order
-STRATA = ["<=2", "3", "4", "5+"]
-METHOD_ORDER = ["baseline", "zero", "gauss", "random", "shuffle", "mean", "clean"]
+from warehouse import vocab
+
+THOUGHTS = [vocab.NAMES[k] for k in vocab.THOUGHTS]
+QUERIES = THOUGHTS + [vocab.NAMES[vocab.EOT]]  # attention rows (dst) in position order
+KEYS = [vocab.NAMES[c] for c in vocab.CODES]  # attention keys (src) in position order
+STRATA = list(vocab.STRATA)
+METHOD_ORDER = list(vocab.METHOD_ORDER)
 RUN_COLORS = ["#4c78a8", "#f58518"]
 MAX_ROWS = 4800  # below Altair's default limit of 5,000 rows per chart
 

@@ -15,12 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from engine.positions import N_THOUGHTS
+from warehouse.vocab import ALL_METHODS, BASELINE, DEFAULT_METHODS, DEFAULT_SIGMAS
 
-DEFAULT_METHODS = ("zero", "gauss", "random", "shuffle")
-EXTRA_METHODS = ("clean", "mean")
-ALL_METHODS = DEFAULT_METHODS + EXTRA_METHODS
-DEFAULT_SIGMAS = (0.1, 0.5, 1.0, 2.0)
-BASELINE = "baseline"
 DONOR_POOL_SIZE = 20
 
 

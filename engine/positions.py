@@ -12,16 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-N_THOUGHTS = 6
+from warehouse.vocab import BOT, CODES, EOT, N_THOUGHTS, NAMES, QUESTION, THOUGHTS, name
 
-QUESTION, BOT, EOT = -2, -1, N_THOUGHTS
-THOUGHTS = tuple(range(N_THOUGHTS))
-CODES = (QUESTION, BOT, *THOUGHTS, EOT)
-NAMES = {QUESTION: "Q", BOT: "BOT", **{k: f"T{k}" for k in THOUGHTS}, EOT: "EOT"}
-
-
-def name(code: int) -> str:
-    return NAMES[code]
+__all__ = ["BOT", "CODES", "EOT", "NAMES", "N_THOUGHTS", "QUESTION", "THOUGHTS", "ColumnMap", "name"]
 
 
 @dataclass(frozen=True)

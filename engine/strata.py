@@ -1,15 +1,9 @@
 """Difficulty strata by step count (SPEC 7): '<=2', '3', '4', '5+'."""
 from __future__ import annotations
 
-STRATA = ("<=2", "3", "4", "5+")
+from warehouse.vocab import STRATA, stratum_of
 
-
-def stratum_of(n_steps: int) -> str:
-    if n_steps <= 2:
-        return "<=2"
-    if n_steps >= 5:
-        return "5+"
-    return str(n_steps)
+__all__ = ["STRATA", "stratified", "stratum_of"]
 
 
 def stratified(problems: list, per_stratum: int) -> list:

@@ -36,8 +36,7 @@ from engine.positions import N_THOUGHTS
 from engine.tokenizer import train_tokenizer
 from ingest.gsm8k import annotations
 from ingest.synthetic import MAX_VALUE, generate, generate_split
-
-ANSWER_PREFIX = " The answer is:"
+from warehouse.vocab import ANSWER_PREFIX
 
 
 @dataclass

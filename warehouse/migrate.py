@@ -15,8 +15,8 @@ from pathlib import Path
 
 import duckdb
 
-from engine.positions import NAMES
 from warehouse import schema, views
+from warehouse.vocab import NAMES
 
 
 def _to_3(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,0 +1,44 @@
+"""The shared vocabulary, stated once: every layer (engine, ingest, analysis, the SQL views) derives from it.
+
+Position codes (SPEC 2.3, as stored in the warehouse): -2 question (all its tokens summed), -1 BOT,
+0..5 the continuous thoughts T0..T5, 6 EOT. Methods are the corruption families a condition can name
+(`baseline` is the uncorrupted run every condition is compared with). Strata group problems by
+their number of reasoning steps (SPEC 7). The answer format is the one CODI models are trained to
+produce, "The answer is: N".
+"""
+
+from __future__ import annotations
+
+N_THOUGHTS = 6
+
+QUESTION, BOT, EOT = -2, -1, N_THOUGHTS
+THOUGHTS = tuple(range(N_THOUGHTS))
+CODES = (QUESTION, BOT, *THOUGHTS, EOT)
+NAMES = {QUESTION: "Q", BOT: "BOT", **{k: f"T{k}" for k in THOUGHTS}, EOT: "EOT"}
+
+BASELINE = "baseline"
+DEFAULT_METHODS = ("zero", "gauss", "random", "shuffle")  # the seeds' four corruptions
+EXTRA_METHODS = ("clean", "mean")  # `clean` re-writes the clean value (a control that must change nothing)
+ALL_METHODS = DEFAULT_METHODS + EXTRA_METHODS
+METHODS = (BASELINE, *ALL_METHODS)  # every value of results.method, in display order
+METHOD_ORDER = (BASELINE, "zero", "gauss", "random", "shuffle", "mean", "clean")  # charts and tables
+DEFAULT_SIGMAS = (0.1, 0.5, 1.0, 2.0)
+
+STRATA = ("<=2", "3", "4", "5+")
+
+ANSWER_MARKER = "The answer is"
+ANSWER_PREFIX = " The answer is:"  # what a CODI model writes after EOT, before the number
+
+
+def name(code: int) -> str:
+    """The display name of a position code: Q, BOT, T0..T5, EOT."""
+    return NAMES[code]
+
+
+def stratum_of(n_steps: int) -> str:
+    """The difficulty stratum of a problem with `n_steps` reasoning steps."""
+    if n_steps <= 2:
+        return "<=2"
+    if n_steps >= 5:
+        return "5+"
+    return str(n_steps)
