@@ -39,3 +39,10 @@ def test_is_correct_tolerance():
     assert not is_correct(None, 18)
     assert not is_correct(math.nan, 18)
     assert is_correct(0.0, 0)
+    assert is_correct(1e-10, 0)  # absolute tolerance where gold is 0 (relative tolerance of 0 is 0)
+    assert not is_correct(1e-8, 0)
+
+
+def test_hashes_mark_the_answer_before_later_numbers():
+    assert parse_answer("#### 5, then 6 more") == 5.0  # GSM8K's marker, not the last number
+    assert parse_answer("The answer is 7 #### 5") == 7.0  # "The answer is" first
