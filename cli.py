@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -30,7 +32,7 @@ def user_errors():
     """
     import duckdb
 
-    from warehouse.migrate import SchemaError
+    from warehouse import SchemaError
 
     try:
         yield
@@ -88,8 +90,8 @@ def cli():
               help="Continue training a saved model directory (e.g. after the teacher-only phase).")
 def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval_problems, init_from):
     """Train a small CODI model from scratch on synthetic problems (deterministic given the seed)."""
-    from engine.train import TrainConfig
-    from engine.train import train as run_training
+    from engine import TrainConfig
+    from engine import train as run_training
 
     overrides = {"steps": steps, "teacher_only_steps": teacher_only_steps, "lr": lr, "warmup": warmup,
                  "eval_every": eval_every,
@@ -136,13 +138,16 @@ def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, met
         attention, device, batch_size, resume, skip_invalid, shard, executor, workers, shards, ray_address, run_id,
         shard_dir, db, as_json):
     """Run every corruption of every continuous thought and stream the rows into the warehouse."""
-    from engine.executors import Execution, execute
-    from engine.report import importance_by_thought
-    from engine.run import RunRequest
+    from analysis import closing_table, format_closing_table
+    from engine import Execution, RunConfig, execute
+    from warehouse import open_warehouse
 
-    req = RunRequest(model_name, checkpoint, dataset, problems, seed, layer, layers_spec == "all", methods, sigmas,
-                     attention, noise_scale, device, batch_size, resume, skip_invalid)
-    how = Execution(executor, shard, workers, shards, ray_address, run_id, shard_dir)
+    req = RunConfig(model=model_name, checkpoint=checkpoint, dataset=dataset, problems=problems, seed=seed,
+                    layer=layer, all_layers=layers_spec == "all", methods=methods, sigmas=sigmas,
+                    attention=attention, noise_scale=noise_scale, device=device, batch_size=batch_size,
+                    resume=resume, skip_invalid=skip_invalid)
+    how = Execution(executor=executor, shard=shard, workers=workers, shards=shards, ray_address=ray_address,
+                    run_id=run_id, shard_dir=shard_dir)
     with user_errors():
         summary = execute(req, db, how)
         if "shard" in summary:
@@ -153,12 +158,13 @@ def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, met
                 f"shard {summary['shard']} of run {summary['run_id']}: {summary['status']}, {summary['problems']} "
                 f"problems -> {summary['path']} ({summary['seconds']} s); {where}")
             return
-        table = importance_by_thought(db, summary["run_id"])
-    summary["baseline_accuracy"] = table["baseline_accuracy"]
+        with open_warehouse(db, read_only=True) as store:  # the closing table: read from the views
+            table = closing_table(store.run(summary["run_id"]))
+    summary["baseline_accuracy"] = table.baseline_accuracy
     if as_json:
-        emit_json({**summary, "importance": table["rows"]})
+        emit_json({**summary, "importance": table.to_dict()["importance"]})
         return
-    click.echo(table["text"])
+    click.echo(format_closing_table(table))
     click.echo(f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
                f"in {summary['seconds']} s")
 
@@ -174,7 +180,7 @@ def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, met
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_cmd(model_name, checkpoint, dataset, problems, seed, device, no_teacher, as_json):
     """Student (latent) and teacher (explicit CoT) accuracy on held-out problems, by step count."""
-    from engine.evaluate import run_eval
+    from engine import run_eval
 
     with user_errors():
         result = run_eval(model_name, checkpoint, dataset, problems, seed, device, teacher=not no_teacher)
@@ -195,7 +201,7 @@ def eval_cmd(model_name, checkpoint, dataset, problems, seed, device, no_teacher
 @click.option("--seed", default=0, show_default=True)
 def synth(count, out, steps, seed):
     """Write seeded synthetic GSM8K-style problems (JSONL with <<a+b=c>> annotations and #### N)."""
-    from ingest.synthetic import generate, parse_steps_range, write_jsonl
+    from ingest import generate, parse_steps_range, write_jsonl
 
     with user_errors():
         path = write_jsonl(generate(count, seed=seed, steps=parse_steps_range(steps)), out)
@@ -207,9 +213,9 @@ def _db_option(default=DEFAULT_DB, help="Warehouse folder."):
     return click.option("--db", default=default, show_default=default is not None, help=help)
 
 
-def _emit(payload_and_text, as_json: bool) -> None:
-    payload, text = payload_and_text
-    emit_json(payload) if as_json else click.echo(text, nl=False)
+def _show(value: Any, as_json: bool, text: Callable[[Any], str], key: str | None = None) -> None:
+    """A command's value as one JSON object (under `key`, if given) with --json, else its text form text(value)."""
+    emit_json({key: value} if key else value) if as_json else click.echo(text(value), nl=False)
 
 
 @cli.group("runs", invoke_without_command=True)
@@ -231,10 +237,10 @@ def _parent_db(db):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_list_cmd(db, as_json):
     """Every run with its status and how many problems it has committed."""
-    from warehouse.commands import runs_list
+    from warehouse import format_runs, runs_list
 
     with user_errors():
-        _emit(runs_list(_parent_db(db)), as_json)
+        _show(runs_list(_parent_db(db)), as_json, format_runs, "runs")
 
 
 @runs_group.command("show")
@@ -243,10 +249,10 @@ def runs_list_cmd(db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_show_cmd(run, db, as_json):
     """A run's lineage (config, weights, code, libraries) and row counts."""
-    from warehouse.commands import runs_show
+    from warehouse import format_run, runs_show
 
     with user_errors():
-        _emit(runs_show(_parent_db(db), run), as_json)
+        _show(runs_show(_parent_db(db), run), as_json, format_run)
 
 
 @runs_group.command("delete")
@@ -255,10 +261,10 @@ def runs_show_cmd(run, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_delete_cmd(run, db, as_json):
     """Remove a run and every row of it; problems and other runs stay."""
-    from warehouse.commands import runs_delete
+    from warehouse import format_deleted, runs_delete
 
     with user_errors():
-        _emit(runs_delete(_parent_db(db), run), as_json)
+        _show(runs_delete(_parent_db(db), run), as_json, format_deleted, "deleted")
 
 
 @runs_group.command("vacuum")
@@ -268,10 +274,10 @@ def runs_delete_cmd(run, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_vacuum_cmd(days, db, as_json):
     """Reclaim disk: expire old snapshots, delete the files only they (and deleted runs) used."""
-    from warehouse.commands import runs_vacuum
+    from warehouse import format_vacuum, runs_vacuum
 
     with user_errors():
-        _emit(runs_vacuum(_parent_db(db), days), as_json)
+        _show(runs_vacuum(_parent_db(db), days), as_json, format_vacuum)
 
 
 @cli.command("init")
@@ -280,10 +286,10 @@ def runs_vacuum_cmd(days, db, as_json):
 @_db_option()
 def init_cmd(catalog, db):
     """Create an empty warehouse folder (commands that write create one with a SQLite catalog anyway)."""
-    from warehouse.commands import init_warehouse
+    from warehouse import format_init, init_warehouse
 
     with user_errors():
-        click.echo(init_warehouse(db, catalog), nl=False)
+        click.echo(format_init(init_warehouse(db, catalog)), nl=False)
 
 
 @cli.command("upgrade")
@@ -291,10 +297,11 @@ def init_cmd(catalog, db):
 @click.option("--to", "target", required=True, help="The new warehouse folder (created; must not exist yet).")
 def upgrade_cmd(old, target):
     """Copy a warehouse of the old layout (x.duckdb + x.shards/) into a new warehouse folder."""
-    from warehouse.upgrade import upgrade_command
+    from warehouse import format_upgrade
+    from warehouse import upgrade_warehouse as upgrade
 
     with user_errors():
-        click.echo(upgrade_command(old, target), nl=False)
+        click.echo(format_upgrade(upgrade(old, target), target), nl=False)
 
 
 @cli.command("query")
@@ -308,7 +315,7 @@ def upgrade_cmd(old, target):
 @_db_option()
 def query_cmd(sql, sql_file, fmt, out, timeout, db):
     """Run read-only SQL on the warehouse; works while a run is writing."""
-    from warehouse.query import query_command
+    from warehouse import query_command
 
     with user_errors():
         rows = query_command(db, sql, sql_file, fmt, out, timeout)
@@ -321,10 +328,10 @@ def query_cmd(sql, sql_file, fmt, out, timeout, db):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def views_cmd(db, as_json):
     """Every view of the warehouse with a one-line description (applies queries/*.sql first)."""
-    from warehouse.commands import views_list
+    from warehouse import format_views, views_list
 
     with user_errors():
-        _emit(views_list(db), as_json)
+        _show(views_list(db), as_json, format_views, "views")
 
 
 @cli.command("stats")
@@ -338,10 +345,12 @@ def views_cmd(db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats_cmd(run_spec, n_boot, n_perm, seed, db, as_json):
     """The research questions' tables for one run, with p-values and bootstrap / permutation intervals."""
-    from analysis.stats import run_stats
+    from analysis import format_stats, run_stats
+    from warehouse import open_warehouse
 
-    with user_errors():
-        _emit(run_stats(db, run_spec, n_boot, n_perm, seed), as_json)
+    with user_errors(), open_warehouse(db, read_only=True) as store:
+        stats = run_stats(store.run(run_spec), n_boot, n_perm, seed)
+    emit_json(stats.to_dict()) if as_json else click.echo(format_stats(stats), nl=False)
 
 
 @cli.command("compare")
@@ -354,10 +363,12 @@ def stats_cmd(run_spec, n_boot, n_perm, seed, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
     """Two runs on their shared problems: failure rates per thought and method, B - A with an interval, flips."""
-    from analysis.compare import compare_runs
+    from analysis import compare_runs, format_comparison
+    from warehouse import open_warehouse
 
-    with user_errors():
-        _emit(compare_runs(db, run_a, run_b, n_boot, seed), as_json)
+    with user_errors(), open_warehouse(db, read_only=True) as store:
+        comparison = compare_runs(store.run(run_a), store.run(run_b), n_boot, seed)
+    emit_json(comparison.to_dict()) if as_json else click.echo(format_comparison(comparison), nl=False)
 
 
 @cli.command("charts")
@@ -368,13 +379,14 @@ def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
 @_db_option()
 def charts_cmd(run_spec, vs_spec, out_dir, formats, db):
     """Every chart of a run (or two) from the views, and one offline page DIR/report.html gathering them."""
-    from analysis.export import parse_formats
-    from analysis.report import write_charts
+    from analysis import charts_for, parse_formats, write_report
+    from warehouse import open_warehouse
 
-    with user_errors():
-        written = write_charts(db, run_spec, vs_spec, out_dir, parse_formats(formats))
-    click.echo(f"{len(written['charts'])} charts, {len(written['files'])} files in {out_dir}", err=True)
-    click.echo(written["report"])
+    with user_errors(), open_warehouse(db, read_only=True) as store:
+        run, vs = store.run(run_spec), store.run(vs_spec) if vs_spec else None
+        written = write_report(run, out_dir, vs, parse_formats(formats))
+    click.echo(f"{len(charts_for(vs is not None))} charts, {len(written)} files in {out_dir}", err=True)
+    click.echo(written[-1])
 
 
 @cli.group("bench")
@@ -390,7 +402,8 @@ def bench():
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_warehouse_cmd(db, problems, durable, as_json):
     """Attention rows per second: problem-sized commits, one run-sized batch, finishing, scanning."""
-    from warehouse.bench import run_bench, summary_lines
+    from warehouse import bench_warehouse as run_bench
+    from warehouse import bench_warehouse_lines as summary_lines
 
     with user_errors():
         report = run_bench(problems, db, durable)
@@ -405,7 +418,8 @@ def bench_warehouse_cmd(db, problems, durable, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_views_cmd(db, attention_rows, repeats, as_json):
     """Latency of every view over a generated warehouse (20M attention rows by default)."""
-    from queries.bench import run_bench, summary_lines
+    from warehouse import bench_query_views as run_bench
+    from warehouse import bench_query_views_lines as summary_lines
 
     with user_errors():
         report = run_bench(attention_rows, repeats, db)
@@ -427,7 +441,7 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
 def bench_engine_cmd(model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch,
                      as_json):
     """Problems/s and conditions/s: batched engine vs the one-condition-at-a-time reference."""
-    from engine.bench import bench_engine
+    from engine import bench_engine
 
     with user_errors():
         report = bench_engine(model_name, checkpoint, problems, reference_problems, batch_size, device, attention,
@@ -456,10 +470,10 @@ def ingest_group():
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_gsm8k_cmd(file, skip_invalid, db, as_json):
     """Problems of a GSM8K JSONL file into the problems table (ids: hash of the normalized question)."""
-    from ingest.commands import gsm8k_command
+    from ingest import format_gsm8k, ingest_gsm8k
 
     with user_errors():
-        _emit(gsm8k_command(db, file, skip_invalid), as_json)
+        _show(ingest_gsm8k(db, file, skip_invalid), as_json, format_gsm8k)
 
 
 @ingest_group.command("legacy")
@@ -471,10 +485,10 @@ def ingest_gsm8k_cmd(file, skip_invalid, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_legacy_cmd(files, dataset, model_name, db, as_json):
     """Legacy research result files as complete runs with convention legacy (once per file)."""
-    from ingest.commands import legacy_command
+    from ingest import format_legacy, ingest_legacy
 
     with user_errors():
-        _emit(legacy_command(db, files, dataset, model_name), as_json)
+        _show(ingest_legacy(db, files, dataset, model_name), as_json, format_legacy)
 
 
 @ingest_group.command("shards")
@@ -483,10 +497,10 @@ def ingest_legacy_cmd(files, dataset, model_name, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_shards_cmd(directory, db, as_json):
     """Merge the finished Parquet shards of workers (`run --shard I/N`) into the warehouse; idempotent."""
-    from ingest.commands import shards_command
+    from ingest import format_shards, ingest_shards
 
     with user_errors():
-        _emit(shards_command(db, directory), as_json)
+        _show(ingest_shards(db, directory), as_json, format_shards)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""Analysis of a warehouse's runs: statistics, comparisons, charts and the report, as values.
+
+Every function takes run handles (`warehouse.handle.Run`) and returns values: dataclasses of polars
+frames, Altair charts, the paths written. Text is formatted separately (what the CLI prints):
+
+    from warehouse import open_warehouse
+    from analysis import charts, compare_runs, run_stats, write_report
+
+    wh = open_warehouse("results/warehouse", read_only=True)
+    run = wh.run("latest")
+    stats = run_stats(run)                       # RunStats: importance, methods, correlation, strata, flow, ...
+    print(format_stats(stats))
+    cmp = compare_runs(wh.run("2d32"), run)      # RunComparison: by_thought, by_condition, flips
+    chart = charts.importance_by_thought(run)    # an Altair chart (charts.enable_offline() in Jupyter offline)
+    write_report(run, out="results/charts")      # the chart files and report.html
+    closing_table(run)                           # what `run` prints at the end: accuracy, importance
+
+The numbers come from the SQL views (queries/); this package adds only what SQL lacks (p-values,
+bootstrap and permutation intervals) and the presentation. It imports `warehouse` and nothing else of
+the project.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from analysis import charts
+    from analysis.charts import charts_for
+    from analysis.closing import ClosingTable, closing_table, format_closing_table
+    from analysis.compare import RunComparison, compare_runs, format_comparison
+    from analysis.export import parse_formats
+    from analysis.report import write_report
+    from analysis.stats import RunStats, format_stats, run_stats
+
+# Where each public name lives: imported on first use, so `cli.py run` (the closing table) does not pay
+# for Altair and the charts.
+_HOMES = {
+    "charts": "analysis.charts",
+    "ClosingTable": "analysis.closing", "closing_table": "analysis.closing", "format_closing_table": "analysis.closing",
+    "RunComparison": "analysis.compare", "compare_runs": "analysis.compare", "format_comparison": "analysis.compare",
+    "write_report": "analysis.report",
+    "charts_for": "analysis.charts", "parse_formats": "analysis.export",
+    "RunStats": "analysis.stats", "format_stats": "analysis.stats", "run_stats": "analysis.stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    module = importlib.import_module(home)
+    return module if home == f"analysis.{name}" else getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "ClosingTable",
+    "RunComparison",
+    "RunStats",
+    "charts",
+    "charts_for",
+    "closing_table",
+    "compare_runs",
+    "format_closing_table",
+    "format_comparison",
+    "format_stats",
+    "parse_formats",
+    "run_stats",
+    "write_report",
+]

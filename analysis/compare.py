@@ -1,46 +1,62 @@
 """`python cli.py compare RUN_A RUN_B`: two runs side by side, on the problems they share.
 
-Rows come from the `run_comparison` view (the runs joined on problem id, thought, method and sigma),
-so runs of different models, datasets or patch layers compare wherever they share problems. Per
-thought (corruptions pooled, the clean control left out) and per condition: each run's failure rate
-among its own baseline-correct shared problems, the difference B - A, and a 95% bootstrap interval of
-the difference that resamples shared problems (paired: both runs see the same resampled problems).
-Then the problems whose outcome differs between the runs: at the baseline, and per condition.
+The views compute every rate: `run_comparison_by_thought` (corruptions pooled, the clean control left
+out) and `run_comparison_by_condition` give, per patch-layer pairing, each run's failure rate among its own
+baseline-correct shared problems and the difference B - A. This module adds what SQL lacks: a 95%
+bootstrap interval of the difference that resamples shared problems (paired: both runs see the same
+resampled problems), from `run_comparison`'s rows. Then the problems whose outcome differs between the
+runs: at the baseline, and per condition. `run_pairs` gives the header: each run's problems, the shared
+ones, whether patch layers pair up, and the note.
 
-When both runs were patched at several layers, rows pair equal patch layers; a single-layer run
-pairs with each layer of the other. When either run is a legacy run (SPEC 10), the payload's `note` and the
-text carry the views' sentence on what thought k means (the `pair_note` macro, as in `run_comparison`).
+Runs of different models, datasets or patch layers compare wherever they share problems. When both runs
+were patched at several layers, rows pair equal patch layers; a single-layer run pairs with each layer of
+the other (the views' `compared`). When either run is a legacy run (SPEC 10), `note` and the text carry the
+views' sentence on what thought k means (the `pair_note` macro, as in `run_comparison`).
+
+    cmp = compare_runs(wh.run("2d32"), wh.run("latest"))   # RunComparison: polars frames
+    print(format_comparison(cmp)); cmp.to_dict()
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from analysis.frames import fetch, group_index, records, rounded, single_valued
+from analysis.frames import fetch, group_index, reading, records, rounded, single_valued
 from analysis.resampling import bootstrap_rates, interval, resample_counts
+from warehouse.handle import Run
 from warehouse.output import render_table
-from warehouse.store import open_warehouse
 
 N_BOOT, SEED, SHOWN_FLIPS = 2000, 0, 40
 PAIR = "run_a = ? AND run_b = ?"
+LAYERS = ["patch_layer_a", "patch_layer_b"]
+THOUGHT_KEYS = [*LAYERS, "thought"]
+CONDITION_KEYS = [*LAYERS, "thought", "method", "sigma", "condition"]
 PER_PROBLEM = """
 SELECT {keys}, problem_id,
-       count(*) FILTER (WHERE failed_a) AS failures_a, count(*) FILTER (WHERE base_correct_a) AS trials_a,
-       count(*) FILTER (WHERE failed_b) AS failures_b, count(*) FILTER (WHERE base_correct_b) AS trials_b,
-       sum(kl_a) AS kl_sum_a, count(kl_a) AS kl_n_a, sum(kl_b) AS kl_sum_b, count(kl_b) AS kl_n_b
+       count(*) FILTER (WHERE base_correct_a AND failed_a) AS failures_a, count(*) FILTER (WHERE base_correct_a) AS trials_a,
+       count(*) FILTER (WHERE base_correct_b AND failed_b) AS failures_b, count(*) FILTER (WHERE base_correct_b) AS trials_b
 FROM run_comparison
-WHERE {pair} AND {layers} AND method <> 'baseline' {extra}
+WHERE {pair} AND compared AND method <> 'baseline' {extra}
 GROUP BY ALL
 """
+RATES = ("problems, n_a, failures_a, failure_rate_a, ci_low_a, ci_high_a, n_b, failures_b, failure_rate_b, ci_low_b, "
+         "ci_high_b, difference, mean_kl_a, mean_kl_b")
 
 
-def paired_differences(frame: pl.DataFrame, keys: list[str], n_boot: int, seed: int) -> pl.DataFrame:
-    """Per group: both runs' pooled failure rates, B - A and its bootstrap interval over shared problems."""
+def difference_intervals(frame: pl.DataFrame, keys: list[str], n_boot: int, seed: int) -> pl.DataFrame:
+    """Per group: a bootstrap interval (diff_low, diff_high) of B - A over shared problems (paired resamples).
+
+    `frame` has the keys, problem_id, and each run's failures and trials per problem.
+    """
+    names = ["diff_low", "diff_high"]
     if frame.is_empty():
-        return pl.DataFrame()
+        return frame.select(keys).with_columns(*(pl.lit(None, pl.Float64).alias(n) for n in names))
     groups, g, p, n_problems = group_index(frame, keys)
     sums = {}
-    for column in ("failures_a", "trials_a", "failures_b", "trials_b", "kl_sum_a", "kl_n_a", "kl_sum_b", "kl_n_b"):
+    for column in ("failures_a", "trials_a", "failures_b", "trials_b"):
         out = np.zeros((groups.height, n_problems))
         np.add.at(out, (g, p), frame[column].fill_null(0).to_numpy().astype(float))
         sums[column] = out
@@ -48,82 +64,96 @@ def paired_differences(frame: pl.DataFrame, keys: list[str], n_boot: int, seed: 
     diff = (bootstrap_rates(sums["failures_b"], sums["trials_b"], counts)
             - bootstrap_rates(sums["failures_a"], sums["trials_a"], counts))
     low, high = interval(diff)
-    total = {k: v.sum(1) for k, v in sums.items()}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate_a, rate_b = total["failures_a"] / total["trials_a"], total["failures_b"] / total["trials_b"]
-        kl_a, kl_b = total["kl_sum_a"] / total["kl_n_a"], total["kl_sum_b"] / total["kl_n_b"]
-    problems = np.zeros(groups.height)
-    np.add.at(problems, g, 1)
-    return groups.with_columns(
-        pl.Series("problems", problems.astype(int)),
-        pl.Series("n_a", total["trials_a"].astype(int)), pl.Series("failures_a", total["failures_a"].astype(int)),
-        pl.Series("failure_rate_a", rate_a),
-        pl.Series("n_b", total["trials_b"].astype(int)), pl.Series("failures_b", total["failures_b"].astype(int)),
-        pl.Series("failure_rate_b", rate_b),
-        pl.Series("difference", rate_b - rate_a), pl.Series("diff_low", low), pl.Series("diff_high", high),
-        pl.Series("mean_kl_a", kl_a), pl.Series("mean_kl_b", kl_b),
-    ).with_columns(pl.col(pl.Float64).fill_nan(None))
+    return groups.with_columns(pl.Series(names[0], low), pl.Series(names[1], high)).with_columns(
+        pl.col(names).fill_nan(None))
 
 
-def _layer_rule(con, a: str, b: str) -> tuple[str, bool]:
-    """Pair equal patch layers when both runs have several; otherwise every pairing is the comparison."""
-    counts = dict(con.execute("SELECT run_id, count(DISTINCT patch_layer) FROM stg_results WHERE run_id IN (?, ?) "
-                              "GROUP BY run_id", [a, b]).fetchall())
-    matched = counts.get(a, 0) > 1 and counts.get(b, 0) > 1
-    return ("patch_layer_a IS NOT DISTINCT FROM patch_layer_b" if matched else "true"), matched
+def _with_intervals(view: pl.DataFrame, per_problem: pl.DataFrame, keys: list[str], n_boot: int,
+                    seed: int) -> pl.DataFrame:
+    boot = difference_intervals(per_problem, keys, n_boot, seed)
+    return view.join(boot, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
 
-def compare_runs(db, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = SEED) -> tuple[dict, str]:
-    """The comparison of two runs: (JSON payload, text)."""
-    store = open_warehouse(db, read_only=True)
-    a, b = store.resolve_run(run_a), store.resolve_run(run_b)
-    if a == b:
-        raise ValueError(f"compare needs two different runs, got {a} twice")
-    with store.reader(exclude_damaged=True, require=(a, b)) as con:
-        con.execute("SET enable_progress_bar = false")
-        layers, matched = _layer_rule(con, a, b)
-        query = {"pair": PAIR, "layers": layers}
-        by_thought = fetch(con, PER_PROBLEM.format(keys="thought", extra="AND method <> 'clean'", **query), [a, b])
-        by_condition = fetch(con, PER_PROBLEM.format(keys="thought, method, sigma, condition", extra="", **query),
-                             [a, b])
+@dataclass(frozen=True)
+class RunComparison:
+    """Two runs on their shared problems, as polars frames (the views' columns plus bootstrap intervals)."""
+
+    run_a: str
+    run_b: str
+    runs: pl.DataFrame  # model_comparison's rows of A and B
+    problems: dict[str, int]  # a, b: each run's problems; shared: both ran (run_pairs)
+    same_convention: bool  # thought k means the same in both runs
+    note: str | None  # pair_note: what thought k means when a legacy run takes part
+    patch_layers_paired: bool  # both runs have several patch layers: equal layers pair
+    by_thought: pl.DataFrame  # run_comparison_by_thought + diff_low, diff_high
+    by_condition: pl.DataFrame  # run_comparison_by_condition + diff_low, diff_high
+    baseline_flips: pl.DataFrame  # problems answered correctly by one run's baseline only
+    condition_flips: pl.DataFrame  # (problem, thought, condition) whose outcome differs
+    settings: dict[str, Any] = field(default_factory=dict)  # n_boot, seed, level
+
+    def run(self, side: str) -> dict[str, Any]:
+        """Run A's or B's row of model_comparison as a dict (side 'a' or 'b')."""
+        run_id = self.run_a if side == "a" else self.run_b
+        found = records(self.runs.filter(pl.col("run_id") == run_id))
+        return found[0] if found else {"run_id": run_id}
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {name: getattr(self, name) for name in ("by_thought", "by_condition", "baseline_flips",
+                                                       "condition_flips")}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON payload of `compare --json`."""
+        return {"run_a": self.run("a"), "run_b": self.run("b"), "problems": self.problems,
+                "same_convention": self.same_convention, "note": self.note,
+                "patch_layers_paired": self.patch_layers_paired, "settings": self.settings,
+                **{name: records(frame) for name, frame in self.tables().items()}}
+
+
+def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunComparison:
+    """The comparison of two runs of one warehouse (B - A)."""
+    if a.run_id == b.run_id:
+        raise ValueError(f"compare needs two different runs, got {a.run_id} twice")
+    pair = [a.run_id, b.run_id]
+    with reading(a, b) as con:
+        by_thought = fetch(con, f"SELECT {', '.join(THOUGHT_KEYS)}, thought_name, {RATES} "
+                                f"FROM run_comparison_by_thought WHERE {PAIR} ORDER BY {', '.join(THOUGHT_KEYS)}", pair)
+        by_condition = fetch(con, f"SELECT {', '.join(CONDITION_KEYS)}, thought_name, {RATES} "
+                                  f"FROM run_comparison_by_condition WHERE {PAIR} ORDER BY patch_layer_a, "
+                                  "patch_layer_b, thought, method, sigma NULLS FIRST, condition", pair)
+        thought_problems = fetch(con, PER_PROBLEM.format(keys=", ".join(THOUGHT_KEYS), pair=PAIR,
+                                                         extra="AND method <> 'clean'"), pair)
+        condition_problems = fetch(con, PER_PROBLEM.format(keys=", ".join(CONDITION_KEYS), pair=PAIR, extra=""),
+                                   pair)
         flips = fetch(con, f"SELECT problem_id, thought, condition, patch_layer_a, patch_layer_b, correct_a, correct_b "
-                           f"FROM run_comparison WHERE {PAIR} AND {layers} AND changed "
-                           "ORDER BY method <> 'baseline', problem_id, thought, condition", [a, b])
-        problems = dict(con.execute("SELECT run_id, count(DISTINCT problem_id) FROM results WHERE run_id IN (?, ?) "
-                                    "GROUP BY run_id", [a, b]).fetchall())
-        shared = con.execute(f"SELECT count(DISTINCT problem_id) FROM run_comparison WHERE {PAIR} "
-                             "AND method = 'baseline'", [a, b]).fetchall()[0][0]
-        runs = {r["run_id"]: r for r in records(fetch(con, "SELECT run_id, model_name, convention, status, "
-                                                           "patch_layers, problems, baseline_accuracy, note FROM "
-                                                           "model_comparison WHERE run_id IN (?, ?)", [a, b]))}
-        note = con.execute("SELECT pair_note(ra.convention, rb.convention) FROM stg_runs ra, stg_runs rb "
-                           "WHERE ra.run_id = ? AND rb.run_id = ?", [a, b]).fetchall()[0][0]
-    tables = {
-        "by_thought": paired_differences(by_thought, ["thought"], n_boot, seed),
-        "by_condition": paired_differences(by_condition, ["thought", "method", "sigma", "condition"], n_boot, seed),
-        "baseline_flips": flips.filter(pl.col("thought").is_null()).select("problem_id", "correct_a", "correct_b"),
-        "condition_flips": flips.filter(pl.col("thought").is_not_null()),
-    }
-    same = runs.get(a, {}).get("convention") == runs.get(b, {}).get("convention")
-    payload = {"run_a": runs.get(a, {"run_id": a}), "run_b": runs.get(b, {"run_id": b}),
-               "problems": {"a": problems.get(a, 0), "b": problems.get(b, 0), "shared": shared},
-               "same_convention": same, "note": note, "patch_layers_paired": matched,
-               "settings": {"n_boot": n_boot, "seed": seed, "level": 0.95},
-               **{name: records(frame) for name, frame in tables.items()}}
-    return payload, compare_text(payload, tables)
+                           f"FROM run_comparison WHERE {PAIR} AND compared AND changed "
+                           "ORDER BY method <> 'baseline', problem_id, thought, condition", pair)
+        overview = fetch(con, f"SELECT * FROM run_pairs WHERE {PAIR}", pair).row(0, named=True)
+        runs = fetch(con, "SELECT run_id, model_name, convention, status, patch_layers, problems, baseline_accuracy, "
+                          "note FROM model_comparison WHERE run_id IN (?, ?)", pair)
+    return RunComparison(
+        run_a=a.run_id, run_b=b.run_id, runs=runs,
+        problems={"a": overview["problems_a"], "b": overview["problems_b"], "shared": overview["shared_problems"]},
+        same_convention=overview["same_convention"], note=overview["note"],
+        patch_layers_paired=overview["patch_layers_paired"],
+        by_thought=_with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed),
+        by_condition=_with_intervals(by_condition, condition_problems, CONDITION_KEYS, n_boot, seed),
+        baseline_flips=flips.filter(pl.col("thought").is_null()).select("problem_id", "correct_a", "correct_b"),
+        condition_flips=flips.filter(pl.col("thought").is_not_null()),
+        settings={"n_boot": n_boot, "seed": seed, "level": 0.95})
 
 
-def compare_text(payload: dict, tables: dict[str, pl.DataFrame]) -> str:
+def format_comparison(cmp: RunComparison) -> str:
+    """The text `compare` prints: both runs, the shared problems, rates by thought and condition, flips."""
     lines = []
     for side in ("a", "b"):
-        run = payload[f"run_{side}"]
+        run = cmp.run(side)
         lines.append(f"{side.upper()}: {run['run_id']}  model {run.get('model_name')}  convention "
                      f"{run.get('convention')}  patch layers {run.get('patch_layers')}  problems {run.get('problems')}")
-    n = payload["problems"]
+    n = cmp.problems
     lines.append(f"shared problems {n['shared']} (A has {n['a']}, B has {n['b']}); rates are among each run's own "
                  "baseline-correct shared problems; difference = B - A, 95% bootstrap interval over shared problems")
-    if payload["note"]:
-        lines.append(f"note: {payload['note']}")
+    if cmp.note:
+        lines.append(f"note: {cmp.note}")
     if n["shared"] == 0:
         return "\n".join(lines + ["the runs share no problems: nothing to compare"]) + "\n"
     columns = ["problems", "n_a", "failure_rate_a", "n_b", "failure_rate_b", "difference", "diff_low", "diff_high",
@@ -131,15 +161,16 @@ def compare_text(payload: dict, tables: dict[str, pl.DataFrame]) -> str:
     sections = (("by_thought", "By thought (corruptions pooled, clean control excluded)", ["thought"] + columns),
                 ("by_condition", "By thought and condition", ["thought", "condition"] + columns))
     for name, title, cols in sections:
-        frame = tables[name]
-        lines += ["", title, render_table(rounded(frame.select(cols)).to_arrow()).rstrip("\n") if not frame.is_empty()
-                  else "(no shared conditions)"]
-    base = tables["baseline_flips"]
+        frame = getattr(cmp, name)
+        layers = [c for c in LAYERS if not single_valued(frame, c)]  # shown when the runs pair several layers
+        lines += ["", title, render_table(rounded(frame.select(layers + cols)).to_arrow()).rstrip("\n")
+                  if not frame.is_empty() else "(no shared conditions)"]
+    base = cmp.baseline_flips
     lines += ["", f"Baseline flips between the runs: {base.height}"]
     if base.height:
         lines.append(render_table(base.to_arrow()).rstrip("\n"))
-    flips = tables["condition_flips"]
-    drop = [c for c in ("patch_layer_a", "patch_layer_b") if single_valued(flips, c)]
+    flips = cmp.condition_flips
+    drop = [c for c in LAYERS if single_valued(flips, c)]
     lines += ["", f"Condition outcomes that differ between the runs: {flips.height}"
               + (f" (first {SHOWN_FLIPS}; all with --json)" if flips.height > SHOWN_FLIPS else "")]
     if flips.height:

@@ -1,16 +1,21 @@
 """One chart as a file: standalone HTML (Vega inlined, works offline), PNG or SVG (vl-convert).
 
 The Vega / Vega-Lite / vega-embed bundle comes from vl-convert (no CDN, no network); building it
-takes about a second, so it is built once per process and shared by every page that needs it.
+takes about a second, so it is built once per process and shared by every page that needs it. The
+standalone page is the template analysis/templates/chart.html.j2.
 """
 from __future__ import annotations
 
 import functools
-import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import vl_convert as vlc
+from markupsafe import Markup
+
+from analysis.templating import render, trusted_script
 
 FORMATS = ("html", "png", "svg")
 PNG_SCALE = 2.0  # crisp on high-density screens and in documents
@@ -29,50 +34,30 @@ CONFIG = {
 
 
 @functools.lru_cache(maxsize=1)
-def javascript_bundle() -> str:
-    """vega, vega-lite and vega-embed as one script defining window.vegaEmbed (about 0.9 MB)."""
-    return vlc.javascript_bundle(vl_version=VL_VERSION)
+def javascript_bundle() -> Markup:
+    """vega, vega-lite and vega-embed as one script defining window.vegaEmbed (about 0.9 MB), ready to inline."""
+    return trusted_script(vlc.javascript_bundle(vl_version=VL_VERSION))
 
 
-def chart_spec(chart: alt.TopLevelMixin) -> dict:
-    """The chart's Vega-Lite spec with the shared config (chart-level config keys win)."""
-    spec = chart.to_dict()
+def styled(spec: dict[str, Any]) -> dict[str, Any]:
+    """A Vega-Lite spec with the shared config (chart-level config keys win)."""
     config = spec.get("config", {})
-    spec["config"] = {**config, **{k: {**v, **config.get(k, {})} if isinstance(v, dict) else config.get(k, v)
-                                   for k, v in CONFIG.items()}}
-    return spec
+    return {**spec, "config": {**config, **{k: {**v, **config.get(k, {})} if isinstance(v, dict) else config.get(k, v)
+                                            for k, v in CONFIG.items()}}}
 
 
-def script_json(value) -> str:
-    """JSON that is safe inside a <script> element (no `</script>` can close it early)."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+def chart_spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
+    """The chart's Vega-Lite spec with the shared config."""
+    return styled(chart.to_dict())
 
 
-def standalone_html(spec: dict, title: str) -> str:
+def standalone_html(spec: dict[str, Any], title: str) -> str:
     """A page holding one chart, the bundle inlined: opens from disk with no network."""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{_escape(title)}</title>
-<script>{javascript_bundle()}</script>
-</head>
-<body>
-<div id="vis"></div>
-<script>
-vegaEmbed("#vis", {script_json(spec)}, {script_json(EMBED_OPTIONS)}).then(function () {{
-  document.body.dataset.status = "rendered";
-}}).catch(function (error) {{
-  document.body.dataset.status = "error";
-  document.getElementById("vis").textContent = "This chart failed to render: " + error;
-}});
-</script>
-</body>
-</html>
-"""
+    return render("chart.html.j2", title=title, spec=spec, options=EMBED_OPTIONS, bundle=javascript_bundle())
 
 
-def write_chart(chart: alt.TopLevelMixin, stem: str | Path, formats=FORMATS, title: str = "") -> list[Path]:
+def write_chart(chart: alt.TopLevelMixin, stem: str | Path, formats: Iterable[str] = FORMATS,
+                title: str = "") -> list[Path]:
     """Write `stem.html`, `stem.png`, `stem.svg` as asked; returns the paths written."""
     stem = Path(stem)
     spec = chart_spec(chart)
@@ -99,6 +84,3 @@ def parse_formats(text: str) -> tuple[str, ...]:
         raise ValueError(f"unknown chart format {', '.join(unknown) or repr(text)} (choose from {', '.join(FORMATS)})")
     return formats
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,18 +1,45 @@
-"""Polars helpers shared by `stats` and `compare`: view rows for one run, problem matrices, bootstrap columns.
+"""Helpers shared by `stats`, `compare`, the charts and the report: one read connection for some runs,
+view rows as polars, problem matrices, bootstrap columns.
 
 Pulled from the views with plain SQL (the views do the aggregation; Python adds only what SQL lacks).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from typing import Any
 
+import duckdb
 import numpy as np
 import polars as pl
 
 from analysis.resampling import bootstrap_rates, interval, resample_counts
+from warehouse.handle import Run
 
 
-def fetch(con, sql: str, params=()) -> pl.DataFrame:
+@contextlib.contextmanager
+def reading(*runs: Run | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One read connection showing every given run (None entries are skipped).
+
+    The runs must come from one warehouse; RunDamaged if a data file of one of them cannot be read
+    (the other runs' damaged files are left out of the fact tables, as `stats` and `charts` always did).
+    """
+    given = [r for r in runs if r is not None]
+    if not given:
+        raise ValueError("no run given")
+    first = given[0]
+    for other in given[1:]:
+        if other.warehouse is not first.warehouse and other.warehouse.path != first.warehouse.path:
+            raise ValueError(f"runs {first.run_id} and {other.run_id} are in different warehouses "
+                             f"({first.warehouse.path}, {other.warehouse.path})")
+    ids = tuple(dict.fromkeys(r.run_id for r in given))
+    with first.warehouse.reader(exclude_damaged=True, require=ids) as con:
+        con.execute("SET enable_progress_bar = false")
+        yield con
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str, params: Any = ()) -> pl.DataFrame:
     return con.sql(sql, params=list(params)).pl()
 
 
@@ -52,7 +79,7 @@ def problem_matrix(frame: pl.DataFrame, column: str, by: str = "thought") -> np.
     return out
 
 
-def clean(value):
+def clean(value: Any) -> Any:
     """JSON-safe scalars: NaN and infinities become None, numpy scalars plain Python."""
     if isinstance(value, np.generic):
         value = value.item()

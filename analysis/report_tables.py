@@ -1,15 +1,13 @@
-"""The report's tables: each run's lineage and the key numbers, as small HTML tables from the views.
+"""The report's tables: each run's lineage and the key numbers, rows of the views.
 
-Numbers a reader compares across rows (rates, r) are formatted the same way in every table; the
-charts carry the detail.
+The HTML is analysis/templates/tables.html.j2; numbers a reader compares across rows (rates, r) are
+formatted the same way in every table (analysis.templating.cell); the charts carry the detail.
 """
 from __future__ import annotations
 
-import html
-import json
-import math
 from dataclasses import dataclass
 
+import duckdb
 import polars as pl
 
 # Lineage rows shown for each run, in order (runs table via Warehouse.show_run).
@@ -31,7 +29,7 @@ class Table:
     percent: tuple[str, ...] = ()
 
 
-def _fetch(con, sql: str, ids: list[str]) -> pl.DataFrame:
+def _fetch(con: duckdb.DuckDBPyConnection, sql: str, ids: list[str]) -> pl.DataFrame:
     marks = ", ".join("?" for _ in ids)
     return con.sql(sql.format(runs=f"run_id IN ({marks})"), params=ids).pl()
 
@@ -45,7 +43,7 @@ def _run_letter(frame: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
         {"run_id": "run"})
 
 
-def key_tables(con, ids: list[str]) -> list[Table]:
+def key_tables(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[Table]:
     """Importance, corruptions, correlation by layer, hubs and the top heads for the runs."""
     specs = [
         ("importance", "Importance by thought", "token_importance",
@@ -80,44 +78,3 @@ def key_tables(con, ids: list[str]) -> list[Table]:
                            maintain_order=True)
         tables.append(Table(key, title, view, _run_letter(frame, ids), percent))
     return tables
-
-
-def _cell(value, column: str, percent: tuple[str, ...]) -> str:
-    if value is None:
-        return "<td class='null'>–</td>"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "<td class='null'>–</td>"
-        text = f"{value:.1%}" if column in percent else f"{value:.3f}" if abs(value) >= 0.001 or value == 0 \
-            else f"{value:.2e}"
-        return f"<td class='num'>{text}</td>"
-    if isinstance(value, int):
-        return f"<td class='num'>{value}</td>"
-    if isinstance(value, list):
-        value = ", ".join(str(v) for v in value)
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def table_html(table: Table) -> str:
-    if table.frame.is_empty():
-        return f"<p class='empty'>No rows in <code>{table.view}</code> for this run.</p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.frame.columns)
-    body = "".join("<tr>" + "".join(_cell(v, c, table.percent) for c, v in row.items()) + "</tr>"
-                   for row in table.frame.iter_rows(named=True))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def metadata_html(runs: list[dict]) -> str:
-    """Each run's lineage side by side, and its whole config as JSON under a disclosure."""
-    letters = "AB" if len(runs) == 2 else [""]
-    head = "".join(f"<th>{f'run {letter}' if letter else 'run'}</th>" for letter in letters[:len(runs)])
-    body = []
-    for field, label in META_FIELDS:
-        cells = "".join(_cell(run.get(field), field, ()) for run in runs)
-        body.append(f"<tr><th scope='row'>{html.escape(label)}</th>{cells}</tr>")
-    configs = "".join(
-        f"<details><summary>config of {html.escape(run['run_id'])}</summary>"
-        f"<pre>{html.escape(json.dumps(run.get('config_json'), indent=2, default=str))}</pre></details>"
-        for run in runs)
-    return f"<table class='meta'><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>" \
-           + configs

@@ -8,7 +8,6 @@ a bootstrap is one matrix product of resampling counts [B, problems] with per-pr
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -19,6 +18,8 @@ def pearson_p(r: float | None, n: int | None) -> float | None:
         return None
     if abs(r) >= 1:
         return 0.0
+    from scipy import stats  # here, not at the top: importing scipy takes most of a second
+
     t = r * np.sqrt((n - 2) / (1 - r * r))
     return float(2 * stats.t.sf(abs(t), n - 2))
 

@@ -11,16 +11,23 @@ polars frames pulled from them:
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
 not meaningful for it; the text prints that note in place of the table.
+
+    stats = run_stats(wh.run("latest"))     # RunStats: polars frames, one per table
+    print(format_stats(stats)); stats.to_dict()
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.frames import fetch, problem_matrix, rate_intervals, records, rounded, single_valued
+from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
 from analysis.resampling import bootstrap_r, centred, interval, pearson_p, resample_counts, within_permutation
+from warehouse.handle import Run
 from warehouse.output import render_table
-from warehouse.store import open_warehouse
 
 N_BOOT, N_PERM, SEED, TOP_HEADS = 2000, 2000, 0, 10
 NOT_MEANINGFUL = "not meaningful for legacy runs"  # how the views' notes for legacy placeholder rows begin
@@ -32,7 +39,7 @@ def _with_p(frame: pl.DataFrame, r: str = "r", n: str = "n", p: str = "p") -> pl
     return frame.with_columns(pl.Series(p, values, pl.Float64))
 
 
-def importance_table(con, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
+def importance_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
     view = fetch(con, f"SELECT * FROM token_importance {RUN} ORDER BY patch_layer, thought", [run_id])
     per_problem = fetch(con, f"SELECT patch_layer, thought, problem_id, failures, trials FROM int_problem_importance "
                              f"{RUN}", [run_id])
@@ -40,7 +47,7 @@ def importance_table(con, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
     return view.join(boot, on=["patch_layer", "thought"], how="left", nulls_equal=True)
 
 
-def method_table(con, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
+def method_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
     view = fetch(con, f"SELECT * FROM method_comparison {RUN} ORDER BY patch_layer, method, sigma", [run_id])
     per_problem = fetch(con, "SELECT patch_layer, condition, problem_id, count(*) FILTER (WHERE failed) AS failures, "
                              f"count(*) AS trials FROM int_outcomes {RUN} AND base_correct AND NOT is_baseline "
@@ -49,7 +56,8 @@ def method_table(con, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
     return view.join(boot, on=["patch_layer", "condition"], how="left", nulls_equal=True)
 
 
-def correlation_table(con, run_id: str, n_boot: int, n_perm: int, seed: int) -> pl.DataFrame:
+def correlation_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, n_perm: int,
+                      seed: int) -> pl.DataFrame:
     """layer_correlation plus p, bootstrap intervals of r and r_within, and the permutation p of r_within."""
     view = _with_p(fetch(con, f"SELECT * FROM layer_correlation {RUN} ORDER BY patch_layer, layer", [run_id]))
     pairs = fetch(con, f"SELECT patch_layer, layer, problem_id, thought, attention, importance "
@@ -70,37 +78,66 @@ def correlation_table(con, run_id: str, n_boot: int, n_perm: int, seed: int) -> 
                      nulls_equal=True)
 
 
-def thought_correlation_table(con, run_id: str) -> pl.DataFrame:
+def thought_correlation_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     view = fetch(con, f"SELECT patch_layer, layer, thought, thought_name, problems, mean_attention, mean_importance, r, "
                       f"note FROM attention_importance {RUN} ORDER BY patch_layer, layer, thought", [run_id])
     return _with_p(view, n="problems")
 
 
-def strata_table(con, run_id: str) -> pl.DataFrame:
+def strata_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     view = fetch(con, f"SELECT * FROM difficulty_strata {RUN} ORDER BY patch_layer, stratum, layer", [run_id])
     return _with_p(view)
 
 
-def flow_table(con, run_id: str) -> pl.DataFrame:
-    """Previous-thought, self and skip attention per thought pair, averaged over layers and heads."""
-    parts = [f"SELECT '{kind}' AS kind, dst, src, pair, avg(mean_weight) AS mean_weight, "
-             f"min(mean_weight) AS min_head, max(mean_weight) AS max_head, note FROM {view} {RUN} GROUP BY ALL"
-             for kind, view in (("sequential", "sequential_flow"), ("self", "self_attention"),
-                                ("skip", "skip_connections"))]
-    return fetch(con, " UNION ALL ".join(parts) + " ORDER BY kind, dst, src", [run_id] * 3)
+def flow_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Previous-thought, self and skip attention per thought pair, averaged over layers and heads (thought_flow)."""
+    return fetch(con, f"SELECT kind, dst, src, pair, mean_weight, min_head, max_head, note FROM thought_flow {RUN} "
+                      "AND layer IS NULL ORDER BY kind, dst, src", [run_id])
 
 
-def run_header(con, run_id: str) -> dict:
-    found = records(fetch(con, f"SELECT * FROM model_comparison {RUN}", [run_id]))
-    return found[0] if found else {"run_id": run_id}
+def run_header(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """The run's row of model_comparison (model, convention, status, patch layers, problems, accuracy)."""
+    return fetch(con, f"SELECT * FROM model_comparison {RUN}", [run_id])
 
 
-def run_stats(db, run: str = "latest", n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> tuple[dict, str]:
-    """Every table of the report for one run: (JSON payload, text)."""
-    store = open_warehouse(db, read_only=True)
-    run_id = store.resolve_run(run)
-    with store.reader(exclude_damaged=True, require=(run_id,)) as con:
-        con.execute("SET enable_progress_bar = false")
+TABLES = ("importance", "methods", "correlation", "correlation_by_thought", "strata", "hubs", "flow", "top_heads")
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Every table of `stats` for one run, as polars frames (the views' columns plus p-values and intervals)."""
+
+    run_id: str
+    header: pl.DataFrame  # the run's row of model_comparison
+    importance: pl.DataFrame  # token_importance + bootstrap interval over problems
+    methods: pl.DataFrame  # method_comparison + bootstrap interval
+    correlation: pl.DataFrame  # layer_correlation + p, bootstrap intervals, permutation p of r_within
+    correlation_by_thought: pl.DataFrame  # attention_importance + p
+    strata: pl.DataFrame  # difficulty_strata + p
+    hubs: pl.DataFrame  # hub_scores
+    flow: pl.DataFrame  # sequential, self and skip attention over layers and heads
+    top_heads: pl.DataFrame  # head_metrics, the top ranks
+    settings: dict[str, Any] = field(default_factory=dict)  # n_boot, n_perm, seed, level
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The header as a dict ({"run_id": ...} alone when the view has no row for the run)."""
+        found = records(self.header)
+        return found[0] if found else {"run_id": self.run_id}
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {name: getattr(self, name) for name in TABLES}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON payload of `stats --json`: run, settings and every table as a list of rows."""
+        return {"run": self.run, "settings": self.settings,
+                **{name: records(frame) for name, frame in self.tables().items()}}
+
+
+def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
+    """Every table of the report for one run."""
+    run_id = run.run_id
+    with reading(run) as con:
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
             "methods": method_table(con, run_id, n_boot, seed),
@@ -113,9 +150,8 @@ def run_stats(db, run: str = "latest", n_boot: int = N_BOOT, n_perm: int = N_PER
                                     "ORDER BY rank, layer, head", [run_id]),
         }
         header = run_header(con, run_id)
-    payload = {"run": header, "settings": {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": 0.95},
-               **{name: records(frame) for name, frame in tables.items()}}
-    return payload, stats_text(header, tables)
+    settings = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": 0.95}
+    return RunStats(run_id, header, settings=settings, **tables)
 
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -149,7 +185,9 @@ EMPTY = {**dict.fromkeys(("correlation", "correlation_by_thought"),
          "strata": "(no rows: no baseline-correct problems)"}
 
 
-def stats_text(header: dict, tables: dict[str, pl.DataFrame]) -> str:
+def format_stats(stats: RunStats) -> str:
+    """The text `stats` prints: the run's header line, then every table (or why it has no rows)."""
+    header, tables = stats.run, stats.tables()
     acc = header.get("baseline_accuracy")
     lines = [f"run {header['run_id']}  model {header.get('model_name')}  convention {header.get('convention')}  "
              f"status {header.get('status')}  patch layers {header.get('patch_layers')}  "

@@ -1,0 +1,59 @@
+"""The engine: CODI models, the interventions run on them, and the runs that store their rows.
+
+    engine.model          the CODI model: loading, its latent loop, answers, training, evaluation
+    engine.interventions  conditions as data, the corruption methods, the batched engine and its rows
+    engine.runs           run orchestration: config, planning, local / sharded / Ray execution, bench
+
+Inside the engine, runs may import interventions and model, interventions may import model, and
+model imports neither. The names below are the public API, imported on first use (importing
+`engine` does not import torch):
+
+    from engine import RunConfig, run_experiment
+    run = run_experiment(RunConfig(problems=8, methods="zero,gauss"), "results/warehouse")
+    run.view("token_importance")
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {  # name -> the module that defines it
+    "CodiModel": "engine.model.codi",
+    "ModelInfo": "engine.model.codi",
+    "load_model": "engine.model.checkpoints",
+    "parse_answer": "engine.model.answers",
+    "is_correct": "engine.model.answers",
+    "TrainConfig": "engine.model.train",
+    "train": "engine.model.train",
+    "evaluate_model": "engine.model.evaluate",
+    "Condition": "engine.interventions.conditions",
+    "build_conditions": "engine.interventions.conditions",
+    "METHODS": "engine.interventions.methods",
+    "register": "engine.interventions.methods",
+    "replacement": "engine.interventions.methods",
+    "EngineOptions": "engine.interventions.options",
+    "run_chunk": "engine.interventions.chunk",
+    "run_reference": "engine.interventions.reference",
+    "ChunkOutput": "engine.interventions.rows",
+    "RunConfig": "engine.runs.config",
+    "Execution": "engine.runs.config",
+    "execute": "engine.runs.executors",
+    "run_experiment": "engine.runs.executors",
+    "execute_run": "engine.runs.local",
+    "run_eval": "engine.runs.evaluate",
+    "bench_engine": "engine.runs.bench",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

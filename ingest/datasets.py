@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from ingest.files import require_regular
-from ingest.gsm8k import DatasetError, Problem, parse_record, read_jsonl
+from ingest.gsm8k import DatasetError, parse_record, read_jsonl
+from ingest.problems import Problem
 from ingest.research_dataset import read_research_dataset
 from ingest.synthetic import generate_split
 

@@ -1,43 +1,29 @@
-"""GSM8K JSONL reader (SPEC 9): problems with content-hash ids, gold answers and step counts.
+"""GSM8K JSONL reader (SPEC 9): problems with content-hash ids, gold answers and step counts, and
+`ingest_gsm8k`, which loads a file's problems into the warehouse (`ingest gsm8k`).
 
 A malformed line is never loaded silently wrong: every bad line is reported with its number, and by
 default nothing at all is loaded from a file that has one (`skip_invalid=True` keeps the good lines).
 A question that comes again with another answer is a bad line (which answer is right is unknown); one
 that comes again with the same answer is kept, and left to the caller to run or store once.
 """
-from __future__ import annotations
-
 import hashlib
 import json
 import math
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest.files import require_regular
+from ingest.problems import Problem, annotations, problems_table
+from warehouse.store import open_warehouse
 
-_ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
 # A comma is a thousands separator only between groups of exactly three digits: 1,234 and 12,345.6 are
 # numbers, 1,2,3 and 12,34 are not (never read as 123 or 1234).
 GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-
-
-@dataclass(frozen=True)
-class Problem:
-    problem_id: str
-    question: str
-    gold: float
-    solution: str
-    n_steps: int
-    source: str = ""
-    source_id: str = ""
-
-    @property
-    def annotations(self) -> list[str]:
-        """The `a*b=c` calculator annotations of the solution, in order."""
-        return annotations(self.solution)
 
 
 @dataclass
@@ -66,10 +52,6 @@ def normalize_question(text: str) -> str:
 def problem_id(question: str) -> str:
     """A hash of the normalized question, so the same problem joins across datasets."""
     return hashlib.sha256(normalize_question(question).encode()).hexdigest()[:16]
-
-
-def annotations(solution: str) -> list[str]:
-    return _ANNOTATION.findall(solution)
 
 
 def count_steps(solution: str) -> int:
@@ -156,3 +138,28 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
         raise DatasetError(f"{path}: {len(bad)} malformed line(s), nothing loaded "
                            f"(use --skip-invalid to load the good ones): {shown}")
     return ReadResult(problems, bad)
+
+
+def ingest_gsm8k(db: str | os.PathLike, path: str | Path, skip_invalid: bool = False) -> dict[str, Any]:
+    """Load a GSM8K JSONL file into problems_base; problems already known keep their first row.
+
+    A file is read completely, and every bad line reported, before the warehouse is even opened: a file
+    with a malformed line leaves nothing behind unless `skip_invalid` is given. Returns the counts: lines
+    read (`problems`), `distinct`, `added`, `already_present`, `by_steps` and the `skipped_lines`.
+    """
+    read = read_jsonl(path, skip_invalid=skip_invalid)  # raises, listing bad lines, before anything is written
+    unique: dict[str, Problem] = {}
+    for p in read.problems:
+        unique.setdefault(p.problem_id, p)  # the same question twice: its first line wins
+    added = 0
+    if unique:
+        with open_warehouse(db) as store:
+            added = store.upsert_problems(problems_table(unique.values()))
+    by_steps: dict[str, int] = {}
+    for p in unique.values():
+        by_steps[str(p.n_steps)] = by_steps.get(str(p.n_steps), 0) + 1
+    return {
+        "file": str(path), "problems": len(read.problems), "distinct": len(unique), "added": added,
+        "already_present": len(unique) - added, "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0]))),
+        "skipped_lines": [{"line": b.line, "reason": b.reason} for b in read.bad],
+    }

@@ -38,8 +38,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ingest.files import require_regular
 from ingest.legacy_formats import (
@@ -147,11 +150,11 @@ def _model(parsed: Parsed, model_name: str | None) -> tuple[str | None, str]:
     if parsed.kind == "attention-patterns":
         meta = parsed.notes.get("metadata", {})
         found = meta.get("model_name") or Path(str(meta.get("model_path") or "")).name or None
-        return CHECKPOINT_NAMES.get(found, found), "attention_metadata.json model_name"
+        return (CHECKPOINT_NAMES.get(found, found) if found else None), "attention_metadata.json model_name"
     return "llama", f"{SCRIPTS[parsed.kind]} loads ~/codi_ckpt/llama_gsm8k (CODI LLaMA-3.2-1B)"
 
 
-def run_config(parsed: Parsed, dataset: ResearchDataset | None, model_source: str) -> dict:
+def run_config(parsed: Parsed, dataset: ResearchDataset | None, model_source: str) -> dict[str, Any]:
     def describe(path: Path, sha: str | None = None) -> dict:
         stat = path.stat()
         modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat(timespec="seconds")
@@ -194,7 +197,7 @@ def _import(store, run_id: str, parsed: Parsed, dataset, model_name: str | None)
     return {"run_id": run_id, "status": "imported", **summary(parsed)}
 
 
-def summary(parsed: Parsed) -> dict:
+def summary(parsed: Parsed) -> dict[str, Any]:
     return {"format": FORMAT_NAMES[parsed.kind], "files": [str(f) for f in parsed.files],
             "problems": len(parsed.problems), "records": parsed.records, "records_skipped": len(parsed.skipped),
             "results": parsed.results.num_rows if parsed.results is not None else 0,
@@ -209,7 +212,7 @@ def _existing_runs(db) -> dict[str, str]:
     return {r["run_id"]: r["status"] for r in open_warehouse(db, read_only=True).list_runs()}
 
 
-def sources(files) -> list[tuple[Source, str]]:
+def sources(files: Iterable[str | os.PathLike]) -> list[tuple[Source, str]]:
     """(source, run id) per run the files make: a .npy and its metadata, or two copies of a file, count once."""
     found: dict[str, Source] = {}
     for f in files:
@@ -218,8 +221,10 @@ def sources(files) -> list[tuple[Source, str]]:
     return [(source, run_id) for run_id, source in found.items()]
 
 
-def ingest_legacy(db, files, dataset: str | Path | None = None, model_name: str | None = None) -> dict:
-    """Import legacy result files as complete runs (convention legacy); returns what each file became."""
+def ingest_legacy(db: str | os.PathLike, files: Iterable[str | os.PathLike], dataset: str | Path | None = None,
+                  model_name: str | None = None) -> dict[str, Any]:
+    """Import legacy result files as complete runs (convention legacy); returns what each file became:
+    `{"runs": [...]}`, one dict per run (run_id, status, files, and for a run imported now its counts)."""
     from warehouse.store import open_warehouse
 
     if not files:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ingest.gsm8k import Problem
+from ingest.problems import Problem
 from ingest.research_dataset import ResearchDataset, number
 from warehouse.schema import arrow_schema
 

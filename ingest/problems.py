@@ -1,51 +1,59 @@
-"""Problems into the warehouse (`ingest gsm8k`): the rows of the `problems` table, from Problem objects.
+"""A problem, whatever dataset it comes from, and its rows in the warehouse's `problems` table.
 
-A file is read completely, and every bad line reported, before the warehouse is even opened: a file with
-a malformed line leaves nothing behind unless `skip_invalid` is given (SPEC 9).
+Every reader (GSM8K JSONL, the research scripts' dataset files, the synthetic generator through the
+GSM8K parser) makes `Problem` objects; `problems_table` turns them into rows of the Arrow schema
+warehouse/schema.py derives for `problems`, and `problems_hash` into a run's `dataset_hash`.
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations`: it would shadow the function `annotations` (mypy no-redef)
 import hashlib
-from pathlib import Path
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
-from ingest.gsm8k import Problem, read_jsonl
+from warehouse.schema import arrow_schema
+
+_ANNOTATION = re.compile(r"<<([^<>]*)>>")
 
 
-def problems_table(problems: list[Problem]) -> pa.Table:
-    """Problem objects as rows of the warehouse's `problems` table (unknown n_steps stays NULL)."""
-    return pa.table({
-        "problem_id": pa.array([p.problem_id for p in problems], pa.string()),
-        "question": pa.array([p.question for p in problems], pa.string()),
-        "gold_answer": pa.array([p.gold for p in problems], pa.float64()),
-        "solution": pa.array([p.solution or None for p in problems], pa.string()),
-        "n_steps": pa.array([p.n_steps for p in problems], pa.int16()),
-        "source": pa.array([p.source for p in problems], pa.string()),
-        "source_id": pa.array([p.source_id for p in problems], pa.string()),
-    })
+def annotations(solution: str) -> list[str]:
+    """The `a*b=c` calculator annotations (`<<a*b=c>>`) of a solution, in order."""
+    return _ANNOTATION.findall(solution)
 
 
-def ingest_gsm8k(db, path: str | Path, skip_invalid: bool = False) -> dict:
-    """Load a GSM8K JSONL file into problems_base; problems already known keep their first row."""
-    from warehouse.store import open_warehouse
+@dataclass(frozen=True)
+class Problem:
+    """One problem: `problem_id` is a hash of the normalized question (ingest.gsm8k.problem_id), so the
+    same problem joins across datasets; `n_steps` is None where the source does not say."""
 
-    read = read_jsonl(path, skip_invalid=skip_invalid)  # raises, listing bad lines, before anything is written
-    unique: dict[str, Problem] = {}
-    for p in read.problems:
-        unique.setdefault(p.problem_id, p)  # the same question twice: its first line wins
-    added = open_warehouse(db).upsert_problems(problems_table(list(unique.values()))) if unique else 0
-    by_steps: dict[str, int] = {}
-    for p in unique.values():
-        by_steps[str(p.n_steps)] = by_steps.get(str(p.n_steps), 0) + 1
-    return {
-        "file": str(path), "problems": len(read.problems), "distinct": len(unique), "added": added,
-        "already_present": len(unique) - added, "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0]))),
-        "skipped_lines": [{"line": b.line, "reason": b.reason} for b in read.bad],
-    }
+    problem_id: str
+    question: str
+    gold: float
+    solution: str
+    n_steps: int | None
+    source: str = ""
+    source_id: str = ""
+
+    @property
+    def annotations(self) -> list[str]:
+        """The `a*b=c` calculator annotations of the solution, in order."""
+        return annotations(self.solution)
 
 
-def problems_hash(problems) -> str:
+def _row(p: Problem) -> dict[str, Any]:
+    return {"problem_id": p.problem_id, "question": p.question, "gold_answer": p.gold,
+            "solution": p.solution or None, "n_steps": p.n_steps, "source": p.source, "source_id": p.source_id}
+
+
+def problems_table(problems: Iterable[Problem]) -> pa.Table:
+    """Problem objects as rows of the warehouse's `problems` table (its schema from warehouse/schema.py;
+    an unknown n_steps and an empty solution stay NULL)."""
+    return pa.Table.from_pylist([_row(p) for p in problems], schema=arrow_schema("problems"))
+
+
+def problems_hash(problems: Iterable[Problem]) -> str:
     """A run's `dataset_hash`: sha256 over (problem id, gold) in run order, so runs over one problem list match."""
     h = hashlib.sha256()
     for p in problems:

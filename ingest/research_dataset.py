@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.files import require_regular
-from ingest.gsm8k import GROUPED, DatasetError, NoFinalAnswer, Problem, count_steps, parse_gold, problem_id
+from ingest.gsm8k import GROUPED, DatasetError, NoFinalAnswer, count_steps, parse_gold, problem_id
+from ingest.problems import Problem
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def research_problem(record: object, source: str) -> Problem:
         gold = final
     else:
         raise ValueError(f"{gsm8k_id}: no answer and no full_solution ending in '#### N'")
+    n_steps: int | None
     if solution:
         n_steps = count_steps(solution)
     else:

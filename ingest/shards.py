@@ -43,7 +43,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,7 +60,7 @@ _NAME = re.compile(r"shard-(\d{4,})-of-(\d{4,})")
 _PART = "part-{:06d}"  # the i-th part of a shard; no other name is accepted
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # what warehouse.store accepts
 _HEX64 = re.compile(r"[0-9a-f]{64}")  # a sha256 hexdigest
-_RANDOM_WEIGHTS = re.compile(r"random-[A-Za-z0-9._-]+-seed\d+")  # architecture-only models (engine/arch.py)
+_RANDOM_WEIGHTS = re.compile(r"random-[A-Za-z0-9._-]+-seed\d+")  # architecture-only models (engine/model/arch.py)
 # The keys a run holds once: a part with one of them twice is refused.
 MANIFEST_KEYS = (
     "format",
@@ -701,11 +701,12 @@ def _fail(store, run_id: str, where: str, exc: BaseException, done: str, directo
         ) from exc
 
 
-def ingest_shards(db, directory) -> dict:
+def ingest_shards(db: str | os.PathLike, directory: str | os.PathLike) -> dict[str, Any]:
     """Merge every finished shard under `directory` into the warehouse; idempotent.
 
     Every shard is validated (manifest, files, problems shared between shards) before the warehouse is
-    opened, and every part still to merge (key columns) before its run is begun or resumed.
+    opened, and every part still to merge (key columns) before its run is begun or resumed. Returns
+    `{"directory", "runs": [one dict per run merged], "ignored": [unfinished shard names]}`.
     """
     from warehouse.store import open_warehouse
 

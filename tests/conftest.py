@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import GPT2Config
 
-from engine.bundled import build_gpt2_codi
-from engine.tokenizer import train_tokenizer
+from engine.model.bundled import build_gpt2_codi
+from engine.model.tokenizer import train_tokenizer
 from ingest.synthetic import generate
 
 

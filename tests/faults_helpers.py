@@ -148,7 +148,7 @@ class Stall:
     batches: int = 0
 
 
-_SERVER_MODULES = ["faults_helpers", "cli", "engine.run", "engine.executors", "warehouse.store"]
+_SERVER_MODULES = ["faults_helpers", "cli", "engine.runs.local", "engine.runs.executors", "warehouse.store"]
 
 
 def _context():
@@ -168,7 +168,7 @@ def _stall_here(marker: Path, db: str, batches: int) -> None:
 
 
 def _install(stall: Stall, marker: Path, db: str) -> None:
-    from engine import runner
+    from engine.interventions import chunk as runner
     from warehouse import store
 
     calls = {"n": 0}

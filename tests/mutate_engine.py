@@ -2,7 +2,7 @@
 
     python tests/mutate_engine.py              # every selected function (11-13 min on 2 busy cores)
     python tests/mutate_engine.py --report     # only print the score of the last run
-    python tests/mutate_engine.py 'engine.measures.*'   # some mutants only (mutmut name globs)
+    python tests/mutate_engine.py 'engine.interventions.measures.*'   # some mutants only (mutmut name globs)
 
 mutmut (settings in pyproject.toml, [tool.mutmut]) mutates whole files; this script runs only the
 mutants of the functions below (SELECTED), then prints the score per module and every survivor with the
@@ -26,19 +26,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # mutmut names a mutant `<module>.x_<function>__mutmut_<n>` (methods: `xǁClassǁmethod`).
 SELECTED = [
-    "engine.measures.*",
-    "engine.conditions.*",
-    "engine.runner.x_replacement__mutmut_*",
-    "engine.runner.x_build_plan__mutmut_*",
-    "engine.rows.x_condition_measures__mutmut_*",
-    "engine.rows.x_baseline_measures__mutmut_*",
-    "engine.rows.x_assemble__mutmut_*",
-    "engine.rows.x__append_row__mutmut_*",  # correct / flipped / fixed of every row
-    "engine.rows.x__at_answer__mutmut_*",  # the distribution at the answer number
-    "engine.rows.x__finite_or_none__mutmut_*",
-    "engine.patching.*",
-    "engine.answer_tokens.*",
-    "engine.answers.*",
+    "engine.interventions.measures.*",
+    "engine.interventions.conditions.*",
+    "engine.interventions.methods.x_replacement__mutmut_*",
+    "engine.interventions.methods.x_zero__mutmut_*",  # the corruption methods, one function each
+    "engine.interventions.methods.x_gauss__mutmut_*",
+    "engine.interventions.methods.x_random_donor__mutmut_*",
+    "engine.interventions.methods.x_shuffle__mutmut_*",
+    "engine.interventions.methods.x_clean__mutmut_*",
+    "engine.interventions.methods.x_mean__mutmut_*",
+    "engine.interventions.methods.x_pool_methods__mutmut_*",
+    "engine.interventions.chunk.x_build_plan__mutmut_*",
+    "engine.interventions.rows.x_condition_measures__mutmut_*",
+    "engine.interventions.rows.x_baseline_measures__mutmut_*",
+    "engine.interventions.rows.x_assemble__mutmut_*",
+    "engine.interventions.rows.x__append_row__mutmut_*",  # correct / flipped / fixed of every row
+    "engine.interventions.rows.x__at_answer__mutmut_*",  # the distribution at the answer number
+    "engine.interventions.rows.x__finite_or_none__mutmut_*",
+    "engine.interventions.patching.*",
+    "engine.model.answer_tokens.*",
+    "engine.model.answers.*",
 ]
 
 
@@ -51,53 +58,53 @@ AXIS = "the tensor is always 2-D here ([rows, vocab] or [rows, positions]): axis
 SENTINEL = "any negative 'no number' index works: it is clamped to 0 for the gather and masked by idx < 0"
 UNUSED = "baseline_measures and condition_measures take `model` and never use it"
 EQUIVALENT = {
-    "engine.answer_tokens.x_gold_tokens__mutmut_19": (
+    "engine.model.answer_tokens.x_gold_tokens__mutmut_19": (
         "decode(baseline_tokens[idx: idx + 1], )", ("the number's first token holds its first character, "
         "so it is never a special token: skip_special_tokens changes nothing")),
-    "engine.answer_tokens.x_gold_tokens__mutmut_22": (
+    "engine.model.answer_tokens.x_gold_tokens__mutmut_22": (
         "idx + 1], skip_special_tokens=False)", "as mutant 19: the number's first token is never special"),
-    "engine.answer_tokens.x_gold_tokens__mutmut_21": (
+    "engine.model.answer_tokens.x_gold_tokens__mutmut_21": (
         "baseline_tokens[idx: idx + 2]", ("only the leading whitespace of the piece is used, and the first "
         "token (which holds the number's first character) decides it")),
-    "engine.answer_tokens.x_number_token_index__mutmut_22": (
+    "engine.model.answer_tokens.x_number_token_index__mutmut_22": (
         'text.replace("XX,XX", " ")', ("',' and ' ' have one length and neither is part of a number: no number "
         "starts elsewhere")),
-    "engine.answer_tokens.x_number_token_index__mutmut_16": (
+    "engine.model.answer_tokens.x_number_token_index__mutmut_16": (
         'start = ""', ("BUG, not equivalent: reached only when parse_answer found a number but none stands at or "
         "after 'The answer is' ('3 apples. The answer is unknown' parses as 3, index None); a test of the right "
         "index fails today (docs/MUTATION.md, bugs found)")),
-    "engine.measures.x_entropy__mutmut_27": ('float("NAN")', NAN),
-    "engine.measures.x_kl_divergence__mutmut_35": ('float("NAN")', NAN),
-    "engine.rows.x__at_answer__mutmut_17": (
+    "engine.interventions.measures.x_entropy__mutmut_27": ('float("NAN")', NAN),
+    "engine.interventions.measures.x_kl_divergence__mutmut_35": ('float("NAN")', NAN),
+    "engine.interventions.rows.x__at_answer__mutmut_17": (
         "expand(-1, 2, logp.shape[-1])", "the gather index repeated along axis 1, then [:, 0]: the same row"),
-    "engine.rows.x__at_answer__mutmut_29": ('float("NAN")', NAN),
-    "engine.rows.x_assemble__mutmut_20": ("baseline_measures(None,", UNUSED),
-    "engine.rows.x_assemble__mutmut_58": ("condition_measures(None,", UNUSED),
-    "engine.rows.x_assemble__mutmut_54": ("torch.arange(n_problems, device=None)", DEVICE),
-    "engine.rows.x_assemble__mutmut_56": ("torch.arange(n_problems, )", DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_4": ("for i in number_index], device=None)", DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_6": ("for i in number_index], )", DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_10": ("[-2 if i is None", SENTINEL),
-    "engine.rows.x_baseline_measures__mutmut_17": ("any(+1)", AXIS),
-    "engine.rows.x_baseline_measures__mutmut_23": ('float("INF")', NAN),
-    "engine.rows.x_baseline_measures__mutmut_24": ("all(+1)", AXIS),
-    "engine.rows.x_baseline_measures__mutmut_34": ("torch.zeros(n, device=None)", DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_36": ("torch.zeros(n, )", DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_39": ('float("nan"), device=None)', DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_42": ('float("nan"), )', DEVICE),
-    "engine.rows.x_baseline_measures__mutmut_45": ('float("NAN")', NAN),
-    "engine.rows.x_baseline_measures__mutmut_61": ('float("NAN")', NAN),
-    "engine.rows.x_condition_measures__mutmut_11": ("for t in base.tokens], device=None)", DEVICE),
-    "engine.rows.x_condition_measures__mutmut_13": ("for t in base.tokens], )", DEVICE),
-    "engine.rows.x_condition_measures__mutmut_16": ("torch.arange(width, device=None)", DEVICE),
-    "engine.rows.x_condition_measures__mutmut_18": ("torch.arange(width, )", DEVICE),
-    "engine.rows.x_condition_measures__mutmut_34": ('float("-INF")', NAN),
-    "engine.rows.x_condition_measures__mutmut_35": ("max(+1)", AXIS),
-    "engine.rows.x_condition_measures__mutmut_39": ("for i in number_index], device=None)", DEVICE),
-    "engine.rows.x_condition_measures__mutmut_41": ("for i in number_index], )", DEVICE),
-    "engine.rows.x_condition_measures__mutmut_45": ("[-2 if i is None", SENTINEL),
-    "engine.rows.x_condition_measures__mutmut_70": ('float("NAN")', NAN),
-    "engine.runner.x_replacement__mutmut_67": (
+    "engine.interventions.rows.x__at_answer__mutmut_29": ('float("NAN")', NAN),
+    "engine.interventions.rows.x_assemble__mutmut_20": ("baseline_measures(None,", UNUSED),
+    "engine.interventions.rows.x_assemble__mutmut_58": ("condition_measures(None,", UNUSED),
+    "engine.interventions.rows.x_assemble__mutmut_54": ("torch.arange(n_problems, device=None)", DEVICE),
+    "engine.interventions.rows.x_assemble__mutmut_56": ("torch.arange(n_problems, )", DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_4": ("for i in number_index], device=None)", DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_6": ("for i in number_index], )", DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_10": ("[-2 if i is None", SENTINEL),
+    "engine.interventions.rows.x_baseline_measures__mutmut_17": ("any(+1)", AXIS),
+    "engine.interventions.rows.x_baseline_measures__mutmut_23": ('float("INF")', NAN),
+    "engine.interventions.rows.x_baseline_measures__mutmut_24": ("all(+1)", AXIS),
+    "engine.interventions.rows.x_baseline_measures__mutmut_34": ("torch.zeros(n, device=None)", DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_36": ("torch.zeros(n, )", DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_39": ('float("nan"), device=None)', DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_42": ('float("nan"), )', DEVICE),
+    "engine.interventions.rows.x_baseline_measures__mutmut_45": ('float("NAN")', NAN),
+    "engine.interventions.rows.x_baseline_measures__mutmut_61": ('float("NAN")', NAN),
+    "engine.interventions.rows.x_condition_measures__mutmut_11": ("for t in base.tokens], device=None)", DEVICE),
+    "engine.interventions.rows.x_condition_measures__mutmut_13": ("for t in base.tokens], )", DEVICE),
+    "engine.interventions.rows.x_condition_measures__mutmut_16": ("torch.arange(width, device=None)", DEVICE),
+    "engine.interventions.rows.x_condition_measures__mutmut_18": ("torch.arange(width, )", DEVICE),
+    "engine.interventions.rows.x_condition_measures__mutmut_34": ('float("-INF")', NAN),
+    "engine.interventions.rows.x_condition_measures__mutmut_35": ("max(+1)", AXIS),
+    "engine.interventions.rows.x_condition_measures__mutmut_39": ("for i in number_index], device=None)", DEVICE),
+    "engine.interventions.rows.x_condition_measures__mutmut_41": ("for i in number_index], )", DEVICE),
+    "engine.interventions.rows.x_condition_measures__mutmut_45": ("[-2 if i is None", SENTINEL),
+    "engine.interventions.rows.x_condition_measures__mutmut_70": ('float("NAN")', NAN),
+    "engine.interventions.methods.x_mean__mutmut_9": (
         "'XX, XX'.join(sorted(pool))", ("raised only when the pool holds no problem but the target: at most one "
         "id, never joined")),
 }
@@ -120,7 +127,7 @@ def statuses(globs: list[str]) -> dict[str, str]:
     from mutmut.stats import status_by_exit_code
 
     out = {}
-    for meta in sorted((ROOT / "mutants" / "engine").glob("*.py.meta")):
+    for meta in sorted((ROOT / "mutants" / "engine").rglob("*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         for name, code in codes.items():
             if any(fnmatch.fnmatch(name, g) for g in globs):
@@ -136,7 +143,7 @@ def report(globs: list[str]) -> int:
     by_module: dict[str, Counter] = {}
     for name, status in found.items():
         by_module.setdefault(name.split(".x")[0], Counter())[status] += 1
-    print(f"\n{'module':<22} {'killed':>7} {'timeout':>8} {'survived':>9} {'no tests':>9} {'other':>6} {'score':>8}")
+    print(f"\n{'module':<32} {'killed':>7} {'timeout':>8} {'survived':>9} {'no tests':>9} {'other':>6} {'score':>8}")
     total = Counter()
     for module, c in sorted(by_module.items()):
         total += c
@@ -164,7 +171,7 @@ def _line(module: str, c: Counter) -> str:
     other = sum(v for k, v in c.items() if k not in ("killed", "timeout", "survived", "no tests"))
     tested = c["killed"] + c["timeout"] + c["survived"] + other
     score = f"{100 * (c['killed'] + c['timeout']) / tested:.1f}%" if tested else "-"
-    return (f"{module:<22} {c['killed']:>7} {c['timeout']:>8} {c['survived']:>9} {c['no tests']:>9} {other:>6} "
+    return (f"{module:<32} {c['killed']:>7} {c['timeout']:>8} {c['survived']:>9} {c['no tests']:>9} {other:>6} "
             f"{score:>8}")
 
 

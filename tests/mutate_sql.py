@@ -73,11 +73,12 @@ class Mutation:
         path.write_text(text)
 
 
-M = "00_macros.sql"
+M = "macros/macros.sql"  # paths relative to the queries folder
+OUTCOMES = "intermediate/20_int_outcomes.sql"
 Z, Z2 = "1.959963984540054", "3.841458820694124"
 CANARY = Mutation("canary", M, "MACRO wilson_low(k, n)", "MACRO wilson_lo(k, n)", "wilson_low undefined: views fail")
 MUTATIONS = [
-    # --- 00_macros.sql: Wilson bounds -----------------------------------------------------------------
+    # --- macros/macros.sql: Wilson bounds ------------------------------------------------------------
     Mutation("m01", M, f"- {Z} * sqrt", "- 1.6448536269514722 * sqrt", "wilson_low: z of a 90% interval"),
     Mutation("m02", M, f"+ {Z} * sqrt", "+ 2.5758293035489004 * sqrt", "wilson_high: z of a 99% interval"),
     Mutation("m03", M, f"- {Z} * sqrt", f"+ {Z} * sqrt", "wilson_low: centre + half (sign swapped)"),
@@ -101,7 +102,7 @@ MUTATIONS = [
     Mutation("m17", M, "k >= n THEN 1.0", "k > n THEN 1.0", "wilson_high: no k = n branch (formula used)"),
     Mutation("m18", M, "least(1.0,", "least(2.0,", "wilson_high: clamp at 2, not 1",
              equivalent="k = n never reaches the formula, which is < 1 for every k < n"),
-    # --- 00_macros.sql: strata, finite, r_to_t ---------------------------------------------------------
+    # --- macros/macros.sql: strata, finite, r_to_t ----------------------------------------------------
     Mutation("m19", M, "WHEN n_steps <= 2 THEN", "WHEN n_steps < 2 THEN", "stratum: 2 steps is '2', not '<=2'"),
     Mutation("m20", M, "WHEN n_steps >= 5 THEN", "WHEN n_steps > 5 THEN", "stratum: 5 steps is '5', not '5+'"),
     Mutation("m21", M, "THEN '5+'", "THEN '5'", "stratum: label '5'"),
@@ -112,7 +113,7 @@ MUTATIONS = [
     Mutation("m25", M, "(1 - r * r)", "(1 - r)", "r_to_t: 1 - r, not 1 - r^2"),
     Mutation("m26", M, "WHEN n > 2 AND abs(r) < 1", "WHEN n > 3 AND abs(r) < 1", "r_to_t: NULL at n = 3"),
     Mutation("m27", M, "WHEN n > 2 AND abs(r) < 1", "WHEN n > 2", "r_to_t: no |r| < 1 guard"),
-    # --- 00_macros.sql: legacy notes and names ----------------------------------------------------------
+    # --- macros/macros.sql: legacy notes and names -----------------------------------------------------
     Mutation("m28", M, "CASE WHEN convention = 'legacy' THEN 'legacy run:", "CASE WHEN convention = 'codi' THEN "
              "'legacy run:", "legacy_note: on codi runs"),
     Mutation("m29", M, "AS 'not meaningful for legacy runs: ' || reason", "AS reason",
@@ -123,60 +124,60 @@ MUTATIONS = [
              "convention_a = 'legacy' OR convention_b = 'legacy'", "pair_note: 'both legacy' for one"),
     Mutation("m32", M, "WHEN convention_a = 'legacy' OR convention_b = 'legacy'", "WHEN convention_a = 'legacy'",
              "pair_note: NULL when only run b is legacy"),
-    # --- 20_int_outcomes.sql: failed, base_correct, drops ----------------------------------------------
-    Mutation("v01", "20_int_outcomes.sql", "coalesce(r.flipped,", "coalesce(r.fixed,", "failed = fixed"),
-    Mutation("v02", "20_int_outcomes.sql", "coalesce(r.flipped, b.base_correct AND NOT r.correct)",
+    # --- intermediate/20_int_outcomes.sql: failed, base_correct, drops ---------------------------------
+    Mutation("v01", OUTCOMES, "coalesce(r.flipped,", "coalesce(r.fixed,", "failed = fixed"),
+    Mutation("v02", OUTCOMES, "coalesce(r.flipped, b.base_correct AND NOT r.correct)",
              "coalesce(r.flipped, NOT r.correct)", "failed, where flipped is NULL: any wrong answer"),
-    Mutation("v03", "20_int_outcomes.sql", "coalesce(r.flipped, b.base_correct AND NOT r.correct)",
+    Mutation("v03", OUTCOMES, "coalesce(r.flipped, b.base_correct AND NOT r.correct)",
              "NOT r.correct", "failed = wrong answer, whatever the baseline"),
-    Mutation("v04", "20_int_outcomes.sql", "WHERE method = 'baseline'", "WHERE method <> 'baseline'",
+    Mutation("v04", OUTCOMES, "WHERE method = 'baseline'", "WHERE method <> 'baseline'",
              "base_correct from the corrupted rows"),
-    Mutation("v05", "20_int_outcomes.sql", "bool_and(correct) AS base_correct", "bool_or(correct) AS base_correct",
+    Mutation("v05", OUTCOMES, "bool_and(correct) AS base_correct", "bool_or(correct) AS base_correct",
              "base_correct: any baseline row correct",
              equivalent="a problem has one baseline row per run (condition 0; the store refuses a key twice)"),
-    Mutation("v06", "20_int_outcomes.sql", "b.base_logp_gold - r.logp_gold", "r.logp_gold - b.base_logp_gold",
+    Mutation("v06", OUTCOMES, "b.base_logp_gold - r.logp_gold", "r.logp_gold - b.base_logp_gold",
              "logp_drop sign"),
-    Mutation("v07", "20_int_outcomes.sql", "r.entropy_answer - b.base_entropy_answer",
+    Mutation("v07", OUTCOMES, "r.entropy_answer - b.base_entropy_answer",
              "b.base_entropy_answer - r.entropy_answer", "entropy_change sign"),
-    Mutation("v08", "20_int_outcomes.sql", "LEFT JOIN baseline b", "JOIN baseline b",
+    Mutation("v08", OUTCOMES, "LEFT JOIN baseline b", "JOIN baseline b",
              "rows of a problem without a baseline dropped"),
-    Mutation("v09", "20_int_outcomes.sql", "r.method || '_' || r.sigma::VARCHAR", "r.method",
+    Mutation("v09", OUTCOMES, "r.method || '_' || r.sigma::VARCHAR", "r.method",
              "condition label without sigma"),
-    # --- 21_int_problem_importance.sql ------------------------------------------------------------------
-    Mutation("p01", "21_int_problem_importance.sql", " AND method <> 'clean'", "", "importance: clean control pooled"),
-    Mutation("p02", "21_int_problem_importance.sql", "WHERE base_correct AND NOT is_baseline",
+    # --- intermediate/21_int_problem_importance.sql -----------------------------------------------------
+    Mutation("p01", "intermediate/21_int_problem_importance.sql", " AND method <> 'clean'", "", "importance: clean control pooled"),
+    Mutation("p02", "intermediate/21_int_problem_importance.sql", "WHERE base_correct AND NOT is_baseline",
              "WHERE NOT is_baseline", "importance: baseline-wrong problems too"),
-    # --- 30_token_importance.sql -------------------------------------------------------------------------
-    Mutation("t01", "30_token_importance.sql", "FILTER (WHERE base_correct AND failed)", "FILTER (WHERE failed)",
+    # --- marts/token_importance.sql ---------------------------------------------------------------------
+    Mutation("t01", "marts/token_importance.sql", "FILTER (WHERE base_correct AND failed)", "FILTER (WHERE failed)",
              "failures: baseline-wrong trials counted"),
-    Mutation("t02", "30_token_importance.sql", "count(*) FILTER (WHERE base_correct) AS n", "count(*) AS n",
+    Mutation("t02", "marts/token_importance.sql", "count(*) FILTER (WHERE base_correct) AS n", "count(*) AS n",
              "n: every trial"),
-    Mutation("t03", "30_token_importance.sql", "WHERE NOT is_baseline AND method <> 'clean'",
+    Mutation("t03", "marts/token_importance.sql", "WHERE NOT is_baseline AND method <> 'clean'",
              "WHERE NOT is_baseline", "clean control pooled"),
-    Mutation("t04", "30_token_importance.sql", "WHERE NOT is_baseline AND method <> 'clean'",
+    Mutation("t04", "marts/token_importance.sql", "WHERE NOT is_baseline AND method <> 'clean'",
              "WHERE method <> 'clean'", "baseline rows pooled"),
-    Mutation("t05", "30_token_importance.sql", "count(DISTINCT problem_id) FILTER (WHERE base_correct)",
+    Mutation("t05", "marts/token_importance.sql", "count(DISTINCT problem_id) FILTER (WHERE base_correct)",
              "count(DISTINCT problem_id)", "problems: every problem"),
-    # --- 30_method_comparison.sql ------------------------------------------------------------------------
-    Mutation("c01", "30_method_comparison.sql", "FILTER (WHERE base_correct AND failed)", "FILTER (WHERE failed)",
+    # --- marts/method_comparison.sql --------------------------------------------------------------------
+    Mutation("c01", "marts/method_comparison.sql", "FILTER (WHERE base_correct AND failed)", "FILTER (WHERE failed)",
              "failures: baseline-wrong trials counted"),
-    Mutation("c02", "30_method_comparison.sql", "count(*) FILTER (WHERE base_correct) AS n", "count(*) AS n",
+    Mutation("c02", "marts/method_comparison.sql", "count(*) FILTER (WHERE base_correct) AS n", "count(*) AS n",
              "n: every trial"),
-    Mutation("c03", "30_method_comparison.sql", "WHERE NOT is_baseline", "WHERE NOT is_baseline AND method <> 'clean'",
+    Mutation("c03", "marts/method_comparison.sql", "WHERE NOT is_baseline", "WHERE NOT is_baseline AND method <> 'clean'",
              "clean control left out (it is a row of its own here)"),
-    Mutation("c04", "30_method_comparison.sql", "WHERE NOT is_baseline", "WHERE true", "baseline rows pooled"),
-    # --- hub normalization: 24_int_head_incoming.sql, 30_hub_scores.sql --------------------------------
-    Mutation("h01", "24_int_head_incoming.sql", "FILTER (WHERE dst > src)", "FILTER (WHERE dst >= src)",
+    Mutation("c04", "marts/method_comparison.sql", "WHERE NOT is_baseline", "WHERE true", "baseline rows pooled"),
+    # --- hub normalization: intermediate/24_int_head_incoming.sql, marts/hub_scores.sql -----------------
+    Mutation("h01", "intermediate/24_int_head_incoming.sql", "FILTER (WHERE dst > src)", "FILTER (WHERE dst >= src)",
              "incoming_norm: self-attention included", nth=None),
-    Mutation("h02", "24_int_head_incoming.sql", "/ nullif(count(*) FILTER (WHERE dst > src), 0)",
+    Mutation("h02", "intermediate/24_int_head_incoming.sql", "/ nullif(count(*) FILTER (WHERE dst > src), 0)",
              "/ nullif(count(*), 0)", "incoming_norm: divided by all six queries"),
-    Mutation("h03", "24_int_head_incoming.sql", "sum(mean_weight) AS incoming_raw", "avg(mean_weight) AS incoming_raw",
+    Mutation("h03", "intermediate/24_int_head_incoming.sql", "sum(mean_weight) AS incoming_raw", "avg(mean_weight) AS incoming_raw",
              "incoming_raw: mean, not column sum"),
-    Mutation("h04", "24_int_head_incoming.sql", "WHERE dst BETWEEN 0 AND 5", "WHERE dst BETWEEN 0 AND 6",
+    Mutation("h04", "intermediate/24_int_head_incoming.sql", "WHERE dst BETWEEN 0 AND 5", "WHERE dst BETWEEN 0 AND 6",
              "EOT's queries counted as thoughts"),
-    Mutation("h05", "30_hub_scores.sql", "max(h.incoming_norm) OVER run / avg(h.incoming_norm) OVER run",
+    Mutation("h05", "marts/hub_scores.sql", "max(h.incoming_norm) OVER run / avg(h.incoming_norm) OVER run",
              "max(h.incoming_norm) OVER run / min(h.incoming_norm) OVER run", "hub_ratio: max / min"),
-    Mutation("h06", "30_hub_scores.sql", "avg(incoming_norm) AS incoming_norm", "max(incoming_norm) AS incoming_norm",
+    Mutation("h06", "marts/hub_scores.sql", "avg(incoming_norm) AS incoming_norm", "max(incoming_norm) AS incoming_norm",
              "incoming_norm: max over heads, not mean"),
 ]
 

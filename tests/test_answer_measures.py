@@ -12,10 +12,11 @@ import math
 import polars as pl
 import pytest
 
-from engine.checkpoints import load_model
-from engine.conditions import build_conditions
-from engine.run import donor_sites
-from engine.runner import EngineOptions, run_chunk
+from engine.interventions.chunk import run_chunk
+from engine.interventions.conditions import build_conditions
+from engine.interventions.options import EngineOptions
+from engine.model.checkpoints import load_model
+from engine.runs.local import donor_sites
 from ingest.datasets import synthetic_problems
 
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from engine.answers import is_correct, parse_answer
+from engine.model.answers import is_correct, parse_answer
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -27,7 +27,7 @@ def test_greedy_decoding_never_emits_extra_tokens(random_codi):
 def test_fused_gelu_matches_gpt2_gelu_new():
     from transformers.activations import ACT2FN
 
-    from engine.bundled import fused_activation
+    from engine.model.bundled import fused_activation
 
     x = torch.linspace(-8, 8, 10_001)
     fused = ACT2FN[fused_activation("gelu_new")]

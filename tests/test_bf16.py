@@ -14,9 +14,11 @@ import polars as pl
 import pytest
 import torch
 
-from engine.checkpoints import load_model
-from engine.conditions import build_conditions
-from engine.runner import EngineOptions, run_chunk, run_reference
+from engine.interventions.chunk import run_chunk
+from engine.interventions.conditions import build_conditions
+from engine.interventions.options import EngineOptions
+from engine.interventions.reference import run_reference
+from engine.model.checkpoints import load_model
 from ingest.datasets import synthetic_problems
 
 

@@ -1,4 +1,4 @@
-"""engine.checkpoints against real peft modules in the official layouts (tiny random GPT-2 and LLaMA)."""
+"""engine.model.checkpoints against real peft modules in the official layouts (tiny random GPT-2 and LLaMA)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +10,8 @@ from safetensors.torch import save_file, save_model
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from engine.checkpoints import CheckpointError, ModelNotFoundError, load_model
-from engine.model import CodiModel, ModelInfo, make_projection
+from engine.model.checkpoints import CheckpointError, ModelNotFoundError, load_model
+from engine.model.codi import CodiModel, ModelInfo, make_projection
 
 QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples?", "What is 12 plus 7?"]
 TARGETS = {"gpt2": ["c_attn", "c_proj", "c_fc"],
@@ -225,7 +225,7 @@ def test_truncated_file_is_refused(tmp_path, official, small_tokenizer, fmt):
 
 
 def test_bundled_format_by_name(tmp_path, random_codi):
-    from engine.bundled import save_codi_dir
+    from engine.model.bundled import save_codi_dir
 
     ckpt = save_codi_dir(random_codi, tmp_path / "tiny", {"recipe": "test"})
     model = load_model("gpt2-tiny", checkpoint=ckpt)

@@ -9,8 +9,16 @@ from click.testing import CliRunner
 from views_data import PID, RUN_A, RUN_B, RUN_C
 
 import warehouse as wh
-from analysis.compare import compare_runs
+from analysis.compare import RunComparison, compare_runs, format_comparison
 from cli import cli
+
+
+def compared(db, a: str, b: str, n_boot: int) -> tuple[dict, str]:
+    """compare_runs on run handles: (its --json payload, its text)."""
+    with wh.open_warehouse(db, read_only=True) as store:
+        result = compare_runs(store.run(a), store.run(b), n_boot=n_boot)
+    assert isinstance(result, RunComparison)
+    return result.to_dict(), format_comparison(result)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +28,7 @@ def db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ab(db):
-    return compare_runs(db, RUN_A, RUN_B, n_boot=500)
+    return compared(db, RUN_A, RUN_B, n_boot=500)
 
 
 def test_rates_and_differences_on_shared_problems(ab):
@@ -55,7 +63,7 @@ def test_flips_between_the_runs(ab):
 
 
 def test_legacy_runs_are_compared_but_flagged(db):
-    payload, text = compare_runs(db, RUN_A, RUN_C, n_boot=200)
+    payload, text = compared(db, RUN_A, RUN_C, n_boot=200)
     assert not payload["same_convention"] and "different position conventions" in text
     assert payload["problems"]["shared"] == 1
 
@@ -69,11 +77,16 @@ def test_runs_patched_at_several_layers_pair_equal_layers(tmp_path):
             row["condition_id"] += 6
         run = store.begin_run({}, run_id=run_id, patch_layers=[0, 1])
         store.append_problems(run, vd.problem_rows(["P1"]), layer0 + layer1)
-    payload, _ = compare_runs(store.path, "multi-x", "multi-y", n_boot=200)
+    payload, text = compared(store.path, "multi-x", "multi-y", n_boot=200)
     assert payload["patch_layers_paired"]
-    cells = {(r["thought"], r["condition"]): r for r in payload["by_condition"]}
-    assert (cells[0, "zero"]["n_a"], cells[0, "zero"]["failures_a"]) == (2, 1)  # layers 0-0 and 1-1, not 4 pairs
-    assert (cells[1, "zero"]["failure_rate_a"], cells[1, "zero"]["failure_rate_b"]) == (0.0, 0.5)
+    # a row per paired layer (0-0 and 1-1; not the 4 pairings), as the chart's panels
+    cells = {(r["patch_layer_a"], r["patch_layer_b"], r["thought"], r["condition"]): r for r in payload["by_condition"]}
+    assert {k[:2] for k in cells} == {(0, 0), (1, 1)}
+    assert (cells[0, 0, 0, "zero"]["n_a"], cells[0, 0, 0, "zero"]["failures_a"]) == (1, 1)
+    assert (cells[1, 1, 0, "zero"]["n_a"], cells[1, 1, 0, "zero"]["failures_a"]) == (1, 0)
+    assert (cells[0, 0, 1, "zero"]["failure_rate_a"], cells[0, 0, 1, "zero"]["failure_rate_b"]) == (0.0, 1.0)
+    assert (cells[1, 1, 1, "zero"]["failure_rate_a"], cells[1, 1, 1, "zero"]["failure_rate_b"]) == (0.0, 0.0)
+    assert "patch_layer_a" in text  # the layers are shown when the runs pair several
 
 
 def test_compare_cli(db):

@@ -14,14 +14,15 @@ import pytest
 import torch
 from pg_server import fresh_pg_database, pg_server  # noqa: F401 (fixtures)
 
-from engine.run import RunRequest, execute_run
-from engine.sharded import run_shard
+from engine.runs.config import RunConfig
+from engine.runs.local import execute_run
+from engine.runs.sharded import run_shard
 from tests.test_shard_run import rows
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed (pip install -e ".[ray]")')
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-REQUEST = RunRequest(problems=8, seed=5, batch_size=2)  # 43 conditions, all attention, 4 batches = 4 shards
+REQUEST = RunConfig(problems=8, seed=5, batch_size=2)  # 43 conditions, all attention, 4 batches = 4 shards
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def no_duplicates(db, run_id):
 
 
 def test_ray_run_holds_exactly_the_single_process_rows(cluster, single, tmp_path):
-    from engine.distributed import run_ray
+    from engine.runs.ray import run_ray
 
     db = tmp_path / "w"
     summary = run_ray(REQUEST, str(db), workers=2, progress=False)
@@ -74,7 +75,7 @@ def test_ray_run_holds_exactly_the_single_process_rows(cluster, single, tmp_path
 
 def dies_once(req, index, count, shard_dir, run_id, threads):
     """Shard 1's first attempt kills its worker process after its first chunk (a marker file remembers it)."""
-    from engine.distributed import shard_task
+    from engine.runs.ray import shard_task
 
     marker = Path(shard_dir).parent / f"killed-{index}"
     if index == 1 and not marker.exists():
@@ -89,7 +90,7 @@ def dies_once(req, index, count, shard_dir, run_id, threads):
 
 
 def test_a_killed_worker_is_retried_and_the_run_completes_without_duplicates(cluster, single, tmp_path):
-    from engine.distributed import run_ray
+    from engine.runs.ray import run_ray
 
     db = tmp_path / "w"
     summary = run_ray(REQUEST, str(db), workers=2, shards=4, run_id="killed-once", progress=False, task=dies_once)
@@ -105,7 +106,7 @@ def test_a_killed_worker_is_retried_and_the_run_completes_without_duplicates(clu
 def dies_once_committing(req, index, count, shard_dir, run_id, threads, db=None):
     """Like dies_once, for tasks that commit into the warehouse (shard_dir None, db given): shard 1's
     first attempt dies after handing its first batch to the committer (which may or may not be in)."""
-    from engine.distributed import shard_task
+    from engine.runs.ray import shard_task
 
     assert shard_dir is None and db is not None
     marker = Path(db).parent / f"killed-{index}"
@@ -121,7 +122,7 @@ def dies_once_committing(req, index, count, shard_dir, run_id, threads, db=None)
 
 def test_with_a_postgres_catalog_ray_tasks_commit_directly_and_a_killed_one_is_retried(
         cluster, single, tmp_path, fresh_pg_database):  # noqa: F811
-    from engine.distributed import run_ray
+    from engine.runs.ray import run_ray
     from warehouse.store import open_warehouse
 
     db = tmp_path / "w"

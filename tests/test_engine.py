@@ -7,13 +7,15 @@ import polars as pl
 import pytest
 import torch
 
-from engine.answer_tokens import number_token_index
-from engine.conditions import DEFAULT_METHODS, build_conditions, select_donor_pool
-from engine.loop import SRC_CODES, run_rows, start_questions
-from engine.measures import kl_divergence, log_probs
-from engine.patching import PatchPlan, decoder_blocks
-from engine.positions import N_THOUGHTS
-from engine.runner import EngineOptions, run_chunk, run_reference
+from engine.interventions.chunk import run_chunk
+from engine.interventions.conditions import DEFAULT_METHODS, build_conditions, select_donor_pool
+from engine.interventions.loop import SRC_CODES, run_rows, start_questions
+from engine.interventions.measures import kl_divergence, log_probs
+from engine.interventions.options import EngineOptions
+from engine.interventions.patching import PatchPlan, decoder_blocks
+from engine.interventions.reference import run_reference
+from engine.model.answer_tokens import number_token_index
+from engine.model.positions import N_THOUGHTS
 from ingest.datasets import synthetic_problems
 
 LAYER = 2  # n_layers // 2 of the 4-layer fixture: blocks above it exist

@@ -56,14 +56,16 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import binomtest, pearsonr
 from scipy.stats import entropy as scipy_entropy
 
-from engine.answer_tokens import gold_tokens
-from engine.conditions import Condition, build_conditions, draw_seed, gaussian_noise
-from engine.loop import RowOutcome, sequence_log_prob
-from engine.measures import attention_disruption, entropy, js_divergence, kl_divergence
-from engine.positions import N_THOUGHTS
-from engine.rows import assemble
-from engine.runner import EngineOptions, build_plan, replacement, run_chunk
-from engine.strata import stratum_of
+from engine.interventions.chunk import build_plan, run_chunk
+from engine.interventions.conditions import Condition, build_conditions, draw_seed, gaussian_noise
+from engine.interventions.loop import RowOutcome, sequence_log_prob
+from engine.interventions.measures import attention_disruption, entropy, js_divergence, kl_divergence
+from engine.interventions.methods import replacement
+from engine.interventions.options import EngineOptions
+from engine.interventions.rows import assemble
+from engine.model.answer_tokens import gold_tokens
+from engine.model.positions import N_THOUGHTS
+from warehouse.vocab import stratum_of
 
 
 # --- independent helpers (numpy only) -----------------------------------------------------------------
@@ -159,7 +161,7 @@ def test_sequence_log_prob():
 # --- result rows from hand-made outcomes ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():
-    from engine.checkpoints import load_model
+    from engine.model.checkpoints import load_model
 
     return load_model("gpt2-tiny")
 
@@ -581,10 +583,10 @@ def wilson_by_hand(k: int, n: int) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def macros():
-    from warehouse.views import QUERIES_DIR
+    from warehouse.views import MACROS, QUERIES_DIR
 
     con = duckdb.connect()
-    con.execute((QUERIES_DIR / "00_macros.sql").read_text())
+    con.execute((QUERIES_DIR / MACROS).read_text())
     return con
 
 

@@ -13,7 +13,7 @@ import torch
 from faults_helpers import cli, fetch, user_error
 from transformers import GPT2Config
 
-from engine.bundled import BUNDLED_DIR
+from engine.model.bundled import BUNDLED_DIR
 
 QUICK = ["--problems", "1", "--methods", "zero", "--attention", "none"]
 

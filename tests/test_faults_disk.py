@@ -30,7 +30,7 @@ from faults_helpers import (
     user_error,
 )
 
-import engine.run as run_module
+import engine.runs.local as run_module
 from warehouse import store as store_module
 
 PROBLEMS, BATCH, CONDITIONS = 6, 2, 7

@@ -13,7 +13,7 @@ import math
 import torch
 from faults_helpers import PAIRS, TINY_HEADS, TINY_LAYERS, cli, fetch
 
-from engine.measures import entropy, js_divergence, kl_divergence
+from engine.interventions.measures import entropy, js_divergence, kl_divergence
 
 MEASURES = ("kl_first", "kl_answer", "kl_max", "js_first", "entropy_first", "logp_gold", "disruption")
 

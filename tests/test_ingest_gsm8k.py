@@ -9,7 +9,10 @@ from click.testing import CliRunner
 import warehouse as wh
 from cli import cli
 from ingest.datasets import load_problems
-from ingest.gsm8k import DatasetError, problem_id
+from ingest.gsm8k import DatasetError, ingest_gsm8k, problem_id
+from ingest.output import format_gsm8k
+from ingest.problems import problems_table
+from warehouse.schema import arrow_schema
 
 GOOD = [
     {"question": "Ann has 1,200 dollars and spends half. How much is left?",
@@ -86,3 +89,18 @@ def test_missing_file_is_one_line(tmp_path):
     result = invoke("ingest", "gsm8k", tmp_path / "nope.jsonl", "--db", tmp_path / "w")
     assert result.exit_code != 0 and "dataset file not found" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_ingest_gsm8k_returns_counts_the_cli_prints(tmp_path):
+    path, db = gsm8k_file(tmp_path), tmp_path / "w"
+    result = ingest_gsm8k(db, path, skip_invalid=True)
+    assert (result["problems"], result["added"], result["already_present"]) == (4, 4, 0)
+    assert [b["line"] for b in result["skipped_lines"]] == [2, 4, 6, 7]
+    again = ingest_gsm8k(db, path, skip_invalid=True)
+    assert format_gsm8k(again) == invoke("ingest", "gsm8k", path, "--skip-invalid", "--db", db).stdout
+
+
+def test_problem_rows_have_the_schema_of_the_problems_table(tmp_path):
+    table = problems_table(load_problems(str(gsm8k_file(tmp_path)), skip_invalid=True))
+    assert table.schema == arrow_schema("problems") and table.num_rows == 4
+    assert table.column("n_steps").to_pylist() == [2, 1, 1, 3]

@@ -324,7 +324,7 @@ def test_research_dataset_reader_and_run_dataset(files, tmp_path):
 
 
 def _view_exists(name: str) -> bool:
-    return any(name in p.name for p in QUERIES.glob("*.sql"))
+    return any(name in p.name for p in QUERIES.rglob("*.sql"))
 
 
 def _fake_codi_run(db, problem_ids: list[str], flipped_thought: int) -> str:
@@ -384,7 +384,10 @@ def test_compare_joins_a_legacy_run_and_a_new_run_on_shared_problems(files, tmp_
     db = tmp_path / "w"
     legacy = only_run(ingest_legacy(db, [files["ccta"]], dataset=files["dataset"]))
     new = _fake_codi_run(db, [PID["train_1"], PID["test_2"], PID["test_6"]], flipped_thought=5)
-    payload, text = _compare_module().compare_runs(db, legacy, new, n_boot=50)
+    compare = _compare_module()
+    with wh.open_warehouse(db, read_only=True) as store:
+        result = compare.compare_runs(store.run(legacy), store.run(new), n_boot=50)
+    payload, text = result.to_dict(), compare.format_comparison(result)
     assert payload["problems"] == {"a": 4, "b": 3, "shared": 2}  # train_1 and test_2
     assert payload["same_convention"] is False and "different position conventions" in text
     by_thought = {r["thought"]: r for r in payload["by_thought"]}

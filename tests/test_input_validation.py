@@ -28,10 +28,10 @@ from faults_helpers import cli, fetch, user_error
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from engine.answers import parse_answer
-from engine.bundled import BUNDLED_DIR, sha256_file
-from engine.checkpoints import load_model
-from engine.model import make_projection
+from engine.model.answers import parse_answer
+from engine.model.bundled import BUNDLED_DIR, sha256_file
+from engine.model.checkpoints import load_model
+from engine.model.codi import make_projection
 from ingest.shards import write_shard
 from warehouse.bench import sample_batch
 
@@ -72,7 +72,7 @@ def test_a_too_long_problem_is_refused_before_the_first_forward_pass(tmp_path, t
     long = {"question": "Ann has 3 apples. " * 60 + "How many?", "answer": "#### 7"}
     path = jsonl(tmp_path / "long.jsonl", A, long, B)
     db = tmp_path / "w"
-    from engine import runner
+    from engine.interventions import chunk as runner
 
     def no_forward_pass(*args, **kwargs):
         raise AssertionError("a forward pass ran")
@@ -433,11 +433,11 @@ def test_donor_methods_need_another_problem(tmp_path):
 
 
 def test_a_run_begun_under_other_measure_definitions_is_not_resumed(tmp_path, monkeypatch):
-    import engine.run
+    import engine.runs.plan
 
     db = tmp_path / "w"
     flags = ["--problems", 2, "--methods", "zero", "--attention", "none", "--db", db]
     assert cli("run", *flags).exit_code == 0
     run_id = fetch(db, "SELECT run_id FROM runs")[0][0]
-    monkeypatch.setattr(engine.run, "MEASURES_VERSION", engine.run.MEASURES_VERSION + 1)
+    monkeypatch.setattr(engine.runs.plan, "MEASURES_VERSION", engine.runs.plan.MEASURES_VERSION + 1)
     user_error(cli("run", "--resume", run_id, *flags), "different configuration")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.kvcache import StagedCache
-from engine.loop import start_questions
-from engine.model import LoopState
+from engine.interventions.kvcache import StagedCache
+from engine.interventions.loop import start_questions
+from engine.model.codi import LoopState
 from ingest.datasets import synthetic_problems
 
 

@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 import torch
 
-from engine.conditions import build_conditions
-from engine.patching import decoder_blocks, recording
-from engine.runner import EngineOptions, run_chunk
+from engine.interventions.chunk import run_chunk
+from engine.interventions.conditions import build_conditions
+from engine.interventions.options import EngineOptions
+from engine.interventions.patching import decoder_blocks, recording
 from ingest.datasets import synthetic_problems
 
 

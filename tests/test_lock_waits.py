@@ -15,7 +15,7 @@ import time
 import pytest
 from faults_helpers import cli, fetch, user_error
 
-import engine.run
+import engine.runs.local
 import warehouse as wh
 from warehouse import lake
 from warehouse.lake import WarehouseBusy
@@ -63,7 +63,7 @@ def test_a_run_stopped_by_a_locked_catalog_stays_running_and_says_how_to_resume(
     db = tmp_path / "w"
     flags = ["--problems", 2, "--batch-size", 1, "--methods", "zero", "--attention", "none", "--db", db]
     monkeypatch.setattr(lake, "WRITE_TIMEOUT_S", 1.5)
-    real, holders = engine.run.run_chunk, []
+    real, holders = engine.runs.local.run_chunk, []
 
     def chunk_then_lock(*args, **kwargs):
         out = real(*args, **kwargs)
@@ -71,7 +71,7 @@ def test_a_run_stopped_by_a_locked_catalog_stays_running_and_says_how_to_resume(
             holders.append(hold_catalog(db))
         return out
 
-    monkeypatch.setattr(engine.run, "run_chunk", chunk_then_lock)
+    monkeypatch.setattr(engine.runs.local, "run_chunk", chunk_then_lock)
     try:
         line = user_error(cli("run", *flags), "the warehouse catalog stayed locked", f"pid {holders[0].pid}",
                           "it stays running", "run --resume")
@@ -80,7 +80,7 @@ def test_a_run_stopped_by_a_locked_catalog_stays_running_and_says_how_to_resume(
             stop(holder)
     run_id = line.split("run --resume ")[1].split("`")[0]
     assert fetch(db, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("running",)]
-    monkeypatch.setattr(engine.run, "run_chunk", real)
+    monkeypatch.setattr(engine.runs.local, "run_chunk", real)
     out = cli("run", "--resume", run_id, *flags)
     assert out.exit_code == 0, out.stderr
     assert fetch(db, "SELECT status, count(p.problem_id) FROM runs JOIN run_problems p USING (run_id) "

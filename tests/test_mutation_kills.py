@@ -19,9 +19,8 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
 from torch import nn
 
-from engine.answer_tokens import format_number, gold_tokens, number_token_index
-from engine.answers import answer_span, parse_answer
-from engine.conditions import (
+from engine.interventions.chunk import build_plan
+from engine.interventions.conditions import (
     ALL_METHODS,
     DEFAULT_METHODS,
     DEFAULT_SIGMAS,
@@ -33,28 +32,32 @@ from engine.conditions import (
     parse_sigmas,
     select_donor_pool,
 )
-from engine.loop import RowOutcome
-from engine.measures import attention_disruption, entropy, kl_divergence
-from engine.patching import PatchPlan, decoder_blocks, patched
-from engine.rows import assemble, baseline_measures
-from engine.runner import EngineOptions, build_plan, replacement
-from engine.strata import STRATA, stratum_of
+from engine.interventions.loop import RowOutcome
+from engine.interventions.measures import attention_disruption, entropy, kl_divergence
+from engine.interventions.methods import METHODS, pool_methods, register, replacement
+from engine.interventions.options import EngineOptions
+from engine.interventions.patching import PatchPlan, decoder_blocks, patched
+from engine.interventions.rows import assemble, baseline_measures
+from engine.model.answer_tokens import format_number, gold_tokens, number_token_index
+from engine.model.answers import answer_span, parse_answer
+from warehouse.vocab import STRATA, stratum_of
 
 
 def test_under_mutmut_the_engine_is_imported_from_the_mutants_copy():
     if "MUTANT_UNDER_TEST" not in os.environ:
         return  # a plain pytest run: nothing to check
-    import engine.measures
+    import engine.interventions.measures
 
     here = Path.cwd().resolve()  # mutmut runs the tests inside mutants/
-    where = Path(engine.measures.__file__).resolve()
-    assert here.name == "mutants" and where.parent.parent == here, (
+    where = Path(engine.interventions.measures.__file__).resolve()
+    assert here.name == "mutants" and where.parents[2] == here, (
         f"under mutmut, engine is imported from {where}, not from the mutated copy in {here}: "
         "the editable install shadows mutants/ (see docs/MUTATION.md)")
-    assert any("__mutmut_" in name for name in vars(engine.measures)), "engine.measures has no mutants"
+    assert any("__mutmut_" in name for name in vars(engine.interventions.measures)), (
+        "engine.interventions.measures has no mutants")
 
 
-# --- engine/measures.py ------------------------------------------------------------------------------------
+# --- engine/interventions/measures.py ----------------------------------------------------------------------
 def _np_kl(p: np.ndarray, q: np.ndarray) -> float:
     mask = p > 0
     return float((p[mask] * (np.log(p[mask]) - np.log(q[mask]))).sum())
@@ -87,7 +90,7 @@ def test_disruption_keeps_every_leading_axis():
     assert got.numpy() == pytest.approx(want, abs=1e-6)
 
 
-# --- engine/conditions.py -----------------------------------------------------------------------------------
+# --- engine/interventions/conditions.py ---------------------------------------------------------------------
 def test_build_conditions_ids_and_order():
     """Baseline first with id 0, then thought-major, methods in the order given, gauss once per sigma."""
     got = build_conditions([2], ("zero", "gauss"), (0.5, 1.0))
@@ -160,7 +163,7 @@ def test_donor_pool_is_spread_over_strata_sized_and_seeded():
     assert len(select_donor_pool(problems, 0, size=3)) == 3  # never more than asked, mid-round
 
 
-# --- engine/runner.py: replacement ------------------------------------------------------------------------
+# --- engine/interventions/methods.py: replacement ---------------------------------------------------------
 def test_replacement_keeps_the_site_dtype():
     """A bf16 model patches bf16 values: the noise is added in the site's dtype."""
     sites = torch.randn(1, 6, 8, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
@@ -178,8 +181,20 @@ def test_replacement_errors_say_what_is_wrong():
         replacement(mean, "p0", 0, sites, {"p0": sites}, opts)
     with pytest.raises(ValueError, match=r"other than p0 itself \(pool: empty\)$"):
         replacement(mean, "p0", 0, sites, {}, opts)
-    with pytest.raises(ValueError, match=r"^unknown method 'bogus'$"):
+    known = "zero, gauss, random, shuffle, clean, mean"
+    with pytest.raises(ValueError, match=rf"^unknown method 'bogus'; known: {known}$"):
         replacement(Condition(1, "bogus", 0, 1), "p0", 0, sites, {}, opts)
+
+
+def test_the_method_registry_is_the_vocabulary():
+    """Every method a run accepts (warehouse/vocab.py) has one registered function, and nothing else is registered;
+    `random` and `mean` are the ones that take values from other problems."""
+    assert tuple(METHODS) == ALL_METHODS
+    assert all(m.name == name for name, m in METHODS.items())
+    assert pool_methods(["zero", "mean", "shuffle", "random", "mean"]) == ["mean", "random"]
+    assert pool_methods(DEFAULT_METHODS) == ["random"]
+    with pytest.raises(ValueError, match="registered twice"):
+        register("zero", lambda site: None)
 
 
 def test_the_plan_lives_on_the_device_of_the_sites():
@@ -197,7 +212,7 @@ def test_the_plan_lives_on_the_device_of_the_sites():
         assert tuple(rows.shape) == (2,) and tuple(values.shape) == (2, 4)
 
 
-# --- engine/patching.py --------------------------------------------------------------------------------------
+# --- engine/interventions/patching.py ------------------------------------------------------------------------
 class _Holder(nn.Module):
     def __init__(self, **children):
         super().__init__()
@@ -264,7 +279,7 @@ def test_patch_hook_on_tuple_outputs_and_in_the_model_dtype(dtype):
     assert torch.equal(out, want + 1)
 
 
-# --- engine/answer_tokens.py ---------------------------------------------------------------------------------
+# --- engine/model/answer_tokens.py ---------------------------------------------------------------------------
 def _word_tokenizer(words, bos=False, eos=True):
     """A GPT-2-like byte-level tokenizer where a number and its leading space are ONE token (" 31")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -310,7 +325,7 @@ def test_format_number():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from engine.checkpoints import load_model
+    from engine.model.checkpoints import load_model
 
     return load_model("gpt2-tiny")
 
@@ -361,7 +376,7 @@ def test_special_tokens_are_not_text(tiny):
     assert gold_tokens(tiny, [eos] + text, 42.0) == _enc(tok, "The answer is: 42") + [eos]
 
 
-# --- engine/rows.py: answers at the edges ------------------------------------------------------------------
+# --- engine/interventions/rows.py: answers at the edges ----------------------------------------------------
 def _outcome(tokens, texts, logits, eot_row, logp_gold) -> RowOutcome:
     forced = torch.log_softmax(torch.tensor(logits, dtype=torch.float32), -1)
     return RowOutcome(tokens=tokens, texts=texts, eot_logp=forced[:, 0], forced_logp=forced,

@@ -13,14 +13,14 @@ from scipy.stats import binomtest, pearsonr
 from scipy.stats import t as student_t
 
 import warehouse.store as wh
-from warehouse.views import QUERIES_DIR
+from warehouse.views import MACROS, QUERIES_DIR
 
 
-# --- queries/00_macros.sql ------------------------------------------------------------------------------------
+# --- queries/macros/macros.sql -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def macros():
     con = duckdb.connect()
-    con.execute((QUERIES_DIR / "00_macros.sql").read_text())
+    con.execute((QUERIES_DIR / MACROS).read_text())
     return con
 
 
@@ -73,7 +73,7 @@ def test_sql_legacy_notes_and_names(macros):
     assert pairs[2].startswith("different position conventions: ") and pairs[3] == pairs[2]
 
 
-# --- queries/20_int_outcomes.sql and the views over it: rows the hand-made warehouse lacks -------------------
+# --- queries/intermediate/20_int_outcomes.sql and the views over it: rows the hand-made warehouse lacks ----
 EDGE_ROWS = [  # (problem, condition_id, thought, method, sigma, correct, flipped, entropy_answer)
     ("Q1", 0, None, "baseline", None, True, False, 1.0),  # baseline right
     ("Q1", 1, 0, "zero", None, False, True, 2.5),

@@ -1,7 +1,7 @@
 """The position map (SPEC 2.3): columns, position ids and the sequence every step sees."""
 import pytest
 
-from engine.positions import BOT, CODES, EOT, NAMES, QUESTION, ColumnMap
+from engine.model.positions import BOT, CODES, EOT, NAMES, QUESTION, ColumnMap
 
 QUESTIONS = ["Ann has 3 apples. Ann buys 2 more apples. How many apples does Ann have now?",
              ("Bo has 12 coins. Bo loses 4 coins. Bo ends up with 3 times as many coins. Bo finds 9 more "

@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine.answers import is_correct, parse_answer
+from engine.model.answers import is_correct, parse_answer
 from ingest.gsm8k import (
     DatasetError,
     annotations,

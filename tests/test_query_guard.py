@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 import warehouse as wh
 from cli import cli
-from warehouse import output, query
+from warehouse import guard, output
 from warehouse.errors import WarehouseError
 from warehouse.query import (
     GRACE_S,
@@ -96,11 +96,11 @@ def fifo_watch(path: Path):
 def release_abandoned(fifo: Path) -> None:
     """Let the statements abandoned on `fifo` end (a writer opens and closes it), so none outlives the test."""
     deadline = time.monotonic() + 15
-    while any(t.is_alive() for t in query._abandoned) and time.monotonic() < deadline:
+    while any(t.is_alive() for t in guard._abandoned) and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         time.sleep(0.05)
-    assert not any(t.is_alive() for t in query._abandoned)
+    assert not any(t.is_alive() for t in guard._abandoned)
 
 
 def load_extensions(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
@@ -269,7 +269,7 @@ def test_every_table_function_is_allowlisted_or_refused(tmp_path):
         ).fetchall()
     }
     assert READ_ONLY_TABLE_FUNCTIONS <= names, READ_ONLY_TABLE_FUNCTIONS - names
-    assert not READ_ONLY_TABLE_FUNCTIONS & set(query._WHY)
+    assert not READ_ONLY_TABLE_FUNCTIONS & set(guard._WHY)
     for name in sorted(names):
         sqls = [f"SELECT * FROM {name}()", f"CALL {name}()", f"SELECT 1 WHERE EXISTS (FROM {name}())"]
         if name in READ_ONLY_TABLE_FUNCTIONS:

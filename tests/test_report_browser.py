@@ -16,8 +16,10 @@ from browser import dump_dom, find_chromium, screenshot
 from png_pixels import png_size, read_png
 
 from analysis.charts import CHARTS
-from analysis.report import write_charts
-from engine.run import RunRequest, execute_run
+from analysis.report import write_report
+from engine.runs.config import RunConfig
+from engine.runs.local import execute_run
+from warehouse.store import open_warehouse
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian package `chromium`; "
@@ -26,7 +28,7 @@ WIDTH = 1400
 
 
 def small_run(db: Path, **kw) -> str:
-    request = RunRequest(problems=6, methods="zero,gauss,random", sigmas="1.0", attention="baseline", batch_size=6,
+    request = RunConfig(problems=6, methods="zero,gauss,random", sigmas="1.0", attention="baseline", batch_size=6,
                          **kw)
     return execute_run(request, db, progress=False)["run_id"]
 
@@ -36,7 +38,9 @@ def out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     db = root / "w"
     run_a, run_b = small_run(db), small_run(db, layer=1)
-    write_charts(db, run_a, run_b, root / "charts", ("html",))
+    with open_warehouse(db, read_only=True) as wh:
+        written = write_report(wh.run(run_a), root / "charts", vs=wh.run(run_b), formats=("html",))
+    assert written[-1] == root / "charts" / "report.html" and len(written) == len(CHARTS) + 1
     return root / "charts"
 
 

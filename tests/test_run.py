@@ -8,16 +8,18 @@ import sys
 import duckdb
 import pytest
 
-import engine.run as run_module
-from engine.run import RunRequest, execute_run, select_problems
-from engine.strata import stratum_of
+import engine.runs.local as run_module
+from engine.runs.config import RunConfig
+from engine.runs.local import execute_run
+from engine.runs.plan import select_problems
 from warehouse.lake import extension_file
+from warehouse.vocab import stratum_of
 
 REPO = run_module.__file__.rsplit("/engine/", 1)[0]
 
 
-def small_request(**kw) -> RunRequest:
-    return RunRequest(problems=4, methods="zero,random", attention="baseline", batch_size=2, **kw)
+def small_request(**kw) -> RunConfig:
+    return RunConfig(problems=4, methods="zero,random", attention="baseline", batch_size=2, **kw)
 
 
 def counts(db: str, run_id: str) -> dict:
@@ -32,7 +34,7 @@ def counts(db: str, run_id: str) -> dict:
 
 
 def test_default_problem_set_is_stratified():
-    problems = select_problems(RunRequest())
+    problems = select_problems(RunConfig())
     assert len(problems) == 100
     strata = [stratum_of(p.n_steps) for p in problems]
     assert {s: strata.count(s) for s in set(strata)} == {"<=2": 25, "3": 25, "4": 25, "5+": 25}
@@ -71,7 +73,7 @@ def test_resume_with_other_flags_is_refused(tmp_path):
     db = str(tmp_path / "w")
     summary = execute_run(small_request(), db, progress=False)
     with pytest.raises(Exception, match="complete|different configuration"):
-        execute_run(RunRequest(problems=4, methods="zero", attention="baseline", resume=summary["run_id"]), db,
+        execute_run(RunConfig(problems=4, methods="zero", attention="baseline", resume=summary["run_id"]), db,
                     progress=False)
 
 
@@ -98,3 +100,20 @@ def test_cli_run_reports_bad_flags_in_one_line(tmp_path):
                           str(tmp_path / "w")], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode != 0
     assert "--layer 99 is outside" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_experiment_returns_the_run(tmp_path):
+    """The library entry point runs as `run` does and hands back the run, from a folder or an open warehouse."""
+    from engine import Execution, run_experiment
+    from warehouse.store import open_warehouse
+
+    config = RunConfig(problems=2, methods="zero", attention="none", batch_size=2)
+    run = run_experiment(config, tmp_path / "w")
+    assert run.status == "complete" and run.results().height == 2 * 7
+    with open_warehouse(tmp_path / "w", read_only=True) as wh:
+        again = run_experiment(RunConfig(problems=2, methods="clean", attention="none"), wh, execution=Execution())
+        assert again.run_id != run.run_id and again.warehouse is wh and again.status == "complete"
+    with pytest.raises(TypeError):
+        RunConfig("gpt2-tiny")  # keyword-only: 17 fields are not read by position
+    with pytest.raises(TypeError):
+        Execution("ray")

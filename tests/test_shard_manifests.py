@@ -33,7 +33,7 @@ from warehouse.frames import first_duplicate
 
 CONFIG = {"model": "gpt2-tiny", "seed": 0, "layers": [2], "problem_ids_hash": "h"}
 WEIGHTS = "0123456789abcdef" * 4
-# What engine.run.plan_run gives a worker, plus what ShardWriter adds.
+# What engine.runs.plan.plan_run gives a worker, plus what ShardWriter adds.
 ENGINE_FIELDS = {
     "model_name": "gpt2-tiny",
     "weights_sha256": WEIGHTS,
@@ -91,7 +91,7 @@ def test_a_workers_manifest_passes():
             m["weights_sha256"] = m["fields"]["weights_sha256"]
             validate_manifest(m, DIR)
     m = good()
-    m["weights_sha256"] = m["fields"]["weights_sha256"] = "random-llama-1b-seed0"  # engine/arch.py
+    m["weights_sha256"] = m["fields"]["weights_sha256"] = "random-llama-1b-seed0"  # engine/model/arch.py
     validate_manifest(m, DIR)
     with pytest.raises(ManifestError, match="manifest.json holds \\[1\\], not an object"):
         validate_manifest([1], DIR)

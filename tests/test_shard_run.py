@@ -9,14 +9,16 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from engine.arch import arch_config, build_arch_model
-from engine.run import RunRequest, execute_run, select_problems
-from engine.sharded import parse_shard, run_shard, shard_batches
+from engine.model.arch import arch_config, build_arch_model
+from engine.runs.config import RunConfig
+from engine.runs.local import execute_run
+from engine.runs.plan import select_problems
+from engine.runs.sharded import parse_shard, run_shard, shard_batches
 from ingest.shards import ingest_shards
 
 
-def request(**kw) -> RunRequest:
-    return RunRequest(problems=6, seed=3, methods="zero,random", attention="baseline", batch_size=2, **kw)
+def request(**kw) -> RunConfig:
+    return RunConfig(problems=6, seed=3, methods="zero,random", attention="baseline", batch_size=2, **kw)
 
 
 def rows(db, run_id: str, table: str) -> pa.Table:
@@ -31,7 +33,7 @@ def rows(db, run_id: str, table: str) -> pa.Table:
 
 
 def test_shards_partition_the_single_process_batches():
-    problems = select_problems(RunRequest(problems=23))
+    problems = select_problems(RunConfig(problems=23))
     single = [problems[i:i + 4] for i in range(0, 23, 4)]
     shards = [shard_batches(problems, 4, i, 3) for i in range(3)]
     assert sorted(map(tuple, (b for s in shards for b in s)), key=lambda b: problems.index(b[0])) == \

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import polars as pl
@@ -13,8 +14,9 @@ from views_data import RUN_A, rows
 
 from analysis.frames import problem_matrix, rate_intervals
 from analysis.resampling import bootstrap_r, pearson_p, resample_counts, within_permutation
-from analysis.stats import run_stats
+from analysis.stats import RunStats, format_stats, run_stats
 from cli import cli
+from warehouse.store import open_warehouse
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,25 @@ def db(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def report(db):
-    return run_stats(db, RUN_A, n_boot=500, n_perm=500)[0]
+def stats(db):
+    with open_warehouse(db, read_only=True) as wh:
+        return run_stats(wh.run(RUN_A), n_boot=500, n_perm=500)
+
+
+@pytest.fixture(scope="module")
+def report(stats):
+    return stats.to_dict()
+
+
+def test_run_stats_returns_frames_and_formats_them_apart(stats, report):
+    assert isinstance(stats, RunStats) and stats.run_id == RUN_A
+    for name, frame in stats.tables().items():
+        assert isinstance(frame, pl.DataFrame), name
+        assert report[name] == [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                                for row in frame.to_dicts()], name  # --json is the frames' rows
+    assert stats.header["run_id"].to_list() == [RUN_A] and report["run"]["model_name"] == "gpt2-tiny"
+    text = format_stats(stats)
+    assert text.startswith(f"run {RUN_A}  model gpt2-tiny") and "Importance by thought" in text
 
 
 def test_p_values_agree_with_scipy_pearsonr(db, report):

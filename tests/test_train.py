@@ -1,8 +1,8 @@
 """A short training run lowers the CODI losses and writes a loadable model directory."""
 import torch
 
-from engine.bundled import load_codi_dir
-from engine.train import TrainConfig, build_model, codi_losses, encode, train
+from engine.model.bundled import load_codi_dir
+from engine.model.train import TrainConfig, build_model, codi_losses, encode, train
 from ingest.synthetic import MAX_VALUE, generate_split
 
 TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "prj_dim": 48, "batch_size": 16, "eval_problems": 12, "bf16": False}
@@ -41,9 +41,9 @@ def test_train_runs_end_to_end_and_saves(tmp_path):
 
 def test_zeroing_all_thoughts_changes_the_answers(random_codi):
     """The all-thoughts ablation really patches: with a large layer output replaced, answers move."""
-    from engine.evaluate import accuracy_with_thoughts_zeroed
-    from engine.loop import run_rows, start_questions
-    from engine.patching import PatchPlan
+    from engine.interventions.ablation import accuracy_with_thoughts_zeroed
+    from engine.interventions.loop import run_rows, start_questions
+    from engine.interventions.patching import PatchPlan
     from ingest.datasets import synthetic_problems
 
     problems = synthetic_problems(4, seed=1)

@@ -61,6 +61,38 @@ def test_sequential_flow_is_the_true_previous_thought_not_self_attention(db):
         assert r["mean_weight"] == pytest.approx(SKIP[r["layer"], r["head"]] if r["src"] == 0 else 0, abs=1e-6)
 
 
+
+def test_thought_flow_and_flow_matrix_by_layer_average_the_heads(db):
+    """thought_flow: per kind, layer and pair the mean over heads (layer NULL: over layers and heads too);
+    flow_matrix_by_layer: flow_matrix averaged over each layer's heads."""
+    flow = rows(db, "SELECT * FROM thought_flow WHERE run_id = ?", [RUN_A])
+    by_layer = {(r["kind"], r["layer"], r["dst"], r["src"]): r for r in flow if r["layer"] is not None}
+    pooled = {(r["kind"], r["dst"], r["src"]): r for r in flow if r["layer"] is None}
+    assert len(by_layer) == 2 * (5 + 6 + 3) and len(pooled) == 5 + 6 + 3  # 2 layers x (sequential, self, skip)
+    def heads_of(table: dict, layer: int | None = None) -> list[float]:
+        return [v for (lay, _), v in table.items() if layer is None or lay == layer]
+
+    for layer in (0, 1):
+        prev = by_layer["sequential", layer, 3, 2]
+        assert prev["pair"] == "T3->T2" and prev["heads"] == 2
+        assert prev["mean_weight"] == pytest.approx(np.mean(heads_of(PREV, layer)) + P_MEAN, abs=1e-6)
+        assert (prev["min_head"], prev["max_head"]) == pytest.approx((min(heads_of(PREV, layer)) + P_MEAN,
+                                                                      max(heads_of(PREV, layer)) + P_MEAN), abs=1e-6)
+        assert by_layer["self", layer, 4, 4]["mean_weight"] == pytest.approx(np.mean(heads_of(SELF, layer)), abs=1e-6)
+        assert by_layer["skip", layer, 5, 0]["mean_weight"] == pytest.approx(np.mean(heads_of(SKIP, layer)), abs=1e-6)
+    assert pooled["self", 2, 2]["heads"] == 4
+    assert pooled["self", 2, 2]["mean_weight"] == pytest.approx(np.mean(heads_of(SELF)), abs=1e-6)
+    assert (pooled["skip", 5, 0]["min_head"], pooled["skip", 5, 0]["max_head"]) == pytest.approx(
+        (min(heads_of(SKIP)), max(heads_of(SKIP))), abs=1e-6)
+    heads = rows(db, "SELECT * FROM flow_matrix WHERE run_id = ?", [RUN_A])
+    layers = rows(db, "SELECT * FROM flow_matrix_by_layer WHERE run_id = ?", [RUN_A])
+    assert len(layers) == 2 * 42
+    for r in layers:
+        same = [h["mean_weight"] for h in heads if (h["layer"], h["dst"], h["src"]) == (r["layer"], r["dst"], r["src"])]
+        assert r["heads"] == len(same) == 2 and r["mean_weight"] == pytest.approx(np.mean(same), abs=1e-9)
+        assert (r["min_head"], r["max_head"]) == pytest.approx((min(same), max(same)), abs=1e-9)
+    assert {(r["dst_name"], r["src_name"]) for r in layers} >= {("EOT", "Q"), ("T0", "BOT"), ("T5", "T4")}
+
 def hand_incoming(prev, skip, own):
     """(raw column sums, per-later-thought incoming) of T0..T5 for a head with these mean weights."""
     raw = [own + prev + skip] + [own + prev] * 4 + [own]

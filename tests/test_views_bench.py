@@ -1,4 +1,4 @@
-"""`bench views`: a generated warehouse with real-shaped rows, and a timing for every view of queries/*.sql."""
+"""`bench views`: a generated warehouse with real-shaped rows, and a timing for every view of queries/."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 from click.testing import CliRunner
 
 from cli import cli
-from queries.bench import ROWS_PER_PROBLEM, query_views
+from warehouse.bench_views import ROWS_PER_PROBLEM, query_views
 
 
 def test_bench_views_times_every_view_on_a_small_warehouse(tmp_path):

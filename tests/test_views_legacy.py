@@ -20,8 +20,10 @@ from test_ingest_legacy import file_failure_rates, write_legacy_files
 from views_data import RUN_A, RUN_B, RUN_C, rows
 
 import warehouse as wh
-from analysis.compare import compare_runs
-from analysis.stats import run_stats
+from analysis.compare import compare_runs as compare_handles
+from analysis.compare import format_comparison
+from analysis.stats import format_stats
+from analysis.stats import run_stats as stats_of_handle
 from ingest.legacy import ingest_legacy
 
 NOT_MEANINGFUL = "not meaningful for legacy runs: "
@@ -31,6 +33,20 @@ POSITION_VIEWS = ["flow_matrix", "sequential_flow", "self_attention", "skip_conn
 ANALYSIS_VIEWS = POSITION_VIEWS + ["token_importance", "method_comparison", "importance_matrix", "difficulty_strata",
                                    "model_comparison", "v_rows"]
 KEYS = {"run_id", "convention", "note"}
+
+
+def run_stats(db, run: str, **kw) -> tuple[dict, str]:
+    """`stats` of a run of the warehouse at `db`: (its --json payload, its text)."""
+    with wh.open_warehouse(db, read_only=True) as store:
+        stats = stats_of_handle(store.run(run), **kw)
+    return stats.to_dict(), format_stats(stats)
+
+
+def compare_runs(db, a: str, b: str, **kw) -> tuple[dict, str]:
+    """`compare` of two runs of the warehouse at `db`: (its --json payload, its text)."""
+    with wh.open_warehouse(db, read_only=True) as store:
+        comparison = compare_handles(store.run(a), store.run(b), **kw)
+    return comparison.to_dict(), format_comparison(comparison)
 
 
 @pytest.fixture(scope="module")

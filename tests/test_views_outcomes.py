@@ -102,6 +102,47 @@ def test_run_comparison_joins_on_problem_thought_method_sigma(db):
     assert legacy == [{"same_convention": False, "convention_b": "legacy"}]
 
 
+
+def test_baseline_accuracy_with_its_wilson_interval(db):
+    got = by(rows(db, "SELECT * FROM baseline_accuracy"), "run_id")
+    a, b = got[RUN_A], got[RUN_B]
+    assert (a["problems"], a["n"], a["correct"], a["baseline_accuracy"]) == (4, 4, 3, 0.75)  # P4 wrong
+    assert (a["ci_low"], a["ci_high"]) == pytest.approx(wilson(3, 4), abs=1e-9)
+    assert (b["correct"], b["n"]) == (2, 3) and b["baseline_accuracy"] == pytest.approx(2 / 3)
+    assert got[RUN_C]["note"].startswith("legacy run") and a["note"] is None
+    model = by(rows(db, "SELECT run_id, baseline_accuracy FROM model_comparison"), "run_id")
+    assert {k: v["baseline_accuracy"] for k, v in got.items()} == pytest.approx(
+        {k: v["baseline_accuracy"] for k, v in model.items()})
+
+
+def test_run_comparison_by_thought_and_by_condition(db):
+    """Each run's failures among its own baseline-correct shared trials, per layer pairing; B - A."""
+    thought = by(rows(db, "SELECT * FROM run_comparison_by_thought WHERE run_a = ? AND run_b = ?", [RUN_A, RUN_B]),
+                 "thought")
+    assert sorted(thought) == list(range(6))
+    t0 = thought[0]
+    # T0, zero + gauss: A fails P1 twice and P2 once of 4 trials; B's baseline-correct shared problem P1 fails at zero
+    assert (t0["patch_layer_a"], t0["patch_layer_b"], t0["problems"]) == (1, 0, 2)
+    assert (t0["n_a"], t0["failures_a"], t0["n_b"], t0["failures_b"]) == (4, 3, 2, 1)
+    assert (t0["failure_rate_a"], t0["failure_rate_b"], t0["difference"]) == pytest.approx((0.75, 0.5, -0.25))
+    assert (t0["ci_low_b"], t0["ci_high_b"]) == pytest.approx(wilson(1, 2), abs=1e-9)
+    assert (t0["mean_kl_a"], t0["mean_kl_b"]) == pytest.approx((0.75, 1.5))
+    cells = by(rows(db, "SELECT * FROM run_comparison_by_condition WHERE run_a = ? AND run_b = ?", [RUN_A, RUN_B]),
+               "thought", "condition")
+    assert len(cells) == 12  # clean exists only in A: no pair
+    gauss = cells[0, "gauss_0.5"]
+    assert (gauss["failure_rate_a"], gauss["failure_rate_b"], gauss["difference"]) == (0.5, 0.0, -0.5)
+    back = by(rows(db, "SELECT * FROM run_comparison_by_thought WHERE run_a = ? AND run_b = ?", [RUN_B, RUN_A]),
+              "thought")
+    assert (back[0]["n_a"], back[0]["failures_a"], back[0]["difference"]) == (2, 1, pytest.approx(0.25))
+    pairs = by(rows(db, "SELECT * FROM run_pairs"), "run_a", "run_b")
+    assert len(pairs) == 3 * 2  # every ordered pair of distinct runs
+    ab = pairs[RUN_A, RUN_B]
+    assert (ab["problems_a"], ab["problems_b"], ab["shared_problems"]) == (4, 3, 2)
+    assert (ab["patch_layers_paired"], ab["same_convention"], ab["note"]) == (False, True, None)
+    ac = pairs[RUN_A, RUN_C]
+    assert not ac["same_convention"] and ac["note"].startswith("different position conventions")
+
 def test_v_rows_is_one_wide_row_per_attention_weight(db):
     n = rows(db, "SELECT count(*) AS n FROM v_rows WHERE run_id = ?", [RUN_A])[0]["n"]
     assert n == 4 * 2 * 2 * 2 * 42  # problems x attended conditions x layers x heads x visible pairs

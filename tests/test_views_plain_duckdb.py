@@ -5,6 +5,7 @@ their files; online, DuckDB installs them itself."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import views_data as vd
 
 from warehouse.lake import extension_file
-from warehouse.views import QUERIES_DIR, created_views, view_files
+from warehouse.views import LAYERS, QUERIES_DIR, created_views, view_files
 
 BARE = """
 import json, sys
@@ -64,13 +65,30 @@ def test_bare_duckdb_selects_from_every_view(db, tmp_path):
 
 
 def test_every_query_file_describes_itself_and_creates_views_in_layers():
+    """queries/ is SQL only, one folder per layer: macros, staging (stg_*), intermediate (int_*, in name
+    order), marts (one view per file, named after it)."""
     files = view_files(QUERIES_DIR)
-    layers = {"10": "stg_", "20": "int_"}
+    assert {p.parent.name for p in files} == set(LAYERS)
+    assert not list(QUERIES_DIR.glob("*.sql"))  # nothing outside the layers
+    python = {p.relative_to(QUERIES_DIR).as_posix() for p in QUERIES_DIR.rglob("*.py")}
+    assert python <= {"__init__.py"}, python  # the package file only (the wheel ships the SQL as its data)
+    order = [p.parent.name for p in files]
+    assert order == sorted(order, key=LAYERS.index)  # applied layer by layer
+    prefixes = {"staging": "stg_", "intermediate": "int_"}
     for path in files:
         sql = path.read_text()
         assert sql.startswith("-- "), path.name
-        for view in created_views(sql):
-            prefix = layers.get(path.name[:2])
-            assert prefix is None or view.startswith(prefix), (path.name, view)
-            if path.name[:2] == "30":
-                assert path.stem == f"30_{view}", "one analysis view per file, named after it"
+        views = created_views(sql)
+        layer = path.parent.name
+        if layer == "macros":
+            assert not views, path.name
+        for view in views:
+            assert view.startswith(prefixes.get(layer, "")), (path.name, view)
+        if layer == "marts":
+            assert views == [path.stem], "one analysis view per file, named after it"
+    marts = {path.stem for path in files if path.parent.name == "marts"}
+    for path in files:
+        if path.parent.name == "marts":  # marts read int_* and stg_*, never each other: their order is free
+            code = re.sub(r"--[^\n]*", "", path.read_text())
+            read = set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", code, flags=re.IGNORECASE))
+            assert not read & (marts - {path.stem}), (path.name, read & marts)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import warehouse as wh
 from cli import cli
+from warehouse import commands, output
 from warehouse.bench import sample_problem
 
 SMALL = {"n_layers": 2, "n_heads": 2}
@@ -81,6 +82,19 @@ def test_runs_list_show_delete(db):
     assert deleted.exit_code == 0 and "deleted run 20260101-000000-aaaaaa" in deleted.stdout
     assert invoke("query", "SELECT count(*) FROM results", "--format", "csv", "--db", db).stdout.split()[1] == "43"
 
+
+
+def test_commands_return_values_the_cli_formats(db):
+    runs = commands.runs_list(db)
+    assert [(r["run_id"], r["problems_committed"]) for r in runs] == [("20260101-000000-aaaaaa", 2),
+                                                                      ("20260102-000000-bbbbbb", 1)]
+    assert output.format_runs(runs) == invoke("runs", "--db", db).stdout
+    assert output.format_runs([]) == "no runs yet\n"
+    run = commands.runs_show(db, "20260101")
+    assert run["run_id"] == "20260101-000000-aaaaaa" and run["rows"]["results"] == 2 * 43
+    assert output.format_run(run) == invoke("runs", "show", "20260101", "--db", db).stdout
+    views = commands.views_list(db)
+    assert output.format_views(views) == invoke("views", "--db", db).stdout
 
 def test_views_lists_descriptions(db):
     listed = json.loads(invoke("views", "--db", db, "--json").stdout)["views"]

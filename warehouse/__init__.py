@@ -1,40 +1,110 @@
 """The warehouse: every experiment ever run, in one DuckLake folder (SPEC 6; see warehouse/lake.py).
 
-Write with the store API (`open_warehouse`, `begin_run`, `append_problem`, `finish_run`, ...);
-read with `python cli.py query`, any DuckDB client, or `engine(path)` for SQLAlchemy/pandas.
+The ground floor of the project: it owns the table schemas (`warehouse.schema`) and the vocabulary
+every layer shares (`warehouse.vocab`), and imports no other project package.
+
+    wh = open_warehouse("results/warehouse")      # a Warehouse (created unless read_only=True)
+    run = wh.run("latest")                        # a Run handle: lineage, views, results, attention
+    wh.runs(); wh.sql("SELECT ...")               # every run; any read-only query, as polars
+
+Writers use the Warehouse's methods (`begin_run`, `append_problems`, `finish_run`, ...). Any DuckDB
+client can read the folder too (`python cli.py query`, or `sqlalchemy_engine(path)` for SQLAlchemy and
+pandas). Names are imported on first use, so `import warehouse` stays cheap; no exported name is
+also a submodule's (importing a submodule sets the package attribute of that name).
 """
-from warehouse.errors import RunBusy, RunClosed, RunDamaged, UnknownRun, WarehouseError
-from warehouse.sa import engine
-from warehouse.store import (
-    Warehouse,
-    begin_run,
-    committed_problems,
-    delete_run,
-    finish_run,
-    list_runs,
-    open_warehouse,
-    resolve_run,
-    resume_run,
-    vacuum,
-)
-from warehouse.views import apply_views
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # the notebook face
+    "Warehouse": "warehouse.store",
+    "open_warehouse": "warehouse.store",
+    "Run": "warehouse.handle",
+    "apply_views": "warehouse.views",
+    "sqlalchemy_engine": "warehouse.sa:engine",
+    "engine": "warehouse.sa",  # the same as sqlalchemy_engine (older name)
+    # errors
+    "RunBusy": "warehouse.errors",
+    "RunClosed": "warehouse.errors",
+    "RunDamaged": "warehouse.errors",
+    "UnknownRun": "warehouse.errors",
+    "WarehouseError": "warehouse.errors",
+    "SchemaError": "warehouse.migrate",
+    "QueryTimeout": "warehouse.guard",
+    # commands: values, and their text (what cli.py prints)
+    "runs_list": "warehouse.commands",
+    "runs_show": "warehouse.commands",
+    "runs_delete": "warehouse.commands",
+    "runs_vacuum": "warehouse.commands",
+    "init_warehouse": "warehouse.commands",
+    "views_list": "warehouse.commands",
+    "format_runs": "warehouse.output",
+    "format_run": "warehouse.output",
+    "format_deleted": "warehouse.output",
+    "format_vacuum": "warehouse.output",
+    "format_init": "warehouse.output",
+    "format_upgrade": "warehouse.output",
+    "format_views": "warehouse.output",
+    "upgrade_warehouse": "warehouse.upgrade:upgrade",
+    "run_query": "warehouse.query",
+    "query_command": "warehouse.query",
+    "check_read_only": "warehouse.guard",
+    # benchmarks
+    "bench_warehouse": "warehouse.bench:run_bench",
+    "bench_warehouse_lines": "warehouse.bench:summary_lines",
+    "bench_query_views": "warehouse.bench_views:run_bench",
+    "bench_query_views_lines": "warehouse.bench_views:summary_lines",
+}
 
 __all__ = [
+    "QueryTimeout",
+    "Run",
     "RunBusy",
     "RunClosed",
     "RunDamaged",
+    "SchemaError",
     "UnknownRun",
     "Warehouse",
     "WarehouseError",
     "apply_views",
-    "begin_run",
-    "committed_problems",
-    "delete_run",
+    "bench_query_views",
+    "bench_query_views_lines",
+    "bench_warehouse",
+    "bench_warehouse_lines",
+    "check_read_only",
     "engine",
-    "finish_run",
-    "list_runs",
+    "format_deleted",
+    "format_init",
+    "format_run",
+    "format_runs",
+    "format_upgrade",
+    "format_vacuum",
+    "format_views",
+    "init_warehouse",
     "open_warehouse",
-    "resolve_run",
-    "resume_run",
-    "vacuum",
+    "query_command",
+    "run_query",
+    "runs_delete",
+    "runs_list",
+    "runs_show",
+    "runs_vacuum",
+    "sqlalchemy_engine",
+    "upgrade_warehouse",
+    "views_list",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'warehouse' has no attribute {name!r}")
+    module, _, attribute = _EXPORTS[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -5,6 +5,9 @@ Arrow result), so nested, decimal, binary and JSON columns come out the way Duck
 A file (`--out`) is written atomically: to a temporary file in its directory, then renamed over it,
 so a failed or killed write never leaves a half file. `check_out_path` refuses an --out inside the
 warehouse folder (symlinks and `..` resolved), before the query runs.
+
+The `format_*` functions are the text forms of the values warehouse/commands.py returns (what the
+CLI prints without --json).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import duckdb
 import polars as pl
@@ -45,6 +49,55 @@ def render_table(table: pa.Table, max_rows: int = TABLE_ROWS) -> str:
     if table.num_rows > max_rows:
         text += f"\n({max_rows} of {table.num_rows} rows shown; use --format csv or parquet for all)"
     return text + "\n"
+
+
+# --- text forms of the warehouse commands' values (warehouse/commands.py) ---------------------------
+_RUN_SUMMARY = ("run_id", "status", "model_name", "started_at", "finished_at", "dataset_name",
+                "n_problems_planned", "convention", "parent_run_id", "config_hash", "weights_sha256",
+                "code_version", "device", "dtype", "seed", "patch_layers", "methods", "sigmas", "error")
+
+
+def format_runs(runs: list[dict[str, Any]]) -> str:
+    """`runs list`: one table row per run."""
+    return render_table(pa.Table.from_pylist(runs)) if runs else "no runs yet\n"
+
+
+def format_run(run: Mapping[str, Any]) -> str:
+    """`runs show`: a run's lineage fields that are set, its row counts and damaged files, one per line."""
+    width = max(map(len, _RUN_SUMMARY))
+    lines = [f"{key:<{width}}  {run[key]}" for key in _RUN_SUMMARY if run.get(key) is not None]
+    lines += [f"{'rows.' + table:<{width}}  {count:,}" for table, count in run["rows"].items()]
+    lines += [f"{'damaged':<{width}}  {line}" for line in run.get("damaged_files", [])]
+    return "\n".join(lines) + "\n"
+
+
+def format_deleted(removed: Mapping[str, Any]) -> str:
+    """`runs delete`: the run removed and its rows per table."""
+    counts = ", ".join(f"{n:,} {t}" for t, n in removed.items() if t != "run_id")
+    return f"deleted run {removed['run_id']} ({counts})\n"
+
+
+def format_vacuum(done: Mapping[str, int]) -> str:
+    """`runs vacuum`: snapshots expired and files removed."""
+    return (f"expired {done['snapshots_expired']} snapshots; removed {done['files_removed']} files no "
+            f"snapshot needs and {done['orphans_removed']} uncommitted files\n")
+
+
+def format_init(info: Mapping[str, Any]) -> str:
+    """`init`: the warehouse's id, folder and catalog kind."""
+    return f"warehouse {info['warehouse_id']} at {info['path']} ({info['catalog']} catalog)\n"
+
+
+def format_upgrade(copied: Mapping[str, int], target: str | os.PathLike) -> str:
+    """`upgrade`: what warehouse.upgrade.upgrade copied into `target`."""
+    return (f"copied {copied['runs']} runs ({copied['results']:,} results, {copied['attention']:,} attention rows) "
+            f"and {copied['problems']} problems into {target}; the old files are unchanged\n")
+
+
+def format_views(views: list[dict[str, str]]) -> str:
+    """`views`: name, kind and description, one per line."""
+    width = max((len(v["view"]) for v in views), default=0)
+    return "".join(f"{v['view']:<{width}}  {v['kind']:<5}  {v['description']}\n" for v in views)
 
 
 def _copy(table: pa.Table, fmt: str, path: str) -> None:

@@ -40,13 +40,15 @@ from pathlib import Path
 from typing import Self
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import lake, lineage, migrate, schema, views
+from warehouse import guard, lake, lineage, migrate, schema, views
 from warehouse.errors import RunBusy, RunClosed, RunDamaged, UnknownRun, WarehouseError
 from warehouse.files import fsync_path
 from warehouse.frames import conform, distinct, first_duplicate
+from warehouse.handle import Run
 from warehouse.schema import CONVENTIONS, column_names
 
 _AUTO = ("run_id", "status", "started_at", "finished_at", "config_json", "config_hash", "error")
@@ -665,6 +667,23 @@ class Warehouse:
             return {**run, "rows": self._catalog_row_counts(run_id)}
         return {**run, "rows": self.row_counts(run_id)}
 
+    # --- the notebook face -----------------------------------------------------------------------
+    def run(self, spec: str = "latest") -> Run:
+        """A handle on one run: a full run id, a unique prefix of one, or `latest` (UnknownRun if none)."""
+        return Run(self, self.resolve_run(spec))
+
+    def runs(self) -> pl.DataFrame:
+        """Every run (status, model, dataset, problems planned and committed, damaged files), oldest first."""
+        return pl.DataFrame(self.list_runs())
+
+    def sql(self, query: str, timeout: float | None = None) -> pl.DataFrame:
+        """The result of a read-only query as polars (the guard of `cli.py query`: nothing can write,
+        attach, install or export); an empty frame for a statement that returns nothing."""
+        if timeout is not None and not timeout > 0:
+            raise WarehouseError(f"timeout must be a positive number of seconds, got {timeout}")
+        table = guard.run_statements(self.reader, guard.check_read_only(query), timeout)
+        return pl.DataFrame() if table is None else pl.from_arrow(table)
+
     def _catalog_row_counts(self, run_id: str) -> dict[str, int]:
         """Rows per fact table as the catalog recorded them at commit (no data file is read)."""
         meta = lake.METADATA
@@ -957,52 +976,8 @@ def open_warehouse(path: str | os.PathLike, read_only: bool = False, durable: bo
     return Warehouse(path, durable=durable, read_only=read_only, catalog=catalog).open()
 
 
-def _store(path_or_store) -> Warehouse:
-    return path_or_store if isinstance(path_or_store, Warehouse) else open_warehouse(path_or_store)
-
-
-def begin_run(path_or_store, config: dict, **fields) -> str:
-    return _store(path_or_store).begin_run(config, **fields)
-
-
-def resume_run(path_or_store, spec: str) -> set[str]:
-    return _store(path_or_store).resume_run(spec)
-
-
-def finish_run(path_or_store, run_id: str, status: str = "complete", error: str | None = None) -> None:
-    _store(path_or_store).finish_run(run_id, status, error)
-
-
-def committed_problems(path_or_store, run_id: str) -> set[str]:
-    return _store(path_or_store).committed_problems(run_id)
-
-
-def delete_run(path_or_store, spec: str) -> dict:
-    return _store(path_or_store).delete_run(spec)
-
-
-def list_runs(path_or_store) -> list[dict]:
-    return _store(path_or_store).list_runs()
-
-
-def resolve_run(path_or_store, spec: str) -> str:
-    return _store(path_or_store).resolve_run(spec)
-
-
-def vacuum(path_or_store, older_than_days: float = 7.0) -> dict:
-    return _store(path_or_store).vacuum(older_than_days)
-
-
 __all__ = [
     "DamagedFile",
     "Warehouse",
-    "begin_run",
-    "committed_problems",
-    "delete_run",
-    "finish_run",
-    "list_runs",
     "open_warehouse",
-    "resolve_run",
-    "resume_run",
-    "vacuum",
 ]

@@ -86,8 +86,3 @@ def upgrade(old: str | os.PathLike, target: str | os.PathLike) -> dict:
     store.close()
     return copied
 
-
-def upgrade_command(old, target) -> str:
-    done = upgrade(old, target)
-    return (f"copied {done['runs']} runs ({done['results']:,} results, {done['attention']:,} attention rows) and "
-            f"{done['problems']} problems into {target}; the old files are unchanged\n")

@@ -1,0 +1,125 @@
+"""Conditions as data (SPEC 3): the baseline plus (layer, thought, method, sigma) corruptions.
+
+Every random draw (Gaussian noise, donor problem, donor thought) comes from a generator seeded by
+(run seed, problem id, layer, thought, method, sigma), so a row never depends on batch composition,
+on the device, or on resuming.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from engine.model.positions import N_THOUGHTS
+from warehouse.vocab import ALL_METHODS, BASELINE, DEFAULT_METHODS, DEFAULT_SIGMAS, stratum_of
+
+DONOR_POOL_SIZE = 20
+
+
+@dataclass(frozen=True)
+class Condition:
+    condition_id: int
+    method: str
+    layer: int | None = None
+    thought: int | None = None
+    sigma: float | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == BASELINE
+
+
+def _once(values: tuple, flag: str, shown: list[str]) -> tuple:
+    """`values` with repeats left out (first occurrence kept), and a note on stderr naming them.
+
+    A repeated condition would be run and stored twice and counted as two trials, which narrows
+    every interval; each distinct value runs once.
+    """
+    unique = tuple(dict.fromkeys(values))
+    if len(unique) < len(values):
+        repeats = [text for i, (text, v) in enumerate(zip(shown, values)) if v in values[:i]]
+        print(f"note: {flag}: {', '.join(repeats)} repeat(s) an earlier value; each condition runs once "
+              f"({', '.join(map(str, unique))})", file=sys.stderr)
+    return unique
+
+
+def parse_methods(spec: str | None) -> tuple[str, ...]:
+    """'zero,gauss' -> ('zero', 'gauss'); None -> the seven-condition default set; repeats run once."""
+    if not spec:
+        return DEFAULT_METHODS
+    methods = tuple(m.strip() for m in spec.split(",") if m.strip())
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL_METHODS)}")
+    if not methods:
+        raise ValueError(f"--methods names no method ({spec!r}); choose from {', '.join(ALL_METHODS)}")
+    return _once(methods, "--methods", list(methods))
+
+
+def parse_sigmas(spec: str | None) -> tuple[float, ...]:
+    """'0.5,1' -> (0.5, 1.0); values equal as numbers (0.5, 0.50, 5e-1) are one sigma."""
+    if not spec:
+        return DEFAULT_SIGMAS
+    texts = [s.strip() for s in spec.split(",") if s.strip()]
+    try:
+        sigmas = tuple(float(s) for s in texts)
+    except ValueError as exc:
+        raise ValueError(f"--sigmas must be comma-separated numbers, got {spec!r}") from exc
+    if not sigmas or not all(0 < s < math.inf for s in sigmas):  # also refuses nan
+        raise ValueError(f"--sigmas must be positive finite numbers, got {spec!r}")
+    return _once(sigmas, "--sigmas", texts)
+
+
+def build_conditions(layers: list[int], methods=DEFAULT_METHODS, sigmas=DEFAULT_SIGMAS) -> list[Condition]:
+    """Baseline first (id 0), then layer x thought x method (x sigma for gauss), in SPEC order."""
+    conditions = [Condition(0, BASELINE)]
+    for layer in layers:
+        for thought in range(N_THOUGHTS):
+            for method in methods:
+                for sigma in (sigmas if method == "gauss" else (None,)):
+                    conditions.append(Condition(len(conditions), method, layer, thought, sigma))
+    return conditions
+
+
+def draw_seed(run_seed: int, problem_id: str, condition: Condition) -> int:
+    """A 63-bit seed from the condition's identity (never from its position in a batch)."""
+    key = f"{run_seed}|{problem_id}|{condition.layer}|{condition.thought}|{condition.method}|{condition.sigma}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+
+
+def gaussian_noise(seed: int, dim: int) -> torch.Tensor:
+    """N(0, I) noise drawn on the CPU in float32, so every device sees the same numbers."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(dim, generator=generator, dtype=torch.float32)
+
+
+def choose_donor_problem(seed: int, pool: list[str], problem_id: str) -> str:
+    candidates = [p for p in pool if p != problem_id]
+    if not candidates:
+        raise ValueError("the donor pool has no problem other than the target itself")
+    return random.Random(seed).choice(candidates)
+
+
+def choose_donor_thought(seed: int, thought: int) -> int:
+    """A thought j != k of the same problem, drawn uniformly."""
+    return random.Random(seed).choice([j for j in range(N_THOUGHTS) if j != thought])
+
+
+def select_donor_pool(problems: list, seed: int, size: int = DONOR_POOL_SIZE) -> list[str]:
+    """`size` problem ids spread over difficulty strata (round-robin over strata, seeded)."""
+    rng = random.Random(f"donor-pool|{seed}")
+    by_stratum: dict[str, list[str]] = {}
+    for p in sorted(problems, key=lambda p: p.problem_id):
+        by_stratum.setdefault(stratum_of(p.n_steps), []).append(p.problem_id)
+    for ids in by_stratum.values():
+        rng.shuffle(ids)
+    pool, strata = [], sorted(by_stratum)
+    while len(pool) < size and any(by_stratum.values()):
+        for s in strata:
+            if by_stratum[s] and len(pool) < size:
+                pool.append(by_stratum[s].pop())
+    return pool

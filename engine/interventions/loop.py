@@ -1,0 +1,160 @@
+"""The CODI loop for a set of rows, with what every measurement needs (SPEC 2.3, 4, 5).
+
+`run_rows` takes rows from right after the question pass through the six thoughts (a patch plan
+may overwrite block L's output at Tk during step k), EOT, greedy decoding and teacher forcing. The
+baseline rows of the batched engine, the sequential reference and evaluation use it; the batched
+conditions use the staged variant in staged.py, built from the same pieces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.interventions.measures import log_probs
+from engine.interventions.patching import PatchPlan, patched, recording
+from engine.model.codi import CodiModel, LoopState
+from engine.model.positions import EOT, N_THOUGHTS
+
+N_DST = N_THOUGHTS + 1  # queries T0..T5, EOT
+N_SRC = N_THOUGHTS + 3  # keys Q (summed), BOT, T0..T5, EOT
+DST_CODES = np.array(list(range(N_THOUGHTS)) + [EOT], dtype=np.int16)
+SRC_CODES = np.array([-2, -1, *range(N_THOUGHTS), EOT], dtype=np.int16)
+# causally visible (dst, src) pairs: Tk sees Q, BOT, T0..Tk; EOT sees everything
+VISIBLE = np.array([[s <= d + 2 for s in range(N_SRC)] for d in range(N_DST)])
+
+
+@dataclass
+class RowOutcome:
+    """Everything measured for a set of rows run together (one entry per row)."""
+
+    tokens: list[list[int]]
+    texts: list[str]
+    eot_logp: torch.Tensor  # [N, V] log-probs at EOT
+    forced_logp: torch.Tensor  # [N, T, V] log-probs along the forced (baseline) answer
+    logp_gold: torch.Tensor  # [N]
+    attention: torch.Tensor | None  # [N, layers, heads, 7, 9]
+    eot_row: torch.Tensor  # [N, heads, keys] last-layer EOT attention over all keys (right-aligned)
+    sites: torch.Tensor | None  # [N, n_layers_selected, 6, d] clean site values (baseline rows only)
+    inputs: torch.Tensor | None = None  # [N, 6, d] what each thought step was fed (z1..z6)
+    gold: torch.Tensor | None = None  # [N, G] the gold answer tokens behind logp_gold (pad-filled)
+
+    def take(self, rows: torch.Tensor) -> RowOutcome:
+        """The outcome of `rows`, in that order."""
+        index = rows.tolist()
+
+        def pick(t):
+            return None if t is None else t[rows.to(t.device)]
+
+        return RowOutcome(
+            tokens=[self.tokens[i] for i in index], texts=[self.texts[i] for i in index],
+            eot_logp=pick(self.eot_logp), forced_logp=pick(self.forced_logp), logp_gold=pick(self.logp_gold),
+            attention=pick(self.attention), eot_row=pick(self.eot_row), sites=pick(self.sites),
+            inputs=pick(self.inputs), gold=pick(self.gold))
+
+
+# --- the shared loop ------------------------------------------------------------------------------
+def slice_attention(attentions, columns, dst: int, step_kv: int) -> torch.Tensor:
+    """[B, layers, heads, 9] key groups for the single query of this step (NaN where not visible)."""
+    att = torch.stack([a[:, :, -1, :] for a in attentions], dim=1).float()  # [B, L, H, kv]
+    out = torch.full((*att.shape[:3], N_SRC), float("nan"), device=att.device)
+    bot = columns.bot
+    out[..., 0] = att[..., :bot].sum(-1)
+    out[..., 1] = att[..., bot]
+    n_thoughts_visible = min(dst + 1, N_THOUGHTS)
+    out[..., 2:2 + n_thoughts_visible] = att[..., bot + 1: bot + 1 + n_thoughts_visible]
+    if dst == N_THOUGHTS:
+        out[..., N_SRC - 1] = att[..., columns.eot]
+    assert step_kv == att.shape[-1]
+    return out
+
+
+def forced_log_probs(model: CodiModel, state: LoopState, eot_logits: torch.Tensor,
+                 tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probs [N, T, V] at EOT and after each forced token but the last (then crop back)."""
+    point = state.checkpoint()
+    logits = [eot_logits[:, None, :]]
+    if tokens.shape[1] > 1:
+        out = model.step(state, model.embed(tokens[:, :-1]))
+        logits.append(out.logits)
+    state.restore(point)
+    return log_probs(model.mask_extra_tokens(torch.cat(logits, dim=1)))
+
+
+def run_rows(model: CodiModel, state: LoopState, z: torch.Tensor, plan: PatchPlan,
+             forced: torch.Tensor | None, gold, capture_attention: bool,
+             site_layers: tuple[int, ...] | None, max_new_tokens: int) -> RowOutcome:
+    """From a state right after the question pass (first thought input `z`): thoughts, EOT, answers.
+
+    `forced`: answer tokens to teacher-force [N, T] (None = the rows' own greedy tokens, for baselines).
+    `gold`: gold answer tokens [N, G] (pad-filled; pad positions ignored), or a function of the rows'
+    greedy tokens returning them (the baseline's gold string follows its own answer format).
+    `site_layers`: record the clean values of these layers' block outputs at each thought.
+    """
+    columns = state.columns
+    attention = [] if capture_attention else None
+    sites = [] if site_layers else None
+    inputs = []
+    with patched(model.codi, plan), recording(model.codi, site_layers) as block_out:
+        for k in range(N_THOUGHTS):
+            inputs.append(z[:, 0])
+            plan.step = k
+            out = model.step(state, z, output_hidden_states=True, output_attentions=capture_attention)
+            plan.step = None
+            if capture_attention:
+                attention.append(slice_attention(out.attentions, columns, k, out.attentions[0].shape[-1]))
+            if site_layers:  # the blocks' own outputs (hidden_states[n] is the final norm's output)
+                sites.append(torch.stack([block_out[layer] for layer in site_layers], 1))
+            z = model.project(out.hidden_states[-1][:, -1:, :])
+        eot = model.embed(torch.full((z.shape[0], 1), model.eot_id, dtype=torch.long, device=z.device))
+        out = model.step(state, eot, output_attentions=True)
+    last = out.attentions[-1][:, :, -1, :].float()  # [N, H, kv] last layer, EOT query
+    if capture_attention:
+        attention.append(slice_attention(out.attentions, columns, N_THOUGHTS, last.shape[-1]))
+    eot_logits = out.logits[:, -1, :]
+    point = state.checkpoint()
+    tokens = model.decode_greedy(state, eot_logits, max_new_tokens)
+    state.restore(point)
+    own = tokens if forced is None else forced
+    if callable(gold):
+        gold = gold(strip_tokens(tokens.tolist(), model))
+    forced_logp = forced_log_probs(model, state, eot_logits, own)
+    logp_gold = sequence_log_prob(forced_log_probs(model, state, eot_logits, gold), gold, model.pad_id)
+    texts = model.decode_text(tokens)
+    return RowOutcome(
+        tokens=strip_tokens(tokens.tolist(), model), texts=texts, eot_logp=forced_logp[:, 0], forced_logp=forced_logp,
+        logp_gold=logp_gold, attention=torch.stack(attention, dim=3) if capture_attention else None,
+        eot_row=last, sites=torch.stack(sites, dim=2).float() if site_layers else None,
+        inputs=torch.stack(inputs, dim=1), gold=gold)
+
+
+
+def sequence_log_prob(logp: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """log P(tokens) per row [N] from teacher-forced log-probs [N, T, V] (pad positions ignored)."""
+    token_logp = logp.gather(-1, tokens.clamp(max=logp.shape[-1] - 1)[..., None])[..., 0]
+    return torch.where(tokens != pad_id, token_logp, torch.zeros_like(token_logp)).sum(-1)
+
+
+def strip_tokens(rows: list[list[int]], model: CodiModel) -> list[list[int]]:
+    """Generated tokens up to and including EOS (padding after it removed)."""
+    eos = model.tokenizer.eos_token_id
+    out = []
+    for row in rows:
+        row = [t for t in row if t != model.pad_id]
+        out.append(row[: row.index(eos) + 1] if eos in row else row)
+    return out
+
+
+
+def pad_tokens(rows: list[list[int]], pad: int, device) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+
+
+
+def start_questions(model: CodiModel, questions: list[str]):
+    batch = model.question_batch(questions)
+    state, out = model.start(batch)
+    return batch, state, model.project(out.hidden_states[-1][:, -1:, :])
+

@@ -1,0 +1,213 @@
+"""The CODI module (SPEC 2.1) and its official inference loop (SPEC 2.3), batched.
+
+A CODI model is a causal LM with three extra token ids (pad = V, bot = V+1, eot = V+2) and a
+projection `prj` that turns the last hidden state of one step into the input embedding of the next.
+Batches are left-padded; the attention mask and explicit position ids travel through every step
+(transformers does not derive position ids from the mask).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from engine.model.answers import parse_answer
+from engine.model.positions import N_THOUGHTS, ColumnMap
+
+
+def make_projection(d_model: int, prj_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """Sequential(Dropout, Linear(d, p), GELU, Linear(p, d), LayerNorm(d)) with the official key names."""
+    prj = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, prj_dim), nn.GELU(), nn.Linear(prj_dim, d_model))
+    prj.add_module("ln", nn.LayerNorm(d_model))
+    return prj
+
+
+@dataclass
+class ModelInfo:
+    """What a run records about the model it used."""
+
+    name: str
+    architecture: str  # "gpt2" | "llama"
+    n_layers: int
+    n_heads: int
+    d_model: int
+    weights_path: str = ""
+    weights_sha256: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class CodiModel(nn.Module):
+    """Base LM (`codi`) + projection (`prj`), with the extra token ids of the official layout."""
+
+    def __init__(self, codi: PreTrainedModel, prj: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                 base_vocab_size: int, info: ModelInfo):
+        super().__init__()
+        self.codi = codi
+        self.prj = prj
+        self.tokenizer = tokenizer
+        self.base_vocab_size = base_vocab_size
+        self.pad_id, self.bot_id, self.eot_id = base_vocab_size, base_vocab_size + 1, base_vocab_size + 2
+        self.info = info
+        self.prepend_bos = info.architecture == "llama"
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.codi.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return self.codi.config.num_hidden_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.codi.config.num_attention_heads
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.codi.get_input_embeddings()(ids)
+
+    def project(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        return self.prj(hidden_last)
+
+    def encode_question(self, question: str) -> list[int]:
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+        if self.prepend_bos and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id] + ids
+        return ids + [self.bot_id]
+
+    def question_batch(self, questions: list[str]) -> QuestionBatch:
+        """Left-padded question ids (each ending in BOT), mask and position ids."""
+        return self.pad_questions([self.encode_question(q) for q in questions])
+
+    def pad_questions(self, encoded: list[list[int]]) -> QuestionBatch:
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e):] = torch.tensor(e)
+            mask[row, width - len(e):] = 1
+        device = self.device
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return QuestionBatch(ids, mask, positions, ColumnMap(width))
+
+    def mask_extra_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """Greedy decoding never picks pad/bot/eot (nor any row beyond them)."""
+        logits = logits.clone()
+        logits[..., self.base_vocab_size:] = float("-inf")
+        return logits
+
+    def mask_teacher_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """The teacher writes its CoT and then EOT itself; only pad and bot are never chosen."""
+        logits = logits.clone()
+        logits[..., [self.pad_id, self.bot_id]] = float("-inf")
+        return logits
+
+    # -- the official loop ---------------------------------------------------------------------------
+    def step(self, state: LoopState, embeds: torch.Tensor, **kwargs):
+        """Feed `embeds` [B, T, d] after everything so far; updates cache, mask and positions."""
+        b, t, _ = embeds.shape
+        ones = torch.ones((b, t), dtype=state.mask.dtype, device=state.mask.device)
+        state.mask = torch.cat([state.mask, ones], dim=1)
+        positions = state.next_position[:, None] + torch.arange(t, device=embeds.device)[None, :]
+        state.next_position = state.next_position + t
+        return self.codi(inputs_embeds=embeds, attention_mask=state.mask, position_ids=positions,
+                         past_key_values=state.cache, use_cache=True, **kwargs)
+
+    def start(self, batch: QuestionBatch, **kwargs):
+        """Question pass (positions 0..Q-1 and BOT at Q) with a fresh KV cache."""
+        state = LoopState(DynamicCache(), batch.mask.clone(), batch.positions[:, -1] + 1, batch.columns)
+        out = self.codi(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
+                        past_key_values=state.cache, use_cache=True, output_hidden_states=True, **kwargs)
+        return state, out
+
+    @torch.no_grad()
+    def latent_loop(self, batch: QuestionBatch) -> tuple[LoopState, torch.Tensor]:
+        """Question, BOT and six thoughts; returns the loop state and the EOT step's logits [B, vocab]."""
+        state, out = self.start(batch)
+        z = self.project(out.hidden_states[-1][:, -1:, :])
+        for _ in range(N_THOUGHTS):
+            out = self.step(state, z, output_hidden_states=True)
+            z = self.project(out.hidden_states[-1][:, -1:, :])
+        eot = self.embed(torch.full((z.shape[0], 1), self.eot_id, dtype=torch.long, device=z.device))
+        out = self.step(state, eot)
+        return state, out.logits[:, -1, :]
+
+    @torch.no_grad()
+    def decode_greedy(self, state: LoopState, first_logits: torch.Tensor, max_new_tokens: int = 32,
+                      mask=None) -> torch.Tensor:
+        """Greedy tokens [B, <=max_new_tokens] from `first_logits` on; rows stop at EOS (then pad).
+
+        `mask` removes the tokens decoding may not choose (default: the three extra tokens).
+        """
+        mask = mask or self.mask_extra_tokens
+        eos = self.tokenizer.eos_token_id
+        logits = mask(first_logits)
+        finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        tokens = []
+        for _ in range(max_new_tokens):
+            nxt = logits.argmax(-1)
+            nxt = torch.where(finished, torch.full_like(nxt, self.pad_id), nxt)
+            tokens.append(nxt)
+            finished = finished | (nxt == eos)
+            if bool(finished.all()):
+                break
+            out = self.step(state, self.embed(nxt[:, None]))
+            logits = mask(out.logits[:, -1, :])
+        return torch.stack(tokens, dim=1)
+
+    def decode_text(self, tokens: torch.Tensor) -> list[str]:
+        eos = self.tokenizer.eos_token_id
+        texts = []
+        for row in tokens.tolist():
+            row = [t for t in row if t < self.base_vocab_size]
+            if eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    @torch.no_grad()
+    def answer(self, questions: list[str], max_new_tokens: int = 32) -> list[str]:
+        """The student's answer text for each question (full latent loop, greedy)."""
+        state, logits = self.latent_loop(self.question_batch(questions))
+        return self.decode_text(self.decode_greedy(state, logits, max_new_tokens))
+
+    @torch.no_grad()
+    def teacher_answer(self, questions: list[str], max_new_tokens: int = 128) -> list[str]:
+        """The teacher task: explicit CoT decoded greedily after BOT (EOT allowed, then the answer)."""
+        state, out = self.start(self.question_batch(questions))
+        tokens = self.decode_greedy(state, out.logits[:, -1, :], max_new_tokens, mask=self.mask_teacher_tokens)
+        return self.decode_text(tokens)
+
+    @torch.no_grad()
+    def answer_values(self, questions: list[str], max_new_tokens: int = 32) -> list[float | None]:
+        return [parse_answer(t) for t in self.answer(questions, max_new_tokens)]
+
+
+@dataclass
+class QuestionBatch:
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    columns: ColumnMap
+
+
+@dataclass
+class LoopState:
+    cache: DynamicCache
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    columns: ColumnMap
+
+    def checkpoint(self) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Remember this point, to continue differently from it later (`restore`)."""
+        return self.cache.get_seq_length(), self.mask, self.next_position
+
+    def restore(self, point: tuple[int, torch.Tensor, torch.Tensor]) -> None:
+        """Drop everything fed after `point` (transformers 5: crop takes the number to remove, negated)."""
+        length, self.mask, self.next_position = point
+        extra = self.cache.get_seq_length() - length
+        if extra > 0:
+            self.cache.crop(-extra)

@@ -1,0 +1,51 @@
+"""Runs (SPEC 6, 12, 13): a RunConfig planned, executed and streamed into the warehouse.
+
+    config.py     RunConfig (what to run) and Execution (how), both keyword-only
+    plan.py       device, problems (stratified), layers, conditions and the run's config and hash inputs
+    validate.py   problems checked against the model's context before the first forward pass
+    local.py      one process: chunks computed while a writer thread commits the previous one; resume
+    sharded.py    `--shard I/N`: one worker's slice, as a portable shard or committed directly
+    ray.py        `--executor ray`: the shards as Ray tasks, merged at the end
+    executors.py  execute (the CLI's `run`) and run_experiment (the same from Python, returning the Run)
+    evaluate.py   `eval`: accuracy on held-out problems, and with the thoughts zeroed
+    bench.py      `bench engine`: the batched engine against the sequential reference
+
+Imports engine.interventions and engine.model. Names are imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "RunConfig": "engine.runs.config",
+    "Execution": "engine.runs.config",
+    "EXECUTORS": "engine.runs.config",
+    "RunPlan": "engine.runs.plan",
+    "plan_run": "engine.runs.plan",
+    "select_problems": "engine.runs.plan",
+    "stratified": "engine.runs.plan",
+    "fit_context": "engine.runs.validate",
+    "execute_run": "engine.runs.local",
+    "RunFailed": "engine.runs.local",
+    "run_shard": "engine.runs.sharded",
+    "run_ray": "engine.runs.ray",
+    "execute": "engine.runs.executors",
+    "run_experiment": "engine.runs.executors",
+    "run_eval": "engine.runs.evaluate",
+    "bench_engine": "engine.runs.bench",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,47 @@
+"""What a run is asked to do (RunConfig) and how it executes (Execution): the flags of `python cli.py run`.
+
+Both are keyword-only: `RunConfig(model="gpt2", problems=100, methods="zero,gauss")`. A RunConfig's fields
+(less resume, device, batch_size and extra) go into the run's config and its hash, which decides whether a
+run may be resumed with them; an Execution never changes a row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingest.datasets import SYNTHETIC
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    model: str = "gpt2-tiny"
+    checkpoint: str | None = None
+    dataset: str = SYNTHETIC
+    problems: int | None = None  # None: 100 synthetic problems (25 per stratum), or every problem of a file
+    seed: int = 0
+    layer: int | None = None  # None: n_layers // 2
+    all_layers: bool = False
+    methods: str | None = None  # comma list; None: the default set
+    sigmas: str | None = None  # comma list; None: the default sigmas
+    attention: str = "all"  # all | baseline | none
+    noise_scale: str = "absolute"  # absolute | rms
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 8
+    resume: str | None = None  # a run id, prefix or "latest"
+    skip_invalid: bool = False
+    max_new_tokens: int = 24
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Execution:
+    """Which way `run` executes: one process (local), one shard (`shard="I/N"`), or Ray tasks (SPEC 12, 13)."""
+
+    executor: str = "local"  # local | ray
+    shard: str | None = None  # "I/N"
+    workers: int | None = None
+    shards: int | None = None
+    ray_address: str | None = None
+    run_id: str | None = None
+    shard_dir: str | None = None

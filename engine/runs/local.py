@@ -1,0 +1,150 @@
+"""`python cli.py run` in one process: every condition of every problem, streamed into the warehouse.
+
+The model works on chunk n+1 while a writer thread commits chunk n (DuckDB and Parquet writing
+release the GIL), so the warehouse never stalls the model. A chunk's problems commit together, so
+an interrupted run resumes (`--resume RUN`) with no duplicates and no gaps.
+"""
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+import time
+
+import torch
+from tqdm import tqdm
+
+from engine.interventions.chunk import run_chunk
+from engine.interventions.conditions import select_donor_pool
+from engine.interventions.methods import pool_methods
+from engine.interventions.options import EngineOptions
+from engine.model.codi import CodiModel
+from engine.runs.config import RunConfig
+from engine.runs.plan import plan_run
+from ingest.problems import problems_table as problems_frame  # the `problems` rows ingest writes
+from warehouse.lake import WarehouseBusy
+
+
+class ChunkWriter:
+    """Commits chunks on a background thread; errors surface on the next put or on close."""
+
+    def __init__(self, store, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def _work(self):
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.store.append_problems(self.run_id, *item)
+                except BaseException as exc:  # noqa: BLE001 - surfaced to the caller on the next put/close
+                    self.error = exc
+
+    def put(self, problems, results, attention):
+        self._raise()
+        self.queue.put((problems, results, attention))
+
+    def close(self):
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self):
+        if self.error is not None:
+            raise self.error
+
+
+def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
+    """Run (or resume) an experiment into the warehouse at `db`; returns a summary."""
+    from warehouse.store import open_warehouse
+
+    plan = plan_run(req)
+    model, problems, methods, conditions, opts, config = (plan.model, plan.problems, plan.methods,
+                                                          plan.conditions, plan.opts, plan.config)
+    store = open_warehouse(db)
+    if req.resume:
+        run_id = store.resolve_run(req.resume)
+        shown = store.show_run(run_id)
+        if shown.get("config_hash") and shown["config_hash"] != _config_hash(config):
+            raise ValueError(f"run {run_id} was started with a different configuration; resume it with the same flags")
+        done = store.resume_run(run_id)
+    else:
+        run_id = store.begin_run(config, **plan.fields)
+        done = set()
+    todo = [p for p in problems if p.problem_id not in done]
+    started = time.time()
+    nonfinite = broken = 0
+    try:
+        pool = donor_sites(model, problems, opts, methods)
+        writer = ChunkWriter(store, run_id)
+        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"run {run_id}", unit="problem",
+                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        try:
+            for i in range(0, len(todo), req.batch_size):
+                chunk = todo[i:i + req.batch_size]
+                out = run_chunk(model, chunk, opts, pool)
+                nonfinite += nonfinite_rows(out.results)
+                broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
+                writer.put(problems_frame(chunk), out.results, out.attention)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            writer.close()
+    except BaseException as exc:
+        # If even that fails (a full disk), the run stays `running`, which resume accepts too. A catalog
+        # that stayed locked would only keep us waiting again: leave the run running and say so.
+        if not isinstance(exc, WarehouseBusy):
+            with contextlib.suppress(Exception):
+                store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, (OSError, ValueError)):  # a cause the user can fix: say how to go on
+            raise RunFailed(run_id, exc) from exc
+        raise
+    store.finish_run(run_id, "complete")
+    if broken:
+        print(f"note: the baseline itself has non-finite logits on {broken} problem(s): the model (checkpoint or "
+              "dtype) is broken there, not a corruption; every measure of those problems is NULL", file=sys.stderr)
+    if nonfinite - broken > 0:
+        print(f"note: {nonfinite - broken} condition row(s) had non-finite logits (the corruption overflowed the "
+              "model); their KL, JS, entropy, log p(gold) and disruption are NULL and they count as failures",
+              file=sys.stderr)
+    return {"run_id": run_id, "status": "complete", "problems": len(problems),
+            "conditions": len(conditions), "seconds": round(time.time() - started, 2), "nonfinite_rows": nonfinite}
+
+
+class RunFailed(ValueError):
+    """A run stopped by a cause outside the engine (full disk, bad input, a catalog locked too long);
+    committed problems are kept."""
+
+    def __init__(self, run_id: str, cause: BaseException):
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        state = "it stays running, " if isinstance(cause, WarehouseBusy) else ""
+        super().__init__(f"run {run_id} stopped: {reason}; committed problems are kept ({state}nothing is lost): "
+                         f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
+                         "flags")
+        self.run_id = run_id
+
+
+def nonfinite_rows(results) -> int:
+    """Rows whose EOT distribution was not finite (entropy NULL): a corruption that overflowed."""
+    return int(results.get_column("entropy_first").is_null().sum())
+
+
+def _config_hash(config: dict) -> str:
+    from warehouse import lineage
+
+    return lineage.config_hash(config)
+
+
+def donor_sites(model: CodiModel, problems: list, opts: EngineOptions, methods) -> dict[str, torch.Tensor]:
+    """Clean site values of the seeded donor pool (only when a method that uses it, random or mean, is asked for)."""
+    if not pool_methods(methods):
+        return {}
+    ids = set(select_donor_pool(problems, opts.seed))
+    pool_problems = [p for p in problems if p.problem_id in ids]
+    baseline_only = EngineOptions(opts.layers, opts.conditions[:1], opts.seed, "none", opts.noise_scale,
+                                  opts.max_new_tokens)
+    return run_chunk(model, pool_problems, baseline_only).sites

@@ -1,0 +1,147 @@
+"""A run's plan, before its first chunk: device, problems, layers, conditions and the run's config.
+
+Every executor plans the same way (local.py, sharded.py, ray.py, and `bench engine`), so every process
+that plans the same RunConfig gets the same config (workers of a sharded run agree on the run id) and
+the same problem order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from engine.interventions.conditions import build_conditions, parse_methods, parse_sigmas
+from engine.interventions.methods import pool_methods
+from engine.interventions.options import EngineOptions
+from engine.model.checkpoints import load_model
+from engine.model.codi import CodiModel
+from engine.runs.config import RunConfig
+from engine.runs.validate import TooLong, fit_context
+from ingest.datasets import SYNTHETIC, distinct, load_problems, synthetic_problems
+from ingest.problems import problems_hash as dataset_hash
+from warehouse.vocab import STRATA, stratum_of
+
+DEFAULT_PROBLEMS = 100
+
+
+def pick_device(device: str) -> tuple[str, torch.dtype]:
+    """auto: CUDA (bf16) when present, else CPU (float32)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device, (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+
+
+def stratified(problems: list, per_stratum: int) -> list:
+    """The first `per_stratum` problems of each stratum, in input order, strata interleaved."""
+    buckets = {s: [p for p in problems if stratum_of(p.n_steps) == s][:per_stratum] for s in STRATA}
+    out = []
+    for i in range(per_stratum):
+        out.extend(buckets[s][i] for s in STRATA if i < len(buckets[s]))
+    return out
+
+
+def select_problems(req: RunConfig) -> list:
+    """Default: 100 held-out synthetic problems, 25 per difficulty stratum (steps <=2, 3, 4, 5+)."""
+    return fitting_problems(req)[0]
+
+
+def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[list, list[TooLong]]:
+    """The run's problems, and (with `model`, under --skip-invalid) those left out for not fitting its context.
+
+    Every problem is measured before the first forward pass: one too long for the context stops the
+    run here (naming the first few), unless --skip-invalid, which runs the others in its place.
+    """
+    if req.dataset == SYNTHETIC:
+        n = req.problems or DEFAULT_PROBLEMS
+        per_stratum = math.ceil(n / len(STRATA))
+        for generated in (6, 12):  # the generator repeats a question now and then: distinct ones only
+            chosen = stratified(distinct(synthetic_problems(per_stratum * generated, seed=req.seed)), per_stratum)[:n]
+            if len(chosen) == n:
+                break
+        if model is None:
+            return chosen, []
+        return fit_context(model, chosen, req.max_new_tokens, req.dataset, req.skip_invalid)
+    problems = load_problems(req.dataset, None, req.seed, skip_invalid=req.skip_invalid)  # repeats left out
+    if not problems:
+        raise ValueError(f"dataset {req.dataset} holds no problems; give a JSONL file with one "
+                         '{"question", "answer"} object per line')
+    if req.problems is not None and req.problems > len(problems):
+        raise ValueError(f"--problems {req.problems} is more than the {len(problems)} distinct problems in "
+                         f"{req.dataset}; ask for at most {len(problems)}, or leave --problems out to run them all")
+    if model is None:
+        return problems[:req.problems], []
+    problems, skipped = fit_context(model, problems, req.max_new_tokens, req.dataset, req.skip_invalid, req.problems)
+    if req.problems is not None and req.problems > len(problems):  # --skip-invalid left too few
+        raise ValueError(f"--problems {req.problems} is more than the {len(problems)} problems in {req.dataset} "
+                         f"that fit {model.info.name}'s context ({len(skipped)} too long); ask for at most "
+                         f"{len(problems)}, or leave --problems out to run them all")
+    return problems[:req.problems], skipped
+
+
+def select_layers(model: CodiModel, req: RunConfig) -> tuple[int, ...]:
+    n = model.n_layers
+    if req.all_layers and req.layer is not None:
+        raise ValueError("give either --layer L or --layers all, not both")
+    if req.all_layers:
+        return tuple(range(n))
+    layer = n // 2 if req.layer is None else req.layer
+    if not 0 <= layer < n:
+        raise ValueError(f"--layer {layer} is outside 0..{n - 1} for {model.info.name}")
+    return (layer,)
+
+
+# What the stored numbers mean; part of every run's config (and so of its hash), so a run begun under one
+# definition cannot be resumed under another. 2: log p(gold) includes EOS, `mean` leaves the target out,
+# JS and entropy also at the answer number, the last block's site read from the block itself.
+MEASURES_VERSION = 2
+
+
+@dataclass
+class RunPlan:
+    """What a run needs before its first chunk; every process that plans the same request gets the same
+    config (so workers of a sharded run agree on the run id) and the same problem order."""
+
+    model: CodiModel
+    problems: list
+    methods: tuple
+    conditions: tuple
+    opts: EngineOptions
+    config: dict
+    fields: dict  # the runs row's lineage fields (begin_run keywords)
+
+
+def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
+    """Load the model (unless given), select problems and conditions, build the run's config."""
+    device, dtype = pick_device(req.device)
+    if model is None:
+        model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
+    problems, skipped = fitting_problems(req, model)  # every problem checked before the first forward pass
+    layers = select_layers(model, req)
+    methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
+    donors = pool_methods(methods)
+    if donors and len(problems) < 2:
+        raise ValueError(f"--methods {','.join(donors)} take(s) values from other problems, and this run has "
+                         f"{len(problems)}; run at least 2 problems, or leave {','.join(donors)} out")
+    conditions = tuple(build_conditions(list(layers), methods, sigmas))
+    if req.attention not in ("all", "baseline", "none"):
+        raise ValueError("--attention must be all, baseline or none")
+    opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
+    config = {**{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
+              "layers": list(layers), "methods": list(methods), "sigmas": list(sigmas),
+              "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256,
+              "measures_version": MEASURES_VERSION}
+    if skipped:  # only then: the config (and its hash) of every other run stays as it was
+        config["skipped_problems"] = [t.record() for t in skipped]
+    fields = {
+        "model_name": req.model, "weights_sha256": model.info.weights_sha256, "n_layers": model.n_layers,
+        "n_heads": model.n_heads, "d_model": model.codi.config.hidden_size, "patch_layers": list(layers),
+        "methods": list(methods), "sigmas": list(sigmas), "seed": req.seed, "dataset_name": req.dataset,
+        "dataset_hash": dataset_hash(problems), "device": model.device.type,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "n_problems_planned": len(problems)}
+    return RunPlan(model, problems, methods, conditions, opts, config, fields)
