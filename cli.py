@@ -3,6 +3,7 @@
 Contract: ../shared/SPEC.md section 13. Progress goes to stderr, results to stdout, errors exit
 non-zero with a one-line reason.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,36 +79,64 @@ def cli():
 
 # --- model, data and training commands (engine/, ingest/) -----------------------------------------
 @cli.command()
-@click.option("--out", "out_dir", default="models/gpt2-tiny", show_default=True, help="Model directory to write.")
-@click.option("--steps", default=None, type=click.IntRange(min=1), help="Optimizer steps (default: the recipe's).")
+@click.option(
+    "--out", "out_dir", default="models/gpt2-tiny", show_default=True, help="Model directory to write."
+)
+@click.option(
+    "--steps", default=None, type=click.IntRange(min=1), help="Optimizer steps (default: the recipe's)."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--teacher-only-steps", default=None, type=int, help="Curriculum: teacher-only steps first.")
-@click.option("--lr", default=None, type=float, help="Peak learning rate (lower it to continue a trained model).")
+@click.option(
+    "--lr", default=None, type=float, help="Peak learning rate (lower it to continue a trained model)."
+)
 @click.option("--warmup", default=None, type=int, help="Linear warm-up steps before the cosine decay.")
 @click.option("--eval-every", default=None, type=int)
 @click.option("--eval-problems", default=None, type=int)
-@click.option("--init-from", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Continue training a saved model directory (e.g. after the teacher-only phase).")
+@click.option(
+    "--init-from",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Continue training a saved model directory (e.g. after the teacher-only phase).",
+)
 def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval_problems, init_from):
     """Train a small CODI model from scratch on synthetic problems (deterministic given the seed)."""
     from engine import TrainConfig
     from engine import train as run_training
 
-    overrides = {"steps": steps, "teacher_only_steps": teacher_only_steps, "lr": lr, "warmup": warmup,
-                 "eval_every": eval_every,
-                 "eval_problems": eval_problems, "init_from": init_from}
+    overrides = {
+        "steps": steps,
+        "teacher_only_steps": teacher_only_steps,
+        "lr": lr,
+        "warmup": warmup,
+        "eval_every": eval_every,
+        "eval_problems": eval_problems,
+        "init_from": init_from,
+    }
     cfg = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     with user_errors():
         card = run_training(cfg, out_dir)
-    emit_json({"out": out_dir, "final_eval": card["final_eval"], "train_wall_seconds": card["train_wall_seconds"]})
+    emit_json(
+        {"out": out_dir, "final_eval": card["final_eval"], "train_wall_seconds": card["train_wall_seconds"]}
+    )
 
 
 @cli.command()
-@click.option("--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama.")
-@click.option("--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer).")
-@click.option("--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file.")
-@click.option("--problems", default=None, type=click.IntRange(min=1),
-              help="How many problems [synthetic: 100, 25 per difficulty stratum; a file: all].")
+@click.option(
+    "--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama."
+)
+@click.option(
+    "--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer)."
+)
+@click.option(
+    "--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file."
+)
+@click.option(
+    "--problems",
+    default=None,
+    type=click.IntRange(min=1),
+    help="How many problems [synthetic: 100, 25 per difficulty stratum; a file: all].",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--layer", default=None, type=int, help="Patch layer L (default: n_layers // 2).")
 @click.option("--layers", "layers_spec", type=click.Choice(["all"]), default=None, help="Sweep every layer.")
@@ -116,47 +145,112 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch.")
+@click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch."
+)
 @click.option("--resume", default=None, help="Continue a running or failed run (id, prefix or latest).")
 @click.option("--skip-invalid", is_flag=True, help="Load the good lines of a dataset with malformed ones.")
-@click.option("--shard", default=None, metavar="I/N",
-              help="Only shard I of N (0-based): committed directly with a PostgreSQL catalog, else written "
-                   "for `ingest shards`.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help='local: this process; ray: the run\'s shards as Ray tasks (pip install -e ".[ray]").')
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Only shard I of N (0-based): committed directly with a PostgreSQL catalog, else written "
+    "for `ingest shards`.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help='local: this process; ray: the run\'s shards as Ray tasks (pip install -e ".[ray]").',
+)
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Ray: shard tasks at a time [1].")
-@click.option("--shards", default=None, type=click.IntRange(min=1),
-              help="Ray: shards to cut the run into [4 per worker, at most one per batch].")
+@click.option(
+    "--shards",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Ray: shards to cut the run into [4 per worker, at most one per batch].",
+)
 @click.option("--ray-address", default=None, help="Ray: an existing cluster [start a local one].")
 @click.option("--run-id", default=None, help="Shards: run id [sharded-<config hash>].")
-@click.option("--shard-dir", default=None,
-              help="Shards: write portable shards here [<db>.worker-shards/<run id>; none with a PostgreSQL "
-                   "catalog: workers commit directly].")
+@click.option(
+    "--shard-dir",
+    default=None,
+    help="Shards: write portable shards here [<db>.worker-shards/<run id>; none with a PostgreSQL "
+    "catalog: workers commit directly].",
+)
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, methods, sigmas, noise_scale,
-        attention, device, batch_size, resume, skip_invalid, shard, executor, workers, shards, ray_address, run_id,
-        shard_dir, db, as_json):
+def run(
+    model_name,
+    checkpoint,
+    dataset,
+    problems,
+    seed,
+    layer,
+    layers_spec,
+    methods,
+    sigmas,
+    noise_scale,
+    attention,
+    device,
+    batch_size,
+    resume,
+    skip_invalid,
+    shard,
+    executor,
+    workers,
+    shards,
+    ray_address,
+    run_id,
+    shard_dir,
+    db,
+    as_json,
+):
     """Run every corruption of every continuous thought and stream the rows into the warehouse."""
     from analysis import closing_table, format_closing_table
     from engine import Execution, RunConfig, execute
     from warehouse import open_warehouse
 
-    req = RunConfig(model=model_name, checkpoint=checkpoint, dataset=dataset, problems=problems, seed=seed,
-                    layer=layer, all_layers=layers_spec == "all", methods=methods, sigmas=sigmas,
-                    attention=attention, noise_scale=noise_scale, device=device, batch_size=batch_size,
-                    resume=resume, skip_invalid=skip_invalid)
-    how = Execution(executor=executor, shard=shard, workers=workers, shards=shards, ray_address=ray_address,
-                    run_id=run_id, shard_dir=shard_dir)
+    req = RunConfig(
+        model=model_name,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        problems=problems,
+        seed=seed,
+        layer=layer,
+        all_layers=layers_spec == "all",
+        methods=methods,
+        sigmas=sigmas,
+        attention=attention,
+        noise_scale=noise_scale,
+        device=device,
+        batch_size=batch_size,
+        resume=resume,
+        skip_invalid=skip_invalid,
+    )
+    how = Execution(
+        executor=executor,
+        shard=shard,
+        workers=workers,
+        shards=shards,
+        ray_address=ray_address,
+        run_id=run_id,
+        shard_dir=shard_dir,
+    )
     with user_errors():
         summary = execute(req, db, how)
         if "shard" in summary:
-            where = (f"merge with: ingest shards {summary['shard_dir']}" if summary["shard_dir"] else
-                     f"run {summary['run_status']} ({summary['problems_committed']} of "
-                     f"{summary['problems_planned']} problems committed)")
+            where = (
+                f"merge with: ingest shards {summary['shard_dir']}"
+                if summary["shard_dir"]
+                else f"run {summary['run_status']} ({summary['problems_committed']} of "
+                f"{summary['problems_planned']} problems committed)"
+            )
             emit_json(summary) if as_json else click.echo(
-                f"shard {summary['shard']} of run {summary['run_id']}: {summary['status']}, {summary['problems']} "
-                f"problems -> {summary['path']} ({summary['seconds']} s); {where}")
+                f"shard {summary['shard']} of run {summary['run_id']}: {summary['status']}, "
+                f"{summary['problems']} problems -> {summary['path']} ({summary['seconds']} s); {where}"
+            )
             return
         with open_warehouse(db, read_only=True) as store:  # the closing table: read from the views
             table = closing_table(store.run(summary["run_id"]))
@@ -165,15 +259,25 @@ def run(model_name, checkpoint, dataset, problems, seed, layer, layers_spec, met
         emit_json({**summary, "importance": table.to_dict()["importance"]})
         return
     click.echo(format_closing_table(table))
-    click.echo(f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
-               f"in {summary['seconds']} s")
+    click.echo(
+        f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
+        f"in {summary['seconds']} s"
+    )
 
 
 @cli.command("eval")
-@click.option("--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama.")
-@click.option("--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer).")
-@click.option("--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file.")
-@click.option("--problems", default=400, show_default=True, type=click.IntRange(min=1), help="How many problems.")
+@click.option(
+    "--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama."
+)
+@click.option(
+    "--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer)."
+)
+@click.option(
+    "--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file."
+)
+@click.option(
+    "--problems", default=400, show_default=True, type=click.IntRange(min=1), help="How many problems."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-teacher", is_flag=True, help="Skip the explicit-CoT teacher accuracy.")
@@ -214,7 +318,8 @@ def _db_option(default=DEFAULT_DB, help="Warehouse folder."):
 
 
 def _show(value: Any, as_json: bool, text: Callable[[Any], str], key: str | None = None) -> None:
-    """A command's value as one JSON object (under `key`, if given) with --json, else its text form text(value)."""
+    """A command's value as one JSON object (under `key`, if given) with --json, else its text form
+    text(value)."""
     emit_json({key: value} if key else value) if as_json else click.echo(text(value), nl=False)
 
 
@@ -268,8 +373,14 @@ def runs_delete_cmd(run, db, as_json):
 
 
 @runs_group.command("vacuum")
-@click.option("--older-than", "days", default=7.0, show_default=True, type=float,
-              help="Keep the history (time travel) of the last DAYS days.")
+@click.option(
+    "--older-than",
+    "days",
+    default=7.0,
+    show_default=True,
+    type=float,
+    help="Keep the history (time travel) of the last DAYS days.",
+)
 @_db_option(None, "Warehouse folder (default: the group's --db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_vacuum_cmd(days, db, as_json):
@@ -281,8 +392,12 @@ def runs_vacuum_cmd(days, db, as_json):
 
 
 @cli.command("init")
-@click.option("--catalog", default="sqlite", show_default=True,
-              help="Where the catalog lives: sqlite (a file in the folder) or postgres:<libpq dsn> (many writers).")
+@click.option(
+    "--catalog",
+    default="sqlite",
+    show_default=True,
+    help="Where the catalog lives: sqlite (a file in the folder) or postgres:<libpq dsn> (many writers).",
+)
 @_db_option()
 def init_cmd(catalog, db):
     """Create an empty warehouse folder (commands that write create one with a SQLite catalog anyway)."""
@@ -306,12 +421,23 @@ def upgrade_cmd(old, target):
 
 @cli.command("query")
 @click.argument("sql", required=False)
-@click.option("--file", "sql_file", type=click.Path(exists=True, dir_okay=False), help="Read the SQL from a file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
-              show_default=True)
+@click.option(
+    "--file", "sql_file", type=click.Path(exists=True, dir_okay=False), help="Read the SQL from a file."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop the query after this many seconds [no limit].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop the query after this many seconds [no limit].",
+)
 @_db_option()
 def query_cmd(sql, sql_file, fmt, out, timeout, db):
     """Run read-only SQL on the warehouse; works while a run is writing."""
@@ -327,7 +453,7 @@ def query_cmd(sql, sql_file, fmt, out, timeout, db):
 @_db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def views_cmd(db, as_json):
-    """Every view of the warehouse with a one-line description (applies queries/*.sql first)."""
+    """Every view of the warehouse with a one-line description (applies the SQL of queries/ first)."""
     from warehouse import format_views, views_list
 
     with user_errors():
@@ -335,11 +461,25 @@ def views_cmd(db, as_json):
 
 
 @cli.command("stats")
-@click.option("--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest.")
-@click.option("--boot", "n_boot", default=2000, show_default=True, type=click.IntRange(min=100),
-              help="Bootstrap resamples (of problems).")
-@click.option("--perm", "n_perm", default=2000, show_default=True, type=click.IntRange(min=100),
-              help="Permutations for the within-problem correlation.")
+@click.option(
+    "--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest."
+)
+@click.option(
+    "--boot",
+    "n_boot",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Bootstrap resamples (of problems).",
+)
+@click.option(
+    "--perm",
+    "n_perm",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Permutations for the within-problem correlation.",
+)
 @click.option("--seed", default=0, show_default=True)
 @_db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -356,13 +496,20 @@ def stats_cmd(run_spec, n_boot, n_perm, seed, db, as_json):
 @cli.command("compare")
 @click.argument("run_a")
 @click.argument("run_b")
-@click.option("--boot", "n_boot", default=2000, show_default=True, type=click.IntRange(min=100),
-              help="Bootstrap resamples (of shared problems).")
+@click.option(
+    "--boot",
+    "n_boot",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Bootstrap resamples (of shared problems).",
+)
 @click.option("--seed", default=0, show_default=True)
 @_db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
-    """Two runs on their shared problems: failure rates per thought and method, B - A with an interval, flips."""
+    """Two runs on their shared problems: failure rates per thought and method, B - A with an interval,
+    flips."""
     from analysis import compare_runs, format_comparison
     from warehouse import open_warehouse
 
@@ -372,10 +519,14 @@ def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
 
 
 @cli.command("charts")
-@click.option("--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest.")
+@click.option(
+    "--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest."
+)
 @click.option("--vs", "vs_spec", default=None, help="A second run to show beside it (id, prefix or latest).")
 @click.option("--out", "out_dir", default="results/charts", show_default=True, help="Directory to write.")
-@click.option("--format", "formats", default="html,png,svg", show_default=True, help="Comma list of html, png, svg.")
+@click.option(
+    "--format", "formats", default="html,png,svg", show_default=True, help="Comma list of html, png, svg."
+)
 @_db_option()
 def charts_cmd(run_spec, vs_spec, out_dir, formats, db):
     """Every chart of a run (or two) from the views, and one offline page DIR/report.html gathering them."""
@@ -396,9 +547,16 @@ def bench():
 
 @bench.command("warehouse")
 @_db_option(None, "Where to build the benchmark warehouse (default: a temporary directory).")
-@click.option("--problems", default=40, show_default=True, type=click.IntRange(min=1),
-              help="Problems of GPT-2 shape (216,720 attention rows each).")
-@click.option("--durable/--no-durable", default=True, show_default=True, help="fsync the Parquet files of every commit.")
+@click.option(
+    "--problems",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Problems of GPT-2 shape (216,720 attention rows each).",
+)
+@click.option(
+    "--durable/--no-durable", default=True, show_default=True, help="fsync the Parquet files of every commit."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_warehouse_cmd(db, problems, durable, as_json):
     """Attention rows per second: problem-sized commits, one run-sized batch, finishing, scanning."""
@@ -412,9 +570,17 @@ def bench_warehouse_cmd(db, problems, durable, as_json):
 
 @bench.command("views")
 @_db_option(None, "Where to build the benchmark warehouse (default: a temporary directory).")
-@click.option("--rows", "attention_rows", default=20_000_000, show_default=True, type=click.IntRange(min=300_000),
-              help="Attention rows to generate (GPT-2-shaped problems, two runs).")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timings per view (median).")
+@click.option(
+    "--rows",
+    "attention_rows",
+    default=20_000_000,
+    show_default=True,
+    type=click.IntRange(min=300_000),
+    help="Attention rows to generate (GPT-2-shaped problems, two runs).",
+)
+@click.option(
+    "--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timings per view (median)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_views_cmd(db, attention_rows, repeats, as_json):
     """Latency of every view over a generated warehouse (20M attention rows by default)."""
@@ -429,32 +595,49 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
 @bench.command("engine")
 @click.option("--model", "model_name", default="gpt2-tiny", show_default=True)
 @click.option("--checkpoint", default=None)
-@click.option("--problems", default=16, show_default=True, type=click.IntRange(min=1), help="Batched engine problems.")
-@click.option("--reference-problems", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Problems for the (slow) sequential reference.")
+@click.option(
+    "--problems", default=16, show_default=True, type=click.IntRange(min=1), help="Batched engine problems."
+)
+@click.option(
+    "--reference-problems",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Problems for the (slow) sequential reference.",
+)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
-@click.option("--arch", type=click.Choice(["gpt2-124m", "llama-1b"]), default=None,
-              help="Random weights of this real model's exact shape instead of --model (no checkpoint needed).")
+@click.option(
+    "--arch",
+    type=click.Choice(["gpt2-124m", "llama-1b"]),
+    default=None,
+    help="Random weights of this real model's exact shape instead of --model (no checkpoint needed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_engine_cmd(model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch,
-                     as_json):
+def bench_engine_cmd(
+    model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch, as_json
+):
     """Problems/s and conditions/s: batched engine vs the one-condition-at-a-time reference."""
     from engine import bench_engine
 
     with user_errors():
-        report = bench_engine(model_name, checkpoint, problems, reference_problems, batch_size, device, attention,
-                              arch)
+        report = bench_engine(
+            model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch
+        )
     if as_json:
         emit_json(report)
         return
     for path in ("batched", "sequential"):
         r = report[path]
-        click.echo(f"{path:>10}: {r['problems_per_s']:8.4g} problems/s {r['conditions_per_s']:9.4g} conditions/s "
-                   f"({r['problems']} problems in {r['seconds']} s)")
-    click.echo(f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']}, "
-               f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})")
+        click.echo(
+            f"{path:>10}: {r['problems_per_s']:8.4g} problems/s {r['conditions_per_s']:9.4g} conditions/s "
+            f"({r['problems']} problems in {r['seconds']} s)"
+        )
+    click.echo(
+        f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']}, "
+        f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})"
+    )
 
 
 # --- ingest commands (ingest/) ---------------------------------------------------------------------
@@ -478,9 +661,14 @@ def ingest_gsm8k_cmd(file, skip_invalid, db, as_json):
 
 @ingest_group.command("legacy")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--dataset", type=click.Path(dir_okay=False),
-              help="The research script's dataset (records with gsm8k_id and question).")
-@click.option("--model-name", default=None, help="Model the legacy results came from [from the file or script].")
+@click.option(
+    "--dataset",
+    type=click.Path(dir_okay=False),
+    help="The research script's dataset (records with gsm8k_id and question).",
+)
+@click.option(
+    "--model-name", default=None, help="Model the legacy results came from [from the file or script]."
+)
 @_db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_legacy_cmd(files, dataset, model_name, db, as_json):

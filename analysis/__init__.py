@@ -8,17 +8,18 @@ frames, Altair charts, the paths written. Text is formatted separately (what the
 
     wh = open_warehouse("results/warehouse", read_only=True)
     run = wh.run("latest")
-    stats = run_stats(run)                       # RunStats: importance, methods, correlation, strata, flow, ...
+    stats = run_stats(run)                     # RunStats: importance, methods, correlation, strata, flow, ...
     print(format_stats(stats))
-    cmp = compare_runs(wh.run("2d32"), run)      # RunComparison: by_thought, by_condition, flips
-    chart = charts.importance_by_thought(run)    # an Altair chart (charts.enable_offline() in Jupyter offline)
-    write_report(run, out="results/charts")      # the chart files and report.html
-    closing_table(run)                           # what `run` prints at the end: accuracy, importance
+    cmp = compare_runs(wh.run("2d32"), run)    # RunComparison: by_thought, by_condition, flips
+    chart = charts.importance_by_thought(run)  # an Altair chart (charts.enable_offline() in Jupyter offline)
+    write_report(run, out="results/charts")    # the chart files and report.html
+    closing_table(run)                         # what `run` prints at the end: accuracy, importance
 
 The numbers come from the SQL views (queries/); this package adds only what SQL lacks (p-values,
 bootstrap and permutation intervals) and the presentation. It imports `warehouse` and nothing else of
 the project.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,11 +38,18 @@ if TYPE_CHECKING:
 # for Altair and the charts.
 _HOMES = {
     "charts": "analysis.charts",
-    "ClosingTable": "analysis.closing", "closing_table": "analysis.closing", "format_closing_table": "analysis.closing",
-    "RunComparison": "analysis.compare", "compare_runs": "analysis.compare", "format_comparison": "analysis.compare",
+    "ClosingTable": "analysis.closing",
+    "closing_table": "analysis.closing",
+    "format_closing_table": "analysis.closing",
+    "RunComparison": "analysis.compare",
+    "compare_runs": "analysis.compare",
+    "format_comparison": "analysis.compare",
     "write_report": "analysis.report",
-    "charts_for": "analysis.charts", "parse_formats": "analysis.export",
-    "RunStats": "analysis.stats", "format_stats": "analysis.stats", "run_stats": "analysis.stats",
+    "charts_for": "analysis.charts",
+    "parse_formats": "analysis.export",
+    "RunStats": "analysis.stats",
+    "format_stats": "analysis.stats",
+    "run_stats": "analysis.stats",
 }
 
 

@@ -16,6 +16,7 @@ views' sentence on what thought k means (the `pair_note` macro, as in `run_compa
     cmp = compare_runs(wh.run("2d32"), wh.run("latest"))   # RunComparison: polars frames
     print(format_comparison(cmp)); cmp.to_dict()
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,14 +37,18 @@ THOUGHT_KEYS = [*LAYERS, "thought"]
 CONDITION_KEYS = [*LAYERS, "thought", "method", "sigma", "condition"]
 PER_PROBLEM = """
 SELECT {keys}, problem_id,
-       count(*) FILTER (WHERE base_correct_a AND failed_a) AS failures_a, count(*) FILTER (WHERE base_correct_a) AS trials_a,
-       count(*) FILTER (WHERE base_correct_b AND failed_b) AS failures_b, count(*) FILTER (WHERE base_correct_b) AS trials_b
+       count(*) FILTER (WHERE base_correct_a AND failed_a) AS failures_a,
+       count(*) FILTER (WHERE base_correct_a) AS trials_a,
+       count(*) FILTER (WHERE base_correct_b AND failed_b) AS failures_b,
+       count(*) FILTER (WHERE base_correct_b) AS trials_b
 FROM run_comparison
 WHERE {pair} AND compared AND method <> 'baseline' {extra}
 GROUP BY ALL
 """
-RATES = ("problems, n_a, failures_a, failure_rate_a, ci_low_a, ci_high_a, n_b, failures_b, failure_rate_b, ci_low_b, "
-         "ci_high_b, difference, mean_kl_a, mean_kl_b")
+RATES = (
+    "problems, n_a, failures_a, failure_rate_a, ci_low_a, ci_high_a, n_b, failures_b, failure_rate_b, "
+    "ci_low_b, ci_high_b, difference, mean_kl_a, mean_kl_b"
+)
 
 
 def difference_intervals(frame: pl.DataFrame, keys: list[str], n_boot: int, seed: int) -> pl.DataFrame:
@@ -61,15 +66,18 @@ def difference_intervals(frame: pl.DataFrame, keys: list[str], n_boot: int, seed
         np.add.at(out, (g, p), frame[column].fill_null(0).to_numpy().astype(float))
         sums[column] = out
     counts = resample_counts(n_problems, n_boot, np.random.default_rng(seed))
-    diff = (bootstrap_rates(sums["failures_b"], sums["trials_b"], counts)
-            - bootstrap_rates(sums["failures_a"], sums["trials_a"], counts))
+    diff = bootstrap_rates(sums["failures_b"], sums["trials_b"], counts) - bootstrap_rates(
+        sums["failures_a"], sums["trials_a"], counts
+    )
     low, high = interval(diff)
     return groups.with_columns(pl.Series(names[0], low), pl.Series(names[1], high)).with_columns(
-        pl.col(names).fill_nan(None))
+        pl.col(names).fill_nan(None)
+    )
 
 
-def _with_intervals(view: pl.DataFrame, per_problem: pl.DataFrame, keys: list[str], n_boot: int,
-                    seed: int) -> pl.DataFrame:
+def _with_intervals(
+    view: pl.DataFrame, per_problem: pl.DataFrame, keys: list[str], n_boot: int, seed: int
+) -> pl.DataFrame:
     boot = difference_intervals(per_problem, keys, n_boot, seed)
     return view.join(boot, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
@@ -98,15 +106,23 @@ class RunComparison:
         return found[0] if found else {"run_id": run_id}
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {name: getattr(self, name) for name in ("by_thought", "by_condition", "baseline_flips",
-                                                       "condition_flips")}
+        return {
+            name: getattr(self, name)
+            for name in ("by_thought", "by_condition", "baseline_flips", "condition_flips")
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload of `compare --json`."""
-        return {"run_a": self.run("a"), "run_b": self.run("b"), "problems": self.problems,
-                "same_convention": self.same_convention, "note": self.note,
-                "patch_layers_paired": self.patch_layers_paired, "settings": self.settings,
-                **{name: records(frame) for name, frame in self.tables().items()}}
+        return {
+            "run_a": self.run("a"),
+            "run_b": self.run("b"),
+            "problems": self.problems,
+            "same_convention": self.same_convention,
+            "note": self.note,
+            "patch_layers_paired": self.patch_layers_paired,
+            "settings": self.settings,
+            **{name: records(frame) for name, frame in self.tables().items()},
+        }
 
 
 def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunComparison:
@@ -115,31 +131,61 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
         raise ValueError(f"compare needs two different runs, got {a.run_id} twice")
     pair = [a.run_id, b.run_id]
     with reading(a, b) as con:
-        by_thought = fetch(con, f"SELECT {', '.join(THOUGHT_KEYS)}, thought_name, {RATES} "
-                                f"FROM run_comparison_by_thought WHERE {PAIR} ORDER BY {', '.join(THOUGHT_KEYS)}", pair)
-        by_condition = fetch(con, f"SELECT {', '.join(CONDITION_KEYS)}, thought_name, {RATES} "
-                                  f"FROM run_comparison_by_condition WHERE {PAIR} ORDER BY patch_layer_a, "
-                                  "patch_layer_b, thought, method, sigma NULLS FIRST, condition", pair)
-        thought_problems = fetch(con, PER_PROBLEM.format(keys=", ".join(THOUGHT_KEYS), pair=PAIR,
-                                                         extra="AND method <> 'clean'"), pair)
-        condition_problems = fetch(con, PER_PROBLEM.format(keys=", ".join(CONDITION_KEYS), pair=PAIR, extra=""),
-                                   pair)
-        flips = fetch(con, f"SELECT problem_id, thought, condition, patch_layer_a, patch_layer_b, correct_a, correct_b "
-                           f"FROM run_comparison WHERE {PAIR} AND compared AND changed "
-                           "ORDER BY method <> 'baseline', problem_id, thought, condition", pair)
+        by_thought = fetch(
+            con,
+            f"SELECT {', '.join(THOUGHT_KEYS)}, thought_name, {RATES} "
+            f"FROM run_comparison_by_thought WHERE {PAIR} ORDER BY {', '.join(THOUGHT_KEYS)}",
+            pair,
+        )
+        by_condition = fetch(
+            con,
+            f"SELECT {', '.join(CONDITION_KEYS)}, thought_name, {RATES} "
+            f"FROM run_comparison_by_condition WHERE {PAIR} ORDER BY patch_layer_a, "
+            "patch_layer_b, thought, method, sigma NULLS FIRST, condition",
+            pair,
+        )
+        thought_problems = fetch(
+            con,
+            PER_PROBLEM.format(keys=", ".join(THOUGHT_KEYS), pair=PAIR, extra="AND method <> 'clean'"),
+            pair,
+        )
+        condition_problems = fetch(
+            con, PER_PROBLEM.format(keys=", ".join(CONDITION_KEYS), pair=PAIR, extra=""), pair
+        )
+        flips = fetch(
+            con,
+            f"SELECT problem_id, thought, condition, patch_layer_a, patch_layer_b, correct_a, correct_b "
+            f"FROM run_comparison WHERE {PAIR} AND compared AND changed "
+            "ORDER BY method <> 'baseline', problem_id, thought, condition",
+            pair,
+        )
         overview = fetch(con, f"SELECT * FROM run_pairs WHERE {PAIR}", pair).row(0, named=True)
-        runs = fetch(con, "SELECT run_id, model_name, convention, status, patch_layers, problems, baseline_accuracy, "
-                          "note FROM model_comparison WHERE run_id IN (?, ?)", pair)
+        runs = fetch(
+            con,
+            "SELECT run_id, model_name, convention, status, patch_layers, problems, baseline_accuracy, "
+            "note FROM model_comparison WHERE run_id IN (?, ?)",
+            pair,
+        )
     return RunComparison(
-        run_a=a.run_id, run_b=b.run_id, runs=runs,
-        problems={"a": overview["problems_a"], "b": overview["problems_b"], "shared": overview["shared_problems"]},
-        same_convention=overview["same_convention"], note=overview["note"],
+        run_a=a.run_id,
+        run_b=b.run_id,
+        runs=runs,
+        problems={
+            "a": overview["problems_a"],
+            "b": overview["problems_b"],
+            "shared": overview["shared_problems"],
+        },
+        same_convention=overview["same_convention"],
+        note=overview["note"],
         patch_layers_paired=overview["patch_layers_paired"],
         by_thought=_with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed),
         by_condition=_with_intervals(by_condition, condition_problems, CONDITION_KEYS, n_boot, seed),
-        baseline_flips=flips.filter(pl.col("thought").is_null()).select("problem_id", "correct_a", "correct_b"),
+        baseline_flips=flips.filter(pl.col("thought").is_null()).select(
+            "problem_id", "correct_a", "correct_b"
+        ),
         condition_flips=flips.filter(pl.col("thought").is_not_null()),
-        settings={"n_boot": n_boot, "seed": seed, "level": 0.95})
+        settings={"n_boot": n_boot, "seed": seed, "level": 0.95},
+    )
 
 
 def format_comparison(cmp: RunComparison) -> str:
@@ -147,32 +193,56 @@ def format_comparison(cmp: RunComparison) -> str:
     lines = []
     for side in ("a", "b"):
         run = cmp.run(side)
-        lines.append(f"{side.upper()}: {run['run_id']}  model {run.get('model_name')}  convention "
-                     f"{run.get('convention')}  patch layers {run.get('patch_layers')}  problems {run.get('problems')}")
+        lines.append(
+            f"{side.upper()}: {run['run_id']}  model {run.get('model_name')}  convention "
+            f"{run.get('convention')}  patch layers {run.get('patch_layers')}  problems {run.get('problems')}"
+        )
     n = cmp.problems
-    lines.append(f"shared problems {n['shared']} (A has {n['a']}, B has {n['b']}); rates are among each run's own "
-                 "baseline-correct shared problems; difference = B - A, 95% bootstrap interval over shared problems")
+    lines.append(
+        f"shared problems {n['shared']} (A has {n['a']}, B has {n['b']}); rates are among each run's own "
+        "baseline-correct shared problems; difference = B - A, 95% bootstrap interval over shared problems"
+    )
     if cmp.note:
         lines.append(f"note: {cmp.note}")
     if n["shared"] == 0:
         return "\n".join(lines + ["the runs share no problems: nothing to compare"]) + "\n"
-    columns = ["problems", "n_a", "failure_rate_a", "n_b", "failure_rate_b", "difference", "diff_low", "diff_high",
-               "mean_kl_a", "mean_kl_b"]
-    sections = (("by_thought", "By thought (corruptions pooled, clean control excluded)", ["thought"] + columns),
-                ("by_condition", "By thought and condition", ["thought", "condition"] + columns))
+    columns = [
+        "problems",
+        "n_a",
+        "failure_rate_a",
+        "n_b",
+        "failure_rate_b",
+        "difference",
+        "diff_low",
+        "diff_high",
+        "mean_kl_a",
+        "mean_kl_b",
+    ]
+    sections = (
+        ("by_thought", "By thought (corruptions pooled, clean control excluded)", ["thought"] + columns),
+        ("by_condition", "By thought and condition", ["thought", "condition"] + columns),
+    )
     for name, title, cols in sections:
         frame = getattr(cmp, name)
         layers = [c for c in LAYERS if not single_valued(frame, c)]  # shown when the runs pair several layers
-        lines += ["", title, render_table(rounded(frame.select(layers + cols)).to_arrow()).rstrip("\n")
-                  if not frame.is_empty() else "(no shared conditions)"]
+        lines += [
+            "",
+            title,
+            render_table(rounded(frame.select(layers + cols)).to_arrow()).rstrip("\n")
+            if not frame.is_empty()
+            else "(no shared conditions)",
+        ]
     base = cmp.baseline_flips
     lines += ["", f"Baseline flips between the runs: {base.height}"]
     if base.height:
         lines.append(render_table(base.to_arrow()).rstrip("\n"))
     flips = cmp.condition_flips
     drop = [c for c in LAYERS if single_valued(flips, c)]
-    lines += ["", f"Condition outcomes that differ between the runs: {flips.height}"
-              + (f" (first {SHOWN_FLIPS}; all with --json)" if flips.height > SHOWN_FLIPS else "")]
+    lines += [
+        "",
+        f"Condition outcomes that differ between the runs: {flips.height}"
+        + (f" (first {SHOWN_FLIPS}; all with --json)" if flips.height > SHOWN_FLIPS else ""),
+    ]
     if flips.height:
         lines.append(render_table(flips.drop(drop).head(SHOWN_FLIPS).to_arrow()).rstrip("\n"))
     return "\n".join(lines) + "\n"

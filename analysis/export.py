@@ -4,6 +4,7 @@ The Vega / Vega-Lite / vega-embed bundle comes from vl-convert (no CDN, no netwo
 takes about a second, so it is built once per process and shared by every page that needs it. The
 standalone page is the template analysis/templates/chart.html.j2.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,10 @@ from analysis.templating import render, trusted_script
 FORMATS = ("html", "png", "svg")
 PNG_SCALE = 2.0  # crisp on high-density screens and in documents
 VL_VERSION = "_".join(alt.SCHEMA_VERSION.split(".")[:2])  # "v6_4": the Vega-Lite that Altair's specs target
-EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+EMBED_OPTIONS = {
+    "renderer": "svg",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
 
 # Shared look of every chart (applied at export so sub-charts of a concat stay unconfigured).
 CONFIG = {
@@ -35,15 +39,24 @@ CONFIG = {
 
 @functools.lru_cache(maxsize=1)
 def javascript_bundle() -> Markup:
-    """vega, vega-lite and vega-embed as one script defining window.vegaEmbed (about 0.9 MB), ready to inline."""
+    """vega, vega-lite and vega-embed as one script defining window.vegaEmbed (about 0.9 MB), ready to
+    inline."""
     return trusted_script(vlc.javascript_bundle(vl_version=VL_VERSION))
 
 
 def styled(spec: dict[str, Any]) -> dict[str, Any]:
     """A Vega-Lite spec with the shared config (chart-level config keys win)."""
     config = spec.get("config", {})
-    return {**spec, "config": {**config, **{k: {**v, **config.get(k, {})} if isinstance(v, dict) else config.get(k, v)
-                                            for k, v in CONFIG.items()}}}
+    return {
+        **spec,
+        "config": {
+            **config,
+            **{
+                k: {**v, **config.get(k, {})} if isinstance(v, dict) else config.get(k, v)
+                for k, v in CONFIG.items()
+            },
+        },
+    }
 
 
 def chart_spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
@@ -56,8 +69,9 @@ def standalone_html(spec: dict[str, Any], title: str) -> str:
     return render("chart.html.j2", title=title, spec=spec, options=EMBED_OPTIONS, bundle=javascript_bundle())
 
 
-def write_chart(chart: alt.TopLevelMixin, stem: str | Path, formats: Iterable[str] = FORMATS,
-                title: str = "") -> list[Path]:
+def write_chart(
+    chart: alt.TopLevelMixin, stem: str | Path, formats: Iterable[str] = FORMATS, title: str = ""
+) -> list[Path]:
     """Write `stem.html`, `stem.png`, `stem.svg` as asked; returns the paths written."""
     stem = Path(stem)
     spec = chart_spec(chart)
@@ -81,6 +95,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(f"unknown chart format {', '.join(unknown) or repr(text)} (choose from {', '.join(FORMATS)})")
+        raise ValueError(
+            f"unknown chart format {', '.join(unknown) or repr(text)} (choose from {', '.join(FORMATS)})"
+        )
     return formats
-

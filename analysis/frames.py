@@ -3,6 +3,7 @@ view rows as polars, problem matrices, bootstrap columns.
 
 Pulled from the views with plain SQL (the views do the aggregation; Python adds only what SQL lacks).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,10 @@ def reading(*runs: Run | None) -> Iterator[duckdb.DuckDBPyConnection]:
     first = given[0]
     for other in given[1:]:
         if other.warehouse is not first.warehouse and other.warehouse.path != first.warehouse.path:
-            raise ValueError(f"runs {first.run_id} and {other.run_id} are in different warehouses "
-                             f"({first.warehouse.path}, {other.warehouse.path})")
+            raise ValueError(
+                f"runs {first.run_id} and {other.run_id} are in different warehouses "
+                f"({first.warehouse.path}, {other.warehouse.path})"
+            )
     ids = tuple(dict.fromkeys(r.run_id for r in given))
     with first.warehouse.reader(exclude_damaged=True, require=ids) as con:
         con.execute("SET enable_progress_bar = false")
@@ -51,8 +54,9 @@ def group_index(frame: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, np.
     return groups, g, p, int(p.max()) + 1 if len(p) else 0
 
 
-def rate_intervals(frame: pl.DataFrame, keys: list[str], n_boot: int, seed: int,
-                   prefix: str = "boot") -> pl.DataFrame:
+def rate_intervals(
+    frame: pl.DataFrame, keys: list[str], n_boot: int, seed: int, prefix: str = "boot"
+) -> pl.DataFrame:
     """Bootstrap interval (problems resampled) of each group's pooled rate sum(failures) / sum(trials).
 
     `frame` has the key columns, problem_id, failures and trials (one or more rows per group and problem).
@@ -97,7 +101,9 @@ def rounded(frame: pl.DataFrame, digits: int = 4) -> pl.DataFrame:
     p_values = [c for c in frame.columns if c == "p" or c.startswith("p_")]
     floats = pl.col(pl.Float64, pl.Float32).exclude(p_values)
     # A p-value column with no value at all (every test skipped) has the Null dtype: cast it first.
-    return frame.with_columns(floats.round(digits), *(pl.col(c).cast(pl.Float64).round_sig_figs(3) for c in p_values))
+    return frame.with_columns(
+        floats.round(digits), *(pl.col(c).cast(pl.Float64).round_sig_figs(3) for c in p_values)
+    )
 
 
 def single_valued(frame: pl.DataFrame, column: str) -> bool:

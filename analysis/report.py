@@ -8,6 +8,7 @@ as SVG, so the page opens from disk with no network. Each figure records `data-s
 `error`) once vega-embed settles, and the body gets `data-charts-done` when all have, which is what the
 browser test reads.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,28 +31,43 @@ from warehouse.handle import Run
 DEFAULT_OUT = "results/charts"
 
 
-def render_report(charts: list[tuple[ChartInfo, dict[str, Any]]], runs: list[dict[str, Any]],
-                  tables: list[Table]) -> str:
+def render_report(
+    charts: list[tuple[ChartInfo, dict[str, Any]]], runs: list[dict[str, Any]], tables: list[Table]
+) -> str:
     """The whole page as a string: metadata, every chart (its spec) with its caption, the key tables."""
     ids = [r["run_id"] for r in runs]
     title = f"CODI warehouse report: {ids[0]}" + (f" vs {ids[1]}" if len(ids) > 1 else "")
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lede = ("Run A and run B side by side." if len(ids) > 1 else "One run.") + \
-        f" Every chart reads the warehouse's SQL views; generated {generated}. Hover a mark for its numbers."
-    shown = [{**run, "config_text": json.dumps(run.get("config_json"), indent=2, default=str)} for run in runs]
-    return render("report.html.j2", title=title, lede=lede, charts=charts, runs=shown, fields=META_FIELDS,
-                  tables=tables, options=EMBED_OPTIONS, bundle=javascript_bundle())
+    lede = (
+        "Run A and run B side by side." if len(ids) > 1 else "One run."
+    ) + f" Every chart reads the warehouse's SQL views; generated {generated}. Hover a mark for its numbers."
+    shown = [
+        {**run, "config_text": json.dumps(run.get("config_json"), indent=2, default=str)} for run in runs
+    ]
+    return render(
+        "report.html.j2",
+        title=title,
+        lede=lede,
+        charts=charts,
+        runs=shown,
+        fields=META_FIELDS,
+        tables=tables,
+        options=EMBED_OPTIONS,
+        bundle=javascript_bundle(),
+    )
 
 
-def build_charts(con: duckdb.DuckDBPyConnection, run_id: str,
-                 vs_id: str | None = None) -> list[tuple[ChartInfo, Chart]]:
+def build_charts(
+    con: duckdb.DuckDBPyConnection, run_id: str, vs_id: str | None = None
+) -> list[tuple[ChartInfo, Chart]]:
     """Every chart that applies, on one connection: the pair-only ones only when there is a second run."""
     runs = load_runs(con, run_id, vs_id)
     return [(info, info.build(con, runs)) for info in charts_for(vs_id is not None)]
 
 
-def write_report(run: Run, out: str | Path = DEFAULT_OUT, vs: Run | None = None,
-                 formats: Iterable[str] = FORMATS) -> list[Path]:
+def write_report(
+    run: Run, out: str | Path = DEFAULT_OUT, vs: Run | None = None, formats: Iterable[str] = FORMATS
+) -> list[Path]:
     """Write each chart as `out/NAME.{html,png,svg}` (as asked) and `out/report.html`; returns the paths
     written, report.html last."""
     formats = tuple(formats)
@@ -65,6 +81,7 @@ def write_report(run: Run, out: str | Path = DEFAULT_OUT, vs: Run | None = None,
     for info, chart in charts:
         files += write_chart(chart, out / info.name, formats, title=info.heading)
     report = out / "report.html"
-    report.write_text(render_report([(info, chart_spec(chart)) for info, chart in charts], runs, tables),
-                      encoding="utf-8")
+    report.write_text(
+        render_report([(info, chart_spec(chart)) for info, chart in charts], runs, tables), encoding="utf-8"
+    )
     return [*files, report]

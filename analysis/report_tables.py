@@ -3,6 +3,7 @@
 The HTML is analysis/templates/tables.html.j2; numbers a reader compares across rows (rates, r) are
 formatted the same way in every table (analysis.templating.cell); the charts carry the detail.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,13 +12,30 @@ import duckdb
 import polars as pl
 
 # Lineage rows shown for each run, in order (runs table via Warehouse.show_run).
-META_FIELDS = [("run_id", "run"), ("status", "status"), ("model_name", "model"), ("weights_sha256", "weights sha256"),
-               ("n_layers", "layers"), ("n_heads", "heads"), ("d_model", "d_model"), ("dataset_name", "dataset"),
-               ("dataset_hash", "dataset hash"), ("n_problems_planned", "problems planned"),
-               ("patch_layers", "patch layers"), ("methods", "methods"), ("sigmas", "sigmas"), ("seed", "seed"),
-               ("convention", "convention"), ("started_at", "started (UTC)"), ("finished_at", "finished (UTC)"),
-               ("code_version", "code version"), ("device", "device"), ("dtype", "dtype"),
-               ("config_hash", "config hash"), ("parent_run_id", "parent run")]
+META_FIELDS = [
+    ("run_id", "run"),
+    ("status", "status"),
+    ("model_name", "model"),
+    ("weights_sha256", "weights sha256"),
+    ("n_layers", "layers"),
+    ("n_heads", "heads"),
+    ("d_model", "d_model"),
+    ("dataset_name", "dataset"),
+    ("dataset_hash", "dataset hash"),
+    ("n_problems_planned", "problems planned"),
+    ("patch_layers", "patch layers"),
+    ("methods", "methods"),
+    ("sigmas", "sigmas"),
+    ("seed", "seed"),
+    ("convention", "convention"),
+    ("started_at", "started (UTC)"),
+    ("finished_at", "finished (UTC)"),
+    ("code_version", "code version"),
+    ("device", "device"),
+    ("dtype", "dtype"),
+    ("config_hash", "config hash"),
+    ("parent_run_id", "parent run"),
+]
 
 
 @dataclass(frozen=True)
@@ -38,43 +56,89 @@ def _run_letter(frame: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
     """With two runs, the first column says which (A or B); with one it is left out."""
     if len(ids) < 2:
         return frame.drop("run_id")
-    letters = dict(zip(ids, "AB"))
+    letters = dict(zip(ids, "AB", strict=True))
     return frame.with_columns(pl.col("run_id").replace_strict(letters, default="?").alias("run_id")).rename(
-        {"run_id": "run"})
+        {"run_id": "run"}
+    )
 
 
 def key_tables(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[Table]:
     """Importance, corruptions, correlation by layer, hubs and the top heads for the runs."""
     specs = [
-        ("importance", "Importance by thought", "token_importance",
-         ("SELECT run_id, patch_layer, thought_name AS thought, problems, n, failures, failure_rate, ci_low, "
-          "ci_high, mean_kl, mean_logp_drop FROM token_importance WHERE {runs} ORDER BY run_id, patch_layer, thought"),
-         ("failure_rate", "ci_low", "ci_high")),
-        ("methods", "Corruptions", "method_comparison",
-         ("SELECT run_id, patch_layer, condition, n, failures, failure_rate, ci_low, ci_high, mean_kl, "
-          "mean_logp_drop, mean_disruption FROM method_comparison WHERE {runs} "
-          "ORDER BY run_id, patch_layer, list_position(['zero', 'gauss', 'random', 'shuffle', 'mean', 'clean'], "
-          "method), sigma"), ("failure_rate", "ci_low", "ci_high")),
-        ("correlation", "Attention-importance correlation by layer", "layer_correlation",
-         ("SELECT run_id, patch_layer, layer, n, problems, r, t, r_within FROM layer_correlation WHERE {runs} "
-          "ORDER BY run_id, patch_layer, layer"), ()),
-        ("hubs", "Hub scores", "hub_scores",
-         ("SELECT run_id, position_name AS thought, later_thoughts, incoming_raw, incoming_norm, hub_ratio, "
-          "hub_ratio_raw FROM hub_scores WHERE {runs} ORDER BY run_id, position"), ()),
-        ("heads", "Top 10 heads", "head_metrics",
-         ("SELECT run_id, rank, layer, head, functional_type, composite, flow, hub, skip, self_attn "
-          "FROM head_metrics WHERE {runs} AND rank <= 10 ORDER BY run_id, rank"), ()),
+        (
+            "importance",
+            "Importance by thought",
+            "token_importance",
+            (
+                "SELECT run_id, patch_layer, thought_name AS thought, problems, n, failures, failure_rate, "
+                "ci_low, ci_high, mean_kl, mean_logp_drop FROM token_importance WHERE {runs} "
+                "ORDER BY run_id, patch_layer, thought"
+            ),
+            ("failure_rate", "ci_low", "ci_high"),
+        ),
+        (
+            "methods",
+            "Corruptions",
+            "method_comparison",
+            (
+                "SELECT run_id, patch_layer, condition, n, failures, failure_rate, ci_low, ci_high, mean_kl, "
+                "mean_logp_drop, mean_disruption FROM method_comparison WHERE {runs} "
+                "ORDER BY run_id, patch_layer, "
+                "list_position(['zero', 'gauss', 'random', 'shuffle', 'mean', 'clean'], method), sigma"
+            ),
+            ("failure_rate", "ci_low", "ci_high"),
+        ),
+        (
+            "correlation",
+            "Attention-importance correlation by layer",
+            "layer_correlation",
+            (
+                "SELECT run_id, patch_layer, layer, n, problems, r, t, r_within FROM layer_correlation "
+                "WHERE {runs} ORDER BY run_id, patch_layer, layer"
+            ),
+            (),
+        ),
+        (
+            "hubs",
+            "Hub scores",
+            "hub_scores",
+            (
+                "SELECT run_id, position_name AS thought, later_thoughts, incoming_raw, incoming_norm, "
+                "hub_ratio, hub_ratio_raw FROM hub_scores WHERE {runs} ORDER BY run_id, position"
+            ),
+            (),
+        ),
+        (
+            "heads",
+            "Top 10 heads",
+            "head_metrics",
+            (
+                "SELECT run_id, rank, layer, head, functional_type, composite, flow, hub, skip, self_attn "
+                "FROM head_metrics WHERE {runs} AND rank <= 10 ORDER BY run_id, rank"
+            ),
+            (),
+        ),
     ]
     if len(ids) == 2:
-        specs.insert(0, ("summary", "Runs side by side", "model_comparison",
-                         ("SELECT run_id, model_name, dataset_name, patch_layers, problems, baseline_accuracy, n, "
-                          "failures, failure_rate, ci_low, ci_high, mean_kl FROM model_comparison WHERE {runs}"),
-                         ("baseline_accuracy", "failure_rate", "ci_low", "ci_high")))
+        specs.insert(
+            0,
+            (
+                "summary",
+                "Runs side by side",
+                "model_comparison",
+                (
+                    "SELECT run_id, model_name, dataset_name, patch_layers, problems, baseline_accuracy, n, "
+                    "failures, failure_rate, ci_low, ci_high, mean_kl FROM model_comparison WHERE {runs}"
+                ),
+                ("baseline_accuracy", "failure_rate", "ci_low", "ci_high"),
+            ),
+        )
     order = {r: i for i, r in enumerate(ids)}
     tables = []
     for key, title, view, sql, percent in specs:
         frame = _fetch(con, sql, ids)
-        frame = frame.sort(pl.col("run_id").replace_strict(order, default=9, return_dtype=pl.Int32),
-                           maintain_order=True)
+        frame = frame.sort(
+            pl.col("run_id").replace_strict(order, default=9, return_dtype=pl.Int32), maintain_order=True
+        )
         tables.append(Table(key, title, view, _run_letter(frame, ids), percent))
     return tables

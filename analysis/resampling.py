@@ -1,10 +1,12 @@
-"""Statistics SQL lacks (SPEC 7): Pearson p-values, problem bootstrap intervals, a within-problem permutation test.
+"""Statistics SQL lacks (SPEC 7): Pearson p-values, problem bootstrap intervals, a within-problem
+permutation test.
 
 Problems are the independent units: a problem's conditions and thoughts share one question and one
 baseline, so the bootstrap resamples whole problems (a cluster bootstrap) rather than rows, and the
 permutation test moves whole attention vectors between problems. All of it is vectorized numpy:
 a bootstrap is one matrix product of resampling counts [B, problems] with per-problem sums.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +15,8 @@ LEVEL = 0.95
 
 
 def pearson_p(r: float | None, n: int | None) -> float | None:
-    """Two-sided p-value of a Pearson r over n pairs, as scipy.stats.pearsonr computes it (t with n - 2 df)."""
+    """Two-sided p-value of a Pearson r over n pairs, as scipy.stats.pearsonr computes it (t with
+    n - 2 df)."""
     if r is None or n is None or n < 3 or not np.isfinite(r):
         return None
     if abs(r) >= 1:
@@ -41,7 +44,8 @@ def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.
 
 
 def bootstrap_rates(failures: np.ndarray, trials: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """[B, groups] pooled rates sum(failures) / sum(trials) of each resample; inputs are [groups, problems]."""
+    """[B, groups] pooled rates sum(failures) / sum(trials) of each resample; inputs are
+    [groups, problems]."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return (counts @ failures.T) / (counts @ trials.T)
 
@@ -73,8 +77,9 @@ def bootstrap_r(a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return _pearson_from_sums(counts @ problem_sums(a, b))
 
 
-def within_permutation(a: np.ndarray, b: np.ndarray, n_perm: int, rng: np.random.Generator,
-                       chunk: int = 250) -> tuple[float | None, float | None, int]:
+def within_permutation(
+    a: np.ndarray, b: np.ndarray, n_perm: int, rng: np.random.Generator, chunk: int = 250
+) -> tuple[float | None, float | None, int]:
     """Within-problem r of a and b ([problems, k]) and its permutation p-value.
 
     Attention vectors (a's rows) are shuffled between problems, positions kept: under the null that

@@ -15,6 +15,7 @@ not meaningful for it; the text prints that note in place of the table.
     stats = run_stats(wh.run("latest"))     # RunStats: polars frames, one per table
     print(format_stats(stats)); stats.to_dict()
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,33 +36,45 @@ RUN = "WHERE run_id = ?"
 
 
 def _with_p(frame: pl.DataFrame, r: str = "r", n: str = "n", p: str = "p") -> pl.DataFrame:
-    values = [pearson_p(ri, ni) for ri, ni in zip(frame[r].to_list(), frame[n].to_list())]
+    values = [pearson_p(ri, ni) for ri, ni in zip(frame[r].to_list(), frame[n].to_list(), strict=True)]
     return frame.with_columns(pl.Series(p, values, pl.Float64))
 
 
 def importance_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
     view = fetch(con, f"SELECT * FROM token_importance {RUN} ORDER BY patch_layer, thought", [run_id])
-    per_problem = fetch(con, f"SELECT patch_layer, thought, problem_id, failures, trials FROM int_problem_importance "
-                             f"{RUN}", [run_id])
+    per_problem = fetch(
+        con,
+        f"SELECT patch_layer, thought, problem_id, failures, trials FROM int_problem_importance {RUN}",
+        [run_id],
+    )
     boot = rate_intervals(per_problem, ["patch_layer", "thought"], n_boot, seed)
     return view.join(boot, on=["patch_layer", "thought"], how="left", nulls_equal=True)
 
 
 def method_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
     view = fetch(con, f"SELECT * FROM method_comparison {RUN} ORDER BY patch_layer, method, sigma", [run_id])
-    per_problem = fetch(con, "SELECT patch_layer, condition, problem_id, count(*) FILTER (WHERE failed) AS failures, "
-                             f"count(*) AS trials FROM int_outcomes {RUN} AND base_correct AND NOT is_baseline "
-                             "GROUP BY ALL", [run_id])
+    per_problem = fetch(
+        con,
+        "SELECT patch_layer, condition, problem_id, count(*) FILTER (WHERE failed) AS failures, "
+        f"count(*) AS trials FROM int_outcomes {RUN} AND base_correct AND NOT is_baseline "
+        "GROUP BY ALL",
+        [run_id],
+    )
     boot = rate_intervals(per_problem, ["patch_layer", "condition"], n_boot, seed)
     return view.join(boot, on=["patch_layer", "condition"], how="left", nulls_equal=True)
 
 
-def correlation_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, n_perm: int,
-                      seed: int) -> pl.DataFrame:
+def correlation_table(
+    con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, n_perm: int, seed: int
+) -> pl.DataFrame:
     """layer_correlation plus p, bootstrap intervals of r and r_within, and the permutation p of r_within."""
     view = _with_p(fetch(con, f"SELECT * FROM layer_correlation {RUN} ORDER BY patch_layer, layer", [run_id]))
-    pairs = fetch(con, f"SELECT patch_layer, layer, problem_id, thought, attention, importance "
-                       f"FROM int_attention_importance {RUN}", [run_id])
+    pairs = fetch(
+        con,
+        f"SELECT patch_layer, layer, problem_id, thought, attention, importance "
+        f"FROM int_attention_importance {RUN}",
+        [run_id],
+    )
     extra = []
     for (patch_layer, layer), group in pairs.group_by(["patch_layer", "layer"], maintain_order=True):
         a, b = problem_matrix(group, "attention"), problem_matrix(group, "importance")
@@ -69,18 +82,35 @@ def correlation_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, 
         r_low, r_high = interval(bootstrap_r(a, b, counts))
         w_low, w_high = interval(bootstrap_r(centred(a), centred(b), counts))
         _, p_perm, complete = within_permutation(a, b, n_perm, np.random.default_rng([seed, 1]))
-        extra.append({"patch_layer": patch_layer, "layer": layer, "r_low": float(r_low), "r_high": float(r_high),
-                      "r_within_low": float(w_low), "r_within_high": float(w_high), "p_within_perm": p_perm,
-                      "perm_problems": complete})
+        extra.append(
+            {
+                "patch_layer": patch_layer,
+                "layer": layer,
+                "r_low": float(r_low),
+                "r_high": float(r_high),
+                "r_within_low": float(w_low),
+                "r_within_high": float(w_high),
+                "p_within_perm": p_perm,
+                "perm_problems": complete,
+            }
+        )
     if not extra:
         return view
-    return view.join(pl.DataFrame(extra, infer_schema_length=None), on=["patch_layer", "layer"], how="left",
-                     nulls_equal=True)
+    return view.join(
+        pl.DataFrame(extra, infer_schema_length=None),
+        on=["patch_layer", "layer"],
+        how="left",
+        nulls_equal=True,
+    )
 
 
 def thought_correlation_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    view = fetch(con, f"SELECT patch_layer, layer, thought, thought_name, problems, mean_attention, mean_importance, r, "
-                      f"note FROM attention_importance {RUN} ORDER BY patch_layer, layer, thought", [run_id])
+    view = fetch(
+        con,
+        f"SELECT patch_layer, layer, thought, thought_name, problems, mean_attention, mean_importance, r, "
+        f"note FROM attention_importance {RUN} ORDER BY patch_layer, layer, thought",
+        [run_id],
+    )
     return _with_p(view, n="problems")
 
 
@@ -90,9 +120,14 @@ def strata_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
 
 
 def flow_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    """Previous-thought, self and skip attention per thought pair, averaged over layers and heads (thought_flow)."""
-    return fetch(con, f"SELECT kind, dst, src, pair, mean_weight, min_head, max_head, note FROM thought_flow {RUN} "
-                      "AND layer IS NULL ORDER BY kind, dst, src", [run_id])
+    """Previous-thought, self and skip attention per thought pair, averaged over layers and heads
+    (thought_flow)."""
+    return fetch(
+        con,
+        f"SELECT kind, dst, src, pair, mean_weight, min_head, max_head, note FROM thought_flow {RUN} "
+        "AND layer IS NULL ORDER BY kind, dst, src",
+        [run_id],
+    )
 
 
 def run_header(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
@@ -100,12 +135,22 @@ def run_header(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     return fetch(con, f"SELECT * FROM model_comparison {RUN}", [run_id])
 
 
-TABLES = ("importance", "methods", "correlation", "correlation_by_thought", "strata", "hubs", "flow", "top_heads")
+TABLES = (
+    "importance",
+    "methods",
+    "correlation",
+    "correlation_by_thought",
+    "strata",
+    "hubs",
+    "flow",
+    "top_heads",
+)
 
 
 @dataclass(frozen=True)
 class RunStats:
-    """Every table of `stats` for one run, as polars frames (the views' columns plus p-values and intervals)."""
+    """Every table of `stats` for one run, as polars frames (the views' columns plus p-values and
+    intervals)."""
 
     run_id: str
     header: pl.DataFrame  # the run's row of model_comparison
@@ -130,8 +175,11 @@ class RunStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload of `stats --json`: run, settings and every table as a list of rows."""
-        return {"run": self.run, "settings": self.settings,
-                **{name: records(frame) for name, frame in self.tables().items()}}
+        return {
+            "run": self.run,
+            "settings": self.settings,
+            **{name: records(frame) for name, frame in self.tables().items()},
+        }
 
 
 def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
@@ -146,8 +194,12 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             "strata": strata_table(con, run_id),
             "hubs": fetch(con, f"SELECT * FROM hub_scores {RUN} ORDER BY position", [run_id]),
             "flow": flow_table(con, run_id),
-            "top_heads": fetch(con, f"SELECT * FROM head_metrics {RUN} AND (rank <= {TOP_HEADS} OR note IS NOT NULL) "
-                                    "ORDER BY rank, layer, head", [run_id]),
+            "top_heads": fetch(
+                con,
+                f"SELECT * FROM head_metrics {RUN} AND (rank <= {TOP_HEADS} OR note IS NOT NULL) "
+                "ORDER BY rank, layer, head",
+                [run_id],
+            ),
         }
         header = run_header(con, run_id)
     settings = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": 0.95}
@@ -156,43 +208,111 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
 
 # --- text ---------------------------------------------------------------------------------------------
 SECTIONS = {
-    "importance": ("Importance by thought: failure rate among baseline-correct problems (clean control excluded)",
-                   ["patch_layer", "thought_name", "problems", "n", "failures", "failure_rate", "ci_low", "ci_high",
-                    "boot_low", "boot_high", "mean_kl", "mean_logp_drop"]),
-    "methods": ("Method comparison (all thoughts)",
-                ["patch_layer", "condition", "n", "failures", "failure_rate", "ci_low", "ci_high", "boot_low",
-                 "boot_high", "mean_kl", "mean_disruption"]),
-    "correlation": ("Correlation by layer: EOT -> Tk attention vs Tk importance (pooled; within-problem, permutation p)",
-                    ["patch_layer", "layer", "n", "r", "p", "r_low", "r_high", "r_within", "p_within_perm",
-                     "r_within_low", "r_within_high"]),
-    "correlation_by_thought": ("Correlation across problems, per thought",
-                               ["patch_layer", "layer", "thought_name", "problems", "r", "p"]),
-    "strata": ("Difficulty strata", ["patch_layer", "stratum", "problems", "problems_all", "baseline_accuracy",
-                                     "mean_importance", "layer", "n", "r", "p", "r_within"]),
-    "hubs": ("Hub scores (heads and layers averaged): raw column sums vs per later thought",
-             ["position_name", "later_thoughts", "incoming_raw", "incoming_norm", "hub_ratio", "hub_ratio_raw"]),
-    "flow": ("Flow: previous-thought, self and skip attention (mean over layers and heads; head range)",
-             ["kind", "pair", "mean_weight", "min_head", "max_head"]),
-    "top_heads": (f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled)",
-                  ["rank", "layer", "head", "flow", "hub", "skip", "self_attn", "composite", "functional_type"]),
+    "importance": (
+        "Importance by thought: failure rate among baseline-correct problems (clean control excluded)",
+        [
+            "patch_layer",
+            "thought_name",
+            "problems",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_kl",
+            "mean_logp_drop",
+        ],
+    ),
+    "methods": (
+        "Method comparison (all thoughts)",
+        [
+            "patch_layer",
+            "condition",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_kl",
+            "mean_disruption",
+        ],
+    ),
+    "correlation": (
+        "Correlation by layer: EOT -> Tk attention vs Tk importance (pooled; within-problem, permutation p)",
+        [
+            "patch_layer",
+            "layer",
+            "n",
+            "r",
+            "p",
+            "r_low",
+            "r_high",
+            "r_within",
+            "p_within_perm",
+            "r_within_low",
+            "r_within_high",
+        ],
+    ),
+    "correlation_by_thought": (
+        "Correlation across problems, per thought",
+        ["patch_layer", "layer", "thought_name", "problems", "r", "p"],
+    ),
+    "strata": (
+        "Difficulty strata",
+        [
+            "patch_layer",
+            "stratum",
+            "problems",
+            "problems_all",
+            "baseline_accuracy",
+            "mean_importance",
+            "layer",
+            "n",
+            "r",
+            "p",
+            "r_within",
+        ],
+    ),
+    "hubs": (
+        "Hub scores (heads and layers averaged): raw column sums vs per later thought",
+        ["position_name", "later_thoughts", "incoming_raw", "incoming_norm", "hub_ratio", "hub_ratio_raw"],
+    ),
+    "flow": (
+        "Flow: previous-thought, self and skip attention (mean over layers and heads; head range)",
+        ["kind", "pair", "mean_weight", "min_head", "max_head"],
+    ),
+    "top_heads": (
+        f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled)",
+        ["rank", "layer", "head", "flow", "hub", "skip", "self_attn", "composite", "functional_type"],
+    ),
 }
 
 
-EMPTY = {**dict.fromkeys(("correlation", "correlation_by_thought"),
-                         "(no rows: needs baseline attention and baseline-correct problems)"),
-         **dict.fromkeys(("hubs", "flow", "top_heads"), "(no rows: the run has no baseline attention)"),
-         **dict.fromkeys(("importance", "methods"), "(no rows: the run has no corrupted conditions)"),
-         "strata": "(no rows: no baseline-correct problems)"}
+EMPTY = {
+    **dict.fromkeys(
+        ("correlation", "correlation_by_thought"),
+        "(no rows: needs baseline attention and baseline-correct problems)",
+    ),
+    **dict.fromkeys(("hubs", "flow", "top_heads"), "(no rows: the run has no baseline attention)"),
+    **dict.fromkeys(("importance", "methods"), "(no rows: the run has no corrupted conditions)"),
+    "strata": "(no rows: no baseline-correct problems)",
+}
 
 
 def format_stats(stats: RunStats) -> str:
     """The text `stats` prints: the run's header line, then every table (or why it has no rows)."""
     header, tables = stats.run, stats.tables()
     acc = header.get("baseline_accuracy")
-    lines = [f"run {header['run_id']}  model {header.get('model_name')}  convention {header.get('convention')}  "
-             f"status {header.get('status')}  patch layers {header.get('patch_layers')}  "
-             f"problems {header.get('problems')}  baseline accuracy "
-             + (f"{acc:.1%}" if acc is not None else "n/a")]
+    lines = [
+        f"run {header['run_id']}  model {header.get('model_name')}  convention {header.get('convention')}  "
+        f"status {header.get('status')}  patch layers {header.get('patch_layers')}  "
+        f"problems {header.get('problems')}  baseline accuracy "
+        + (f"{acc:.1%}" if acc is not None else "n/a")
+    ]
     if header.get("note"):  # model_comparison's note: a legacy run's positions are the research scripts'
         lines.append(f"note: {header['note']}")
     for name, (title, columns) in SECTIONS.items():
@@ -205,7 +325,9 @@ def format_stats(stats: RunStats) -> str:
         if notes and all(n.startswith(NOT_MEANINGFUL) for n in frame["note"].to_list()):
             lines += [f"note: {n}" for n in notes]  # a legacy run's placeholder row: no numbers to show
             continue
-        keep = [c for c in columns if c in frame.columns and not (c == "patch_layer" and single_valued(frame, c))]
+        keep = [
+            c for c in columns if c in frame.columns and not (c == "patch_layer" and single_valued(frame, c))
+        ]
         shown = rounded(frame.select(keep))
         lines.append(render_table(shown.to_arrow()).rstrip("\n"))
         lines += [f"note: {n}" for n in notes if n != header.get("note")]

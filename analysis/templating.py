@@ -1,8 +1,10 @@
-"""The report's HTML, CSS and JavaScript are files under analysis/templates/, rendered with jinja2 (autoescape on).
+"""The report's HTML, CSS and JavaScript are files under analysis/templates/, rendered with jinja2
+(autoescape on).
 
 Values reach the pages escaped; what is trusted on purpose is marked so here: the vendored Vega bundle
 (`bundle`) and JSON for <script> elements (`script_json`, which cannot close its element early).
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,8 +43,12 @@ def cell(value: Any, column: str, percent: tuple[str, ...] = ()) -> tuple[str, s
 
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.filters["script_json"] = script_json
     env.globals["cell"] = cell
     return env

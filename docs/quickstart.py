@@ -44,7 +44,9 @@ print(wh.sql("SELECT method, count(*) AS n FROM results GROUP BY method ORDER BY
 # %%
 stats = run_stats(run, n_boot=200, n_perm=200)
 print(stats.importance)
-other = run_experiment(RunConfig(model="gpt2-tiny", problems=N, layer=1, methods="zero,gauss"), wh)  # same problems
+other = run_experiment(
+    RunConfig(model="gpt2-tiny", problems=N, layer=1, methods="zero,gauss"), wh
+)  # same problems
 comparison = compare_runs(run, other, n_boot=200)  # B - A on the shared problems, thought by thought
 print(comparison.by_thought)
 

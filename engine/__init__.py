@@ -12,9 +12,11 @@ model imports neither. The names below are the public API, imported on first use
     run = run_experiment(RunConfig(problems=8, methods="zero,gauss"), "results/warehouse")
     run.view("token_importance")
 """
+
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _EXPORTS = {  # name -> the module that defines it
     "CodiModel": "engine.model.codi",
@@ -46,7 +48,7 @@ _EXPORTS = {  # name -> the module that defines it
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

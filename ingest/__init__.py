@@ -10,6 +10,7 @@
 Each returns values (Problem lists, Arrow tables, dicts of counts); the format_* functions are their text.
 ingest imports warehouse only (never engine or analysis).
 """
+
 from ingest.datasets import load_problems, synthetic_problems
 from ingest.gsm8k import DatasetError, ingest_gsm8k, problem_id, read_jsonl
 from ingest.legacy import ingest_legacy

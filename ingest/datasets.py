@@ -2,6 +2,7 @@
 file of the older research scripts (records with `gsm8k_id`), so a new run can cover the problems of a
 legacy one.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,21 +38,26 @@ def synthetic_problems(n: int, seed: int = 0, steps: tuple[int, int] = (1, 6)) -
     return [parse_record(r, source=SYNTHETIC, source_id=f"{seed}:{i}") for i, r in enumerate(records)]
 
 
-def load_problems(dataset: str = SYNTHETIC, n: int | None = None, seed: int = 0,
-                  skip_invalid: bool = False) -> list[Problem]:
+def load_problems(
+    dataset: str = SYNTHETIC, n: int | None = None, seed: int = 0, skip_invalid: bool = False
+) -> list[Problem]:
     """Problems from `synthetic` (n required) or a file (first n, or all when n is None): GSM8K JSONL,
     or a research dataset (skip_invalid does not apply to those: they load whole or not at all)."""
     if dataset == SYNTHETIC:
         if n is None:
             raise ValueError("the synthetic dataset needs a problem count")
         return synthetic_problems(n, seed)
-    require_regular(dataset, "dataset file", DatasetError)  # before the first look: a pipe would block or be consumed
+    require_regular(
+        dataset, "dataset file", DatasetError
+    )  # before the first look: a pipe would block or be consumed
     if is_research_dataset(dataset):
         problems = list(read_research_dataset(dataset).by_id.values())
         unknown = [p.source_id for p in problems if p.n_steps is None]
         if unknown:  # runs need step counts (difficulty strata, the donor pool)
-            raise DatasetError(f"{dataset}: {len(unknown)} problem(s) with neither full_solution nor reasoning_steps, "
-                               f"so n_steps is unknown: {', '.join(unknown[:5])}")
+            raise DatasetError(
+                f"{dataset}: {len(unknown)} problem(s) with neither full_solution nor reasoning_steps, "
+                f"so n_steps is unknown: {', '.join(unknown[:5])}"
+            )
     else:
         problems = read_jsonl(dataset, skip_invalid=skip_invalid).problems
     problems = unique_problems(problems, dataset)
@@ -70,12 +76,17 @@ def unique_problems(problems: list[Problem], dataset: str | Path) -> list[Proble
         if known is p:
             continue
         if known.gold != p.gold:
-            raise DatasetError(f"{dataset}: entry {p.source_id} repeats the question of entry {known.source_id} "
-                               f"with another answer ({p.gold:g} vs {known.gold:g}); fix or remove one of them")
+            raise DatasetError(
+                f"{dataset}: entry {p.source_id} repeats the question of entry {known.source_id} "
+                f"with another answer ({p.gold:g} vs {known.gold:g}); fix or remove one of them"
+            )
         repeats.append(f"entry {p.source_id} repeats entry {known.source_id}")
     if repeats:
-        print(f"note: {dataset}: {len(repeats)} repeated question(s) left out, each problem runs once "
-              f"({', '.join(repeats[:5])}{', ...' if len(repeats) > 5 else ''})", file=sys.stderr)
+        print(
+            f"note: {dataset}: {len(repeats)} repeated question(s) left out, each problem runs once "
+            f"({', '.join(repeats[:5])}{', ...' if len(repeats) > 5 else ''})",
+            file=sys.stderr,
+        )
     return list(kept.values())
 
 

@@ -2,14 +2,20 @@
 by a first look at it (`--dataset <(cat file)` is a /dev/fd pipe), and a directory or a device is not
 the file the command means.
 """
+
 from __future__ import annotations
 
 import os
 import stat
 from pathlib import Path
 
-KINDS = ((stat.S_ISFIFO, "a pipe"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+KINDS = (
+    (stat.S_ISFIFO, "a pipe"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def special_kind(path: str | Path) -> str | None:
@@ -33,4 +39,6 @@ def require_regular(path: str | Path, what: str, error: type[Exception] = ValueE
         raise error(f"{what} {path} is a directory, not a file; give the file itself")
     if kind == "a pipe":
         raise error(f"{what} {path} is a pipe, not a file; save it to a file first and give that file")
-    raise error(f"{what} {path} is {kind}, not a regular file; save its content to a file first and give that file")
+    raise error(
+        f"{what} {path} is {kind}, not a regular file; save its content to a file first and give that file"
+    )

@@ -6,6 +6,7 @@ default nothing at all is loaded from a file that has one (`skip_invalid=True` k
 A question that comes again with another answer is a bad line (which answer is right is unknown); one
 that comes again with the same answer is kept, and left to the caller to run or store once.
 """
+
 import hashlib
 import json
 import math
@@ -70,15 +71,19 @@ def parse_number(text: str, what: str = "{}") -> float:
     """
     shown = what.format(text if len(text) <= 24 else f"{text[:12]}...{text[-6:]}")
     if "," in text and not GROUPED.fullmatch(text):
-        raise ValueError(f"{shown} is malformed: a comma separates thousands only between groups of exactly "
-                         "three digits (1,234); fix the number")
+        raise ValueError(
+            f"{shown} is malformed: a comma separates thousands only between groups of exactly "
+            "three digits (1,234); fix the number"
+        )
     try:
         value = float(text.replace(",", ""))
     except ValueError:
         raise ValueError(f"{shown} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError(f"{shown} ({len(text)} characters) is not a finite number (too large to store); fix or "
-                         "remove the record")
+        raise ValueError(
+            f"{shown} ({len(text)} characters) is not a finite number (too large to store); fix or "
+            "remove the record"
+        )
     return value
 
 
@@ -98,8 +103,15 @@ def parse_record(record: object, source: str = "", source_id: str = "") -> Probl
         if not isinstance(record.get(key), str) or not record[key].strip():
             raise ValueError(f"missing or empty string field {key!r}")
     question, solution = record["question"].strip(), record["answer"].strip()
-    return Problem(problem_id(question), question, parse_gold(solution), solution,
-                   count_steps(solution), source, str(record.get("id", source_id)))
+    return Problem(
+        problem_id(question),
+        question,
+        parse_gold(solution),
+        solution,
+        count_steps(solution),
+        source,
+        str(record.get("id", source_id)),
+    )
 
 
 def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
@@ -124,8 +136,10 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
                 problem = parse_record(record, source=path.name, source_id=str(number))
                 line, gold = first.setdefault(problem.problem_id, (number, problem.gold))
                 if gold != problem.gold:
-                    raise ValueError(f"same question as line {line} with another answer ({problem.gold:g} here, "
-                                     f"{gold:g} there)")
+                    raise ValueError(
+                        f"same question as line {line} with another answer ({problem.gold:g} here, "
+                        f"{gold:g} there)"
+                    )
                 problems.append(problem)
             except json.JSONDecodeError as exc:
                 bad.append(BadLine(number, f"invalid JSON ({exc.msg} at column {exc.colno})"))
@@ -135,8 +149,10 @@ def read_jsonl(path: str | Path, skip_invalid: bool = False) -> ReadResult:
                 bad.append(BadLine(number, str(exc)))
     if bad and not skip_invalid:
         shown = "; ".join(str(b) for b in bad[:10]) + (f"; ... {len(bad) - 10} more" if len(bad) > 10 else "")
-        raise DatasetError(f"{path}: {len(bad)} malformed line(s), nothing loaded "
-                           f"(use --skip-invalid to load the good ones): {shown}")
+        raise DatasetError(
+            f"{path}: {len(bad)} malformed line(s), nothing loaded "
+            f"(use --skip-invalid to load the good ones): {shown}"
+        )
     return ReadResult(problems, bad)
 
 
@@ -147,7 +163,9 @@ def ingest_gsm8k(db: str | os.PathLike, path: str | Path, skip_invalid: bool = F
     with a malformed line leaves nothing behind unless `skip_invalid` is given. Returns the counts: lines
     read (`problems`), `distinct`, `added`, `already_present`, `by_steps` and the `skipped_lines`.
     """
-    read = read_jsonl(path, skip_invalid=skip_invalid)  # raises, listing bad lines, before anything is written
+    read = read_jsonl(
+        path, skip_invalid=skip_invalid
+    )  # raises, listing bad lines, before anything is written
     unique: dict[str, Problem] = {}
     for p in read.problems:
         unique.setdefault(p.problem_id, p)  # the same question twice: its first line wins
@@ -159,7 +177,11 @@ def ingest_gsm8k(db: str | os.PathLike, path: str | Path, skip_invalid: bool = F
     for p in unique.values():
         by_steps[str(p.n_steps)] = by_steps.get(str(p.n_steps), 0) + 1
     return {
-        "file": str(path), "problems": len(read.problems), "distinct": len(unique), "added": added,
-        "already_present": len(unique) - added, "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0]))),
+        "file": str(path),
+        "problems": len(read.problems),
+        "distinct": len(unique),
+        "added": added,
+        "already_present": len(unique) - added,
+        "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0]))),
         "skipped_lines": [{"line": b.line, "reason": b.reason} for b in read.bad],
     }

@@ -32,6 +32,7 @@ step s >= 1 is our thought T(s-1), and our T5 was never fed.
 - `summary`: aggregates only; stored whole in the run's config under "aggregates", no rows.
 Views that line thoughts up across runs must therefore keep legacy runs apart (runs.convention).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,9 +60,13 @@ from ingest.research_dataset import ResearchDataset, file_sha256, read_research_
 
 METADATA_NAME = "attention_metadata.json"
 PATTERNS_NAME = "attention_patterns_raw.npy"
-FORMAT_NAMES = {"ccta": "ccta_full_results", "token-ablation": "token_ablation_results",
-                "attention-weights": "attention_weights", "attention-patterns": "attention_patterns_raw",
-                "summary": "summary_statistics"}
+FORMAT_NAMES = {
+    "ccta": "ccta_full_results",
+    "token-ablation": "token_ablation_results",
+    "attention-weights": "attention_weights",
+    "attention-patterns": "attention_patterns_raw",
+    "summary": "summary_statistics",
+}
 # The script that wrote each format (recorded as the run's code_version) and the model it loaded.
 SCRIPTS = {
     "ccta": "src/experiments/codi_attention_interp/scripts/1_run_token_ablation_FULL.py",
@@ -99,7 +104,9 @@ def _load_json(path: Path) -> object:
 
 def detect(path: Path) -> Source:
     """Which of the five formats a file holds, by its content (file names only break ties)."""
-    require_regular(path, "legacy file", LegacyFormatError)  # before opening: a pipe would block or be consumed
+    require_regular(
+        path, "legacy file", LegacyFormatError
+    )  # before opening: a pipe would block or be consumed
     if not path.is_file():
         raise FileNotFoundError(f"legacy file not found: {path}")
     if path.suffix == ".npy":
@@ -113,16 +120,21 @@ def detect(path: Path) -> Source:
     if isinstance(data, list):
         for record in data:
             if isinstance(record, dict) and "error" not in record:
-                for key, kind in (("corruptions", "ccta"), ("token_ablations", "token-ablation"),
-                                  ("attention_by_layer", "attention-weights")):
+                for key, kind in (
+                    ("corruptions", "ccta"),
+                    ("token_ablations", "token-ablation"),
+                    ("attention_by_layer", "attention-weights"),
+                ):
                     if key in record:
                         return Source(kind, (path,), data)
                 break
         for kind, prefix in FORMAT_NAMES.items():  # every record failed: fall back on the file name
             if path.name.startswith(prefix):
                 return Source(kind, (path,), data)
-    raise LegacyFormatError(f"{path}: not one of the legacy formats of SPEC 10 (ccta_full_results, "
-                            "token_ablation_results, attention_weights, attention_patterns_raw.npy, summary_statistics)")
+    raise LegacyFormatError(
+        f"{path}: not one of the legacy formats of SPEC 10 (ccta_full_results, "
+        "token_ablation_results, attention_weights, attention_patterns_raw.npy, summary_statistics)"
+    )
 
 
 def _companion(path: Path, name: str) -> Path:
@@ -136,8 +148,11 @@ def _companion(path: Path, name: str) -> Path:
 def parse(source: Source, dataset: ResearchDataset | None) -> Parsed:
     if source.kind == "attention-patterns":
         return parse_attention_patterns(source.files[0], source.files[1], dataset)
-    reader = {"ccta": parse_ccta, "token-ablation": parse_token_ablation,
-              "attention-weights": parse_attention_weights}.get(source.kind)
+    reader = {
+        "ccta": parse_ccta,
+        "token-ablation": parse_token_ablation,
+        "attention-weights": parse_attention_weights,
+    }.get(source.kind)
     if reader is None:
         return parse_summary(source.files[0], source.data)
     return reader(source.files[0], source.data, dataset)
@@ -158,31 +173,47 @@ def run_config(parsed: Parsed, dataset: ResearchDataset | None, model_source: st
     def describe(path: Path, sha: str | None = None) -> dict:
         stat = path.stat()
         modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC).isoformat(timespec="seconds")
-        return {"name": path.name, "path": str(path.resolve()), "sha256": sha or file_sha256(path),
-                "bytes": stat.st_size, "modified_at": modified}
+        return {
+            "name": path.name,
+            "path": str(path.resolve()),
+            "sha256": sha or file_sha256(path),
+            "bytes": stat.st_size,
+            "modified_at": modified,
+        }
 
     config = {
         "legacy_format": FORMAT_NAMES[parsed.kind],
         "source_files": [describe(f) for f in parsed.files],
         "dataset_file": describe(dataset.path, dataset.sha256) if dataset and parsed.problems else None,
         "model_name_source": model_source,
-        "records": parsed.records, "problems_imported": len(parsed.problems),
-        "records_skipped": len(parsed.skipped), "skipped": parsed.skipped,
+        "records": parsed.records,
+        "problems_imported": len(parsed.problems),
+        "records_skipped": len(parsed.skipped),
+        "skipped": parsed.skipped,
         "legacy_indices": "thought/dst/src are the research scripts' token indices, not our T0..T5; "
-                          "see ingest/legacy.py",
+        "see ingest/legacy.py",
         **parsed.notes,
     }
     if parsed.kind in ("ccta", "token-ablation"):
-        config["not_imported"] = {"kl_divergence": "batchmean on a 1-D vector: divided by the vocabulary size "
-                                                   "(SPEC 11); kl_* are NULL"}
+        config["not_imported"] = {
+            "kl_divergence": "batchmean on a 1-D vector: divided by the vocabulary size "
+            "(SPEC 11); kl_* are NULL"
+        }
     return config
 
 
 def _import(store, run_id: str, parsed: Parsed, dataset, model_name: str | None) -> dict:
     """One run: begin, one atomic batch of all its rows, finish; removed again if anything fails."""
     name, model_source = _model(parsed, model_name)
-    fields = {"model_name": name, "convention": "legacy", "seed": None, "code_version": f"legacy: {SCRIPTS[parsed.kind]}",
-              "library_versions": {}, "n_problems_planned": len(parsed.problems), **parsed.fields}
+    fields = {
+        "model_name": name,
+        "convention": "legacy",
+        "seed": None,
+        "code_version": f"legacy: {SCRIPTS[parsed.kind]}",
+        "library_versions": {},
+        "n_problems_planned": len(parsed.problems),
+        **parsed.fields,
+    }
     if parsed.problems:
         fields.update(dataset_name=dataset.path.name, dataset_hash=problems_hash(parsed.problems))
     store.begin_run(run_config(parsed, dataset, model_source), run_id=run_id, **fields)
@@ -198,10 +229,15 @@ def _import(store, run_id: str, parsed: Parsed, dataset, model_name: str | None)
 
 
 def summary(parsed: Parsed) -> dict[str, Any]:
-    return {"format": FORMAT_NAMES[parsed.kind], "files": [str(f) for f in parsed.files],
-            "problems": len(parsed.problems), "records": parsed.records, "records_skipped": len(parsed.skipped),
-            "results": parsed.results.num_rows if parsed.results is not None else 0,
-            "attention": parsed.attention.num_rows if parsed.attention is not None else 0}
+    return {
+        "format": FORMAT_NAMES[parsed.kind],
+        "files": [str(f) for f in parsed.files],
+        "problems": len(parsed.problems),
+        "records": parsed.records,
+        "records_skipped": len(parsed.skipped),
+        "results": parsed.results.num_rows if parsed.results is not None else 0,
+        "attention": parsed.attention.num_rows if parsed.attention is not None else 0,
+    }
 
 
 def _existing_runs(db) -> dict[str, str]:
@@ -213,7 +249,8 @@ def _existing_runs(db) -> dict[str, str]:
 
 
 def sources(files: Iterable[str | os.PathLike]) -> list[tuple[Source, str]]:
-    """(source, run id) per run the files make: a .npy and its metadata, or two copies of a file, count once."""
+    """(source, run id) per run the files make: a .npy and its metadata, or two copies of a file, count
+    once."""
     found: dict[str, Source] = {}
     for f in files:
         source = detect(Path(f))
@@ -221,8 +258,12 @@ def sources(files: Iterable[str | os.PathLike]) -> list[tuple[Source, str]]:
     return [(source, run_id) for run_id, source in found.items()]
 
 
-def ingest_legacy(db: str | os.PathLike, files: Iterable[str | os.PathLike], dataset: str | Path | None = None,
-                  model_name: str | None = None) -> dict[str, Any]:
+def ingest_legacy(
+    db: str | os.PathLike,
+    files: Iterable[str | os.PathLike],
+    dataset: str | Path | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
     """Import legacy result files as complete runs (convention legacy); returns what each file became:
     `{"runs": [...]}`, one dict per run (run_id, status, files, and for a run imported now its counts)."""
     from warehouse.store import open_warehouse
@@ -234,13 +275,15 @@ def ingest_legacy(db: str | os.PathLike, files: Iterable[str | os.PathLike], dat
     fresh = [(s, run_id) for s, run_id in todo if existing.get(run_id) != "complete"]
     research = read_research_dataset(dataset) if dataset is not None else None
     parsed = [parse(s, research) for s, _ in fresh]  # every file checked before anything is written
-    report = [{"run_id": run_id, "status": "already imported", "files": [str(f) for f in s.files]}
-              for s, run_id in todo if existing.get(run_id) == "complete"]
+    report = [
+        {"run_id": run_id, "status": "already imported", "files": [str(f) for f in s.files]}
+        for s, run_id in todo
+        if existing.get(run_id) == "complete"
+    ]
     if parsed:
         store = open_warehouse(db)
-        for (source, run_id), p in zip(fresh, parsed):
+        for (_source, run_id), p in zip(fresh, parsed, strict=True):
             if run_id in existing:  # a run left behind by an interrupted import of these files
                 store.delete_run(run_id)
             report.append(_import(store, run_id, p, research, model_name))
     return {"runs": report}
-

@@ -4,6 +4,7 @@ Nothing here remaps a legacy index: `thought`, `dst` and `src` hold the research
 indices, and the run is marked `convention = legacy` (ingest/legacy.py documents what those indices
 meant). Every check that fails names the file and the record (0-based index in the file's JSON array).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,15 @@ HEAD_MEAN = -1  # `head` of an attention row that holds the mean over all heads
 ANSWER_QUERY = 6  # `dst` of attention_weights rows: the step that fed EOT and predicts the first answer token
 N_TOKENS = 6
 # The CCTA scripts' method keys, in their order -> (our method, sigma).
-METHOD_KEYS = {"zero": ("zero", None), "gauss_0.1": ("gauss", 0.1), "gauss_0.5": ("gauss", 0.5),
-               "gauss_1.0": ("gauss", 1.0), "gauss_2.0": ("gauss", 2.0), "random": ("random", None),
-               "shuffle": ("shuffle", None)}
+METHOD_KEYS = {
+    "zero": ("zero", None),
+    "gauss_0.1": ("gauss", 0.1),
+    "gauss_0.5": ("gauss", 0.5),
+    "gauss_1.0": ("gauss", 1.0),
+    "gauss_2.0": ("gauss", 2.0),
+    "random": ("random", None),
+    "shuffle": ("shuffle", None),
+}
 _KEY_ORDER = tuple(METHOD_KEYS)
 
 
@@ -115,8 +122,10 @@ class _ProblemMap:
 
     def __init__(self, path: Path, dataset: ResearchDataset | None):
         if dataset is None:
-            raise LegacyFormatError(f"{path}: legacy records name problems by gsm8k_id only; give --dataset FILE "
-                                    "(the research script's dataset, records with gsm8k_id and question)")
+            raise LegacyFormatError(
+                f"{path}: legacy records name problems by gsm8k_id only; give --dataset FILE "
+                "(the research script's dataset, records with gsm8k_id and question)"
+            )
         self.path, self.dataset = path, dataset
         self.problems: list[Problem] = []
         self.first: dict[str, str] = {}
@@ -124,15 +133,28 @@ class _ProblemMap:
     def get(self, where: str, gsm8k_id: object, expected: object = None) -> Problem:
         problem = self.dataset.by_id.get(str(gsm8k_id).strip())
         if problem is None:
-            raise _fail(self.path, where, f"problem {gsm8k_id!r} is not in dataset {self.dataset.path.name} "
-                        "(give the dataset file the research script read)")
-        if expected is not None and not math.isclose(number(expected, "expected_answer"), problem.gold,
-                                                     rel_tol=1e-6, abs_tol=1e-6):
-            raise _fail(self.path, where, f"expected_answer {expected!r} differs from the dataset's answer "
-                        f"{problem.gold:g} for {gsm8k_id} (is --dataset the file the script read?)")
+            raise _fail(
+                self.path,
+                where,
+                f"problem {gsm8k_id!r} is not in dataset {self.dataset.path.name} "
+                "(give the dataset file the research script read)",
+            )
+        if expected is not None and not math.isclose(
+            number(expected, "expected_answer"), problem.gold, rel_tol=1e-6, abs_tol=1e-6
+        ):
+            raise _fail(
+                self.path,
+                where,
+                f"expected_answer {expected!r} differs from the dataset's answer "
+                f"{problem.gold:g} for {gsm8k_id} (is --dataset the file the script read?)",
+            )
         if problem.problem_id in self.first:
-            raise _fail(self.path, where, f"problem {gsm8k_id} (our id {problem.problem_id}) already appears at "
-                        f"{self.first[problem.problem_id]}")
+            raise _fail(
+                self.path,
+                where,
+                f"problem {gsm8k_id} (our id {problem.problem_id}) already appears at "
+                f"{self.first[problem.problem_id]}",
+            )
         self.first[problem.problem_id] = where
         self.problems.append(problem)
         return problem
@@ -153,7 +175,9 @@ def _each(path: Path, data: object, parsed: Parsed, handle) -> None:
         if not isinstance(record, dict):
             raise _fail(path, where, f"expected a JSON object, got {type(record).__name__}")
         if "error" in record:
-            parsed.skipped.append({"record": i, "problem": record.get("problem_id"), "reason": str(record["error"])})
+            parsed.skipped.append(
+                {"record": i, "problem": record.get("problem_id"), "reason": str(record["error"])}
+            )
             continue
         where = f"record {i} (problem {record.get('problem_id')})"
         try:
@@ -167,9 +191,20 @@ def _each(path: Path, data: object, parsed: Parsed, handle) -> None:
 def _baseline_row(rows: _Rows, problem: Problem, baseline: dict, disruption: float | None) -> bool:
     """The uncorrupted row (condition 0); disruption is 0 where the format measured it, as in our runs."""
     correct = _flag(baseline["correct"], "baseline.correct")
-    rows.add(problem_id=problem.problem_id, condition_id=0, layer=None, thought=None, method="baseline", sigma=None,
-             answer_text=baseline.get("output"), answer_value=_maybe_number(baseline.get("predicted_answer")),
-             correct=correct, flipped=False, fixed=False, disruption=disruption)
+    rows.add(
+        problem_id=problem.problem_id,
+        condition_id=0,
+        layer=None,
+        thought=None,
+        method="baseline",
+        sigma=None,
+        answer_text=baseline.get("output"),
+        answer_value=_maybe_number(baseline.get("predicted_answer")),
+        correct=correct,
+        flipped=False,
+        fixed=False,
+        disruption=disruption,
+    )
     return correct
 
 
@@ -178,25 +213,50 @@ def _unevaluated_baselines(problems: list[Problem]) -> pa.Table | None:
     which views find through `results`; the scripts decoded no answer, so answer and correctness are NULL."""
     rows = _Rows("results")
     for problem in problems:
-        rows.add(problem_id=problem.problem_id, condition_id=0, method="baseline", correct=None, flipped=None,
-                 fixed=None)
+        rows.add(
+            problem_id=problem.problem_id,
+            condition_id=0,
+            method="baseline",
+            correct=None,
+            flipped=None,
+            fixed=None,
+        )
     return rows.arrow()
 
 
-def _corrupted_row(rows: _Rows, problem: Problem, thought: int, key: str, base_correct: bool, entry: dict,
-                   answer_text=None, answer_value=None) -> None:
+def _corrupted_row(
+    rows: _Rows,
+    problem: Problem,
+    thought: int,
+    key: str,
+    base_correct: bool,
+    entry: dict,
+    answer_text=None,
+    answer_value=None,
+) -> None:
     method, sigma = METHOD_KEYS[key]
     correct = _flag(entry["still_correct"], "still_correct")
     flipped = base_correct and not correct
     if "importance" in entry and _flag(entry["importance"], "importance") != flipped:
-        raise ValueError(f"token_{thought} {key}: importance {entry['importance']!r} disagrees with baseline "
-                         f"correct={base_correct} and still_correct={correct}")
+        raise ValueError(
+            f"token_{thought} {key}: importance {entry['importance']!r} disagrees with baseline "
+            f"correct={base_correct} and still_correct={correct}"
+        )
     disruption = entry.get("attention_disruption")
-    rows.add(problem_id=problem.problem_id, condition_id=condition_id(thought, key), layer=LEGACY_LAYER,
-             thought=thought, method=method, sigma=sigma, answer_text=answer_text,
-             answer_value=_maybe_number(answer_value), correct=correct, flipped=flipped,
-             fixed=(not base_correct) and correct,
-             disruption=float(disruption) if disruption is not None and math.isfinite(disruption) else None)
+    rows.add(
+        problem_id=problem.problem_id,
+        condition_id=condition_id(thought, key),
+        layer=LEGACY_LAYER,
+        thought=thought,
+        method=method,
+        sigma=sigma,
+        answer_text=answer_text,
+        answer_value=_maybe_number(answer_value),
+        correct=correct,
+        flipped=flipped,
+        fixed=(not base_correct) and correct,
+        disruption=float(disruption) if disruption is not None and math.isfinite(disruption) else None,
+    )
 
 
 def parse_ccta(path: Path, data: object, dataset: ResearchDataset | None) -> Parsed:
@@ -215,8 +275,11 @@ def parse_ccta(path: Path, data: object, dataset: ResearchDataset | None) -> Par
 
     _each(path, data, parsed, handle)
     parsed.problems, parsed.results = problems.problems, rows.arrow()
-    parsed.fields = {"patch_layers": [LEGACY_LAYER], "methods": ["zero", "gauss", "random", "shuffle"],
-                     "sigmas": [0.1, 0.5, 1.0, 2.0]}
+    parsed.fields = {
+        "patch_layers": [LEGACY_LAYER],
+        "methods": ["zero", "gauss", "random", "shuffle"],
+        "sigmas": [0.1, 0.5, 1.0, 2.0],
+    }
     return parsed
 
 
@@ -233,8 +296,16 @@ def parse_token_ablation(path: Path, data: object, dataset: ResearchDataset | No
             if not isinstance(thought, int) or not 0 <= thought < N_TOKENS or thought in seen:
                 raise ValueError(f"token_pos {thought!r} is not a new token index 0..5")
             seen.add(thought)
-            _corrupted_row(rows, problem, thought, "zero", base_correct, entry,
-                           answer_text=entry.get("ablated_output"), answer_value=entry.get("predicted_answer"))
+            _corrupted_row(
+                rows,
+                problem,
+                thought,
+                "zero",
+                base_correct,
+                entry,
+                answer_text=entry.get("ablated_output"),
+                answer_value=entry.get("predicted_answer"),
+            )
 
     _each(path, data, parsed, handle)
     parsed.problems, parsed.results = problems.problems, rows.arrow()
@@ -244,7 +315,11 @@ def parse_token_ablation(path: Path, data: object, dataset: ResearchDataset | No
 
 def parse_attention_weights(path: Path, data: object, dataset: ResearchDataset | None) -> Parsed:
     """`attention_weights_*.json`: per layer, the head-mean attention of the answer step to 6 tokens."""
-    parsed, problems, rows = Parsed("attention-weights", [path]), _ProblemMap(path, dataset), _Rows("attention")
+    parsed, problems, rows = (
+        Parsed("attention-weights", [path]),
+        _ProblemMap(path, dataset),
+        _Rows("attention"),
+    )
 
     def handle(where: str, record: dict) -> None:
         problem = problems.get(where, record["problem_id"], record.get("expected_answer"))
@@ -254,8 +329,15 @@ def parse_attention_weights(path: Path, data: object, dataset: ResearchDataset |
             if not isinstance(weights, list) or len(weights) != N_TOKENS:
                 raise ValueError(f"{layer_key}: continuous_token_attention must hold {N_TOKENS} numbers")
             for k, w in enumerate(weights):
-                rows.add(problem_id=problem.problem_id, condition_id=0, layer=layer, head=HEAD_MEAN,
-                         dst=ANSWER_QUERY, src=k, weight=number(w, f"{layer_key} weight {k}"))
+                rows.add(
+                    problem_id=problem.problem_id,
+                    condition_id=0,
+                    layer=layer,
+                    head=HEAD_MEAN,
+                    dst=ANSWER_QUERY,
+                    src=k,
+                    weight=number(w, f"{layer_key} weight {k}"),
+                )
 
     _each(path, data, parsed, handle)
     parsed.problems, parsed.attention = problems.problems, rows.arrow()
@@ -274,10 +356,13 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
         meta = json.loads(metadata_path.read_text())
         entries = meta["problems"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise LegacyFormatError(f"{metadata_path}: not an attention_metadata.json ({_describe(exc)})") from exc
+        raise LegacyFormatError(
+            f"{metadata_path}: not an attention_metadata.json ({_describe(exc)})"
+        ) from exc
     except RecursionError:
-        raise LegacyFormatError(f"{metadata_path}: JSON nested too deeply to read; not an "
-                                "attention_metadata.json") from None
+        raise LegacyFormatError(
+            f"{metadata_path}: JSON nested too deeply to read; not an attention_metadata.json"
+        ) from None
     if not isinstance(entries, list):
         raise LegacyFormatError(f"{metadata_path}: problems is not a list of per-problem entries")
     shape = _npy_shape(npy)  # the header checked against the file's size before the array is read
@@ -303,12 +388,21 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
             raise _fail(metadata_path, where, f"index {index!r} outside the array's {n} problems")
         if index in owner:  # two problems cannot both own one slice of the array: which one is it?
-            raise _fail(metadata_path, f"{where} (problem {entry['gsm8k_id']})", f"array index {index} is already "
-                        f"used by {owner[index]}; each problem needs its own index into {npy.name}")
+            raise _fail(
+                metadata_path,
+                f"{where} (problem {entry['gsm8k_id']})",
+                f"array index {index} is already "
+                f"used by {owner[index]}; each problem needs its own index into {npy.name}",
+            )
         owner[index] = f"problems[{i}] (problem {entry['gsm8k_id']})"
         if not entry.get("success", True):
-            parsed.skipped.append({"record": i, "problem": entry["gsm8k_id"],
-                                   "reason": str(entry.get("error", "extraction failed"))})
+            parsed.skipped.append(
+                {
+                    "record": i,
+                    "problem": entry["gsm8k_id"],
+                    "reason": str(entry.get("error", "extraction failed")),
+                }
+            )
             continue
         problems.get(f"{where} (problem {entry['gsm8k_id']})", entry["gsm8k_id"])
         chosen.append(index)
@@ -319,16 +413,22 @@ def parse_attention_patterns(npy: Path, metadata_path: Path, dataset: ResearchDa
     bad = ~np.isfinite(selected)
     if bad.any():
         p, layer, head, i, j = (int(x) for x in np.argwhere(bad)[0])
-        raise LegacyFormatError(f"{npy}: {int(bad.sum())} non-finite attention weight(s) (NaN or inf), first for "
-                                f"problem {problems.problems[p].source_id} (array index {chosen[p]}) layer {layer} "
-                                f"head {head} cell [{i}, {j}] = {selected[p, layer, head, i, j]}; the array is "
-                                "corrupted: nothing imported")
+        raise LegacyFormatError(
+            f"{npy}: {int(bad.sum())} non-finite attention weight(s) (NaN or inf), first for "
+            f"problem {problems.problems[p].source_id} (array index {chosen[p]}) layer {layer} "
+            f"head {head} cell [{i}, {j}] = {selected[p, layer, head, i, j]}; the array is "
+            "corrupted: nothing imported"
+        )
     if np.any(selected[..., outside] != 0):
-        raise LegacyFormatError(f"{npy}: non-zero values outside the cells [i, j < i] the research script wrote; "
-                                "this layout is not one the importer knows")
+        raise LegacyFormatError(
+            f"{npy}: non-zero values outside the cells [i, j < i] the research script wrote; "
+            "this layout is not one the importer knows"
+        )
     parsed.problems = problems.problems
     parsed.results = _unevaluated_baselines(parsed.problems)
-    parsed.attention = _pattern_rows([p.problem_id for p in parsed.problems], selected[..., dst, src], dst, src)
+    parsed.attention = _pattern_rows(
+        [p.problem_id for p in parsed.problems], selected[..., dst, src], dst, src
+    )
     parsed.fields = {"n_layers": int(n_layers), "n_heads": int(n_heads)}
     parsed.notes = {"metadata": {k: v for k, v in meta.items() if k != "problems"}}
     return parsed
@@ -342,8 +442,14 @@ def _npy_shape(npy: Path) -> tuple[int, ...]:
         with npy.open("rb") as f:
             version = np.lib.format.read_magic(f)
             if version not in ((1, 0), (2, 0)):
-                raise ValueError(f".npy format version {version[0]}.{version[1]} (this reader takes 1.0 and 2.0)")
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                raise ValueError(
+                    f".npy format version {version[0]}.{version[1]} (this reader takes 1.0 and 2.0)"
+                )
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
             shape, _fortran, dtype = read(f)
             offset = f.tell()
         size = npy.stat().st_size
@@ -353,8 +459,10 @@ def _npy_shape(npy: Path) -> tuple[int, ...]:
         raise LegacyFormatError(f"{npy}: dtype {dtype} is not a numeric array of attention weights")
     declared = math.prod(shape) * dtype.itemsize
     if declared != size - offset:
-        raise LegacyFormatError(f"{npy}: its header declares shape {list(shape)} of {dtype} ({_bytes(declared)}), but "
-                                f"the file holds {_bytes(size - offset)} of data: truncated or damaged; copy it again")
+        raise LegacyFormatError(
+            f"{npy}: its header declares shape {list(shape)} of {dtype} ({_bytes(declared)}), but "
+            f"the file holds {_bytes(size - offset)} of data: truncated or damaged; copy it again"
+        )
     return tuple(shape)
 
 
@@ -369,23 +477,28 @@ def _pattern_rows(problem_ids: list[str], weights: np.ndarray, dst: np.ndarray, 
     """Long rows from [n, L, H, cells] weights, built column-wise (no Python loop over rows)."""
     n, n_layers, n_heads, cells = weights.shape
     per_problem = n_layers * n_heads * cells
-    return pa.table({
-        "problem_id": pa.DictionaryArray.from_arrays(np.repeat(np.arange(n, dtype=np.int32), per_problem),
-                                                     pa.array(problem_ids, pa.string())),
-        "condition_id": np.zeros(n * per_problem, dtype=np.int16),
-        "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int16), n_heads * cells), n),
-        "head": np.tile(np.repeat(np.arange(n_heads, dtype=np.int16), cells), n * n_layers),
-        "dst": np.tile(dst.astype(np.int16), n * n_layers * n_heads),
-        "src": np.tile(src.astype(np.int16), n * n_layers * n_heads),
-        "weight": weights.reshape(-1),
-    })
+    return pa.table(
+        {
+            "problem_id": pa.DictionaryArray.from_arrays(
+                np.repeat(np.arange(n, dtype=np.int32), per_problem), pa.array(problem_ids, pa.string())
+            ),
+            "condition_id": np.zeros(n * per_problem, dtype=np.int16),
+            "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int16), n_heads * cells), n),
+            "head": np.tile(np.repeat(np.arange(n_heads, dtype=np.int16), cells), n * n_layers),
+            "dst": np.tile(dst.astype(np.int16), n * n_layers * n_heads),
+            "src": np.tile(src.astype(np.int16), n * n_layers * n_heads),
+            "weight": weights.reshape(-1),
+        }
+    )
 
 
 def parse_summary(path: Path, data: object) -> Parsed:
     """`summary_statistics.json`: aggregates only; they go into the run's config, no rows."""
     if not isinstance(data, dict):
         raise LegacyFormatError(f"{path}: expected a JSON object of aggregates")
-    note = ("written by 3_analyze_and_visualize.py from token_ablation_results and attention_weights; its "
-            "correlations pair ablation token k (latent step k, BOT = step 0) with attention token k (position "
-            "BOT+1+k): different positions (SPEC 11)")
+    note = (
+        "written by 3_analyze_and_visualize.py from token_ablation_results and attention_weights; its "
+        "correlations pair ablation token k (latent step k, BOT = step 0) with attention token k (position "
+        "BOT+1+k): different positions (SPEC 11)"
+    )
     return Parsed("summary", [path], notes={"aggregates": data, "aggregates_note": note})

@@ -4,6 +4,7 @@ Every reader (GSM8K JSONL, the research scripts' dataset files, the synthetic ge
 GSM8K parser) makes `Problem` objects; `problems_table` turns them into rows of the Arrow schema
 warehouse/schema.py derives for `problems`, and `problems_hash` into a run's `dataset_hash`.
 """
+
 # no `from __future__ import annotations`: it would shadow the function `annotations` (mypy no-redef)
 import hashlib
 import re
@@ -43,8 +44,15 @@ class Problem:
 
 
 def _row(p: Problem) -> dict[str, Any]:
-    return {"problem_id": p.problem_id, "question": p.question, "gold_answer": p.gold,
-            "solution": p.solution or None, "n_steps": p.n_steps, "source": p.source, "source_id": p.source_id}
+    return {
+        "problem_id": p.problem_id,
+        "question": p.question,
+        "gold_answer": p.gold,
+        "solution": p.solution or None,
+        "n_steps": p.n_steps,
+        "source": p.source,
+        "source_id": p.source_id,
+    }
 
 
 def problems_table(problems: Iterable[Problem]) -> pa.Table:
@@ -54,7 +62,8 @@ def problems_table(problems: Iterable[Problem]) -> pa.Table:
 
 
 def problems_hash(problems: Iterable[Problem]) -> str:
-    """A run's `dataset_hash`: sha256 over (problem id, gold) in run order, so runs over one problem list match."""
+    """A run's `dataset_hash`: sha256 over (problem id, gold) in run order, so runs over one problem
+    list match."""
     h = hashlib.sha256()
     for p in problems:
         h.update(f"{p.problem_id}\t{p.gold}\n".encode())

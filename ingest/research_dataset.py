@@ -8,6 +8,7 @@ the file is a JSON array (as the scripts wrote it) or JSONL. n_steps counts the 
 of `full_solution` as for GSM8K files; without a solution it is `reasoning_steps`, else unknown (NULL).
 Like the GSM8K reader, a file with a bad record loads nothing and names every bad record.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,10 @@ def number(value: object, what: str = "value") -> float:
     elif isinstance(value, str):
         text = value.strip().removeprefix("$")
         if "," in text and not GROUPED.fullmatch(text):  # never 1,2,3 read as 123
-            raise ValueError(f"{what} {_short(value)} is not a number: a comma separates thousands only between "
-                             "groups of exactly three digits (1,234)")
+            raise ValueError(
+                f"{what} {_short(value)} is not a number: a comma separates thousands only between "
+                "groups of exactly three digits (1,234)"
+            )
         try:
             result = float(text.replace(",", ""))
         except ValueError:
@@ -99,8 +102,15 @@ def research_problem(record: object, source: str) -> Problem:
     else:
         steps = record.get("reasoning_steps")
         n_steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
-    return Problem(problem_id(question), question.strip(), gold, (solution or "").strip(), n_steps, source,
-                   str(gsm8k_id).strip())
+    return Problem(
+        problem_id(question),
+        question.strip(),
+        gold,
+        (solution or "").strip(),
+        n_steps,
+        source,
+        str(gsm8k_id).strip(),
+    )
 
 
 def _final_answer(solution: str | None) -> float | None:
@@ -118,10 +128,13 @@ def _records(path: Path) -> list[tuple[str, object]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+            raise DatasetError(
+                f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from exc
         except RecursionError:
-            raise DatasetError(f"{path}: JSON nested too deeply to read (a dataset is an array of flat "
-                               "records)") from None
+            raise DatasetError(
+                f"{path}: JSON nested too deeply to read (a dataset is an array of flat records)"
+            ) from None
         return [(f"record {i}", r) for i, r in enumerate(data)]
     out: list[tuple[str, object]] = []
     for number_, line in enumerate(text.splitlines(), start=1):
@@ -129,10 +142,16 @@ def _records(path: Path) -> list[tuple[str, object]]:
             try:
                 out.append((f"line {number_}", json.loads(line)))
             except json.JSONDecodeError as exc:
-                out.append((f"line {number_}", DatasetError(f"invalid JSON ({exc.msg} at column {exc.colno})")))
+                out.append(
+                    (f"line {number_}", DatasetError(f"invalid JSON ({exc.msg} at column {exc.colno})"))
+                )
             except RecursionError:
-                out.append((f"line {number_}", DatasetError("JSON nested too deeply to read (a record is one flat "
-                                                            "object)")))
+                out.append(
+                    (
+                        f"line {number_}",
+                        DatasetError("JSON nested too deeply to read (a record is one flat object)"),
+                    )
+                )
     return out
 
 

@@ -60,7 +60,9 @@ _NAME = re.compile(r"shard-(\d{4,})-of-(\d{4,})")
 _PART = "part-{:06d}"  # the i-th part of a shard; no other name is accepted
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # what warehouse.store accepts
 _HEX64 = re.compile(r"[0-9a-f]{64}")  # a sha256 hexdigest
-_RANDOM_WEIGHTS = re.compile(r"random-[A-Za-z0-9._-]+-seed\d+")  # architecture-only models (engine/model/arch.py)
+_RANDOM_WEIGHTS = re.compile(
+    r"random-[A-Za-z0-9._-]+-seed\d+"
+)  # architecture-only models (engine/model/arch.py)
 # The keys a run holds once: a part with one of them twice is refused.
 MANIFEST_KEYS = (
     "format",
@@ -316,7 +318,7 @@ class ShardWriter:
         """Add one part: problem rows plus their results and attention (polars, Arrow or dicts)."""
         tables = {
             name: conform(data, name, self.run_id)
-            for name, data in zip(TABLES, (problems, results, attention))
+            for name, data in zip(TABLES, (problems, results, attention), strict=True)
         }
         ids = tables["problems"].column("problem_id").to_pylist()
         seen = set(self.problem_ids)

@@ -5,6 +5,7 @@ so step k of the solution depends on step k-1: exactly the sequential structure 
 thoughts can carry. Values stay within 0..99 so a small model can learn the arithmetic; the output is
 plain GSM8K JSONL (`question`, `answer` with `<<a+b=c>>` annotations and `#### N`).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,18 +15,72 @@ from pathlib import Path
 
 MAX_VALUE = 99
 
-NAMES = ["Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jack", "Kim", "Leo",
-         "Mia", "Noah", "Olga", "Paul", "Rosa", "Sam", "Tara", "Umar", "Vera", "Will", "Zoe", "Omar"]
-ITEMS = ["apples", "books", "coins", "stickers", "marbles", "pencils", "cookies", "cards", "shells",
-         "stamps", "eggs", "toys", "candles", "buttons", "flowers", "balloons", "bottles", "rocks"]
+NAMES = [
+    "Ann",
+    "Ben",
+    "Cara",
+    "Dan",
+    "Eva",
+    "Finn",
+    "Gia",
+    "Hugo",
+    "Ivy",
+    "Jack",
+    "Kim",
+    "Leo",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Paul",
+    "Rosa",
+    "Sam",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Will",
+    "Zoe",
+    "Omar",
+]
+ITEMS = [
+    "apples",
+    "books",
+    "coins",
+    "stickers",
+    "marbles",
+    "pencils",
+    "cookies",
+    "cards",
+    "shells",
+    "stamps",
+    "eggs",
+    "toys",
+    "candles",
+    "buttons",
+    "flowers",
+    "balloons",
+    "bottles",
+    "rocks",
+]
 
-ADD = ["{n} buys {b} more {i}.", "{n} finds {b} more {i}.", "{n} gets {b} {i} from {o}.",
-       "{o} gives {n} {b} {i}.", "{n} makes {b} more {i}."]
-SUB = ["{n} gives {b} {i} to {o}.", "{n} loses {b} {i}.", "{n} sells {b} {i}.",
-       "{n} eats {b} of the {i}." , "{o} takes {b} {i} from {n}."]
+ADD = [
+    "{n} buys {b} more {i}.",
+    "{n} finds {b} more {i}.",
+    "{n} gets {b} {i} from {o}.",
+    "{o} gives {n} {b} {i}.",
+    "{n} makes {b} more {i}.",
+]
+SUB = [
+    "{n} gives {b} {i} to {o}.",
+    "{n} loses {b} {i}.",
+    "{n} sells {b} {i}.",
+    "{n} eats {b} of the {i}.",
+    "{o} takes {b} {i} from {n}.",
+]
 MUL = ["{n} ends up with {b} times as many {i}.", "The number of {i} {n} has grows {b} times."]
-DIV = ["{n} splits the {i} into {b} equal groups and keeps one group.",
-       "{n} shares the {i} equally among {b} friends, keeping one share."]
+DIV = [
+    "{n} splits the {i} into {b} equal groups and keeps one group.",
+    "{n} shares the {i} equally among {b} friends, keeping one share.",
+]
 
 OPS = {"+": ADD, "-": SUB, "*": MUL, "/": DIV}
 
@@ -80,11 +135,17 @@ def make_problem(rng: random.Random, n_steps: int) -> dict:
     lines = []
     for step in steps:
         sentences.append(rng.choice(OPS[step.op]).format(n=name, o=other, i=item, b=step.operand))
-        lines.append(f"{name} has {step.before}{step.op}{step.operand}=<<{step.annotation}>>{step.after} {item} now.")
+        lines.append(
+            f"{name} has {step.before}{step.op}{step.operand}=<<{step.annotation}>>{step.after} {item} now."
+        )
     sentences.append(f"How many {item} does {name} have now?")
     answer = "\n".join(lines) + f"\n#### {steps[-1].after}"
-    return {"question": " ".join(sentences), "answer": answer,
-            "values": [s.after for s in steps], "n_steps": n_steps}
+    return {
+        "question": " ".join(sentences),
+        "answer": answer,
+        "values": [s.after for s in steps],
+        "n_steps": n_steps,
+    }
 
 
 def parse_steps_range(spec: str) -> tuple[int, int]:

@@ -10,6 +10,7 @@
 - `check_run(...)` is what every interrupted run must leave after resume: exactly the expected rows,
   no duplicates, no gaps, the warehouse still opens, and every data file it lists readable.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -51,8 +52,11 @@ def user_error(out: Outcome, *fragments: str) -> str:
     assert out.exit_code not in (0, None), (out.stdout, out.stderr)
     text = out.stdout + out.stderr
     assert "Traceback" not in text, text
-    errors = [line for line in out.stderr.split("\n") if line.strip() and not line.startswith("note:")
-              and "\r" not in line]  # progress bars (tqdm redraws with \r) are not messages
+    errors = [
+        line
+        for line in out.stderr.split("\n")
+        if line.strip() and not line.startswith("note:") and "\r" not in line
+    ]  # progress bars (tqdm redraws with \r) are not messages
     assert len(errors) == 1 and errors[0].startswith("Error: "), out.stderr
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
@@ -67,24 +71,37 @@ def fetch(db, sql: str, params=None) -> list[tuple]:
         return con.execute(sql, params or []).fetchall()
 
 
-def check_run(db, run_id: str, problems: int, conditions: int, attention_per_problem: int = 0,
-              status: str = "complete") -> None:
+def check_run(
+    db, run_id: str, problems: int, conditions: int, attention_per_problem: int = 0, status: str = "complete"
+) -> None:
     """Exactly `problems` x `conditions` results and `problems` x `attention_per_problem` attention rows,
     all distinct; commit ordinals 0..n-1; every problem known; every listed data file readable."""
     import warehouse as wh
 
     store = wh.open_warehouse(db, read_only=True)
     assert fetch(db, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [(status,)]
-    assert fetch(db, "SELECT count(*), count(DISTINCT (problem_id, condition_id)), count(DISTINCT problem_id) "
-                     "FROM results WHERE run_id = ?", [run_id]) == [(problems * conditions,) * 2 + (problems,)]
+    assert fetch(
+        db,
+        "SELECT count(*), count(DISTINCT (problem_id, condition_id)), count(DISTINCT problem_id) "
+        "FROM results WHERE run_id = ?",
+        [run_id],
+    ) == [(problems * conditions,) * 2 + (problems,)]
     key = "(problem_id, condition_id, layer, head, dst, src)"
     expected = problems * attention_per_problem
     assert fetch(db, f"SELECT count(*), count(DISTINCT {key}) FROM attention WHERE run_id = ?", [run_id]) == [
-        (expected, expected)]
-    assert fetch(db, "SELECT list(ordinal ORDER BY ordinal), count(DISTINCT problem_id) FROM run_problems "
-                     "WHERE run_id = ?", [run_id]) == [(list(range(problems)), problems)]
-    assert fetch(db, "SELECT count(*) FROM problems WHERE problem_id IN (SELECT problem_id FROM results "
-                     "WHERE run_id = ?)", [run_id]) == [(problems,)]
+        (expected, expected)
+    ]
+    assert fetch(
+        db,
+        "SELECT list(ordinal ORDER BY ordinal), count(DISTINCT problem_id) FROM run_problems "
+        "WHERE run_id = ?",
+        [run_id],
+    ) == [(list(range(problems)), problems)]
+    assert fetch(
+        db,
+        "SELECT count(*) FROM problems WHERE problem_id IN (SELECT problem_id FROM results WHERE run_id = ?)",
+        [run_id],
+    ) == [(problems,)]
     assert store.damaged_files() == {}
 
 
@@ -115,9 +132,11 @@ def committed_batches(db) -> int:
         return 0
     con = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30)
     try:
-        return con.execute("SELECT count(*) FROM ducklake_data_file f JOIN ducklake_table t USING (table_id) "
-                           "WHERE t.table_name = 'run_problems' AND t.end_snapshot IS NULL "
-                           "AND f.end_snapshot IS NULL").fetchall()[0][0]
+        return con.execute(
+            "SELECT count(*) FROM ducklake_data_file f JOIN ducklake_table t USING (table_id) "
+            "WHERE t.table_name = 'run_problems' AND t.end_snapshot IS NULL "
+            "AND f.end_snapshot IS NULL"
+        ).fetchall()[0][0]
     except sqlite3.OperationalError:  # tables not created yet
         return 0
     finally:
@@ -184,6 +203,7 @@ def _install(stall: Stall, marker: Path, db: str) -> None:
             if hit and calls["n"] == stall.nth and after:
                 _stall_here(marker, db, stall.batches)
             return result
+
         return wrapper
 
     if stall.point == "question":
@@ -192,8 +212,9 @@ def _install(stall: Stall, marker: Path, db: str) -> None:
         runner.run_staged = counted(runner.run_staged)
     elif stall.point in ("commit", "finish", "delete"):  # inside the transaction, just before COMMIT
         prefix = {"commit": "committing", "finish": "finishing", "delete": "deleting"}[stall.point]
-        store.Warehouse._before_commit = counted(store.Warehouse._before_commit,
-                                                 when=lambda self, what: what.startswith(prefix))
+        store.Warehouse._before_commit = counted(
+            store.Warehouse._before_commit, when=lambda self, what: what.startswith(prefix)
+        )
     else:
         raise ValueError(stall.point)
 
@@ -233,7 +254,9 @@ class Child:
     def __init__(self, args, out_dir: Path, stall: Stall | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.process = _context().Process(target=_child, args=([str(a) for a in args], stall, str(self.out_dir)))
+        self.process = _context().Process(
+            target=_child, args=([str(a) for a in args], stall, str(self.out_dir))
+        )
         self.process.start()
 
     def read(self, name: str) -> str:
@@ -253,7 +276,9 @@ class Child:
         deadline = time.monotonic() + CHILD_TIMEOUT_S
         marker = self.out_dir / "stalled"
         while not marker.exists():
-            assert self.process.is_alive(), f"child ended (exit {self.process.exitcode}): {self.stderr[-2000:]}"
+            assert self.process.is_alive(), (
+                f"child ended (exit {self.process.exitcode}): {self.stderr[-2000:]}"
+            )
             assert time.monotonic() < deadline, f"child never stalled: {self.stderr[-2000:]}"
             time.sleep(0.02)
         return int(marker.read_text())

@@ -3,6 +3,7 @@
 Enough for vl-convert's and Chromium's output: 8-bit greyscale, RGB or RGBA, not interlaced, any of
 the five row filters (None, Sub and Up vectorised; Average and Paeth byte by byte, slower but exact).
 """
+
 from __future__ import annotations
 
 import struct
@@ -26,8 +27,8 @@ def read_png(path: str | Path, max_rows: int | None = None) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     pos, chunks = 8, []
     while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -45,7 +46,9 @@ def read_png(path: str | Path, max_rows: int | None = None) -> np.ndarray:
         if kind == 0:
             row = line.copy()
         elif kind == 1:  # Sub: a running sum along each channel
-            row = (np.cumsum(line.reshape(width, bpp).astype(np.int64), axis=0) % 256).astype(np.uint8).ravel()
+            row = (
+                (np.cumsum(line.reshape(width, bpp).astype(np.int64), axis=0) % 256).astype(np.uint8).ravel()
+            )
         elif kind == 2:
             row = (line.astype(np.int64) + previous) % 256
         else:

@@ -5,6 +5,7 @@ nearly certain, so divergences there read ~0 even for rows whose answer changed 
 class 2). On the trained bundled model, answers that a corruption flipped must show a clearly
 positive JS divergence and a rise in entropy at the answer number, while the EOT versions stay tiny.
 """
+
 from __future__ import annotations
 
 import math

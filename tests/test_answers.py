@@ -5,21 +5,24 @@ import pytest
 from engine.model.answers import is_correct, parse_answer
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("The answer is: 18", 18.0),
-    ("The answer is: 1,234", 1234.0),
-    ("The answer is: 1,234,567.5", 1234567.5),
-    ("The answer is: -7", -7.0),
-    ("The answer is: 0.25", 0.25),
-    ("He had 3 then 5. The answer is: 12 apples, not 40", 12.0),  # marker wins over the last number
-    ("#### 42", 42.0),
-    ("so 3+4=7 #### -3.5", -3.5),
-    ("first 3 then 9", 9.0),  # no marker: the last number
-    ("costs 2,500 dollars", 2500.0),
-    ("The answer is: none", None),
-    ("no number here", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is: 18", 18.0),
+        ("The answer is: 1,234", 1234.0),
+        ("The answer is: 1,234,567.5", 1234567.5),
+        ("The answer is: -7", -7.0),
+        ("The answer is: 0.25", 0.25),
+        ("He had 3 then 5. The answer is: 12 apples, not 40", 12.0),  # marker wins over the last number
+        ("#### 42", 42.0),
+        ("so 3+4=7 #### -3.5", -3.5),
+        ("first 3 then 9", 9.0),  # no marker: the last number
+        ("costs 2,500 dollars", 2500.0),
+        ("The answer is: none", None),
+        ("no number here", None),
+        ("", None),
+    ],
+)
 def test_parse_answer(text, expected):
     assert parse_answer(text) == expected
 

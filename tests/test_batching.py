@@ -1,4 +1,5 @@
 """A left-padded batch gives the same results as the same questions run one by one."""
+
 import torch
 
 from tests.test_positions import QUESTIONS
@@ -18,7 +19,7 @@ def test_greedy_decoding_never_emits_extra_tokens(random_codi):
     model = random_codi
     state, logits = model.latent_loop(model.question_batch(QUESTIONS))
     # make the extra tokens the most likely ones: they must still never be chosen
-    logits[:, model.base_vocab_size:] = 1e4
+    logits[:, model.base_vocab_size :] = 1e4
     tokens = model.decode_greedy(state, logits, max_new_tokens=5)
     first = tokens[:, 0]
     assert (first < model.base_vocab_size).all()

@@ -8,6 +8,7 @@ the promise: at least 90% of answers agree; where they do, KL and JS within 0.15
 within 0.3, and the median KL difference under 0.02 nats. bf16 against float32 differs more (answers
 95%, KL up to 0.25 nats) and is not a promise.
 """
+
 from __future__ import annotations
 
 import polars as pl

@@ -1,5 +1,6 @@
 """Charts (SPEC 8): every chart builds from the views for one run, a pair, a legacy run and a run without
 attention; labels and orders; Altair's row limit on a GPT-2-shaped run; PNG/SVG exports; the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,9 @@ def test_every_chart_builds_with_titles_labelled_axes_and_tooltips(wh, run, vs):
         for group in axis_groups(spec):
             for channel in ("x", "y"):
                 fields = [e for e in (g.get(channel) for g in group) if isinstance(e, dict) and "field" in e]
-                assert not fields or any("title" in e for e in fields), f"{name}: {channel} of {fields} untitled"
+                assert not fields or any("title" in e for e in fields), (
+                    f"{name}: {channel} of {fields} untitled"
+                )
         if "message" not in json.dumps(spec.get("encoding", {})):  # placeholders explain themselves in text
             assert list(walk(spec, "tooltip")), f"{name} has no tooltips"
         assert all(len(rows) <= MAX_ROWS for rows in spec.get("datasets", {}).values())
@@ -105,7 +108,9 @@ def test_every_chart_builds_with_titles_labelled_axes_and_tooltips(wh, run, vs):
 def test_importance_by_thought_reads_the_view_and_orders_thoughts(runs):
     spec = chart_spec(charts.importance_by_thought(runs[RUN_A]))
     rows = {r["thought_name"]: r for r in rows_of(spec)}
-    assert rows["T0"]["failure_rate"] == pytest.approx(4 / 6)  # P1 zero+gauss, P2 zero, P3 zero of 3 x 2 trials
+    assert rows["T0"]["failure_rate"] == pytest.approx(
+        4 / 6
+    )  # P1 zero+gauss, P2 zero, P3 zero of 3 x 2 trials
     assert rows["T0"]["ci_low"] < 4 / 6 < rows["T0"]["ci_high"]
     assert [s for s in walk(spec, "sort") if s == THOUGHTS]
     assert {r["run"] for r in rows.values()} == {f"gpt2-tiny · patch L1 · {RUN_A[-6:]}"}
@@ -122,8 +127,10 @@ def test_pair_charts_label_both_runs(runs, wh):
     p1_t0 = [r for r in per_thought if r["thought_name"] == "T0"]
     assert {r["run_id"] for r in p1_t0} == {RUN_A, RUN_B}
     # the chart shows the view's numbers, row for row: run_comparison_by_thought, each run's side
-    view = wh.sql(f"SELECT thought_name, n_a, failures_a, failure_rate_a, ci_low_a, n_b, failures_b, failure_rate_b "
-                  f"FROM run_comparison_by_thought WHERE run_a = '{RUN_A}' AND run_b = '{RUN_B}'")
+    view = wh.sql(
+        f"SELECT thought_name, n_a, failures_a, failure_rate_a, ci_low_a, n_b, failures_b, failure_rate_b "
+        f"FROM run_comparison_by_thought WHERE run_a = '{RUN_A}' AND run_b = '{RUN_B}'"
+    )
     for row in view.iter_rows(named=True):
         side = {r["run_id"]: r for r in per_thought if r["thought_name"] == row["thought_name"]}
         assert (side[RUN_A]["n"], side[RUN_A]["failures"]) == (row["n_a"], row["failures_a"])
@@ -134,7 +141,9 @@ def test_pair_charts_label_both_runs(runs, wh):
     assert (t0["n_a"], t0["failures_a"], t0["n_b"], t0["failures_b"]) == (4, 3, 2, 1)  # as compare's T0
     scatter = [r for r in rows_of(comparison) if "rate_a" in r]
     assert scatter and all(r["method"] != "clean" for r in scatter)
-    assert charts.run_comparison(runs[RUN_A]).to_dict()["mark"]["type"] == "text"  # one run: says what to pass
+    assert (
+        charts.run_comparison(runs[RUN_A]).to_dict()["mark"]["type"] == "text"
+    )  # one run: says what to pass
 
 
 def test_attention_heatmaps_name_positions_in_order(runs):
@@ -174,7 +183,10 @@ def test_gpt2_shaped_runs_aggregate_below_the_row_limit(tmp_path):
     run_a, run_b = built["runs"]
     store = built["store"]
     with store.reader() as connection:
-        assert connection.execute("SELECT count(*) FROM flow_matrix WHERE run_id = ?", [run_a]).fetchall()[0][0] > 5000
+        assert (
+            connection.execute("SELECT count(*) FROM flow_matrix WHERE run_id = ?", [run_a]).fetchall()[0][0]
+            > 5000
+        )
     for name, spec in specs_of(store, run_a, run_b).items():
         sizes = [len(rows) for rows in spec.get("datasets", {}).values()]
         assert sizes and max(sizes) <= MAX_ROWS, name
@@ -185,8 +197,9 @@ def test_gpt2_shaped_runs_aggregate_below_the_row_limit(tmp_path):
 def test_png_exports_are_non_blank_and_of_the_expected_size(runs, tmp_path):
     chart = charts.importance_by_thought(runs[RUN_A], runs[RUN_B])
     png, svg = write_chart(chart, tmp_path / "importance", ("png", "svg"))
-    width, height = map(float, re.search(r'<svg[^>]*width="([\d.]+)"[^>]*height="([\d.]+)"',
-                                          svg.read_text()).groups())
+    width, height = map(
+        float, re.search(r'<svg[^>]*width="([\d.]+)"[^>]*height="([\d.]+)"', svg.read_text()).groups()
+    )
     assert png_size(png) == (round(width * PNG_SCALE), round(height * PNG_SCALE))
     assert width >= 2 * 340 and height >= 240  # two-run bars: 340 px wide plot, 240 px high, plus axes
     pixels = read_png(png)
@@ -207,8 +220,9 @@ def test_parse_formats():
 
 def test_cli_charts_writes_files_and_an_offline_report(db, tmp_path):
     out = tmp_path / "charts"
-    result = CliRunner().invoke(cli, ["charts", "--run", RUN_A, "--vs", RUN_B, "--out", str(out), "--format", "html",
-                                      "--db", str(db)])
+    result = CliRunner().invoke(
+        cli, ["charts", "--run", RUN_A, "--vs", RUN_B, "--out", str(out), "--format", "html", "--db", str(db)]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out / "report.html")
     for info in CHARTS:  # standalone pages: the bundle and the spec inline
@@ -245,7 +259,9 @@ def test_the_offline_notebook_renderer_inlines_the_bundle_and_fetches_nothing(ru
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", markup)  # nothing loaded by reference
     assert not any(host in page for host in CDN_HOSTS)
     urls = set(re.findall(r"https?://[A-Za-z0-9.-]+", page))
-    assert urls <= {"http://www.w3.org", "https://github.com", "https://vega.github.io"}, urls  # names, not loads
+    assert urls <= {"http://www.w3.org", "https://github.com", "https://vega.github.io"}, (
+        urls
+    )  # names, not loads
     assert offline_html(spec) != offline_html(spec)  # every output draws into a div of its own
     previous = alt.renderers.active
     try:

@@ -1,4 +1,6 @@
-"""engine.model.checkpoints against real peft modules in the official layouts (tiny random GPT-2 and LLaMA)."""
+"""engine.model.checkpoints against real peft modules in the official layouts (tiny random GPT-2 and
+LLaMA)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +16,10 @@ from engine.model.checkpoints import CheckpointError, ModelNotFoundError, load_m
 from engine.model.codi import CodiModel, ModelInfo, make_projection
 
 QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples?", "What is 12 plus 7?"]
-TARGETS = {"gpt2": ["c_attn", "c_proj", "c_fc"],
-           "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 D, PRJ = 64, 96
 
 
@@ -23,9 +27,17 @@ def _base_config(arch: str, tokenizer):
     ids = {"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if arch == "gpt2":  # tied lm_head, like GPT-2
         return GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=D, n_layer=2, n_head=4, **ids)
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=D, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                       tie_word_embeddings=False, **ids)
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=D,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        **ids,
+    )
 
 
 def _official_module(arch: str, tokenizer) -> nn.Module:
@@ -37,8 +49,14 @@ def _official_module(arch: str, tokenizer) -> nn.Module:
     lm.resize_token_embeddings(vocab + 3)
     with torch.no_grad():  # distinct pad/bot/eot rows (resizing gives them all the mean embedding)
         lm.get_input_embeddings().weight[vocab:] = torch.randn(3, D) * 0.05
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS[arch], fan_in_fan_out=arch == "gpt2",
-                      lora_dropout=0.0, init_lora_weights=False)
+    lora = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        target_modules=TARGETS[arch],
+        fan_in_fan_out=arch == "gpt2",
+        lora_dropout=0.0,
+        init_lora_weights=False,
+    )
     module = nn.Module()
     module.codi = get_peft_model(lm, lora)
     module.prj = make_projection(D, PRJ)
@@ -54,8 +72,15 @@ def official(request, small_tokenizer):
     return arch, module, reference
 
 
-def _write_dir(path: Path, arch: str, module: nn.Module, tokenizer, fmt: str = "bin",
-               layout: str = "base_layer", adapter_config: bool = True) -> Path:
+def _write_dir(
+    path: Path,
+    arch: str,
+    module: nn.Module,
+    tokenizer,
+    fmt: str = "bin",
+    layout: str = "base_layer",
+    adapter_config: bool = True,
+) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     _base_config(arch, tokenizer).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -74,10 +99,18 @@ def _write_dir(path: Path, arch: str, module: nn.Module, tokenizer, fmt: str = "
     return path
 
 
-@pytest.mark.parametrize("fmt,layout,adapter_config", [
-    ("bin", "base_layer", True), ("safetensors", "base_layer", False),
-    ("bin", "no_base_layer", False), ("safetensors", "no_base_layer", True)])
-def test_loaded_model_matches_peft_reference(tmp_path, official, small_tokenizer, fmt, layout, adapter_config):
+@pytest.mark.parametrize(
+    "fmt,layout,adapter_config",
+    [
+        ("bin", "base_layer", True),
+        ("safetensors", "base_layer", False),
+        ("bin", "no_base_layer", False),
+        ("safetensors", "no_base_layer", True),
+    ],
+)
+def test_loaded_model_matches_peft_reference(
+    tmp_path, official, small_tokenizer, fmt, layout, adapter_config
+):
     arch, module, reference = official
     ckpt = _write_dir(tmp_path / "ckpt", arch, module, small_tokenizer, fmt, layout, adapter_config)
     model = load_model(arch, checkpoint=ckpt, lora_alpha=None if adapter_config else 16)
@@ -97,7 +130,9 @@ def test_loaded_model_matches_peft_reference(tmp_path, official, small_tokenizer
     state, logits = model.latent_loop(batch)
     assert logits.shape == logits_ref.shape == (2, len(small_tokenizer) + 3)
     torch.testing.assert_close(logits, logits_ref, atol=1e-4, rtol=0)
-    assert torch.equal(model.decode_greedy(state, logits, 6), reference.decode_greedy(state_ref, logits_ref, 6))
+    assert torch.equal(
+        model.decode_greedy(state, logits, 6), reference.decode_greedy(state_ref, logits_ref, 6)
+    )
 
 
 def test_wrong_alpha_changes_the_model(tmp_path, official, small_tokenizer):
@@ -127,13 +162,21 @@ def empty_places(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("name,repo", [("gpt2", "zen-E/CODI-gpt2"), ("llama", "zen-E/CODI-llama3.2-1b-Instruct")])
+@pytest.mark.parametrize(
+    "name,repo", [("gpt2", "zen-E/CODI-gpt2"), ("llama", "zen-E/CODI-llama3.2-1b-Instruct")]
+)
 def test_missing_model_lists_places_searched(empty_places, name, repo):
     with pytest.raises(ModelNotFoundError) as err:
         load_model(name)
     message = str(err.value)
-    for expected in (str(empty_places / "codi_home" / name), str(empty_places / "hf_home" / "hub"), repo,
-                     f"hf download {repo}", "--checkpoint DIR", "CODI_HOME"):
+    for expected in (
+        str(empty_places / "codi_home" / name),
+        str(empty_places / "hf_home" / "hub"),
+        repo,
+        f"hf download {repo}",
+        "--checkpoint DIR",
+        "CODI_HOME",
+    ):
         assert expected in message
     with pytest.raises(ModelNotFoundError, match="holds no model.safetensors or pytorch_model.bin"):
         load_model(name, checkpoint=empty_places)
@@ -171,8 +214,12 @@ def test_mismatched_keys_are_named(tmp_path, official, small_tokenizer):
         load_model(arch, checkpoint=ckpt)
     message = str(err.value)
     plain_norm = "codi." + norm.removeprefix("codi.base_model.model.")
-    for expected in ("pytorch_model.bin", f"missing keys (1): {plain_norm}", "codi.extra_head.weight",
-                     "prj.3.weight (64, 10) vs (64, 96)"):
+    for expected in (
+        "pytorch_model.bin",
+        f"missing keys (1): {plain_norm}",
+        "codi.extra_head.weight",
+        "prj.3.weight (64, 10) vs (64, 96)",
+    ):
         assert expected in message
 
 
@@ -182,8 +229,11 @@ def test_wrong_vocabulary_size_is_named(tmp_path, official, small_tokenizer):
     config = _base_config(arch, small_tokenizer)
     config.vocab_size += 1
     config.save_pretrained(ckpt)
-    with pytest.raises(CheckpointError, match=rf"config.json: vocab_size = {config.vocab_size} disagrees with the "
-                       r"weights: .* is \[\d+, 64\] \(V \+ 3 = \d+ rows"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"config.json: vocab_size = {config.vocab_size} disagrees with the "
+        r"weights: .* is \[\d+, 64\] \(V \+ 3 = \d+ rows",
+    ):
         load_model(arch, checkpoint=ckpt)  # before the model is allocated
 
 
@@ -231,6 +281,8 @@ def test_bundled_format_by_name(tmp_path, random_codi):
     model = load_model("gpt2-tiny", checkpoint=ckpt)
     assert model.info.weights_sha256 == model.info.extra["weights_sha256"]
     batch = random_codi.question_batch(QUESTIONS)
-    torch.testing.assert_close(model.latent_loop(batch)[1], random_codi.latent_loop(batch)[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        model.latent_loop(batch)[1], random_codi.latent_loop(batch)[1], atol=1e-5, rtol=0
+    )
     with pytest.raises(ModelNotFoundError, match="gpt2-tiny.*python cli.py train"):
         load_model("gpt2-tiny", checkpoint=tmp_path / "nowhere")

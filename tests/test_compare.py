@@ -1,4 +1,6 @@
-"""`compare RUN_A RUN_B`: both failure rates and B - A per thought and condition on shared problems, and flips."""
+"""`compare RUN_A RUN_B`: both failure rates and B - A per thought and condition on shared problems,
+and flips."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +59,10 @@ def test_flips_between_the_runs(ab):
     assert payload["baseline_flips"] == [{"problem_id": PID["P2"], "correct_a": True, "correct_b": False}]
     flips = payload["condition_flips"]
     assert len(flips) == 12  # P1: T0 gauss, T1 zero; P2: all 12 shared conditions but T0 zero and T2 gauss
-    assert {(f["thought"], f["condition"]) for f in flips if f["problem_id"] == PID["P1"]} == {(0, "gauss_0.5"),
-                                                                                              (1, "zero")}
+    assert {(f["thought"], f["condition"]) for f in flips if f["problem_id"] == PID["P1"]} == {
+        (0, "gauss_0.5"),
+        (1, "zero"),
+    }
     assert "Baseline flips between the runs: 1" in text
 
 
@@ -80,7 +84,10 @@ def test_runs_patched_at_several_layers_pair_equal_layers(tmp_path):
     payload, text = compared(store.path, "multi-x", "multi-y", n_boot=200)
     assert payload["patch_layers_paired"]
     # a row per paired layer (0-0 and 1-1; not the 4 pairings), as the chart's panels
-    cells = {(r["patch_layer_a"], r["patch_layer_b"], r["thought"], r["condition"]): r for r in payload["by_condition"]}
+    cells = {
+        (r["patch_layer_a"], r["patch_layer_b"], r["thought"], r["condition"]): r
+        for r in payload["by_condition"]
+    }
     assert {k[:2] for k in cells} == {(0, 0), (1, 1)}
     assert (cells[0, 0, 0, "zero"]["n_a"], cells[0, 0, 0, "zero"]["failures_a"]) == (1, 1)
     assert (cells[1, 1, 0, "zero"]["n_a"], cells[1, 1, 0, "zero"]["failures_a"]) == (1, 0)
@@ -97,4 +104,8 @@ def test_compare_cli(db):
     text = CliRunner().invoke(cli, ["compare", RUN_A, RUN_B, "--boot", "200", "--db", db])
     assert text.exit_code == 0 and "By thought and condition" in text.stdout
     same = CliRunner().invoke(cli, ["compare", RUN_A, RUN_A, "--db", db])
-    assert same.exit_code != 0 and "two different runs" in same.output and len(same.output.strip().splitlines()) == 1
+    assert (
+        same.exit_code != 0
+        and "two different runs" in same.output
+        and len(same.output.strip().splitlines()) == 1
+    )

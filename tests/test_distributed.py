@@ -1,9 +1,10 @@
-"""`run --executor ray` on a local 2-CPU Ray cluster: the rows of a single-process run, a killed worker retried
-(shards merged by the driver, or committed by the tasks themselves into a PostgreSQL catalog).
+"""`run --executor ray` on a local 2-CPU Ray cluster: the rows of a single-process run, a killed worker
+retried (shards merged by the driver, or committed by the tasks themselves into a PostgreSQL catalog).
 
 Ray takes 10-20 s to start, so one cluster serves the whole module; the tests are marked `ray` and
 `slow` (`-m "not slow"` leaves them out) and skip when the `ray` extra is not installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,9 +55,11 @@ def no_duplicates(db, run_id):
     from warehouse.store import open_warehouse
 
     with open_warehouse(db, read_only=True).reader() as con:
-        return con.execute("SELECT count(*) = count(DISTINCT (problem_id, condition_id)), count(DISTINCT problem_id), "
-                           "any_value(status) FROM results JOIN runs USING (run_id) WHERE run_id = ?",
-                           [run_id]).fetchone()
+        return con.execute(
+            "SELECT count(*) = count(DISTINCT (problem_id, condition_id)), count(DISTINCT problem_id), "
+            "any_value(status) FROM results JOIN runs USING (run_id) WHERE run_id = ?",
+            [run_id],
+        ).fetchone()
 
 
 def test_ray_run_holds_exactly_the_single_process_rows(cluster, single, tmp_path):
@@ -64,11 +67,18 @@ def test_ray_run_holds_exactly_the_single_process_rows(cluster, single, tmp_path
 
     db = tmp_path / "w"
     summary = run_ray(REQUEST, str(db), workers=2, progress=False)
-    assert (summary["status"], summary["problems"], summary["shards"], summary["conditions"]) == ("complete", 8, 4, 43)
+    assert (summary["status"], summary["problems"], summary["shards"], summary["conditions"]) == (
+        "complete",
+        8,
+        4,
+        43,
+    )
     for table in ("results", "attention"):
         assert rows(db, summary["run_id"], table).equals(single[table]), table
     assert no_duplicates(db, summary["run_id"]) == (True, 8, "complete")
-    again = run_ray(REQUEST, str(db), workers=2, progress=False)  # finished shards are skipped, merge is a no-op
+    again = run_ray(
+        REQUEST, str(db), workers=2, progress=False
+    )  # finished shards are skipped, merge is a no-op
     assert again["run_id"] == summary["run_id"] and again["shards_skipped"] == 4
     assert rows(db, summary["run_id"], "results").equals(single["results"])
 
@@ -93,7 +103,9 @@ def test_a_killed_worker_is_retried_and_the_run_completes_without_duplicates(clu
     from engine.runs.ray import run_ray
 
     db = tmp_path / "w"
-    summary = run_ray(REQUEST, str(db), workers=2, shards=4, run_id="killed-once", progress=False, task=dies_once)
+    summary = run_ray(
+        REQUEST, str(db), workers=2, shards=4, run_id="killed-once", progress=False, task=dies_once
+    )
     shard_dir = Path(summary["shard_dir"])
     assert (shard_dir.parent / "killed-1").exists()  # the worker did die
     debris = [p.name for p in shard_dir.iterdir() if p.name.startswith(".tmp-shard-0001-of-0004")]
@@ -121,14 +133,19 @@ def dies_once_committing(req, index, count, shard_dir, run_id, threads, db=None)
 
 
 def test_with_a_postgres_catalog_ray_tasks_commit_directly_and_a_killed_one_is_retried(
-        cluster, single, tmp_path, fresh_pg_database):  # noqa: F811
+    cluster,
+    single,
+    tmp_path,
+    fresh_pg_database,  # noqa: F811
+):
     from engine.runs.ray import run_ray
     from warehouse.store import open_warehouse
 
     db = tmp_path / "w"
     open_warehouse(db, catalog=f"postgres:{fresh_pg_database}").close()
-    summary = run_ray(REQUEST, str(db), workers=2, shards=2, run_id="direct", progress=False,
-                      task=dies_once_committing)
+    summary = run_ray(
+        REQUEST, str(db), workers=2, shards=2, run_id="direct", progress=False, task=dies_once_committing
+    )
     assert (tmp_path / "killed-1").exists()  # the worker did die
     assert summary["status"] == "complete" and summary["shard_dir"] is None
     assert not (tmp_path / "w.worker-shards").exists()

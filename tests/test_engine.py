@@ -1,4 +1,5 @@
 """The engine's measurements (SPEC 3-5, 11): each test fails if the quantity is computed wrongly."""
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def pool(random_codi, problems):
 
 def options(methods=DEFAULT_METHODS + ("clean", "mean"), seed=0, attention="all", layers=(LAYER,)):
     """Short answers (8 tokens) keep the random model's endless outputs cheap."""
-    return EngineOptions(tuple(layers), tuple(build_conditions(list(layers), methods)), seed, attention,
-                         max_new_tokens=8)
+    return EngineOptions(
+        tuple(layers), tuple(build_conditions(list(layers), methods)), seed, attention, max_new_tokens=8
+    )
 
 
 ATTENTION_KEYS = ["problem_id", "condition_id", "layer", "head", "dst", "src"]
@@ -53,7 +55,9 @@ def batched(random_codi, problems, pool):
 
 def test_row_counts_and_condition_order(batched):
     results = batched.results
-    assert results.height == 3 * (1 + 6 * 9)  # baseline + 6 thoughts x (zero, 4 gauss, random, shuffle, clean, mean)
+    assert results.height == 3 * (
+        1 + 6 * 9
+    )  # baseline + 6 thoughts x (zero, 4 gauss, random, shuffle, clean, mean)
     first = results.filter(pl.col("problem_id") == results["problem_id"][0])
     assert first["method"][0] == "baseline" and first["condition_id"][0] == 0
     # 7 queries x (Q, BOT, visible thoughts, EOT) = 42 visible pairs per layer and head, for every condition
@@ -63,7 +67,9 @@ def test_row_counts_and_condition_order(batched):
 
 def test_clean_control_reproduces_baseline(batched):
     results = batched.results
-    base = results.filter(pl.col("method") == "baseline").select("problem_id", pl.col("answer_text").alias("base"))
+    base = results.filter(pl.col("method") == "baseline").select(
+        "problem_id", pl.col("answer_text").alias("base")
+    )
     clean = results.filter(pl.col("method") == "clean").join(base, on="problem_id")
     assert (clean["answer_text"] == clean["base"]).all()
     for col in ("kl_first", "kl_answer", "kl_max", "js_first", "disruption"):
@@ -98,7 +104,9 @@ def test_batched_matches_sequential_reference(problems, batched, reference):
     for col in ("kl_first", "kl_answer", "kl_max", "js_first", "entropy_first", "logp_gold", "disruption"):
         diff = (a[col] - b[col]).abs().max()
         assert diff is None or diff < 1e-4, (col, diff)
-    wa = sorted_attention(batched.attention).filter(pl.col("problem_id").is_in(a["problem_id"].unique().implode()))
+    wa = sorted_attention(batched.attention).filter(
+        pl.col("problem_id").is_in(a["problem_id"].unique().implode())
+    )
     wb = sorted_attention(ref.attention)
     assert wa.select(ATTENTION_KEYS).equals(wb.select(ATTENTION_KEYS))
     assert (wa["weight"] - wb["weight"]).abs().max() < 1e-4
@@ -122,7 +130,9 @@ def test_attention_rows_sum_to_one_and_keys_are_causal(batched):
 
 def test_kl_positive_whenever_the_answer_flips(batched):
     results = batched.results
-    base = results.filter(pl.col("method") == "baseline").select("problem_id", pl.col("answer_text").alias("base"))
+    base = results.filter(pl.col("method") == "baseline").select(
+        "problem_id", pl.col("answer_text").alias("base")
+    )
     changed = results.join(base, on="problem_id").filter(pl.col("answer_text") != pl.col("base"))
     assert changed.height > 0
     assert (changed["kl_max"] > 1e-6).all()
@@ -169,7 +179,10 @@ def _record_hidden(model, plan, question, layers=None):
     """Hidden states of every forward call of one latent loop: list of tuples (per call) of [1, T, d]."""
     calls = []
     handle = model.codi.register_forward_hook(
-        lambda _m, _a, out: calls.append(tuple(h.clone() for h in out.hidden_states) if out.hidden_states else None))
+        lambda _m, _a, out: calls.append(
+            tuple(h.clone() for h in out.hidden_states) if out.hidden_states else None
+        )
+    )
     try:
         _, state, z = start_questions(model, [question])
         gold = torch.tensor([[model.pad_id]])
@@ -187,7 +200,8 @@ def test_patch_site_is_block_output_at_the_target_thought_only(random_codi, prob
     plan.add(LAYER, thought, torch.tensor([0]), value)
     next_block_inputs = []
     handle = decoder_blocks(model.codi)[LAYER + 1].register_forward_pre_hook(
-        lambda _m, args: next_block_inputs.append(args[0][:, -1].clone()))
+        lambda _m, args: next_block_inputs.append(args[0][:, -1].clone())
+    )
     with torch.no_grad():
         clean = _record_hidden(model, PatchPlan(), problems[0].question)
         next_block_inputs.clear()
@@ -195,10 +209,10 @@ def test_patch_site_is_block_output_at_the_target_thought_only(random_codi, prob
     handle.remove()
     assert torch.equal(next_block_inputs[1 + thought][0], value[0])  # what block L+1 really receives
     # call 0 is the question pass (never patched, so the question's last token is untouched)
-    for layer_states_clean, layer_states_patched in zip(clean[0], patched[0]):
+    for layer_states_clean, layer_states_patched in zip(clean[0], patched[0], strict=True):
         torch.testing.assert_close(layer_states_clean, layer_states_patched, rtol=0, atol=0)
     for k in range(thought):  # thoughts before Tk: unchanged at every layer
-        for hc, hp in zip(clean[1 + k], patched[1 + k]):
+        for hc, hp in zip(clean[1 + k], patched[1 + k], strict=True):
             torch.testing.assert_close(hc, hp, rtol=0, atol=0)
     step = patched[1 + thought]
     for layer in range(LAYER + 1):  # inputs of blocks 0..L at Tk: unchanged
@@ -215,7 +229,9 @@ def test_corruption_leaves_attention_of_earlier_thoughts_unchanged(reference):
     """
     att = pl.from_arrow(reference.attention).with_columns(pl.col("problem_id").cast(pl.Utf8))
     rows = reference.results.filter((pl.col("method") == "zero") | (pl.col("method") == "baseline"))
-    att = att.join(rows.select("problem_id", "condition_id", "method", "thought"), on=["problem_id", "condition_id"])
+    att = att.join(
+        rows.select("problem_id", "condition_id", "method", "thought"), on=["problem_id", "condition_id"]
+    )
     keys = ["problem_id", "layer", "head", "dst", "src"]
     base = att.filter(pl.col("method") == "baseline").select(*keys, pl.col("weight").alias("w0"))
     zero = att.filter(pl.col("method") == "zero").join(base, on=keys)
@@ -230,7 +246,8 @@ def test_baseline_attention_equals_a_plain_transformers_forward(random_codi, pro
     problem = problems[0]
     inputs = []
     handle = model.codi.register_forward_pre_hook(
-        lambda _m, _a, kw: inputs.append(kw.get("inputs_embeds")), with_kwargs=True)
+        lambda _m, _a, kw: inputs.append(kw.get("inputs_embeds")), with_kwargs=True
+    )
     try:
         out = run_chunk(model, [problem], options(methods=()))
     finally:
@@ -255,4 +272,7 @@ def test_kl_answer_is_measured_at_the_number_not_the_template(random_codi):
     tokens = model.tokenizer(" The answer is: 42", add_special_tokens=False)["input_ids"]
     idx = number_token_index(model, tokens)
     assert model.tokenizer.convert_ids_to_tokens(tokens[idx]) == "4"
-    assert number_token_index(model, model.tokenizer(" no number", add_special_tokens=False)["input_ids"]) is None
+    assert (
+        number_token_index(model, model.tokenizer(" no number", add_special_tokens=False)["input_ids"])
+        is None
+    )

@@ -38,7 +38,8 @@ recomputed from the raw attention rows); the replacement value of every method (
 both noise scales, random with its donor drawn and recorded, shuffle writing Tj's value, mean over the
 other pool members); seeds (different thoughts / sigmas / layers / problems / run seeds get different
 noise; a condition gets the same noise and donors whatever the batch it runs in, so also on resume).
-"""
+"""  # noqa: E501 (the markdown table rows above cannot be wrapped)
+
 from __future__ import annotations
 
 import hashlib
@@ -88,7 +89,9 @@ def np_js(p: np.ndarray, q: np.ndarray) -> float:
 
 def np_disruption(base_row: np.ndarray, cond_row: np.ndarray) -> float:
     """L2 distance of the head-averaged attention rows [heads, keys]."""
-    return float(np.linalg.norm(np.asarray(base_row, np.float64).mean(0) - np.asarray(cond_row, np.float64).mean(0)))
+    return float(
+        np.linalg.norm(np.asarray(base_row, np.float64).mean(0) - np.asarray(cond_row, np.float64).mean(0))
+    )
 
 
 def differ(a: float, b: float, by: float = 1e-3) -> bool:
@@ -168,9 +171,16 @@ def tiny():
 
 def _outcome(tokens, texts, logits, eot_row, logp_gold) -> RowOutcome:
     forced = torch.log_softmax(torch.tensor(logits, dtype=torch.float32), -1)
-    return RowOutcome(tokens=tokens, texts=texts, eot_logp=forced[:, 0], forced_logp=forced,
-                      logp_gold=torch.tensor(logp_gold, dtype=torch.float32), attention=None,
-                      eot_row=torch.tensor(eot_row, dtype=torch.float32), sites=None)
+    return RowOutcome(
+        tokens=tokens,
+        texts=texts,
+        eot_logp=forced[:, 0],
+        forced_logp=forced,
+        logp_gold=torch.tensor(logp_gold, dtype=torch.float32),
+        attention=None,
+        eot_row=torch.tensor(eot_row, dtype=torch.float32),
+        sites=None,
+    )
 
 
 def first_digit_index(tokenizer, tokens: list[int]) -> int:
@@ -186,8 +196,10 @@ def test_rows_by_hand(tiny):
     def enc(text):
         return tok(" " + text, add_special_tokens=False)["input_ids"] + [eos]
 
-    problems = [SimpleNamespace(problem_id="p0", gold=7.0, n_steps=2),
-                SimpleNamespace(problem_id="p1", gold=5.0, n_steps=3)]
+    problems = [
+        SimpleNamespace(problem_id="p0", gold=7.0, n_steps=2),
+        SimpleNamespace(problem_id="p1", gold=5.0, n_steps=3),
+    ]
     base_texts = ["The answer is: 7", "The answer is: 31"]  # p0 right, p1 wrong
     cond_texts = ["The answer is: 7", "The answer is: 8", "The answer is: 31", "The answer is: 5"]
     base_tokens, cond_tokens = [enc(t) for t in base_texts], [enc(t) for t in cond_texts]
@@ -197,8 +209,8 @@ def test_rows_by_hand(tiny):
     rng = np.random.default_rng(4)
     base_logits = rng.normal(size=(2, width, vocab)) * 2
     cond_logits = rng.normal(size=(4, width, vocab)) * 2
-    cond_logits[:2, lengths[0]:] = 0.0  # p0's rows past its answer (padding): a distribution far away
-    cond_logits[:2, lengths[0]:, 3] = 40.0
+    cond_logits[:2, lengths[0] :] = 0.0  # p0's rows past its answer (padding): a distribution far away
+    cond_logits[:2, lengths[0] :, 3] = 40.0
     base_row = rng.dirichlet(np.ones(keys), size=(2, heads))
     cond_row = rng.dirichlet(np.ones(keys), size=(4, heads))
     base = _outcome(base_tokens, base_texts, base_logits, base_row, [-1.5, -6.0])
@@ -216,9 +228,15 @@ def test_rows_by_hand(tiny):
         idx = first_digit_index(tok, base_tokens[p])
         kl = [np_kl(pb[p, t], pc[r, t]) for t in range(width)]
         kl_swapped = [np_kl(pc[r, t], pb[p, t]) for t in range(width)]
-        want = {"kl_first": kl[0], "kl_answer": kl[idx], "kl_max": max(kl[:lengths[p]]),
-                "js_first": np_js(pb[p, 0], pc[r, 0]), "entropy_first": scipy_entropy(pc[r, 0]),
-                "logp_gold": [-2.0, -3.0, -4.0, -5.0][r], "disruption": np_disruption(base_row[p], cond_row[r])}
+        want = {
+            "kl_first": kl[0],
+            "kl_answer": kl[idx],
+            "kl_max": max(kl[: lengths[p]]),
+            "js_first": np_js(pb[p, 0], pc[r, 0]),
+            "entropy_first": scipy_entropy(pc[r, 0]),
+            "logp_gold": [-2.0, -3.0, -4.0, -5.0][r],
+            "disruption": np_disruption(base_row[p], cond_row[r]),
+        }
         for key, value in want.items():
             assert row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (r, key)
         # the fixture tells the right answer from the wrong ones
@@ -230,7 +248,10 @@ def test_rows_by_hand(tiny):
             assert max(kl) > want["kl_max"] + 1  # the padded positions would win
         assert (row["correct"], row["flipped"], row["fixed"]) == (correct[r], r == 1, r == 3), r
     baseline = results.filter(pl.col("method") == "baseline").sort("problem_id").to_dicts()
-    assert [(b["correct"], b["flipped"], b["fixed"]) for b in baseline] == [(True, False, False), (False, False, False)]
+    assert [(b["correct"], b["flipped"], b["fixed"]) for b in baseline] == [
+        (True, False, False),
+        (False, False, False),
+    ]
     assert baseline[0]["entropy_first"] == pytest.approx(scipy_entropy(pb[0, 0]), rel=1e-5)
     assert [b["logp_gold"] for b in baseline] == pytest.approx([-1.5, -6.0])
 
@@ -287,8 +308,12 @@ def recovered_noise(cond: Condition, problem_id: str, sites: torch.Tensor, seed:
 def test_noise_differs_per_condition_and_repeats_per_condition():
     sites = sites_of(2, d=64)
     noises = {}
-    for layer, k, sigma, pid, seed in itertools.product(LAYERS, range(N_THOUGHTS), (0.5, 1.0, 2.0), ("a", "b"), (0, 1)):
-        noises[layer, k, sigma, pid, seed] = recovered_noise(Condition(1, "gauss", layer, k, sigma), pid, sites, seed)
+    for layer, k, sigma, pid, seed in itertools.product(
+        LAYERS, range(N_THOUGHTS), (0.5, 1.0, 2.0), ("a", "b"), (0, 1)
+    ):
+        noises[layer, k, sigma, pid, seed] = recovered_noise(
+            Condition(1, "gauss", layer, k, sigma), pid, sites, seed
+        )
     keys = list(noises)
     for x, y in itertools.combinations(keys, 2):
         assert np.abs(noises[x] - noises[y]).max() > 0.1, (x, y)  # every condition has its own noise
@@ -333,7 +358,9 @@ def test_random_donor_is_a_seeded_draw_and_recorded():
             cond = Condition(1, "random", LAYERS[li], k)
             value, donor, donor_thought = replacement(cond, pid, li, sites, pool_dict, opts_of(seed))
             assert donor in pool_ids and donor != pid and donor_thought == k
-            assert np.array_equal(value.numpy(), pool_dict[donor][li, k].numpy())  # the recorded donor's value
+            assert np.array_equal(
+                value.numpy(), pool_dict[donor][li, k].numpy()
+            )  # the recorded donor's value
             out[pid, li, k] = donor
         return out
 
@@ -381,7 +408,7 @@ def test_replacements_do_not_depend_on_the_batch():
     def values_of(plan, rows):
         out = {}
         for plan_rows, values in plan.entries.values():
-            for row, value in zip(plan_rows.tolist(), values):
+            for row, value in zip(plan_rows.tolist(), values, strict=True):
                 if row in rows:
                     out[rows[row]] = value
         return out
@@ -394,7 +421,7 @@ def test_replacements_do_not_depend_on_the_batch():
     assert sorted(together) == sorted(alone) == list(range(n))
     for c in range(n):
         assert torch.equal(together[c], alone[c]), corrupt[c]
-    assert donors_all[2 * n:] == donors_one
+    assert donors_all[2 * n :] == donors_one
 
 
 # --- end to end: the engine against a plain forward of the bundled model --------------------------------
@@ -430,8 +457,10 @@ class PlainCodi:
 
             handles.append(self.codi.transformer.h[layer].register_forward_hook(overwrite))
         for layer in record:
+
             def keep(_m, _a, out, layer=layer):
                 recorded[layer] = (out[0] if isinstance(out, tuple) else out)[0].clone()
+
             handles.append(self.codi.transformer.h[layer].register_forward_hook(keep))
         try:
             with torch.no_grad():
@@ -455,20 +484,22 @@ class PlainCodi:
         greedy = []
         for _ in range(self.max_new):
             out, _ = self.forward(seq, patch)
-            nxt = int(out.logits[0, -1, :self.vocab].argmax())
+            nxt = int(out.logits[0, -1, : self.vocab].argmax())
             greedy.append(nxt)
             if nxt == self.model.tokenizer.eos_token_id:
                 break
             seq = torch.cat([seq, self.embed([nxt])], 1)
         result = {"tokens": greedy}
         for name, toks in (("forced", greedy if answer is None else answer), ("gold", gold)):
-            full = torch.cat([seq[:, :eot + 1], self.embed(toks[:-1])], 1)
+            full = torch.cat([seq[:, : eot + 1], self.embed(toks[:-1])], 1)
             forced = name == "forced"
             out, recorded = self.forward(full, patch, record if forced else (), attentions=forced)
-            result[name] = np_log_softmax(out.logits[0, eot:eot + len(toks), :self.vocab].double().numpy())
+            result[name] = np_log_softmax(out.logits[0, eot : eot + len(toks), : self.vocab].double().numpy())
             if forced:
                 result["eot_row"] = out.attentions[-1][0, :, eot, :].double().numpy()
-                result["sites"] = {layer: h[len(self.ids):len(self.ids) + N_THOUGHTS] for layer, h in recorded.items()}
+                result["sites"] = {
+                    layer: h[len(self.ids) : len(self.ids) + N_THOUGHTS] for layer, h in recorded.items()
+                }
         return result
 
 
@@ -483,8 +514,14 @@ def parsed(tokenizer, tokens) -> float | None:
 E2E_LAYERS = (1, 4)
 # (method, layer, thought, sigma): every method whose value comes from the problem itself, both layers,
 # early and late thoughts (a plain recompute costs ~20 forwards a row on 2 CPU cores, so a selection)
-E2E_CONDITIONS = (("zero", 1, 0, None), ("zero", 4, 3, None), ("gauss", 1, 2, 0.5), ("gauss", 4, 5, 2.0),
-                  ("shuffle", 1, 4, None), ("shuffle", 4, 1, None))
+E2E_CONDITIONS = (
+    ("zero", 1, 0, None),
+    ("zero", 4, 3, None),
+    ("gauss", 1, 2, 0.5),
+    ("gauss", 4, 5, 2.0),
+    ("shuffle", 1, 4, None),
+    ("shuffle", 4, 1, None),
+)
 
 
 @pytest.fixture(scope="module")
@@ -493,8 +530,9 @@ def e2e(tiny):
 
     problems = synthetic_problems(6, seed=2)
     chosen = [problems[0], problems[4]]  # gold 3 answered 3 (short); gold 44 answered 40 (longer, wrong)
-    conditions = (Condition(0, "baseline"),) + tuple(Condition(i, m, layer, k, sigma)
-                                                      for i, (m, layer, k, sigma) in enumerate(E2E_CONDITIONS, 1))
+    conditions = (Condition(0, "baseline"),) + tuple(
+        Condition(i, m, layer, k, sigma) for i, (m, layer, k, sigma) in enumerate(E2E_CONDITIONS, 1)
+    )
     opts = EngineOptions(E2E_LAYERS, conditions, seed=11, attention="none", max_new_tokens=10)
     return chosen, opts, run_chunk(tiny, chosen, opts).results
 
@@ -505,7 +543,7 @@ def test_gold_tokens_end_with_eos(tiny):
     gold = gold_tokens(tiny, base, 42.0)
     assert gold[-1] == tok.eos_token_id != tiny.pad_id
     assert tok.decode(gold[:-1]) == " The answer is: 42"
-    assert base[:len(gold) - 1] == gold[:-1]  # without EOS, "42" would be scored as a prefix of "420"
+    assert base[: len(gold) - 1] == gold[:-1]  # without EOS, "42" would be scored as a prefix of "420"
 
 
 def test_end_to_end_matches_a_plain_forward(tiny, e2e):
@@ -522,7 +560,7 @@ def test_end_to_end_matches_a_plain_forward(tiny, e2e):
         base_tokens = probe["tokens"]
         answer_lengths.append(len(base_tokens))
         idx = first_digit_index(tok, base_tokens)
-        assert 0 < idx and base_tokens[-1] == eos
+        assert idx > 0 and base_tokens[-1] == eos
         gold = base_tokens[:idx] + tok(str(int(problem.gold)), add_special_tokens=False)["input_ids"] + [eos]
         base = plain.run(base_tokens, gold, record=E2E_LAYERS)
         pb, gb, sites = np.exp(base["forced"]), base["gold"], base["sites"]
@@ -541,7 +579,9 @@ def test_end_to_end_matches_a_plain_forward(tiny, e2e):
                 value = torch.zeros_like(h)
             elif row["method"] == "gauss":
                 cond = Condition(row["condition_id"], "gauss", layer, k, row["sigma"])
-                value = h + row["sigma"] * gaussian_noise(draw_seed(opts.seed, problem.problem_id, cond), h.shape[0])
+                value = h + row["sigma"] * gaussian_noise(
+                    draw_seed(opts.seed, problem.problem_id, cond), h.shape[0]
+                )
             else:
                 assert row["donor_thought"] != k and row["donor_problem_id"] == problem.problem_id
                 value = sites[layer][row["donor_thought"]]
@@ -550,7 +590,10 @@ def test_end_to_end_matches_a_plain_forward(tiny, e2e):
             kl = [np_kl(pb[t], pc[t]) for t in range(len(base_tokens))]
             correct = parsed(tok, run["tokens"]) == problem.gold
             want = {
-                "kl_first": kl[0], "kl_answer": kl[idx], "kl_max": max(kl), "js_first": np_js(pb[0], pc[0]),
+                "kl_first": kl[0],
+                "kl_answer": kl[idx],
+                "kl_max": max(kl),
+                "js_first": np_js(pb[0], pc[0]),
                 "entropy_first": scipy_entropy(pc[0]),
                 "logp_gold": float(sum(run["gold"][t, g] for t, g in enumerate(gold))),
                 "disruption": np_disruption(base["eot_row"], run["eot_row"]),
@@ -560,7 +603,10 @@ def test_end_to_end_matches_a_plain_forward(tiny, e2e):
                 assert row[key] == pytest.approx(value, rel=2e-3, abs=2e-4), (where, key, row[key], value)
             assert row["answer_text"] == tok.decode([t for t in run["tokens"] if t != eos]).strip(), where
             assert (row["correct"], row["flipped"], row["fixed"]) == (
-                correct, base_correct and not correct, (not base_correct) and correct), where
+                correct,
+                base_correct and not correct,
+                (not base_correct) and correct,
+            ), where
             checked += 1
     assert checked == len(problems) * len(E2E_CONDITIONS)
     # the fixture tells right from wrong: answers of two lengths, a wrong baseline, answers that change
@@ -637,8 +683,11 @@ def test_hub_normalization_and_head_composite(views_db):
     """hub_scores and head_metrics recomputed from the raw baseline attention rows with numpy."""
     import views_data as vd
 
-    raw = vd.rows(views_db, "SELECT layer, head, dst, src, weight FROM attention WHERE condition_id = 0 "
-                            "AND problem_id IN (SELECT problem_id FROM results WHERE condition_id = 0)")
+    raw = vd.rows(
+        views_db,
+        "SELECT layer, head, dst, src, weight FROM attention WHERE condition_id = 0 "
+        "AND problem_id IN (SELECT problem_id FROM results WHERE condition_id = 0)",
+    )
     # run A is the only run with attention in this warehouse
     heads = sorted({(r["layer"], r["head"]) for r in raw})
     m = np.zeros((len(heads), 7, 9))  # mean over problems of A[dst -> src], src code + 2 as the column
@@ -649,9 +698,11 @@ def test_hub_normalization_and_head_composite(views_db):
         count[i, r["dst"], r["src"] + 2] += 1
     m = m / np.maximum(count, 1)
     thought = m[:, :6, 2:8]  # [head, query Ti, key Tj]
-    norm = np.array([[thought[h, j + 1:, j].mean() for j in range(5)] for h in range(len(heads))])
+    norm = np.array([[thought[h, j + 1 :, j].mean() for j in range(5)] for h in range(len(heads))])
     raw_sum = thought.sum(1)  # the research column sum (self included)
-    hub = {r["position"]: r for r in vd.rows(views_db, "SELECT * FROM hub_scores WHERE run_id = ?", [vd.RUN_A])}
+    hub = {
+        r["position"]: r for r in vd.rows(views_db, "SELECT * FROM hub_scores WHERE run_id = ?", [vd.RUN_A])
+    }
     for j in range(5):
         assert hub[j]["incoming_norm"] == pytest.approx(norm[:, j].mean(), abs=1e-6)
         assert hub[j]["incoming_raw"] == pytest.approx(raw_sum[:, j].mean(), abs=1e-6)
@@ -670,8 +721,10 @@ def test_hub_normalization_and_head_composite(views_db):
     composite = 0.4 * scaled(flow) + 0.4 * scaled(hubs) + 0.2 * scaled(skip)
     unscaled = 0.4 * flow + 0.4 * hubs + 0.2 * skip
     assert np.abs(composite - unscaled).min() > 0.02  # the min-max scaling matters on this fixture
-    got = {(r["layer"], r["head"]): r for r in vd.rows(views_db, "SELECT * FROM head_metrics WHERE run_id = ?",
-                                                          [vd.RUN_A])}
+    got = {
+        (r["layer"], r["head"]): r
+        for r in vd.rows(views_db, "SELECT * FROM head_metrics WHERE run_id = ?", [vd.RUN_A])
+    }
     for i, key in enumerate(heads):
         row = got[key]
         assert (row["flow"], row["hub"], row["skip"]) == pytest.approx((flow[i], hubs[i], skip[i]), abs=1e-6)
@@ -689,15 +742,33 @@ def test_a_baseline_with_non_finite_logits_measures_null_not_zero(tiny):
     base_logits = rng.normal(size=(2, width, vocab))
     base_logits[1] = np.nan  # problem p1's baseline is broken
     problems = [SimpleNamespace(problem_id=f"p{i}", gold=7.0, n_steps=2) for i in range(2)]
-    base = _outcome(tokens, ["The answer is: 7"] * 2, base_logits, rng.dirichlet(np.ones(5), size=(2, 3)),
-                    [-1.0, float("nan")])
-    out = _outcome(tokens, ["The answer is: 7"] * 2, rng.normal(size=(2, width, vocab)),
-                   rng.dirichlet(np.ones(5), size=(2, 3)), [-1.0, -1.0])
+    base = _outcome(
+        tokens,
+        ["The answer is: 7"] * 2,
+        base_logits,
+        rng.dirichlet(np.ones(5), size=(2, 3)),
+        [-1.0, float("nan")],
+    )
+    out = _outcome(
+        tokens,
+        ["The answer is: 7"] * 2,
+        rng.normal(size=(2, width, vocab)),
+        rng.dirichlet(np.ones(5), size=(2, 3)),
+        [-1.0, -1.0],
+    )
     corrupt = [Condition(1, "zero", 1, 0)]
     opts = EngineOptions((1,), (Condition(0, "baseline"), *corrupt), attention="none")
     results = assemble(tiny, problems, opts, base, out, corrupt, [(None, None)] * 2).results
-    measures = ["kl_first", "kl_answer", "kl_max", "js_first", "js_answer", "entropy_first", "entropy_answer",
-                "logp_gold"]  # a condition row's own entropy and log p(gold) do not depend on the baseline
+    measures = [
+        "kl_first",
+        "kl_answer",
+        "kl_max",
+        "js_first",
+        "js_answer",
+        "entropy_first",
+        "entropy_answer",
+        "logp_gold",
+    ]  # a condition row's own entropy and log p(gold) do not depend on the baseline
     healthy = results.filter((pl.col("problem_id") == "p0") & (pl.col("method") == "baseline"))
     assert healthy.select("kl_first", "kl_answer", "js_answer").row(0) == (0.0, 0.0, 0.0)
     for row in results.filter(pl.col("problem_id") == "p1").iter_rows(named=True):

@@ -8,6 +8,7 @@
   run resumes exactly.
 Readers during writes: tests/test_warehouse_concurrency.py.
 """
+
 from __future__ import annotations
 
 from faults_helpers import (
@@ -44,8 +45,11 @@ def test_second_writer_of_a_running_run_is_refused_and_changes_nothing(tmp_path)
         assert first.wait_stalled() == 1
         run_id = latest_run(db)
 
-        user_error(cli("run", *flags, "--resume", run_id), f"run {run_id} is being written by another "
-                   f"process (pid {first.process.pid})", "wait for it to end")
+        user_error(
+            cli("run", *flags, "--resume", run_id),
+            f"run {run_id} is being written by another process (pid {first.process.pid})",
+            "wait for it to end",
+        )
         user_error(cli("runs", "delete", run_id, "--db", db), "being written by another process")
         # The first writer's committed batch, its half-done chunk and its run are untouched.
         assert committed_batches(db) == 1

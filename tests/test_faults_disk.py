@@ -7,6 +7,7 @@ a Parquet file fails (duckdb.IOException), with or without the catalog full too,
 run's failed status can be written; and a real small filesystem (a tmpfs, when this process may mount
 one) holding the warehouse folder, that a ballast file fills after the first batch is committed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,9 @@ def data_file_full(path) -> OSError:  # what a Python-level write (fsync, a lock
 
 
 def duckdb_write_full(path) -> duckdb.IOException:  # what DuckDB raises when writing a Parquet file fails
-    return duckdb.IOException(f'IO Error: Could not write file "{path}/ducklake-x.parquet": '
-                              f"{os.strerror(errno.ENOSPC)}")
+    return duckdb.IOException(
+        f'IO Error: Could not write file "{path}/ducklake-x.parquet": {os.strerror(errno.ENOSPC)}'
+    )
 
 
 @pytest.mark.parametrize("error", [data_file_full, duckdb_write_full], ids=["OSError", "duckdb.IOException"])
@@ -91,8 +93,16 @@ def small_fs(tmp_path):
     """A 24 MiB tmpfs (skipped where this process may not mount one, e.g. CI without root)."""
     mount = tmp_path / "fs"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True,
-                          text=True, check=False) if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    done = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if hasattr(os, "geteuid") and os.geteuid() == 0
+        else None
+    )
     if done is None or done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() if done else 'not root'})")
     try:
@@ -133,7 +143,10 @@ def test_real_full_filesystem_mid_run_then_resume(small_fs, monkeypatch):
     ballast.unlink()  # space is back
     monkeypatch.setattr(run_module, "run_chunk", real_chunk)
     status, committed = fetch(db, "SELECT status, (SELECT count(*) FROM run_problems) FROM runs")[0]
-    assert status in ("failed", "running") and committed == BATCH, (status, committed)  # the first batch, whole
+    assert status in ("failed", "running") and committed == BATCH, (
+        status,
+        committed,
+    )  # the first batch, whole
     check_run(db, run_id, BATCH, CONDITIONS, PER_PROBLEM, status=status)
     out = cli("run", *FLAGS, "--resume", run_id, "--db", db)
     assert out.exit_code == 0, out.stderr

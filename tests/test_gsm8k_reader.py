@@ -4,8 +4,10 @@ import pytest
 
 from ingest.gsm8k import DatasetError, count_steps, parse_gold, problem_id, read_jsonl
 
-GOOD = {"question": "Ann has 1,200 dollars. She spends 0.5 of it. What is left?",
-        "answer": "She spends 1200*0.5=<<1200*0.5=600>>600.\nLeft: 1200-600=<<1200-600=600>>600.\n#### 600"}
+GOOD = {
+    "question": "Ann has 1,200 dollars. She spends 0.5 of it. What is left?",
+    "answer": "She spends 1200*0.5=<<1200*0.5=600>>600.\nLeft: 1200-600=<<1200-600=600>>600.\n#### 600",
+}
 
 
 def write(tmp_path, lines: list[bytes]):
@@ -17,7 +19,9 @@ def write(tmp_path, lines: list[bytes]):
 def test_good_file_loads_with_steps_and_gold(tmp_path):
     neg = {"question": "Temperature is 3. It drops 10.", "answer": "3-10=<<3-10=-7>>-7\n#### -7"}
     big = {"question": "Big?", "answer": "2*1000=<<2*1000=2000>>2000 #### 2,000"}
-    path = write(tmp_path, [json.dumps(GOOD).encode(), json.dumps(neg).encode(), b"", json.dumps(big).encode()])
+    path = write(
+        tmp_path, [json.dumps(GOOD).encode(), json.dumps(neg).encode(), b"", json.dumps(big).encode()]
+    )
     problems = read_jsonl(path).problems
     assert [p.n_steps for p in problems] == [2, 1, 1]
     assert [p.gold for p in problems] == [600.0, -7.0, 2000.0]
@@ -26,9 +30,14 @@ def test_good_file_loads_with_steps_and_gold(tmp_path):
 
 
 def test_bad_lines_reported_with_numbers_and_nothing_loaded(tmp_path):
-    lines = [json.dumps(GOOD).encode(), b"{not json", json.dumps({"question": "q"}).encode(),
-             json.dumps({"question": "q", "answer": "no final marker"}).encode(), b"\xff\xfe bad bytes",
-             b"[1, 2]"]
+    lines = [
+        json.dumps(GOOD).encode(),
+        b"{not json",
+        json.dumps({"question": "q"}).encode(),
+        json.dumps({"question": "q", "answer": "no final marker"}).encode(),
+        b"\xff\xfe bad bytes",
+        b"[1, 2]",
+    ]
     path = write(tmp_path, lines)
     with pytest.raises(DatasetError) as err:
         read_jsonl(path)

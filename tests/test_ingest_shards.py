@@ -1,4 +1,5 @@
-"""Worker shards (SPEC 12): atomic, idempotent writes; `ingest shards` merges them once, refuses mismatches."""
+"""Worker shards (SPEC 12): atomic, idempotent writes; `ingest shards` merges them once, refuses
+mismatches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 """The staged KV cache: rows joining mid-loop see exactly the keys/values a full recomputation gives."""
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,8 @@ def test_appends_in_place_and_crops_without_copying(random_codi):
 
 
 def test_row_joining_at_step_k_matches_running_from_the_start(random_codi):
-    """A row that joins at thought step 2 with the baseline cache gives the same logits as one that ran steps 0-1."""
+    """A row that joins at thought step 2 with the baseline cache gives the same logits as one that ran
+    steps 0-1."""
     model = random_codi
     problems = synthetic_problems(2, seed=5)
     _, state, z = start_questions(model, [p.question for p in problems])
@@ -42,6 +44,8 @@ def test_row_joining_at_step_k_matches_running_from_the_start(random_codi):
     full_logits = out.logits[:, -1]
     cache = StagedCache.allocate(state.cache, rows=2, capacity=qlen + 8)
     cache.join(state.cache, torch.tensor([1, 0]), qlen + 2)  # rows swapped on purpose
-    staged = LoopState(cache, torch.cat([qmask[[1, 0]], qmask.new_ones(2, 2)], 1), qnext[[1, 0]] + 2, state.columns)
+    staged = LoopState(
+        cache, torch.cat([qmask[[1, 0]], qmask.new_ones(2, 2)], 1), qnext[[1, 0]] + 2, state.columns
+    )
     out = model.step(staged, inputs[2][[1, 0]])
     assert torch.allclose(out.logits[:, -1], full_logits[[1, 0]], atol=1e-5)

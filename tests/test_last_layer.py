@@ -7,6 +7,7 @@ changed answers. These tests patch the last block of a model whose final norm ha
 random, not 1 and 0) scale and shift: with the identity-initialised norm of a random model,
 LN(LN(x)) = LN(x) and the wrong site value would go unnoticed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -60,8 +61,9 @@ def test_the_model_has_a_final_norm_that_changes_the_last_block_output(codi, las
 def test_clean_control_at_the_last_block_reproduces_the_baseline(codi, last):
     problems = synthetic_problems(4, seed=9)
     results = run_chunk(codi, problems, options(last)).results
-    base = results.filter(pl.col("method") == "baseline").select("problem_id", base="answer_text",
-                                                                  base_logp="logp_gold")
+    base = results.filter(pl.col("method") == "baseline").select(
+        "problem_id", base="answer_text", base_logp="logp_gold"
+    )
     clean = results.filter(pl.col("method") == "clean").join(base, on="problem_id")
     assert clean.height == 4 * 6 and (clean["layer"] == last).all()
     assert (clean["answer_text"] == clean["base"]).all()

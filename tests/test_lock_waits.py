@@ -5,6 +5,7 @@ store's timeout: the store's one-line error names that process (pid, program, wr
 stopped by it stays `running` with its committed problems and prints its resume command, which
 finishes the run once the lock is gone.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -31,8 +32,9 @@ HOLD = textwrap.dedent("""
 
 def hold_catalog(db, seconds: float = 60) -> subprocess.Popen:
     """A process holding the catalog's write lock (until killed or `seconds` pass)."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db / lake.CATALOG), str(seconds)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(db / lake.CATALOG), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -73,8 +75,13 @@ def test_a_run_stopped_by_a_locked_catalog_stays_running_and_says_how_to_resume(
 
     monkeypatch.setattr(engine.runs.local, "run_chunk", chunk_then_lock)
     try:
-        line = user_error(cli("run", *flags), "the warehouse catalog stayed locked", f"pid {holders[0].pid}",
-                          "it stays running", "run --resume")
+        line = user_error(
+            cli("run", *flags),
+            "the warehouse catalog stayed locked",
+            f"pid {holders[0].pid}",
+            "it stays running",
+            "run --resume",
+        )
     finally:
         for holder in holders:
             stop(holder)
@@ -83,5 +90,6 @@ def test_a_run_stopped_by_a_locked_catalog_stays_running_and_says_how_to_resume(
     monkeypatch.setattr(engine.runs.local, "run_chunk", real)
     out = cli("run", "--resume", run_id, *flags)
     assert out.exit_code == 0, out.stderr
-    assert fetch(db, "SELECT status, count(p.problem_id) FROM runs JOIN run_problems p USING (run_id) "
-                     "GROUP BY ALL") == [("complete", 2)]
+    assert fetch(
+        db, "SELECT status, count(p.problem_id) FROM runs JOIN run_problems p USING (run_id) GROUP BY ALL"
+    ) == [("complete", 2)]

@@ -1,9 +1,11 @@
-"""Tests written to kill mutants that survived `python tests/mutate_engine.py` (docs/MUTATION.md): exact values
-checked against independent computations (numpy, scipy, by hand). The SQL ones: test_mutation_kills_sql.py.
+"""Tests written to kill mutants that survived `python tests/mutate_engine.py` (docs/MUTATION.md): exact
+values checked against independent computations (numpy, scipy, by hand). The SQL ones:
+test_mutation_kills_sql.py.
 
 The first test guards the mutation run itself: under mutmut the tests must import the mutated copy in
 mutants/, not the repository's files through the editable install.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,9 +54,11 @@ def test_under_mutmut_the_engine_is_imported_from_the_mutants_copy():
     where = Path(engine.interventions.measures.__file__).resolve()
     assert here.name == "mutants" and where.parents[2] == here, (
         f"under mutmut, engine is imported from {where}, not from the mutated copy in {here}: "
-        "the editable install shadows mutants/ (see docs/MUTATION.md)")
+        "the editable install shadows mutants/ (see docs/MUTATION.md)"
+    )
     assert any("__mutmut_" in name for name in vars(engine.interventions.measures)), (
-        "engine.interventions.measures has no mutants")
+        "engine.interventions.measures has no mutants"
+    )
 
 
 # --- engine/interventions/measures.py ----------------------------------------------------------------------
@@ -95,19 +99,28 @@ def test_build_conditions_ids_and_order():
     """Baseline first with id 0, then thought-major, methods in the order given, gauss once per sigma."""
     got = build_conditions([2], ("zero", "gauss"), (0.5, 1.0))
     per_thought = [("zero", None), ("gauss", 0.5), ("gauss", 1.0)]
-    want = [Condition(0, "baseline")] + [Condition(1 + 3 * k + j, m, 2, k, s) for k in range(6)
-                                         for j, (m, s) in enumerate(per_thought)]
+    want = [Condition(0, "baseline")] + [
+        Condition(1 + 3 * k + j, m, 2, k, s) for k in range(6) for j, (m, s) in enumerate(per_thought)
+    ]
     assert got == want
     assert got[0].is_baseline and not got[1].is_baseline
 
 
 def test_parse_methods(capsys):
-    assert parse_methods(None) == parse_methods("") == DEFAULT_METHODS == ("zero", "gauss", "random", "shuffle")
+    assert (
+        parse_methods(None) == parse_methods("") == DEFAULT_METHODS == ("zero", "gauss", "random", "shuffle")
+    )
     assert parse_methods(" mean, zero ,,clean") == ("mean", "zero", "clean")
     assert capsys.readouterr().err == ""
-    assert parse_methods("zero,gauss,zero,gauss,mean") == ("zero", "gauss", "mean")  # each runs once, in order
-    assert capsys.readouterr().err == ("note: --methods: zero, gauss repeat(s) an earlier value; each condition "
-                                       "runs once (zero, gauss, mean)\n")
+    assert parse_methods("zero,gauss,zero,gauss,mean") == (
+        "zero",
+        "gauss",
+        "mean",
+    )  # each runs once, in order
+    assert capsys.readouterr().err == (
+        "note: --methods: zero, gauss repeat(s) an earlier value; each condition "
+        "runs once (zero, gauss, mean)\n"
+    )
     choose = "choose from " + ", ".join(ALL_METHODS)
     assert choose == "choose from zero, gauss, random, shuffle, clean, mean"
     with pytest.raises(ValueError) as err:
@@ -123,8 +136,9 @@ def test_parse_sigmas(capsys):
     assert parse_sigmas(" 0.5, 1,,2e-1") == (0.5, 1.0, 0.2)
     assert capsys.readouterr().err == ""
     assert parse_sigmas("0.5,0.50,1,5e-1") == (0.5, 1.0)  # equal as numbers: one sigma
-    assert capsys.readouterr().err == ("note: --sigmas: 0.50, 5e-1 repeat(s) an earlier value; each condition "
-                                       "runs once (0.5, 1.0)\n")
+    assert capsys.readouterr().err == (
+        "note: --sigmas: 0.50, 5e-1 repeat(s) an earlier value; each condition runs once (0.5, 1.0)\n"
+    )
     with pytest.raises(ValueError) as err:
         parse_sigmas("0.5,big")
     assert str(err.value) == "--sigmas must be comma-separated numbers, got '0.5,big'"
@@ -187,8 +201,8 @@ def test_replacement_errors_say_what_is_wrong():
 
 
 def test_the_method_registry_is_the_vocabulary():
-    """Every method a run accepts (warehouse/vocab.py) has one registered function, and nothing else is registered;
-    `random` and `mean` are the ones that take values from other problems."""
+    """Every method a run accepts (warehouse/vocab.py) has one registered function, and nothing else is
+    registered; `random` and `mean` are the ones that take values from other problems."""
     assert tuple(METHODS) == ALL_METHODS
     assert all(m.name == name for name, m in METHODS.items())
     assert pool_methods(["zero", "mean", "shuffle", "random", "mean"]) == ["mean", "random"]
@@ -212,7 +226,7 @@ def test_the_plan_lives_on_the_device_of_the_sites():
         assert tuple(rows.shape) == (2,) and tuple(values.shape) == (2, 4)
 
 
-# --- engine/interventions/patching.py ------------------------------------------------------------------------
+# --- engine/interventions/patching.py -----------------------------------------------------------------------
 class _Holder(nn.Module):
     def __init__(self, **children):
         super().__init__()
@@ -279,7 +293,7 @@ def test_patch_hook_on_tuple_outputs_and_in_the_model_dtype(dtype):
     assert torch.equal(out, want + 1)
 
 
-# --- engine/model/answer_tokens.py ---------------------------------------------------------------------------
+# --- engine/model/answer_tokens.py --------------------------------------------------------------------------
 def _word_tokenizer(words, bos=False, eos=True):
     """A GPT-2-like byte-level tokenizer where a number and its leading space are ONE token (" 31")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -292,8 +306,13 @@ def _word_tokenizer(words, bos=False, eos=True):
     tok.decoder = decoders.ByteLevel()
     if bos:  # like a LLaMA tokenizer: BOS added unless add_special_tokens=False
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>" if bos else None,
-                                   eos_token="<|endoftext|>" if eos else None, clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>" if bos else None,
+        eos_token="<|endoftext|>" if eos else None,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 WORDS = ["The", " answer", " is", ":", " 31", " 42", "42"]
@@ -315,12 +334,21 @@ def test_gold_tokens_without_bos_or_eos():
         model = SimpleNamespace(tokenizer=tok)
         ids = {w: tok.convert_tokens_to_ids(w.replace(" ", "\u0120")) for w in WORDS}
         base = [ids["The"], ids[" answer"], ids[" is"], ids[":"], ids[" 31"]]
-        want = [ids["The"], ids[" answer"], ids[" is"], ids[":"], ids[" 42"]] + ([tok.eos_token_id] if eos else [])
+        want = [ids["The"], ids[" answer"], ids[" is"], ids[":"], ids[" 42"]] + (
+            [tok.eos_token_id] if eos else []
+        )
         assert gold_tokens(model, base, 42.0) == want, (bos, eos)  # no BOS inside; no None for a missing EOS
 
 
 def test_format_number():
-    assert [format_number(v) for v in (7.0, -3, 0.0, 2.5, 0.25, -1.75)] == ["7", "-3", "0", "2.5", "0.25", "-1.75"]
+    assert [format_number(v) for v in (7.0, -3, 0.0, 2.5, 0.25, -1.75)] == [
+        "7",
+        "-3",
+        "0",
+        "2.5",
+        "0.25",
+        "-1.75",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -352,18 +380,29 @@ def test_number_token_index_finds_the_stated_answer(tiny):
     assert number_at("3 apples. The answer is unknown").startswith("3 apples")  # no number after it: the last
 
 
-@pytest.mark.parametrize("text", [
-    "The answer is 3. The answer is: 5", "Wait, 3 apples. The answer is: 1,234", "12", "3 apples #### 5",
-    "It is 1,234 or 5", "3 apples. The answer is unknown", "x #### 2,500.5 y", "1234,567 and -8.25",
-    "The answer is: -1,000,000!", "#####7", "I do not know",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The answer is 3. The answer is: 5",
+        "Wait, 3 apples. The answer is: 1,234",
+        "12",
+        "3 apples #### 5",
+        "It is 1,234 or 5",
+        "3 apples. The answer is unknown",
+        "x #### 2,500.5 y",
+        "1234,567 and -8.25",
+        "The answer is: -1,000,000!",
+        "#####7",
+        "I do not know",
+    ],
+)
 def test_answer_span_is_where_parse_answer_reads(text):
     found = answer_span(text)
     assert (None if found is None else found[0]) == parse_answer(text)
     if found is not None:
         value, start, end = found
         assert float(text[start:end].replace(",", "")) == value  # the span holds exactly that number
-        assert not text[end:end + 1].isdigit()  # a whole number, not a piece of one
+        assert not text[end : end + 1].isdigit()  # a whole number, not a piece of one
         assert start == 0 or not text[start - 1].isdigit()
 
 
@@ -379,9 +418,16 @@ def test_special_tokens_are_not_text(tiny):
 # --- engine/interventions/rows.py: answers at the edges ----------------------------------------------------
 def _outcome(tokens, texts, logits, eot_row, logp_gold) -> RowOutcome:
     forced = torch.log_softmax(torch.tensor(logits, dtype=torch.float32), -1)
-    return RowOutcome(tokens=tokens, texts=texts, eot_logp=forced[:, 0], forced_logp=forced,
-                      logp_gold=torch.tensor(logp_gold, dtype=torch.float32), attention=None,
-                      eot_row=torch.tensor(eot_row, dtype=torch.float32), sites=None)
+    return RowOutcome(
+        tokens=tokens,
+        texts=texts,
+        eot_logp=forced[:, 0],
+        forced_logp=forced,
+        logp_gold=torch.tensor(logp_gold, dtype=torch.float32),
+        attention=None,
+        eot_row=torch.tensor(eot_row, dtype=torch.float32),
+        sites=None,
+    )
 
 
 def test_rows_for_a_bare_number_and_for_no_number(tiny):
@@ -389,14 +435,18 @@ def test_rows_for_a_bare_number_and_for_no_number(tiny):
     of p1's rows is NULL, and p0's are taken at position 0. answer_value is the parsed number (NULL when
     there is none, or when it overflows to infinity)."""
     tok = tiny.tokenizer
-    problems = [SimpleNamespace(problem_id="p0", gold=12.0, n_steps=2),
-                SimpleNamespace(problem_id="p1", gold=5.0, n_steps=3)]
+    problems = [
+        SimpleNamespace(problem_id="p0", gold=12.0, n_steps=2),
+        SimpleNamespace(problem_id="p1", gold=5.0, n_steps=3),
+    ]
     base_texts, cond_texts = ["12", "I do not know"], ["13", "9" * 400]
     base_tokens, cond_tokens = [_enc(tok, t) for t in base_texts], [_enc(tok, t) for t in cond_texts]
     width, vocab = max(len(t) for t in base_tokens), 9
     rng = np.random.default_rng(8)
     base_logits, cond_logits = rng.normal(size=(2, width, vocab)) * 2, rng.normal(size=(2, width, vocab)) * 2
-    base = _outcome(base_tokens, base_texts, base_logits, rng.dirichlet(np.ones(5), size=(2, 3)), [-1.0, -2.0])
+    base = _outcome(
+        base_tokens, base_texts, base_logits, rng.dirichlet(np.ones(5), size=(2, 3)), [-1.0, -2.0]
+    )
     out = _outcome(cond_tokens, cond_texts, cond_logits, rng.dirichlet(np.ones(5), size=(2, 3)), [-3.0, -4.0])
     corrupt = [Condition(1, "zero", 1, 0)]
     opts = EngineOptions((1,), (Condition(0, "baseline"), corrupt[0]), attention="none")
@@ -424,10 +474,17 @@ def test_rows_for_a_bare_number_and_for_no_number(tiny):
 def test_a_baseline_with_infinite_log_probs_measures_null():
     logp = torch.log_softmax(torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 0.0]]), -1)
     logp[1, 2] = float("inf")  # not a distribution: every measure NULL, never 0
-    base = RowOutcome(tokens=[[1], [1]], texts=["1", "1"], eot_logp=logp, forced_logp=logp[:, None],
-                      logp_gold=torch.tensor([-1.0, -1.0]), attention=None, eot_row=torch.zeros(2, 3, 4), sites=None)
+    base = RowOutcome(
+        tokens=[[1], [1]],
+        texts=["1", "1"],
+        eot_logp=logp,
+        forced_logp=logp[:, None],
+        logp_gold=torch.tensor([-1.0, -1.0]),
+        attention=None,
+        eot_row=torch.zeros(2, 3, 4),
+        sites=None,
+    )
     got = baseline_measures(None, base, [0, 0])
     assert got["kl_first"][0] == 0.0 and got["kl_answer"][0] == 0.0
     for key in ("kl_first", "kl_answer", "kl_max", "js_first", "js_answer", "disruption"):
         assert got[key][1] is None, key
-

@@ -123,13 +123,14 @@ def test_two_writer_processes(fresh_pg_database, ext_dir, tmp_path, pg_server, m
     finally:
         for p in procs:
             p.kill()
-    for p, out in zip(procs, outputs):
+    for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out
     lost_races = log.read_text().count("ducklake_snapshot_pkey") - lost_races_before
     print(f"\nmax_retry={max_retry}: {lost_races} commits lost the race", *outputs, sep="\n")
 
     per_batch = con.execute(
-        "SELECT worker, batch, count(*), count(DISTINCT i), min(i), max(i) FROM wh.rows GROUP BY ALL ORDER BY ALL"
+        "SELECT worker, batch, count(*), count(DISTINCT i), min(i), max(i) FROM wh.rows "
+        "GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     assert per_batch == [(w, b, rows, rows, 0, rows - 1) for w in (1, 2) for b in range(commits)]
     assert con.execute("SELECT count(*) FROM wh.rows").fetchone() == (2 * commits * rows,)

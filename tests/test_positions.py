@@ -1,12 +1,17 @@
 """The position map (SPEC 2.3): columns, position ids and the sequence every step sees."""
+
 import pytest
 
 from engine.model.positions import BOT, CODES, EOT, NAMES, QUESTION, ColumnMap
 
-QUESTIONS = ["Ann has 3 apples. Ann buys 2 more apples. How many apples does Ann have now?",
-             ("Bo has 12 coins. Bo loses 4 coins. Bo ends up with 3 times as many coins. Bo finds 9 more "
-              "coins. How many coins does Bo have now?"),
-             "Cy has 5 eggs. How many eggs does Cy have now?"]
+QUESTIONS = [
+    "Ann has 3 apples. Ann buys 2 more apples. How many apples does Ann have now?",
+    (
+        "Bo has 12 coins. Bo loses 4 coins. Bo ends up with 3 times as many coins. Bo finds 9 more "
+        "coins. How many coins does Bo have now?"
+    ),
+    "Cy has 5 eggs. How many eggs does Cy have now?",
+]
 
 
 def test_codes_and_names():
@@ -31,7 +36,9 @@ def test_position_ids_of_every_step_follow_the_map(random_codi):
     calls = []
 
     def record(module, args, kwargs):
-        calls.append((kwargs.get("input_ids"), kwargs["position_ids"].clone(), kwargs["attention_mask"].clone()))
+        calls.append(
+            (kwargs.get("input_ids"), kwargs["position_ids"].clone(), kwargs["attention_mask"].clone())
+        )
 
     handle = model.codi.register_forward_pre_hook(record, with_kwargs=True)
     try:

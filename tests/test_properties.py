@@ -5,6 +5,7 @@ inputs: numbers in every format come back exactly, the marker wins, nothing ever
 documented error, every line of a file is either loaded or reported, and the step count is the number
 of `<<...>>` annotations whatever surrounds them.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,8 @@ SETTINGS = settings(deadline=None, max_examples=150, suppress_health_check=[Heal
 
 # words without digits, '<', '>', '#' or the marker's capital T, so they add no number and no marker
 WORDS = st.text(st.sampled_from("abcdefghij klmnopqrs?!.:;\n"), max_size=40)
-INTS = st.integers(min_value=-10**12, max_value=10**12)
-DECIMALS = st.decimals(min_value=-10**9, max_value=10**9, places=3, allow_nan=False, allow_infinity=False)
+INTS = st.integers(min_value=-(10**12), max_value=10**12)
+DECIMALS = st.decimals(min_value=-(10**9), max_value=10**9, places=3, allow_nan=False, allow_infinity=False)
 
 
 def written(value, commas: bool) -> str:
@@ -121,7 +122,10 @@ def test_unclosed_or_nested_brackets_are_not_steps(opened, words):
 QUESTIONS = st.text(min_size=1, max_size=60).filter(lambda q: q.strip())
 RECORDS = st.lists(
     st.tuples(QUESTIONS, st.lists(EXPRESSION, max_size=6), st.one_of(INTS, DECIMALS), st.booleans()),
-    min_size=1, max_size=8, unique_by=lambda r: normalize_question(r[0].strip()))
+    min_size=1,
+    max_size=8,
+    unique_by=lambda r: normalize_question(r[0].strip()),
+)
 
 
 def write_lines(lines: list[bytes]) -> Path:
@@ -150,9 +154,12 @@ def test_valid_records_come_back_with_gold_steps_and_ids(records):
     assert [p.source_id for p in result.problems] == [str(i + 1) for i in range(len(records))]
 
 
-JSON_LINES = st.dictionaries(st.sampled_from(["question", "answer", "id"]),
-                             st.one_of(st.text(max_size=20), INTS, st.just("#### 3"))).map(lambda r: json.dumps(r).encode())
-LINES = st.lists(st.one_of(st.binary(max_size=40), JSON_LINES).map(lambda b: b.replace(b"\n", b" ")), max_size=10)
+JSON_LINES = st.dictionaries(
+    st.sampled_from(["question", "answer", "id"]), st.one_of(st.text(max_size=20), INTS, st.just("#### 3"))
+).map(lambda r: json.dumps(r).encode())
+LINES = st.lists(
+    st.one_of(st.binary(max_size=40), JSON_LINES).map(lambda b: b.replace(b"\n", b" ")), max_size=10
+)
 
 
 def blank(line: bytes) -> bool:
@@ -191,8 +198,10 @@ def test_gold_is_the_number_after_the_final_marker(gold, commas, text):
 
 
 @SETTINGS
-@given(question=QUESTIONS, spaces=st.lists(st.text(" \t\n\u00a0\u2003", min_size=1, max_size=3), min_size=30,
-                                            max_size=30))
+@given(
+    question=QUESTIONS,
+    spaces=st.lists(st.text(" \t\n\u00a0\u2003", min_size=1, max_size=3), min_size=30, max_size=30),
+)
 def test_problem_id_ignores_spacing(question, spaces):
     words = question.split()
     assume(words)
@@ -201,8 +210,11 @@ def test_problem_id_ignores_spacing(question, spaces):
 
 
 @SETTINGS
-@given(words=st.lists(st.text("abcdefghijklmnopqrstuvwxyz0123456789?.,", min_size=1, max_size=8), min_size=1,
-                      max_size=8))
+@given(
+    words=st.lists(
+        st.text("abcdefghijklmnopqrstuvwxyz0123456789?.,", min_size=1, max_size=8), min_size=1, max_size=8
+    )
+)
 def test_problem_id_ignores_case(words):
     text = " ".join(words)
     assert problem_id(text.upper()) == problem_id(text) == problem_id(text.title())

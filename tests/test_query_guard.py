@@ -94,7 +94,8 @@ def fifo_watch(path: Path):
 
 
 def release_abandoned(fifo: Path) -> None:
-    """Let the statements abandoned on `fifo` end (a writer opens and closes it), so none outlives the test."""
+    """Let the statements abandoned on `fifo` end (a writer opens and closes it), so none outlives the
+    test."""
     deadline = time.monotonic() + 15
     while any(t.is_alive() for t in guard._abandoned) and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -129,7 +130,8 @@ def test_reads_pass_and_run(tmp_path):
     for sql in [
         "SELECT * FROM t",
         f"FROM '{tmp_path}/a.csv'",
-        f"SELECT count(*) FROM read_csv('{tmp_path}/a.csv') JOIN read_parquet('{tmp_path}/a.parquet') USING (x)",
+        f"SELECT count(*) FROM read_csv('{tmp_path}/a.csv') "
+        f"JOIN read_parquet('{tmp_path}/a.parquet') USING (x)",
         f"SELECT * FROM read_json('{tmp_path}/a.json')",
         f"SELECT count(*) FROM glob('{tmp_path}/*')",
         f"SELECT content FROM read_text('{tmp_path}/a.csv')",
@@ -162,7 +164,7 @@ def test_every_read_only_pragma_exists_and_changes_nothing():
             "SELECT function_name FROM duckdb_functions() WHERE function_type = 'pragma'"
         ).fetchall()
     }
-    assert READ_ONLY_PRAGMAS <= pragmas
+    assert pragmas >= READ_ONLY_PRAGMAS
     settings = con.execute("SELECT name, value FROM duckdb_settings() ORDER BY name").fetchall()
     for name in sorted(READ_ONLY_PRAGMAS):
         sql = f"PRAGMA {name}{_ARGS.get(name, '')}"
@@ -268,7 +270,7 @@ def test_every_table_function_is_allowlisted_or_refused(tmp_path):
             "SELECT function_name FROM duckdb_functions() WHERE function_type IN ('table', 'table_macro')"
         ).fetchall()
     }
-    assert READ_ONLY_TABLE_FUNCTIONS <= names, READ_ONLY_TABLE_FUNCTIONS - names
+    assert names >= READ_ONLY_TABLE_FUNCTIONS, READ_ONLY_TABLE_FUNCTIONS - names
     assert not READ_ONLY_TABLE_FUNCTIONS & set(guard._WHY)
     for name in sorted(names):
         sqls = [f"SELECT * FROM {name}()", f"CALL {name}()", f"SELECT 1 WHERE EXISTS (FROM {name}())"]

@@ -4,6 +4,7 @@ The warehouse holds two short real runs of the bundled gpt2-tiny (patch layers 3
 shows every chart, the comparison ones included. Screenshots go to $CODI_SCREENSHOTS when set (else
 the test's temporary directory).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,16 @@ from engine.runs.local import execute_run
 from warehouse.store import open_warehouse
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian package `chromium`; "
-                                                          ".ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (Debian package `chromium`; .ci/run installs it)"
+)
 WIDTH = 1400
 
 
 def small_run(db: Path, **kw) -> str:
-    request = RunConfig(problems=6, methods="zero,gauss,random", sigmas="1.0", attention="baseline", batch_size=6,
-                         **kw)
+    request = RunConfig(
+        problems=6, methods="zero,gauss,random", sigmas="1.0", attention="baseline", batch_size=6, **kw
+    )
     return execute_run(request, db, progress=False)["run_id"]
 
 
@@ -64,7 +67,7 @@ def test_every_chart_renders_marks_offline(dom):
     for name, html in rendered.items():
         assert 'data-status="rendered"' in html, name
         assert "failed to render" not in html and "vega-embed-error" not in html, name
-        svg = html[html.index("<svg"):]
+        svg = html[html.index("<svg") :]
         marks = re.findall(r'<g class="mark-(\w+) role-mark', svg)
         drawn = len(re.findall(r"<(path|line|text)\b", svg))
         assert marks and drawn > 20, f"{name}: marks {marks[:5]}, {drawn} drawn elements"
@@ -76,7 +79,7 @@ def test_every_chart_renders_marks_offline(dom):
 def test_a_standalone_chart_page_renders_offline(out):
     dom = dump_dom(CHROMIUM, out / "importance_by_thought.html")
     assert '<body data-status="rendered">' in dom
-    assert '<g class="mark-rect role-mark' in dom[dom.index('<div id="vis"'):]
+    assert '<g class="mark-rect role-mark' in dom[dom.index('<div id="vis"') :]
 
 
 def test_screenshots_of_the_report(out, dom, tmp_path):

@@ -1,6 +1,7 @@
 """Shard workers committing straight into a warehouse whose catalog is a real PostgreSQL database
 (tests/pg_server.py): workers of different shards commit at once, the last one completes the run,
 a second worker of the same shard is refused, and a killed worker's shard runs again to the end."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def results_frame(db, run_id: str) -> pl.DataFrame:
 def test_shard_workers_commit_concurrently_and_the_last_one_completes_the_run(tmp_path, fresh_pg_database):  # noqa: F811
     db = pg_warehouse(tmp_path, fresh_pg_database)
     flags = ["--problems", 5, *FLAGS, "--db", db, "--json"]
-    workers = [spawn_cli("run", "--shard", f"{i}/2", *flags, out_dir=tmp_path / f"worker{i}") for i in range(2)]
+    workers = [
+        spawn_cli("run", "--shard", f"{i}/2", *flags, out_dir=tmp_path / f"worker{i}") for i in range(2)
+    ]
     try:
         outs = [summary(w.wait()) for w in workers]
     finally:
@@ -68,7 +71,9 @@ def test_shard_workers_commit_concurrently_and_the_last_one_completes_the_run(tm
     # the same rows, ordinals and problem order as one process computing the whole run (a child process
     # too: same torch threads, so the same floats)
     single = tmp_path / "single"
-    child = spawn_cli("run", "--problems", 5, *FLAGS, "--db", single, "--json", out_dir=tmp_path / "single-out")
+    child = spawn_cli(
+        "run", "--problems", 5, *FLAGS, "--db", single, "--json", out_dir=tmp_path / "single-out"
+    )
     try:
         one = summary(child.wait())
     finally:
@@ -87,18 +92,27 @@ def test_a_shard_runs_once_at_a_time_and_a_killed_worker_runs_again_to_the_end(t
     db = pg_warehouse(tmp_path, fresh_pg_database)
     flags = ["--problems", 4, *FLAGS, "--db", db, "--json"]
     # shard 0/2 holds batches 0 and 2: stop it inside its second commit, its first one in
-    first = spawn_cli("run", "--shard", "0/2", *flags, out_dir=tmp_path / "first", stall=Stall("commit", nth=2))
+    first = spawn_cli(
+        "run", "--shard", "0/2", *flags, out_dir=tmp_path / "first", stall=Stall("commit", nth=2)
+    )
     try:
         first.wait_stalled()
         run_id = fetch(db, "SELECT run_id FROM runs")[0][0]
-        assert fetch(db, "SELECT status, count(p.problem_id) FROM runs LEFT JOIN run_problems p USING (run_id) "
-                         "GROUP BY ALL") == [("running", 1)]
+        assert fetch(
+            db,
+            "SELECT status, count(p.problem_id) FROM runs LEFT JOIN run_problems p USING (run_id) "
+            "GROUP BY ALL",
+        ) == [("running", 1)]
         user_error(cli("run", "--shard", "0/2", *flags), f"shard 0/2 of run {run_id}", "another worker")
         user_error(cli("run", "--resume", run_id, "--problems", 4, *FLAGS, "--db", db), "shard workers")
         user_error(cli("runs", "delete", run_id, "--db", db), "being written")
         # a worker of the other shard is not held up by it
         other = summary(cli("run", "--shard", "1/2", *flags))
-        assert (other["status"], other["run_status"], other["problems_committed"]) == ("committed", "running", 3)
+        assert (other["status"], other["run_status"], other["problems_committed"]) == (
+            "committed",
+            "running",
+            3,
+        )
         first.kill()
     finally:
         first.cleanup()
@@ -143,10 +157,15 @@ def test_shard_workers_through_the_store_api(tmp_path, fresh_pg_database):  # no
     with pytest.raises(WarehouseError, match="already committed by another worker"):
         store.append_problems(run_id, *batch(1), ordinals=[1])
     store.leave_run(run_id)
-    assert other.finish_shard(run_id) == {"status": "complete", "problems_committed": 3, "problems_planned": 3}
+    assert other.finish_shard(run_id) == {
+        "status": "complete",
+        "problems_committed": 3,
+        "problems_planned": 3,
+    }
 
     assert fetch(tmp_path / "w", "SELECT ordinal FROM run_problems ORDER BY problem_id") == sorted(
-        [(i,) for i in range(3)], key=lambda o: problems[o[0]][0]["problem_id"])
+        [(i,) for i in range(3)], key=lambda o: problems[o[0]][0]["problem_id"]
+    )
     assert store.join_run(config, (1, 2), **fields)[2] == "complete"  # nothing to do; locks let go at once
     assert store.delete_run(run_id)["run_problems"] == 3
     assert not list((tmp_path / "w" / "locks").glob("sharded-x*"))

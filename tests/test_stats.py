@@ -1,4 +1,6 @@
-"""`stats`: p-values as scipy.stats.pearsonr computes them, problem bootstrap intervals, the permutation test."""
+"""`stats`: p-values as scipy.stats.pearsonr computes them, problem bootstrap intervals, the
+permutation test."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +41,10 @@ def test_run_stats_returns_frames_and_formats_them_apart(stats, report):
     assert isinstance(stats, RunStats) and stats.run_id == RUN_A
     for name, frame in stats.tables().items():
         assert isinstance(frame, pl.DataFrame), name
-        assert report[name] == [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-                                for row in frame.to_dicts()], name  # --json is the frames' rows
+        assert report[name] == [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in frame.to_dicts()
+        ], name  # --json is the frames' rows
     assert stats.header["run_id"].to_list() == [RUN_A] and report["run"]["model_name"] == "gpt2-tiny"
     text = format_stats(stats)
     assert text.startswith(f"run {RUN_A}  model gpt2-tiny") and "Importance by thought" in text
@@ -48,24 +52,36 @@ def test_run_stats_returns_frames_and_formats_them_apart(stats, report):
 
 def test_p_values_agree_with_scipy_pearsonr(db, report):
     for row in report["correlation"]:
-        data = rows(db, "SELECT attention, importance FROM int_attention_importance WHERE run_id = ? AND layer = ?",
-                    [RUN_A, row["layer"]])
+        data = rows(
+            db,
+            "SELECT attention, importance FROM int_attention_importance WHERE run_id = ? AND layer = ?",
+            [RUN_A, row["layer"]],
+        )
         want = pearsonr([d["attention"] for d in data], [d["importance"] for d in data])
         assert row["r"] == pytest.approx(want.statistic, rel=1e-9)
         assert row["p"] == pytest.approx(want.pvalue, rel=1e-6)
     for row in report["correlation_by_thought"]:
-        data = rows(db, "SELECT attention, importance FROM int_attention_importance WHERE run_id = ? AND layer = ? "
-                        "AND thought = ?", [RUN_A, row["layer"], row["thought"]])
+        data = rows(
+            db,
+            "SELECT attention, importance FROM int_attention_importance WHERE run_id = ? AND layer = ? "
+            "AND thought = ?",
+            [RUN_A, row["layer"], row["thought"]],
+        )
         if row["r"] is None:  # importance constant over problems: no correlation, no p
             assert row["p"] is None and len({d["importance"] for d in data}) == 1
             continue
         want = pearsonr([d["attention"] for d in data], [d["importance"] for d in data])
         assert row["p"] == pytest.approx(want.pvalue, rel=1e-6, abs=1e-12)
     for row in report["strata"]:
-        data = rows(db, "SELECT attention, importance FROM int_attention_importance WHERE run_id = ? AND layer = ? "
-                        "AND stratum = ?", [RUN_A, row["layer"], row["stratum"]])
-        assert row["p"] == pytest.approx(pearsonr([d["attention"] for d in data],
-                                                  [d["importance"] for d in data]).pvalue, rel=1e-6)
+        data = rows(
+            db,
+            "SELECT attention, importance FROM int_attention_importance WHERE run_id = ? AND layer = ? "
+            "AND stratum = ?",
+            [RUN_A, row["layer"], row["stratum"]],
+        )
+        assert row["p"] == pytest.approx(
+            pearsonr([d["attention"] for d in data], [d["importance"] for d in data]).pvalue, rel=1e-6
+        )
 
 
 def test_pearson_p_on_random_data_and_edges():
@@ -97,10 +113,20 @@ def test_within_permutation_test():
 
 def test_within_r_and_its_permutation_match_the_view(db, report):
     for row in report["correlation"]:
-        frame = pl.DataFrame(rows(db, "SELECT problem_id, thought, attention, importance FROM int_attention_importance "
-                                      "WHERE run_id = ? AND layer = ?", [RUN_A, row["layer"]]))
-        r, p, n = within_permutation(problem_matrix(frame, "attention"), problem_matrix(frame, "importance"), 500,
-                                     np.random.default_rng([0, 1]))
+        frame = pl.DataFrame(
+            rows(
+                db,
+                "SELECT problem_id, thought, attention, importance FROM int_attention_importance "
+                "WHERE run_id = ? AND layer = ?",
+                [RUN_A, row["layer"]],
+            )
+        )
+        r, p, n = within_permutation(
+            problem_matrix(frame, "attention"),
+            problem_matrix(frame, "importance"),
+            500,
+            np.random.default_rng([0, 1]),
+        )
         assert r == pytest.approx(row["r_within"], rel=1e-6)  # the SQL centring and numpy's agree
         assert (p, n) == (row["p_within_perm"], row["perm_problems"]) == (p, 3)
         assert row["r_low"] <= row["r"] + 1e-9 and row["r"] - 1e-9 <= row["r_high"]
@@ -108,8 +134,14 @@ def test_within_r_and_its_permutation_match_the_view(db, report):
 
 
 def test_bootstrap_resamples_problems():
-    same = pl.DataFrame({"thought": [0, 0, 0, 1, 1, 1], "problem_id": list("abcabc"), "failures": [1, 1, 1, 0, 2, 0],
-                         "trials": [2, 2, 2, 2, 2, 2]})
+    same = pl.DataFrame(
+        {
+            "thought": [0, 0, 0, 1, 1, 1],
+            "problem_id": list("abcabc"),
+            "failures": [1, 1, 1, 0, 2, 0],
+            "trials": [2, 2, 2, 2, 2, 2],
+        }
+    )
     got = {r["thought"]: r for r in rate_intervals(same, ["thought"], 400, seed=0).to_dicts()}
     assert (got[0]["boot_low"], got[0]["boot_high"]) == (0.5, 0.5)  # every problem fails half: no spread
     assert got[1]["boot_low"] == 0.0 and got[1]["boot_high"] == 1.0  # one problem carries all failures
@@ -132,7 +164,9 @@ def test_importance_intervals_in_report(report):
 
 
 def test_stats_cli(db):
-    out = CliRunner().invoke(cli, ["stats", "--run", "run-a", "--boot", "200", "--perm", "200", "--db", db, "--json"])
+    out = CliRunner().invoke(
+        cli, ["stats", "--run", "run-a", "--boot", "200", "--perm", "200", "--db", db, "--json"]
+    )
     assert out.exit_code == 0, out.output
     payload = json.loads(out.stdout)
     assert payload["run"]["run_id"] == RUN_A and payload["settings"]["n_boot"] == 200

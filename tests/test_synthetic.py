@@ -8,7 +8,9 @@ def _evaluate(annotation: str) -> tuple[int, int]:
     for op in "+-*/":
         if op in lhs:
             a, b = lhs.split(op)
-            value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b), "/": int(a) / int(b)}[op]
+            value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b), "/": int(a) / int(b)}[
+                op
+            ]
             return value, int(rhs)
     raise AssertionError(annotation)
 
@@ -25,12 +27,14 @@ def test_step_counts_arithmetic_and_bounds():
         assert count_steps(r["answer"]) == r["n_steps"]
         assert parse_gold(r["answer"]) == r["values"][-1]
         chain = r["answer"].split("<<")[1:]
-        for link, value in zip(chain, r["values"]):
+        for link, value in zip(chain, r["values"], strict=True):
             computed, stated = _evaluate(link.split(">>")[0])
             assert computed == stated == value and 0 <= value <= MAX_VALUE
         # each step starts from the previous result
-        firsts = [int("".join(c for c in link.split(">>")[0].split("=")[0] if c.isdigit())[:len(str(v))])
-                  for link, v in zip(chain[1:], r["values"][:-1])]
+        firsts = [
+            int("".join(c for c in link.split(">>")[0].split("=")[0] if c.isdigit())[: len(str(v))])
+            for link, v in zip(chain[1:], r["values"][:-1], strict=True)
+        ]
         assert firsts == r["values"][:-1]
 
 

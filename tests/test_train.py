@@ -1,11 +1,20 @@
 """A short training run lowers the CODI losses and writes a loadable model directory."""
+
 import torch
 
 from engine.model.bundled import load_codi_dir
 from engine.model.train import TrainConfig, build_model, codi_losses, encode, train
 from ingest.synthetic import MAX_VALUE, generate_split
 
-TINY = {"n_layer": 2, "n_embd": 32, "n_head": 2, "prj_dim": 48, "batch_size": 16, "eval_problems": 12, "bf16": False}
+TINY = {
+    "n_layer": 2,
+    "n_embd": 32,
+    "n_head": 2,
+    "prj_dim": 48,
+    "batch_size": 16,
+    "eval_problems": 12,
+    "bf16": False,
+}
 
 
 def test_codi_losses_decrease_on_a_fixed_batch():

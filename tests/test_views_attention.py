@@ -3,6 +3,7 @@
 Only the baseline condition counts: run A also stores a uniform decoy attention for condition 1,
 which would show up in every number below if a view read it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,10 @@ def eot_attention(layer, problem):
 
 
 def test_flow_matrix_is_baseline_mean_and_std_over_problems(db):
-    got = {(r["layer"], r["head"], r["dst"], r["src"]): r for r in rows(db, "SELECT * FROM flow_matrix WHERE run_id = ?",
-                                                                          [RUN_A])}
+    got = {
+        (r["layer"], r["head"], r["dst"], r["src"]): r
+        for r in rows(db, "SELECT * FROM flow_matrix WHERE run_id = ?", [RUN_A])
+    }
     assert len(got) == 4 * 42
     prev = got[0, 0, 3, 2]  # A[T3 -> T2] of layer 0 head 0: 0.5 + 0.02 p for p = 0..3
     assert (prev["dst_name"], prev["src_name"], prev["n"]) == ("T3", "T2", 4)
@@ -54,12 +57,15 @@ def test_sequential_flow_is_the_true_previous_thought_not_self_attention(db):
     own = rows(db, "SELECT * FROM self_attention WHERE run_id = ?", [RUN_A])
     assert len(own) == 4 * 6
     for r in own:
-        assert r["src"] == r["dst"] and r["mean_weight"] == pytest.approx(SELF[r["layer"], r["head"]], abs=1e-6)
+        assert r["src"] == r["dst"] and r["mean_weight"] == pytest.approx(
+            SELF[r["layer"], r["head"]], abs=1e-6
+        )
     skip = rows(db, "SELECT * FROM skip_connections WHERE run_id = ?", [RUN_A])
     assert sorted({(r["dst"], r["src"]) for r in skip}) == [(5, 0), (5, 1), (5, 2)]
     for r in skip:
-        assert r["mean_weight"] == pytest.approx(SKIP[r["layer"], r["head"]] if r["src"] == 0 else 0, abs=1e-6)
-
+        assert r["mean_weight"] == pytest.approx(
+            SKIP[r["layer"], r["head"]] if r["src"] == 0 else 0, abs=1e-6
+        )
 
 
 def test_thought_flow_and_flow_matrix_by_layer_average_the_heads(db):
@@ -68,7 +74,10 @@ def test_thought_flow_and_flow_matrix_by_layer_average_the_heads(db):
     flow = rows(db, "SELECT * FROM thought_flow WHERE run_id = ?", [RUN_A])
     by_layer = {(r["kind"], r["layer"], r["dst"], r["src"]): r for r in flow if r["layer"] is not None}
     pooled = {(r["kind"], r["dst"], r["src"]): r for r in flow if r["layer"] is None}
-    assert len(by_layer) == 2 * (5 + 6 + 3) and len(pooled) == 5 + 6 + 3  # 2 layers x (sequential, self, skip)
+    assert (
+        len(by_layer) == 2 * (5 + 6 + 3) and len(pooled) == 5 + 6 + 3
+    )  # 2 layers x (sequential, self, skip)
+
     def heads_of(table: dict, layer: int | None = None) -> list[float]:
         return [v for (lay, _), v in table.items() if layer is None or lay == layer]
 
@@ -76,22 +85,33 @@ def test_thought_flow_and_flow_matrix_by_layer_average_the_heads(db):
         prev = by_layer["sequential", layer, 3, 2]
         assert prev["pair"] == "T3->T2" and prev["heads"] == 2
         assert prev["mean_weight"] == pytest.approx(np.mean(heads_of(PREV, layer)) + P_MEAN, abs=1e-6)
-        assert (prev["min_head"], prev["max_head"]) == pytest.approx((min(heads_of(PREV, layer)) + P_MEAN,
-                                                                      max(heads_of(PREV, layer)) + P_MEAN), abs=1e-6)
-        assert by_layer["self", layer, 4, 4]["mean_weight"] == pytest.approx(np.mean(heads_of(SELF, layer)), abs=1e-6)
-        assert by_layer["skip", layer, 5, 0]["mean_weight"] == pytest.approx(np.mean(heads_of(SKIP, layer)), abs=1e-6)
+        assert (prev["min_head"], prev["max_head"]) == pytest.approx(
+            (min(heads_of(PREV, layer)) + P_MEAN, max(heads_of(PREV, layer)) + P_MEAN), abs=1e-6
+        )
+        assert by_layer["self", layer, 4, 4]["mean_weight"] == pytest.approx(
+            np.mean(heads_of(SELF, layer)), abs=1e-6
+        )
+        assert by_layer["skip", layer, 5, 0]["mean_weight"] == pytest.approx(
+            np.mean(heads_of(SKIP, layer)), abs=1e-6
+        )
     assert pooled["self", 2, 2]["heads"] == 4
     assert pooled["self", 2, 2]["mean_weight"] == pytest.approx(np.mean(heads_of(SELF)), abs=1e-6)
     assert (pooled["skip", 5, 0]["min_head"], pooled["skip", 5, 0]["max_head"]) == pytest.approx(
-        (min(heads_of(SKIP)), max(heads_of(SKIP))), abs=1e-6)
+        (min(heads_of(SKIP)), max(heads_of(SKIP))), abs=1e-6
+    )
     heads = rows(db, "SELECT * FROM flow_matrix WHERE run_id = ?", [RUN_A])
     layers = rows(db, "SELECT * FROM flow_matrix_by_layer WHERE run_id = ?", [RUN_A])
     assert len(layers) == 2 * 42
     for r in layers:
-        same = [h["mean_weight"] for h in heads if (h["layer"], h["dst"], h["src"]) == (r["layer"], r["dst"], r["src"])]
+        same = [
+            h["mean_weight"]
+            for h in heads
+            if (h["layer"], h["dst"], h["src"]) == (r["layer"], r["dst"], r["src"])
+        ]
         assert r["heads"] == len(same) == 2 and r["mean_weight"] == pytest.approx(np.mean(same), abs=1e-9)
         assert (r["min_head"], r["max_head"]) == pytest.approx((min(same), max(same)), abs=1e-9)
     assert {(r["dst_name"], r["src_name"]) for r in layers} >= {("EOT", "Q"), ("T0", "BOT"), ("T5", "T4")}
+
 
 def hand_incoming(prev, skip, own):
     """(raw column sums, per-later-thought incoming) of T0..T5 for a head with these mean weights."""
@@ -118,12 +138,17 @@ def test_hub_scores_normalize_by_later_thoughts(db):
 
 
 def test_hub_scores_by_layer(db):
-    got = {(r["layer"], r["position"]): r for r in rows(db, "SELECT * FROM hub_scores_by_layer WHERE run_id = ?",
-                                                       [RUN_A])}
+    got = {
+        (r["layer"], r["position"]): r
+        for r in rows(db, "SELECT * FROM hub_scores_by_layer WHERE run_id = ?", [RUN_A])
+    }
     for layer in (0, 1):
         heads = [(layer, 0), (layer, 1)]
-        raw, norm = hand_incoming(np.mean([PREV[h] for h in heads]) + P_MEAN, np.mean([SKIP[h] for h in heads]),
-                                  np.mean([SELF[h] for h in heads]))
+        raw, norm = hand_incoming(
+            np.mean([PREV[h] for h in heads]) + P_MEAN,
+            np.mean([SKIP[h] for h in heads]),
+            np.mean([SELF[h] for h in heads]),
+        )
         for j in range(5):
             assert got[layer, j]["incoming_norm"] == pytest.approx(norm[j], abs=1e-6)
             assert got[layer, j]["incoming_raw"] == pytest.approx(raw[j], abs=1e-6)
@@ -131,7 +156,9 @@ def test_hub_scores_by_layer(db):
 
 
 def test_head_metrics_scores_scaling_types_and_rank(db):
-    got = {(r["layer"], r["head"]): r for r in rows(db, "SELECT * FROM head_metrics WHERE run_id = ?", [RUN_A])}
+    got = {
+        (r["layer"], r["head"]): r for r in rows(db, "SELECT * FROM head_metrics WHERE run_id = ?", [RUN_A])
+    }
     flow = np.array([PREV[h] + P_MEAN for h in HEADS])  # every A[Ti -> Ti-1] of a head has the same mean
     hub = np.array([np.var(hand_incoming(PREV[h] + P_MEAN, SKIP[h], SELF[h])[1][:5]) for h in HEADS])
     skip = np.array([SKIP[h] / 3 for h in HEADS])  # A[T5 -> T0] = SKIP, A[T5 -> T1], A[T5 -> T2] = 0
@@ -151,7 +178,9 @@ def test_head_metrics_scores_scaling_types_and_rank(db):
     # head (0,0): strongest flow and hub, no skip; (1,0): strongest skip, weak flow and hub
     assert got[0, 0]["functional_type"] == "Multi-Purpose" and got[0, 0]["rank"] == 1
     assert got[1, 0]["functional_type"] == "Skip"
-    assert got[0, 1]["functional_type"] == "Skip"  # flow and hub both the lowest: its skip (0.5) is its top score
+    assert (
+        got[0, 1]["functional_type"] == "Skip"
+    )  # flow and hub both the lowest: its skip (0.5) is its top score
     assert [h for h in sorted(got, key=lambda h: got[h]["rank"])] == [(0, 0), (1, 0), (1, 1), (0, 1)]
 
 
@@ -159,8 +188,10 @@ def test_attention_importance_and_layer_correlation(db):
     attention = {layer: np.concatenate([eot_attention(layer, p) for p in IMPORTANCE]) for layer in (0, 1)}
     importance = np.concatenate([IMPORTANCE[p] for p in IMPORTANCE])
     corr = {r["layer"]: r for r in rows(db, "SELECT * FROM layer_correlation WHERE run_id = ?", [RUN_A])}
-    per_thought = {(r["layer"], r["thought"]): r for r in rows(db, "SELECT * FROM attention_importance WHERE run_id = ?",
-                                                               [RUN_A])}
+    per_thought = {
+        (r["layer"], r["thought"]): r
+        for r in rows(db, "SELECT * FROM attention_importance WHERE run_id = ?", [RUN_A])
+    }
     for layer in (0, 1):
         a, i = attention[layer], importance
         r = np.corrcoef(a, i)[0, 1]
@@ -182,7 +213,10 @@ def test_attention_importance_and_layer_correlation(db):
 
 
 def test_difficulty_strata(db):
-    got = {(r["stratum"], r["layer"]): r for r in rows(db, "SELECT * FROM difficulty_strata WHERE run_id = ?", [RUN_A])}
+    got = {
+        (r["stratum"], r["layer"]): r
+        for r in rows(db, "SELECT * FROM difficulty_strata WHERE run_id = ?", [RUN_A])
+    }
     assert sorted({s for s, _ in got}) == ["3", "5+", "<=2"]  # P1 (2 steps) and P4 (1 step) share <=2
     low = got["<=2", 0]
     assert (low["problems"], low["problems_all"], low["baseline_accuracy"]) == (1, 2, 0.5)
@@ -193,4 +227,6 @@ def test_difficulty_strata(db):
             assert got[stratum, layer]["r"] == pytest.approx(want, abs=1e-5)
             assert got[stratum, layer]["n"] == 6
     no_attention = rows(db, "SELECT * FROM difficulty_strata WHERE run_id = ?", [vd.RUN_B])
-    assert {r["stratum"] for r in no_attention} == {"<=2", "4"} and all(r["layer"] is None for r in no_attention)
+    assert {r["stratum"] for r in no_attention} == {"<=2", "4"} and all(
+        r["layer"] is None for r in no_attention
+    )

@@ -7,6 +7,7 @@ positions 'token k' and carry a note; position-based attention views show a lega
 NULL metrics and a 'not meaningful for legacy runs' note. The codi runs' rows are those of a warehouse
 without the legacy imports.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,25 @@ from ingest.legacy import ingest_legacy
 
 NOT_MEANINGFUL = "not meaningful for legacy runs: "
 # views that depend on our positions: a legacy run with attention is one row, metrics NULL
-POSITION_VIEWS = ["flow_matrix", "sequential_flow", "self_attention", "skip_connections", "hub_scores",
-                  "hub_scores_by_layer", "head_metrics", "attention_importance", "layer_correlation"]
-ANALYSIS_VIEWS = POSITION_VIEWS + ["token_importance", "method_comparison", "importance_matrix", "difficulty_strata",
-                                   "model_comparison", "v_rows"]
+POSITION_VIEWS = [
+    "flow_matrix",
+    "sequential_flow",
+    "self_attention",
+    "skip_connections",
+    "hub_scores",
+    "hub_scores_by_layer",
+    "head_metrics",
+    "attention_importance",
+    "layer_correlation",
+]
+ANALYSIS_VIEWS = POSITION_VIEWS + [
+    "token_importance",
+    "method_comparison",
+    "importance_matrix",
+    "difficulty_strata",
+    "model_comparison",
+    "v_rows",
+]
 KEYS = {"run_id", "convention", "note"}
 
 
@@ -73,15 +89,25 @@ def runs_of(mixed, *formats):
 
 
 def comparable(records: list[dict]) -> list[tuple]:
-    """Rows as sorted tuples, floats rounded (the same sums may differ in the last bits), timestamps left out."""
+    """Rows as sorted tuples, floats rounded (the same sums may differ in the last bits), timestamps left
+    out."""
+
     def value(v):
         return round(v, 9) if isinstance(v, float) and math.isfinite(v) else v
-    return sorted((tuple((k, value(v)) for k, v in sorted(r.items()) if k != "started_at") for r in records), key=repr)
+
+    return sorted(
+        (tuple((k, value(v)) for k, v in sorted(r.items()) if k != "started_at") for r in records), key=repr
+    )
 
 
 def test_codi_runs_are_unaffected_by_legacy_runs_in_the_same_warehouse(plain, mixed):
     db, _ = mixed
-    for view in ANALYSIS_VIEWS + ["int_flow", "int_head_incoming", "int_attention_importance", "int_problem_importance"]:
+    for view in ANALYSIS_VIEWS + [
+        "int_flow",
+        "int_head_incoming",
+        "int_attention_importance",
+        "int_problem_importance",
+    ]:
         sql = f"SELECT * FROM {view} WHERE run_id IN (?, ?)"
         before, after = rows(plain, sql, [RUN_A, RUN_B]), rows(db, sql, [RUN_A, RUN_B])
         assert before and comparable(before) == comparable(after), view
@@ -102,14 +128,23 @@ def test_outcome_views_keep_legacy_rows_named_token_k_with_a_note(mixed, legacy_
         assert (row["convention"], row["thought_name"]) == ("legacy", f"token {k}")  # never T0..T5
         assert row["note"].startswith("legacy run: ") and "not Tk" in row["note"]
         assert row["failure_rate"] == pytest.approx(want[k])  # the numbers stay: they are their own tokens'
-    codi = rows(db, "SELECT thought_name, note FROM token_importance WHERE run_id = ? ORDER BY thought", [RUN_A])
+    codi = rows(
+        db, "SELECT thought_name, note FROM token_importance WHERE run_id = ? ORDER BY thought", [RUN_A]
+    )
     assert [(r["thought_name"], r["note"]) for r in codi] == [(f"T{k}", None) for k in range(6)]
-    cells = rows(db, "SELECT DISTINCT thought, thought_name, note FROM importance_matrix WHERE run_id = ?", [ablation])
+    cells = rows(
+        db, "SELECT DISTINCT thought, thought_name, note FROM importance_matrix WHERE run_id = ?", [ablation]
+    )
     assert sorted((r["thought"], r["thought_name"]) for r in cells) == [(k, f"token {k}") for k in range(6)]
     assert {r["note"] for r in cells} == {got[0]["note"]}
     methods = rows(db, "SELECT convention, note FROM method_comparison WHERE run_id = ?", [ccta])
-    assert len(methods) == 7 and {(r["convention"], r["note"]) for r in methods} == {("legacy", got[0]["note"])}
-    models = {r["run_id"]: r for r in rows(db, "SELECT run_id, convention, note, failure_rate_t0 FROM model_comparison")}
+    assert len(methods) == 7 and {(r["convention"], r["note"]) for r in methods} == {
+        ("legacy", got[0]["note"])
+    }
+    models = {
+        r["run_id"]: r
+        for r in rows(db, "SELECT run_id, convention, note, failure_rate_t0 FROM model_comparison")
+    }
     for run_id, row in models.items():
         assert (row["note"] is None) == (row["convention"] == "codi") == (run_id in (RUN_A, RUN_B)), run_id
     assert models[ccta]["failure_rate_t0"] == pytest.approx(want[0])  # their token 0, as the note says
@@ -120,7 +155,9 @@ def test_run_comparison_says_what_thought_k_means(mixed):
     ccta, ablation = runs_of(mixed, "ccta_full_results", "token_ablation_results")
     sql = "SELECT DISTINCT same_convention, note FROM run_comparison WHERE run_a = ? AND run_b = ?"
     (mixed_pair,) = rows(db, sql, [RUN_A, RUN_C])  # the hand-built legacy run shares P1 with run A
-    assert mixed_pair["same_convention"] is False and mixed_pair["note"].startswith("different position conventions")
+    assert mixed_pair["same_convention"] is False and mixed_pair["note"].startswith(
+        "different position conventions"
+    )
     (both,) = rows(db, sql, [ccta, ablation])  # imports of the same dataset share problems
     assert both["same_convention"] is True and both["note"].startswith("both legacy runs")
     assert rows(db, sql, [RUN_A, RUN_B]) == [{"same_convention": True, "note": None}]
@@ -128,16 +165,24 @@ def test_run_comparison_says_what_thought_k_means(mixed):
 
 def test_position_views_show_a_legacy_run_as_one_row_with_a_note(mixed):
     db, _ = mixed
-    weights, patterns, ccta = runs_of(mixed, "attention_weights", "attention_patterns_raw", "ccta_full_results")
+    weights, patterns, ccta = runs_of(
+        mixed, "attention_weights", "attention_patterns_raw", "ccta_full_results"
+    )
     # the 6x6 patterns hold numbers where sequential_flow would look (src = dst - 1: their self-attention)
-    assert rows(db, "SELECT count(*) AS n FROM attention WHERE run_id = ? AND src = dst - 1", [patterns])[0]["n"] > 0
+    assert (
+        rows(db, "SELECT count(*) AS n FROM attention WHERE run_id = ? AND src = dst - 1", [patterns])[0]["n"]
+        > 0
+    )
     for view in POSITION_VIEWS:
         got = rows(db, f"SELECT * FROM {view} WHERE convention = 'legacy'")
         assert sorted(r["run_id"] for r in got) == sorted([weights, patterns]), view  # ccta has no attention
         for row in got:
             assert row["note"].startswith(NOT_MEANINGFUL) and len(row["note"]) > len(NOT_MEANINGFUL), view
             assert {k: v for k, v in row.items() if k not in KEYS and v is not None} == {}, view
-        assert rows(db, f"SELECT count(*) AS n FROM {view} WHERE note IS NULL AND run_id = ?", [RUN_A])[0]["n"] > 0
+        assert (
+            rows(db, f"SELECT count(*) AS n FROM {view} WHERE note IS NULL AND run_id = ?", [RUN_A])[0]["n"]
+            > 0
+        )
         assert not rows(db, f"SELECT * FROM {view} WHERE run_id = ?", [ccta]), view
         assert not rows(db, f"SELECT * FROM {view} WHERE run_id = ?", [RUN_C]), view  # no attention: no row
     for view in ("int_baseline_attention", "int_flow", "int_head_incoming", "int_attention_importance"):
@@ -155,19 +200,33 @@ def test_head_mean_rows_are_never_a_head(mixed, tmp_path):
     store = wh.open_warehouse(tmp_path / "w", durable=False)
     run = store.begin_run({"hand": "head mean"}, run_id="codi-mean", n_layers=1, n_heads=1, patch_layers=[0])
     results = vd.results_rows(["P1"], ["zero"], {"P1": True}, {"P1": {(0, "zero")}}, {}, vd.KL_B, 0)
-    attention = pa.table({"problem_id": [vd.PID["P1"]] * 2, "condition_id": [0, 0], "layer": [0, 0],
-                          "head": [0, -1], "dst": [6, 6], "src": [0, 0], "weight": [0.25, 0.75]})
+    attention = pa.table(
+        {
+            "problem_id": [vd.PID["P1"]] * 2,
+            "condition_id": [0, 0],
+            "layer": [0, 0],
+            "head": [0, -1],
+            "dst": [6, 6],
+            "src": [0, 0],
+            "weight": [0.25, 0.75],
+        }
+    )
     store.append_problems(run, vd.problem_rows(["P1"]), results, attention)
     assert [r["head"] for r in rows(store.path, "SELECT head FROM flow_matrix")] == [0]
     assert rows(store.path, "SELECT mean_attention FROM attention_importance WHERE thought = 0") == [
-        {"mean_attention": 0.25}]
+        {"mean_attention": 0.25}
+    ]
 
 
 def test_difficulty_strata_and_v_rows_carry_the_convention(mixed, legacy_files):
     db, _ = mixed
     ccta, weights = runs_of(mixed, "ccta_full_results", "attention_weights")
     strata = {r["stratum"]: r for r in rows(db, "SELECT * FROM difficulty_strata WHERE run_id = ?", [ccta])}
-    assert sorted(strata) == ["3", "4", "<=2"]  # train_1 (2 steps), test_2 (3), train_4 (4); test_3 baseline-wrong
+    assert sorted(strata) == [
+        "3",
+        "4",
+        "<=2",
+    ]  # train_1 (2 steps), test_2 (3), train_4 (4); test_3 baseline-wrong
     record = json.loads(legacy_files["ccta"].read_text())[1]  # test_2, alone in stratum 3
     importance = np.mean([m["importance"] for t in record["corruptions"].values() for m in t.values()])
     assert strata["3"]["mean_importance"] == pytest.approx(importance)
@@ -175,12 +234,15 @@ def test_difficulty_strata_and_v_rows_carry_the_convention(mixed, legacy_files):
         assert row["convention"] == "legacy" and row["note"].startswith("legacy run: ")
         assert "r not meaningful for legacy runs" in row["note"]
         assert (row["layer"], row["n"], row["r"], row["t"], row["r_within"]) == (None,) * 5
-    assert {r["note"] for r in rows(db, "SELECT note FROM difficulty_strata WHERE run_id = ?", [RUN_A])} == {None}
+    assert {r["note"] for r in rows(db, "SELECT note FROM difficulty_strata WHERE run_id = ?", [RUN_A])} == {
+        None
+    }
     legacy_rows = rows(db, "SELECT DISTINCT convention, note FROM v_rows WHERE run_id = ?", [weights])
     assert len(legacy_rows) == 1 and legacy_rows[0]["convention"] == "legacy"
     assert "research-script token indices" in legacy_rows[0]["note"] and "head -1" in legacy_rows[0]["note"]
     assert rows(db, "SELECT DISTINCT convention, note FROM v_rows WHERE run_id = ?", [RUN_A]) == [
-        {"convention": "codi", "note": None}]
+        {"convention": "codi", "note": None}
+    ]
 
 
 def test_stats_prints_and_returns_the_notes(mixed):
@@ -188,7 +250,9 @@ def test_stats_prints_and_returns_the_notes(mixed):
     ccta, weights = runs_of(mixed, "ccta_full_results", "attention_weights")
     payload, text = run_stats(db, weights, n_boot=50, n_perm=50)
     for section in ("correlation", "correlation_by_thought", "hubs", "flow", "top_heads"):
-        assert payload[section] and all(r["note"].startswith(NOT_MEANINGFUL) for r in payload[section]), section
+        assert payload[section] and all(r["note"].startswith(NOT_MEANINGFUL) for r in payload[section]), (
+            section
+        )
     assert text.count("note: " + NOT_MEANINGFUL) >= 5 and "note: legacy run: " in text
     hubs = text.split("Hub scores")[1].split("\n\n")[0]
     assert "incoming_raw" not in hubs  # the note in place of a table of NULLs
@@ -212,7 +276,11 @@ def test_compare_returns_the_pair_note(mixed, legacy_files):
     assert payload["problems"]["shared"] == 3 and payload["same_convention"]
     assert payload["note"].startswith("both legacy runs") and f"note: {payload['note']}" in text
     zero = {r["thought"]: r for r in payload["by_condition"] if r["condition"] == "zero"}
-    records = [r for r in json.loads(legacy_files["ccta"].read_text()) if r.get("problem_id") in ("train_1", "test_2")]
+    records = [
+        r
+        for r in json.loads(legacy_files["ccta"].read_text())
+        if r.get("problem_id") in ("train_1", "test_2")
+    ]
     assert zero[0]["failures_a"] == sum(r["corruptions"]["token_0"]["zero"]["importance"] for r in records)
     payload, text = compare_runs(db, RUN_A, RUN_B, n_boot=50)
     assert payload["note"] is None and "note:" not in text

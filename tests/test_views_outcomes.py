@@ -1,4 +1,5 @@
 """Views over results (SPEC 7), checked against answers worked out by hand from tests/views_data.py."""
+
 from __future__ import annotations
 
 import math
@@ -91,16 +92,28 @@ def test_run_comparison_joins_on_problem_thought_method_sigma(db):
     base = got[PID["P2"], None, "baseline"]
     assert (base["correct_a"], base["correct_b"], base["changed"]) == (True, False, True)
     row = got[PID["P1"], 0, "gauss_0.5"]
-    assert (row["correct_a"], row["correct_b"], row["failed_a"], row["failed_b"]) == (False, True, True, False)
+    assert (row["correct_a"], row["correct_b"], row["failed_a"], row["failed_b"]) == (
+        False,
+        True,
+        True,
+        False,
+    )
     assert (row["kl_a"], row["kl_b"], row["kl_delta"]) == pytest.approx((0.5, 1.0, 0.5))
-    assert (row["patch_layer_a"], row["patch_layer_b"], row["model_a"], row["model_b"]) == (1, 0, "gpt2-tiny", "other")
+    assert (row["patch_layer_a"], row["patch_layer_b"], row["model_a"], row["model_b"]) == (
+        1,
+        0,
+        "gpt2-tiny",
+        "other",
+    )
     zero = got[PID["P1"], 2, "zero"]
     assert (zero["kl_a"], zero["kl_b"]) == (3.0, 6.0)
     assert sum(r["changed"] for r in pairs) == 1 + 2 + 10  # P2 baseline; P1 T0 gauss, T1 zero; P2 all but 2
-    legacy = rows(db, "SELECT DISTINCT same_convention, convention_b FROM run_comparison WHERE run_a = ? AND run_b = ?",
-                  [RUN_A, RUN_C])
+    legacy = rows(
+        db,
+        "SELECT DISTINCT same_convention, convention_b FROM run_comparison WHERE run_a = ? AND run_b = ?",
+        [RUN_A, RUN_C],
+    )
     assert legacy == [{"same_convention": False, "convention_b": "legacy"}]
-
 
 
 def test_baseline_accuracy_with_its_wilson_interval(db):
@@ -112,28 +125,37 @@ def test_baseline_accuracy_with_its_wilson_interval(db):
     assert got[RUN_C]["note"].startswith("legacy run") and a["note"] is None
     model = by(rows(db, "SELECT run_id, baseline_accuracy FROM model_comparison"), "run_id")
     assert {k: v["baseline_accuracy"] for k, v in got.items()} == pytest.approx(
-        {k: v["baseline_accuracy"] for k, v in model.items()})
+        {k: v["baseline_accuracy"] for k, v in model.items()}
+    )
 
 
 def test_run_comparison_by_thought_and_by_condition(db):
     """Each run's failures among its own baseline-correct shared trials, per layer pairing; B - A."""
-    thought = by(rows(db, "SELECT * FROM run_comparison_by_thought WHERE run_a = ? AND run_b = ?", [RUN_A, RUN_B]),
-                 "thought")
+    thought = by(
+        rows(db, "SELECT * FROM run_comparison_by_thought WHERE run_a = ? AND run_b = ?", [RUN_A, RUN_B]),
+        "thought",
+    )
     assert sorted(thought) == list(range(6))
     t0 = thought[0]
-    # T0, zero + gauss: A fails P1 twice and P2 once of 4 trials; B's baseline-correct shared problem P1 fails at zero
+    # T0, zero + gauss: A fails P1 twice and P2 once of 4 trials; B's baseline-correct shared problem P1
+    # fails at zero
     assert (t0["patch_layer_a"], t0["patch_layer_b"], t0["problems"]) == (1, 0, 2)
     assert (t0["n_a"], t0["failures_a"], t0["n_b"], t0["failures_b"]) == (4, 3, 2, 1)
     assert (t0["failure_rate_a"], t0["failure_rate_b"], t0["difference"]) == pytest.approx((0.75, 0.5, -0.25))
     assert (t0["ci_low_b"], t0["ci_high_b"]) == pytest.approx(wilson(1, 2), abs=1e-9)
     assert (t0["mean_kl_a"], t0["mean_kl_b"]) == pytest.approx((0.75, 1.5))
-    cells = by(rows(db, "SELECT * FROM run_comparison_by_condition WHERE run_a = ? AND run_b = ?", [RUN_A, RUN_B]),
-               "thought", "condition")
+    cells = by(
+        rows(db, "SELECT * FROM run_comparison_by_condition WHERE run_a = ? AND run_b = ?", [RUN_A, RUN_B]),
+        "thought",
+        "condition",
+    )
     assert len(cells) == 12  # clean exists only in A: no pair
     gauss = cells[0, "gauss_0.5"]
     assert (gauss["failure_rate_a"], gauss["failure_rate_b"], gauss["difference"]) == (0.5, 0.0, -0.5)
-    back = by(rows(db, "SELECT * FROM run_comparison_by_thought WHERE run_a = ? AND run_b = ?", [RUN_B, RUN_A]),
-              "thought")
+    back = by(
+        rows(db, "SELECT * FROM run_comparison_by_thought WHERE run_a = ? AND run_b = ?", [RUN_B, RUN_A]),
+        "thought",
+    )
     assert (back[0]["n_a"], back[0]["failures_a"], back[0]["difference"]) == (2, 1, pytest.approx(0.25))
     pairs = by(rows(db, "SELECT * FROM run_pairs"), "run_a", "run_b")
     assert len(pairs) == 3 * 2  # every ordered pair of distinct runs
@@ -143,15 +165,27 @@ def test_run_comparison_by_thought_and_by_condition(db):
     ac = pairs[RUN_A, RUN_C]
     assert not ac["same_convention"] and ac["note"].startswith("different position conventions")
 
+
 def test_v_rows_is_one_wide_row_per_attention_weight(db):
     n = rows(db, "SELECT count(*) AS n FROM v_rows WHERE run_id = ?", [RUN_A])[0]["n"]
     assert n == 4 * 2 * 2 * 2 * 42  # problems x attended conditions x layers x heads x visible pairs
-    got = rows(db, "SELECT * FROM v_rows WHERE problem_id = ? AND condition_id = 1 AND layer = 0 AND head = 1 "
-                   "AND dst = 6 AND src = 0", [PID["P1"]])
+    got = rows(
+        db,
+        "SELECT * FROM v_rows WHERE problem_id = ? AND condition_id = 1 AND layer = 0 AND head = 1 "
+        "AND dst = 6 AND src = 0",
+        [PID["P1"]],
+    )
     assert len(got) == 1
     row = got[0]
     assert (row["thought"], row["method"], row["correct"], row["patch_layer"]) == (0, "zero", False, 1)
     assert (row["kl_answer"], row["disruption"]) == pytest.approx((1.0, 0.4))
     assert row["weight"] == pytest.approx(1 / 9)  # the decoy condition attends uniformly
-    assert math.isclose(rows(db, "SELECT sum(weight) AS s FROM v_rows WHERE run_id = ? AND condition_id = 0 "
-                                 "AND problem_id = ?", [RUN_A, PID["P1"]])[0]["s"], 2 * 2 * 7, rel_tol=1e-6)
+    assert math.isclose(
+        rows(
+            db,
+            "SELECT sum(weight) AS s FROM v_rows WHERE run_id = ? AND condition_id = 0 AND problem_id = ?",
+            [RUN_A, PID["P1"]],
+        )[0]["s"],
+        2 * 2 * 7,
+        rel_tol=1e-6,
+    )

@@ -2,6 +2,7 @@
 (no project code importable), started in another directory, attaches a COPY of the warehouse folder with
 the two lines the README documents and selects from every view. Offline, it loads the extensions from
 their files; online, DuckDB installs them itself."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,12 @@ con.execute(f"LOAD '{sqlite}'")
 con.execute(f"ATTACH 'ducklake:sqlite:{folder}/catalog.sqlite' AS wh "
             f"(DATA_PATH '{folder}/data/', OVERRIDE_DATA_PATH true, READ_ONLY)")
 con.execute("USE wh")
-names = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary "
-                                   "AND schema_name = 'main' ORDER BY view_name").fetchall()]
+names = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                                   "AND NOT temporary AND schema_name = 'main' "
+                                   "ORDER BY view_name").fetchall()]
 counts = {name: con.execute(f"SELECT count(*) FROM (SELECT * FROM {name})").fetchone()[0] for name in names}
-top = con.execute("SELECT layer, head, functional_type FROM head_metrics WHERE rank = 1 AND run_id = 'run-a'").fetchall()
+top = con.execute("SELECT layer, head, functional_type FROM head_metrics "
+                  "WHERE rank = 1 AND run_id = 'run-a'").fetchall()
 print(json.dumps({"counts": counts, "top": top}))
 """
 
@@ -47,8 +50,14 @@ def test_bare_duckdb_selects_from_every_view(db, tmp_path):
     shutil.rmtree(db / "data")
     (db / "data").mkdir()
     exts = [str(extension_file(name)) for name in ("ducklake", "sqlite")]
-    done = subprocess.run([sys.executable, "-I", "-c", BARE, str(copy), *exts], capture_output=True, text=True,
-                          timeout=60, cwd="/", check=False)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", BARE, str(copy), *exts],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
     shutil.rmtree(db)
     shutil.copytree(copy, db)
     assert done.returncode == 0, done.stderr
@@ -57,9 +66,23 @@ def test_bare_duckdb_selects_from_every_view(db, tmp_path):
     assert len(defined) >= 20 and defined <= set(out["counts"])
     for name in defined:
         assert out["counts"][name] == vd.rows(db, f"SELECT count(*) AS n FROM {name}")[0]["n"], name
-    for name in ("token_importance", "method_comparison", "importance_matrix", "attention_importance",
-                 "layer_correlation", "difficulty_strata", "flow_matrix", "hub_scores", "sequential_flow",
-                 "self_attention", "skip_connections", "head_metrics", "run_comparison", "model_comparison", "v_rows"):
+    for name in (
+        "token_importance",
+        "method_comparison",
+        "importance_matrix",
+        "attention_importance",
+        "layer_correlation",
+        "difficulty_strata",
+        "flow_matrix",
+        "hub_scores",
+        "sequential_flow",
+        "self_attention",
+        "skip_connections",
+        "head_metrics",
+        "run_comparison",
+        "model_comparison",
+        "v_rows",
+    ):
         assert out["counts"][name] > 0, name
     assert out["top"] == [[0, 0, "Multi-Purpose"]]
 

@@ -1,4 +1,5 @@
 """The warehouse commands of cli.py: runs, query (read-only, four formats), views, bench warehouse."""
+
 from __future__ import annotations
 
 import csv
@@ -44,15 +45,20 @@ def test_query_formats(db, tmp_path):
     table = invoke("query", sql, "--db", db)
     assert table.exit_code == 0 and "20260101-000000-aaaaaa" in table.stdout
     rows = list(csv.DictReader(io.StringIO(invoke("query", sql, "--format", "csv", "--db", db).stdout)))
-    assert [(r["run_id"], int(r["n"])) for r in rows] == [("20260101-000000-aaaaaa", 12040),
-                                                          ("20260102-000000-bbbbbb", 6020)]
+    assert [(r["run_id"], int(r["n"])) for r in rows] == [
+        ("20260101-000000-aaaaaa", 12040),
+        ("20260102-000000-bbbbbb", 6020),
+    ]
     as_json = json.loads(invoke("query", sql, "--format", "json", "--db", db).stdout)
     assert as_json[1] == {"run_id": "20260102-000000-bbbbbb", "n": 6020}
     out = tmp_path / "out.parquet"
     saved = invoke("query", "SELECT * FROM results", "--format", "parquet", "--out", out, "--db", db)
     assert saved.exit_code == 0 and pq.read_metadata(out).num_rows == 3 * 43
     (tmp_path / "q.sql").write_text("SELECT name FROM positions WHERE code = 6;")
-    assert invoke("query", "--file", tmp_path / "q.sql", "--format", "csv", "--db", db).stdout.split() == ["name", "EOT"]
+    assert invoke("query", "--file", tmp_path / "q.sql", "--format", "csv", "--db", db).stdout.split() == [
+        "name",
+        "EOT",
+    ]
 
 
 def test_query_refuses_writes_and_reports_errors_in_one_line(db, tmp_path):
@@ -65,13 +71,17 @@ def test_query_refuses_writes_and_reports_errors_in_one_line(db, tmp_path):
     fails_with(invoke("query", "SELECT 1", "--db", tmp_path / "none"), "no warehouse")
     fails_with(invoke("query", "SELECT 1", "--format", "parquet", "--db", db), "--out")
     assert invoke("query", "SELECT count(*) FROM runs", "--format", "csv", "--db", db).stdout.split() == [
-        "count_star()", "2"]
+        "count_star()",
+        "2",
+    ]
 
 
 def test_runs_list_show_delete(db):
     listed = json.loads(invoke("runs", "--db", db, "--json").stdout)["runs"]
     assert [(r["run_id"], r["status"], r["problems_committed"]) for r in listed] == [
-        ("20260101-000000-aaaaaa", "complete", 2), ("20260102-000000-bbbbbb", "running", 1)]
+        ("20260101-000000-aaaaaa", "complete", 2),
+        ("20260102-000000-bbbbbb", "running", 1),
+    ]
     assert "20260102-000000-bbbbbb" in invoke("runs", "list", "--db", db).stdout
     shown = json.loads(invoke("runs", "show", "latest", "--db", db, "--json").stdout)
     assert shown["run_id"] == "20260102-000000-bbbbbb" and shown["rows"]["attention"] == 6020
@@ -80,14 +90,18 @@ def test_runs_list_show_delete(db):
     fails_with(invoke("runs", "delete", "2026", "--db", db), "ambiguous")
     deleted = invoke("runs", "delete", "20260101", "--db", db)
     assert deleted.exit_code == 0 and "deleted run 20260101-000000-aaaaaa" in deleted.stdout
-    assert invoke("query", "SELECT count(*) FROM results", "--format", "csv", "--db", db).stdout.split()[1] == "43"
-
+    assert (
+        invoke("query", "SELECT count(*) FROM results", "--format", "csv", "--db", db).stdout.split()[1]
+        == "43"
+    )
 
 
 def test_commands_return_values_the_cli_formats(db):
     runs = commands.runs_list(db)
-    assert [(r["run_id"], r["problems_committed"]) for r in runs] == [("20260101-000000-aaaaaa", 2),
-                                                                      ("20260102-000000-bbbbbb", 1)]
+    assert [(r["run_id"], r["problems_committed"]) for r in runs] == [
+        ("20260101-000000-aaaaaa", 2),
+        ("20260102-000000-bbbbbb", 1),
+    ]
     assert output.format_runs(runs) == invoke("runs", "--db", db).stdout
     assert output.format_runs([]) == "no runs yet\n"
     run = commands.runs_show(db, "20260101")
@@ -95,6 +109,7 @@ def test_commands_return_values_the_cli_formats(db):
     assert output.format_run(run) == invoke("runs", "show", "20260101", "--db", db).stdout
     views = commands.views_list(db)
     assert output.format_views(views) == invoke("views", "--db", db).stdout
+
 
 def test_views_lists_descriptions(db):
     listed = json.loads(invoke("views", "--db", db, "--json").stdout)["views"]

@@ -1,6 +1,7 @@
 """Reads during writes, with real processes: a writer commits a problem every ~0.2 s while
 `python cli.py query` runs again and again in other processes; every query succeeds and the count
 of committed problems only grows, never showing part of a problem."""
+
 from __future__ import annotations
 
 import subprocess
@@ -30,13 +31,21 @@ WRITER = textwrap.dedent(f"""
     print(n, flush=True)
 """)
 
-COUNT = (f"SELECT (SELECT count(*) FROM run_problems WHERE run_id = '{RUN_ID}') AS problems, "
-         f"(SELECT count(*) FROM attention WHERE run_id = '{RUN_ID}') AS attention")
+COUNT = (
+    f"SELECT (SELECT count(*) FROM run_problems WHERE run_id = '{RUN_ID}') AS problems, "
+    f"(SELECT count(*) FROM attention WHERE run_id = '{RUN_ID}') AS attention"
+)
 
 
 def query_counts(db: Path) -> tuple[int, int]:
-    out = subprocess.run([sys.executable, "cli.py", "query", COUNT, "--format", "csv", "--db", str(db)],
-                         check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "cli.py", "query", COUNT, "--format", "csv", "--db", str(db)],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     problems, attention = out.stdout.splitlines()[1].split(",")
     return int(problems), int(attention)
@@ -44,8 +53,13 @@ def query_counts(db: Path) -> tuple[int, int]:
 
 def test_queries_succeed_and_see_a_growing_count_while_a_run_writes(tmp_path):
     db, stop = tmp_path / "w", tmp_path / "stop"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(stop)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), str(stop)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline().strip() == "begun", writer.stderr.read()
         seen = []
@@ -62,5 +76,7 @@ def test_queries_succeed_and_see_a_growing_count_while_a_run_writes(tmp_path):
     assert problems == sorted(problems), seen  # never goes back
     assert len(set(problems)) >= 4, seen  # and was seen growing
     for p, attention in seen:
-        assert attention % PER_PROBLEM == 0 and abs(attention // PER_PROBLEM - p) <= 1, seen  # whole problems only
+        assert attention % PER_PROBLEM == 0 and abs(attention // PER_PROBLEM - p) <= 1, (
+            seen
+        )  # whole problems only
     assert seen[-1] == (n, n * PER_PROBLEM)

@@ -1,6 +1,7 @@
 """SIGKILL a real writer process inside a commit (of a problem, of finishing, of resuming), then resume:
 readers only ever see whole commits, and resume leaves exactly the expected rows, no duplicates, no
 gaps, the run complete. The killed commit's Parquet files stay on disk, never listed nor read."""
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,13 @@ WRITER = textwrap.dedent(f"""
 
 def kill_writer_at(db: Path, where: str, while_stalled) -> None:
     """Run the writer until it stalls at `where`, call while_stalled(pid), then SIGKILL it."""
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(db), where], cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), where],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "stalled", child.stderr.read()
         while_stalled(child.pid)
@@ -76,9 +82,12 @@ def committed_rows(db: Path) -> tuple:
     """What a reader in another process sees of the run: problems, results and attention rows."""
     store = wh.open_warehouse(db, read_only=True)
     try:
-        return fetch(store, "SELECT (SELECT count(*) FROM run_problems), (SELECT count(DISTINCT problem_id) "
-                            "FROM results), (SELECT count(*) FROM results), (SELECT count(*) FROM attention), "
-                            "(SELECT status FROM runs)")[0]
+        return fetch(
+            store,
+            "SELECT (SELECT count(*) FROM run_problems), (SELECT count(DISTINCT problem_id) "
+            "FROM results), (SELECT count(*) FROM results), (SELECT count(*) FROM attention), "
+            "(SELECT status FROM runs)",
+        )[0]
     finally:
         store.close()
 
@@ -90,11 +99,15 @@ def whole(problems: int, status: str) -> tuple:
 def assert_exactly_complete(store):
     assert fetch(store, "SELECT status FROM runs") == [("complete",)]
     key = "(problem_id, condition_id, layer, head, dst, src)"
-    assert fetch(store, f"SELECT count(*), count(DISTINCT {key}), count(DISTINCT problem_id) FROM attention") == [
-        (N * PER_PROBLEM, N * PER_PROBLEM, N)]
-    assert fetch(store, "SELECT count(*), count(DISTINCT (problem_id, condition_id)) FROM results") == [(N * 43, N * 43)]
-    assert fetch(store, "SELECT list(ordinal ORDER BY ordinal), count(DISTINCT problem_id) FROM run_problems") == [
-        (list(range(N)), N)]
+    assert fetch(
+        store, f"SELECT count(*), count(DISTINCT {key}), count(DISTINCT problem_id) FROM attention"
+    ) == [(N * PER_PROBLEM, N * PER_PROBLEM, N)]
+    assert fetch(store, "SELECT count(*), count(DISTINCT (problem_id, condition_id)) FROM results") == [
+        (N * 43, N * 43)
+    ]
+    assert fetch(
+        store, "SELECT list(ordinal ORDER BY ordinal), count(DISTINCT problem_id) FROM run_problems"
+    ) == [(list(range(N)), N)]
     assert fetch(store, "SELECT count(*) FROM problems") == [(N,)]
     assert store.damaged_files() == {}  # every file the catalog lists is whole and readable
 
@@ -128,7 +141,11 @@ def test_sigkill_in_the_middle_of_a_problem_commit_then_resume(tmp_path):
     seen = {}
 
     def while_stalled(pid):  # the (KILL_AT+1)-th problem's files are on disk, its commit is not
-        seen["rows"], seen["batches"], seen["orphans"] = committed_rows(db), committed_batches(db), orphan_files(db)
+        seen["rows"], seen["batches"], seen["orphans"] = (
+            committed_rows(db),
+            committed_batches(db),
+            orphan_files(db),
+        )
         assert_busy(db, pid)
 
     kill_writer_at(db, "append", while_stalled)
@@ -139,7 +156,9 @@ def test_sigkill_in_the_middle_of_a_problem_commit_then_resume(tmp_path):
     assert fetch(store, f"SELECT count(*) FROM attention WHERE problem_id = '{torn}'") == [(0,)]
     listed = {Path(p).name for _table, p, _size, _run in store._data_files(None)}
     orphans = {p.name for p in (db / "data").rglob("*.parquet")} - listed
-    assert len(orphans) == orphan_files(db) == 3  # its results, attention and run_problems files: never listed
+    assert (
+        len(orphans) == orphan_files(db) == 3
+    )  # its results, attention and run_problems files: never listed
 
     assert resume_and_finish(db) == problem_ids(KILL_AT)  # the dead writer's lock died with it
     assert_exactly_complete(store)  # the orphans were never read: no duplicates
@@ -172,6 +191,8 @@ def test_sigkill_while_resuming_a_failed_run_then_resume(tmp_path):
         assert_busy(db, pid)
 
     kill_writer_at(db, "resume", while_stalled)
-    assert seen["rows"] == committed_rows(db) == whole(KILL_AT, "failed")  # still failed: the resume is not in
+    assert (
+        seen["rows"] == committed_rows(db) == whole(KILL_AT, "failed")
+    )  # still failed: the resume is not in
     assert resume_and_finish(db) == problem_ids(KILL_AT)
     assert_exactly_complete(wh.open_warehouse(db))

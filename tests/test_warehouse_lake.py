@@ -4,6 +4,7 @@ Each test here reproduces a way the earlier layer (a DuckDB file plus home-made 
 directories) lost or mixed up runs, on real files: a corrupt footer, a truncated or missing data file,
 two warehouses side by side, a folder without its catalog, a copied folder, duplicate keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,15 +37,20 @@ def _fill(db, name: str, problems: int = 2, finish: bool = True) -> str:
 
 def _attention_file(db, run_id: str) -> Path:
     store = wh.open_warehouse(db, read_only=True)
-    files = [Path(p) for table, p, _s, r in store._data_files([run_id]) if table == "attention" and r == run_id]
+    files = [
+        Path(p) for table, p, _s, r in store._data_files([run_id]) if table == "attention" and r == run_id
+    ]
     store.close()
     return files[0]
 
 
 def _counts(db, run_id: str) -> tuple:
     with wh.open_warehouse(db, read_only=True).reader() as con:
-        return con.execute("SELECT (SELECT count(*) FROM results WHERE run_id = $1), "
-                           "(SELECT count(*) FROM run_problems WHERE run_id = $1)", [run_id]).fetchall()[0]
+        return con.execute(
+            "SELECT (SELECT count(*) FROM results WHERE run_id = $1), "
+            "(SELECT count(*) FROM run_problems WHERE run_id = $1)",
+            [run_id],
+        ).fetchall()[0]
 
 
 @pytest.mark.parametrize("damage", ["footer", "truncated", "missing"])
@@ -61,7 +67,12 @@ def test_a_damaged_file_is_reported_never_deleted(tmp_path, damage):
         target.unlink()
     files_before = sorted(p.name for p in (db / "data").rglob("*.parquet"))
 
-    for args in (["views"], ["runs"], ["runs", "show", bad], ["stats", "--run", good, "--boot", 100, "--perm", 100]):
+    for args in (
+        ["views"],
+        ["runs"],
+        ["runs", "show", bad],
+        ["stats", "--run", good, "--boot", 100, "--perm", 100],
+    ):
         cli(*args, "--db", db)  # commands that open for writing or read: none may delete anything
     assert sorted(p.name for p in (db / "data").rglob("*.parquet")) == files_before
 
@@ -83,7 +94,9 @@ def test_a_damaged_file_is_reported_never_deleted(tmp_path, damage):
 
     # Restoring the file restores the run; deleting the run is the way to drop it.
     target.write_bytes(original)
-    assert {r["run_id"]: r["status"] for r in wh.open_warehouse(db, read_only=True).list_runs()}[bad] == "complete"
+    assert {r["run_id"]: r["status"] for r in wh.open_warehouse(db, read_only=True).list_runs()}[
+        bad
+    ] == "complete"
 
 
 def test_runs_delete_is_the_only_thing_that_removes_rows(tmp_path):
@@ -179,26 +192,49 @@ def test_duplicate_keys_are_refused_at_commit(tmp_path):
 def test_duplicate_key_check_agrees_with_a_plain_count():
     _row, results, attention = sample_problem(0, 3, 4)
     results = results.append_column("problem_id", pa.array(["p"] * results.num_rows))
-    assert duplicate_key(attention.append_column("problem_id", pa.array(["p"] * attention.num_rows)),
-                         "attention") is None
+    assert (
+        duplicate_key(
+            attention.append_column("problem_id", pa.array(["p"] * attention.num_rows)), "attention"
+        )
+        is None
+    )
     assert duplicate_key(results, "results") is None
-    assert duplicate_key(pa.concat_tables([results, results.slice(5, 1)]), "results") == "problem_id=p, condition_id=5"
+    assert (
+        duplicate_key(pa.concat_tables([results, results.slice(5, 1)]), "results")
+        == "problem_id=p, condition_id=5"
+    )
     for i in (0, 17, attention.num_rows - 1):
         doubled = pa.concat_tables([attention, attention.slice(i, 1)])
-        found = duplicate_key(doubled.append_column("problem_id", pa.array(["p"] * doubled.num_rows)),
-                              "attention")
+        found = duplicate_key(
+            doubled.append_column("problem_id", pa.array(["p"] * doubled.num_rows)), "attention"
+        )
         want = attention.slice(i, 1).to_pylist()[0]
-        assert found == f"problem_id=p, condition_id={want['condition_id']}, layer={want['layer']}, " \
-                        f"head={want['head']}, dst={want['dst']}, src={want['src']}"
+        assert (
+            found == f"problem_id=p, condition_id={want['condition_id']}, layer={want['layer']}, "
+            f"head={want['head']}, dst={want['dst']}, src={want['src']}"
+        )
 
 
 def test_repeated_methods_and_sigmas_are_one_condition(tmp_path):
     db = tmp_path / "w"
-    out = cli("run", "--problems", 1, "--methods", "zero,zero,gauss", "--sigmas", "0.5,0.50,5e-1", "--attention",
-              "none", "--db", db)
+    out = cli(
+        "run",
+        "--problems",
+        1,
+        "--methods",
+        "zero,zero,gauss",
+        "--sigmas",
+        "0.5,0.50,5e-1",
+        "--attention",
+        "none",
+        "--db",
+        db,
+    )
     assert out.exit_code == 0, out.stderr
     assert "note: --methods: zero repeat" in out.stderr and "note: --sigmas: 0.50, 5e-1 repeat" in out.stderr
     with wh.open_warehouse(db, read_only=True).reader() as con:
-        assert con.execute("SELECT count(*), count(DISTINCT (method, thought, sigma)) FROM results "
-                           "WHERE method <> 'baseline'").fetchall() == [(12, 12)]
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT (method, thought, sigma)) FROM results "
+            "WHERE method <> 'baseline'"
+        ).fetchall() == [(12, 12)]
         assert con.execute("SELECT methods, sigmas FROM runs").fetchall() == [(["zero", "gauss"], [0.5])]

@@ -1,5 +1,6 @@
 """A warehouse whose DuckLake catalog is a real PostgreSQL database (started by tests/pg_server.py):
 the catalog for many writers. Two `run` processes commit into it at once and both runs end whole."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def test_two_writers_commit_concurrently_through_a_postgres_catalog(tmp_path, fr
 
 def test_a_second_warehouse_cannot_take_a_used_postgres_catalog(tmp_path, fresh_pg_database):  # noqa: F811
     assert cli("init", "--catalog", f"postgres:{fresh_pg_database}", "--db", tmp_path / "a").exit_code == 0
-    user_error(cli("init", "--catalog", f"postgres:{fresh_pg_database}", "--db", tmp_path / "b"),
-               "already holds a warehouse")
+    user_error(
+        cli("init", "--catalog", f"postgres:{fresh_pg_database}", "--db", tmp_path / "b"),
+        "already holds a warehouse",
+    )
     assert not (tmp_path / "b").exists()
     user_error(cli("init", "--catalog", "postgres:", "--db", tmp_path / "c"), "postgres:<dsn>")

@@ -1,4 +1,5 @@
 """Schema versioning and migrations, the SQLAlchemy engine, the queries/*.sql views hook, moved folders."""
+
 from __future__ import annotations
 
 import shutil
@@ -27,7 +28,16 @@ def test_created_at_current_version_with_tables_and_positions(tmp_path):
     assert v == 3 and store.schema_version() == v
     assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
-        (-2, "Q"), (-1, "BOT"), (0, "T0"), (1, "T1"), (2, "T2"), (3, "T3"), (4, "T4"), (5, "T5"), (6, "EOT")]
+        (-2, "Q"),
+        (-1, "BOT"),
+        (0, "T0"),
+        (1, "T1"),
+        (2, "T2"),
+        (3, "T3"),
+        (4, "T4"),
+        (5, "T5"),
+        (6, "EOT"),
+    ]
     for table in ("runs", "results", "attention", "run_problems", "problems"):
         columns = [r[0] for r in fetch(store, f"SELECT column_name FROM (DESCRIBE {table})")]
         assert columns == schema.column_names(table), table
@@ -54,12 +64,16 @@ def test_forward_migration_runs_once_and_newer_files_are_refused(tmp_path, monke
     wh.open_warehouse(path, read_only=True)
     assert calls == [1]  # once
     assert fetch(store, "SELECT version, note FROM schema_version ORDER BY version") == [
-        (v, "created"), (v + 1, f"migrated from {v}")]
+        (v, "created"),
+        (v + 1, f"migrated from {v}"),
+    ]
     assert "host" in [r[0] for r in fetch(store, "SELECT column_name FROM (DESCRIBE runs)")]
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", v)  # the older program meets the migrated lake
     for read_only in (False, True):
-        with pytest.raises(migrate.SchemaError, match=f"schema version {v + 1}, newer .*upgrade codi-warehouse"):
+        with pytest.raises(
+            migrate.SchemaError, match=f"schema version {v + 1}, newer .*upgrade codi-warehouse"
+        ):
             wh.open_warehouse(path, read_only=read_only)
 
 
@@ -87,7 +101,9 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
     assert store.schema_version() == 3
     assert fetch(store, "SELECT run_id, run_seq FROM runs ORDER BY run_seq") == [("second", 1), ("first", 2)]
     assert store.resolve_run("latest") == "first"
-    assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [(43, 0, 0)]
+    assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [
+        (43, 0, 0)
+    ]
     for table in ("runs", "results"):
         columns = [r[0] for r in fetch(store, f"SELECT column_name FROM (DESCRIBE {table})")]
         assert columns == schema.column_names(table), table
@@ -108,8 +124,10 @@ def test_a_lake_from_a_newer_program_is_refused_and_left_alone(tmp_path, read_on
         con.execute("INSERT INTO schema_version VALUES (99, now()::TIMESTAMP, 'x')")
     store.close()
     catalog = (path / "catalog.sqlite").read_bytes()
-    with pytest.raises(migrate.SchemaError, match=f"schema version 99, newer than this program's {schema.SCHEMA_VERSION}; "
-                                                  "upgrade codi-warehouse"):
+    with pytest.raises(
+        migrate.SchemaError,
+        match=f"schema version 99, newer than this program's {schema.SCHEMA_VERSION}; upgrade codi-warehouse",
+    ):
         wh.open_warehouse(path, read_only=read_only)
     with pytest.raises(migrate.SchemaError, match="upgrade codi-warehouse"):
         wh.engine(path)
@@ -117,7 +135,9 @@ def test_a_lake_from_a_newer_program_is_refused_and_left_alone(tmp_path, read_on
 
 
 def test_attention_rows_are_narrow():
-    types = dict(zip(schema.arrow_schema("attention").names, schema.arrow_schema("attention").types))
+    types = dict(
+        zip(schema.arrow_schema("attention").names, schema.arrow_schema("attention").types, strict=True)
+    )
     assert all(types[c] == pa.int16() for c in ("condition_id", "layer", "head", "dst", "src"))
     assert types["weight"] == pa.float32()
     assert pa.types.is_dictionary(types["run_id"]) and pa.types.is_dictionary(types["problem_id"])
@@ -140,7 +160,9 @@ with engine.connect() as con:
     print(con.execute(sa.text("SELECT model_name FROM runs")).scalar())
 print("runs" in sa.inspect(engine).get_table_names())
 """
-    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["43", "gpt2-tiny", "True"]
     store.finish_run(run)  # nothing of the engine holds the lock after use
@@ -151,9 +173,13 @@ def test_query_views_are_applied_in_order_and_described(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "20_int_weights.sql").write_text(
         "-- Mean attention weight per run and layer.\n"
-        "CREATE OR REPLACE VIEW int_weights AS SELECT run_id, layer, avg(weight) AS w FROM stg_attention GROUP BY ALL;\n")
+        "CREATE OR REPLACE VIEW int_weights AS SELECT run_id, layer, avg(weight) AS w FROM stg_attention "
+        "GROUP BY ALL;\n"
+    )
     (folder / "10_stg_attention.sql").write_text(
-        "-- Attention rows of complete and running runs.\nCREATE OR REPLACE VIEW stg_attention AS SELECT * FROM attention;\n")
+        "-- Attention rows of complete and running runs.\n"
+        "CREATE OR REPLACE VIEW stg_attention AS SELECT * FROM attention;\n"
+    )
     applied = []
     real_apply = migrate.apply_all_views
     monkeypatch.setattr(migrate, "apply_all_views", lambda *a: applied.append(a[1]) or real_apply(*a))
@@ -164,14 +190,17 @@ def test_query_views_are_applied_in_order_and_described(tmp_path, monkeypatch):
     run = store.begin_run({})
     store.append_problem(run, *sample_problem(1, **SMALL))
     listed = {v["view"]: (v["kind"], v["description"]) for v in fetch_views(store)}
-    assert listed == {"int_weights": ("view", "Mean attention weight per run and layer."),
-                      "stg_attention": ("view", "Attention rows of complete and running runs."),
-                      "problems": ("view", migrate.FACT_COMMENTS["problems"]),
-                      # the fact relations are tables (COMMENT ON TABLE), listed with their descriptions
-                      **{fact: ("table", migrate.FACT_COMMENTS[fact]) for fact in schema.FACT_TABLES}}
+    assert listed == {
+        "int_weights": ("view", "Mean attention weight per run and layer."),
+        "stg_attention": ("view", "Attention rows of complete and running runs."),
+        "problems": ("view", migrate.FACT_COMMENTS["problems"]),
+        # the fact relations are tables (COMMENT ON TABLE), listed with their descriptions
+        **{fact: ("table", migrate.FACT_COMMENTS[fact]) for fact in schema.FACT_TABLES},
+    }
     assert listed["results"][1].startswith("One row per run")
-    assert {r[0] for r in fetch(store, "SELECT table_name FROM duckdb_tables() WHERE database_name = 'wh'")} >= {
-        "results", "attention", "run_problems", "problems_base"}
+    assert {
+        r[0] for r in fetch(store, "SELECT table_name FROM duckdb_tables() WHERE database_name = 'wh'")
+    } >= {"results", "attention", "run_problems", "problems_base"}
     assert fetch(store, "SELECT count(*) FROM int_weights") == [(2,)]  # sees a running run's commits
 
     wh.Warehouse(store.path).open(folder).close()  # the files did not change: nothing is applied again
@@ -188,7 +217,9 @@ def test_query_views_are_applied_in_order_and_described(tmp_path, monkeypatch):
     (folder / "30_broken.sql").write_text("-- Fixed.\nCREATE OR REPLACE VIEW fixed AS SELECT 1 AS one;\n")
     wh.Warehouse(store.path).open(folder).close()  # changed files: applied again
     assert len(applied) == 3
-    assert fetch(store, "SELECT views_hash FROM warehouse_info") == [(migrate.views_hash(folder),)] != [(first,)]
+    assert (
+        fetch(store, "SELECT views_hash FROM warehouse_info") == [(migrate.views_hash(folder),)] != [(first,)]
+    )
     assert {v["view"]: v["description"] for v in fetch_views(store)}["fixed"] == "Fixed."
     assert views.description("--no space\n-- Second line.\n") == "Second line."
 
@@ -220,9 +251,13 @@ def test_a_copied_folder_works_from_another_directory_without_the_original(tmp_p
     assert len(files) == 2 * 3
     assert all(p.resolve().is_relative_to(tmp_path / "b" / "w" / "data") and p.is_file() for p in files)
     with moved.cursor() as con:  # the catalog holds no absolute path: not the data path, no file, no view
-        assert con.execute(f"SELECT value FROM {lake.METADATA}.ducklake_metadata WHERE key = 'data_path'"
-                           ).fetchall() == [("data/",)]
-        assert con.execute(f"SELECT count(*) FROM {lake.METADATA}.ducklake_data_file WHERE NOT path_is_relative"
-                           ).fetchall() == [(0,)]
-        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE database_name = 'wh' AND contains(sql, ?)",
-                           [str(tmp_path)]).fetchall() == [(0,)]
+        assert con.execute(
+            f"SELECT value FROM {lake.METADATA}.ducklake_metadata WHERE key = 'data_path'"
+        ).fetchall() == [("data/",)]
+        assert con.execute(
+            f"SELECT count(*) FROM {lake.METADATA}.ducklake_data_file WHERE NOT path_is_relative"
+        ).fetchall() == [(0,)]
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE database_name = 'wh' AND contains(sql, ?)",
+            [str(tmp_path)],
+        ).fetchall() == [(0,)]

@@ -1,4 +1,5 @@
 """The store API on a real DuckLake folder: commits, resume, immutability, delete, damage, lineage."""
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,20 @@ def test_rows_come_back_exactly(store):
     row, results, attention = sample_problem(7, **SMALL)
     store.append_problem(run, row, results, attention)
     with store.reader() as con:
-        got = con.sql("SELECT condition_id, layer, head, dst, src, weight FROM attention "
-                      "WHERE run_id = ? AND problem_id = ? ORDER BY ALL", params=[run, row["problem_id"]]).to_arrow_table()
+        got = con.sql(
+            "SELECT condition_id, layer, head, dst, src, weight FROM attention "
+            "WHERE run_id = ? AND problem_id = ? ORDER BY ALL",
+            params=[run, row["problem_id"]],
+        ).to_arrow_table()
         types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE attention)").fetchall())
-        res = con.execute("SELECT count(*), count(*) FILTER (method = 'baseline' AND layer IS NULL) FROM results "
-                          "WHERE run_id = ?", [run]).fetchall()[0]
-    want = attention.sort_by([(c, "ascending") for c in ["condition_id", "layer", "head", "dst", "src", "weight"]])
+        res = con.execute(
+            "SELECT count(*), count(*) FILTER (method = 'baseline' AND layer IS NULL) FROM results "
+            "WHERE run_id = ?",
+            [run],
+        ).fetchall()[0]
+    want = attention.sort_by(
+        [(c, "ascending") for c in ["condition_id", "layer", "head", "dst", "src", "weight"]]
+    )
     assert got.num_rows == want.num_rows == 43 * 4 * 35
     for column in ["condition_id", "dst", "src", "weight"]:
         assert got.column(column).to_pylist() == want.column(column).to_pylist()
@@ -108,7 +117,9 @@ def test_finish_keeps_every_row_and_a_complete_run_is_immutable(store):
     before, files = fetch(store, query), data_files(store)
     store.finish_run(run)
     assert fetch(store, query) == before
-    assert fetch(store, "SELECT status, finished_at IS NOT NULL, error FROM runs") == [("complete", True, None)]
+    assert fetch(store, "SELECT status, finished_at IS NOT NULL, error FROM runs") == [
+        ("complete", True, None)
+    ]
     assert store.row_counts(run) == {"results": 5 * 43, "attention": 5 * 6020, "run_problems": 5}
     assert data_files(store) == files  # finishing rewrites no file (there is no compaction)
     fresh = wh.open_warehouse(store.path)  # a later process
@@ -129,10 +140,15 @@ def test_finish_keeps_every_row_and_a_complete_run_is_immutable(store):
 
 def test_batch_append_validates_its_frames(store):
     run = store.begin_run({})
-    rows, results, attention = zip(*(sample_problem(i, **SMALL) for i in range(3)))
+    rows, results, attention = zip(*(sample_problem(i, **SMALL) for i in range(3)), strict=True)
 
     def tagged(tables, ids):
-        return pa.concat_tables([t.append_column("problem_id", pa.array([p] * t.num_rows)) for t, p in zip(tables, ids)])
+        return pa.concat_tables(
+            [
+                t.append_column("problem_id", pa.array([p] * t.num_rows))
+                for t, p in zip(tables, ids, strict=True)
+            ]
+        )
 
     ids = [r["problem_id"] for r in rows]
     with pytest.raises(WarehouseError, match="not in the batch"):
@@ -173,13 +189,17 @@ def test_delete_removes_every_row_of_the_run_and_nothing_else(store):
     append(store, keep, [1, 2])
     append(store, drop, [2, 3, 4])
     store.finish_run(keep)
-    counts = ("SELECT (SELECT count(*) FROM results WHERE run_id = $1), (SELECT count(*) FROM attention "
-              "WHERE run_id = $1), (SELECT count(*) FROM run_problems WHERE run_id = $1), "
-              "(SELECT count(*) FROM runs WHERE run_id = $1)")
+    counts = (
+        "SELECT (SELECT count(*) FROM results WHERE run_id = $1), (SELECT count(*) FROM attention "
+        "WHERE run_id = $1), (SELECT count(*) FROM run_problems WHERE run_id = $1), "
+        "(SELECT count(*) FROM runs WHERE run_id = $1)"
+    )
     kept_before = fetch(store, counts, [keep])
     problems_before = fetch(store, "SELECT count(*) FROM problems")
     files = data_files(store)
-    dropped = [p for table in ("results", "attention", "run_problems") for p in listed_files(store, drop, table)]
+    dropped = [
+        p for table in ("results", "attention", "run_problems") for p in listed_files(store, drop, table)
+    ]
     assert len(dropped) == 3 * 3  # one file per table and commit
     removed = store.delete_run(drop)
     assert removed["attention"] == 3 * 6020 and removed["results"] == 3 * 43
@@ -196,10 +216,24 @@ def test_delete_removes_every_row_of_the_run_and_nothing_else(store):
 
 
 def test_lineage_is_recorded(store):
-    config = {"model_name": "gpt2-tiny", "seed": 5, "methods": ["zero", "gauss"], "sigmas": [0.1, 1.0],
-              "patch_layers": [2], "batch_size": 8}
-    run = store.begin_run(config, weights_sha256="ab" * 32, n_layers=4, device="cpu", dtype="float32",
-                          dataset_name="synthetic", dataset_hash="cd" * 32, n_problems_planned=10)
+    config = {
+        "model_name": "gpt2-tiny",
+        "seed": 5,
+        "methods": ["zero", "gauss"],
+        "sigmas": [0.1, 1.0],
+        "patch_layers": [2],
+        "batch_size": 8,
+    }
+    run = store.begin_run(
+        config,
+        weights_sha256="ab" * 32,
+        n_layers=4,
+        device="cpu",
+        dtype="float32",
+        dataset_name="synthetic",
+        dataset_hash="cd" * 32,
+        n_problems_planned=10,
+    )
     shown = store.show_run(run)
     assert shown["status"] == "running" and shown["started_at"] is not None
     assert shown["config_json"] == config and len(shown["config_hash"]) == 64
@@ -230,8 +264,11 @@ def tear(store, damage: str):
     append(store, run, [1, 2, 3])  # three commits: three attention files
     append(store, other, [1])
     store.finish_run(other)
-    target = next(p for p in listed_files(store, run)
-                  if set(pq.read_table(p).column("problem_id").to_pylist()) == problem_ids(3))
+    target = next(
+        p
+        for p in listed_files(store, run)
+        if set(pq.read_table(p).column("problem_id").to_pylist()) == problem_ids(3)
+    )
     original = target.read_bytes()
     if damage == "truncated":  # a power loss with durable=False, or a bad copy
         target.write_bytes(original[: len(original) // 2])
@@ -248,14 +285,22 @@ def test_a_torn_file_is_reported_and_nothing_on_disk_is_removed(store, damage):
     bad = store.damaged_files()
     assert list(bad) == [run] and len(bad[run]) == 1
     found = bad[run][0]
-    assert (found.run_id, found.table, Path(found.path)) == (run, "attention", target) and why in found.problem
-    with pytest.raises(RunDamaged, match=f"run {run} has an unreadable data file, .*{target.name}.*runs delete"):
+    assert (found.run_id, found.table, Path(found.path)) == (
+        run,
+        "attention",
+        target,
+    ) and why in found.problem
+    with pytest.raises(
+        RunDamaged, match=f"run {run} has an unreadable data file, .*{target.name}.*runs delete"
+    ):
         store.check_runs([run])
     store.check_runs([other])  # the other run is unaffected (this would raise)
     assert store.damaged_files([other]) == {}
 
     reopened = wh.open_warehouse(store.path)  # opening for writing removes nothing
-    assert reopened.resume_run(run) == problem_ids(1, 2, 3)  # the torn commit is not dropped: it stays committed
+    assert reopened.resume_run(run) == problem_ids(
+        1, 2, 3
+    )  # the torn commit is not dropped: it stays committed
     assert {r["run_id"]: r["status"] for r in reopened.list_runs()} == {run: "damaged", other: "complete"}
     assert reopened.show_run(run)["damaged_files"] == [found.line()]
     assert fetch(reopened, "SELECT count(*) FROM attention WHERE run_id = ?", [other]) == [(6020,)]
@@ -267,8 +312,9 @@ def test_a_torn_file_is_reported_and_nothing_on_disk_is_removed(store, damage):
 
     target.write_bytes(original)  # restoring the file restores the run
     assert store.damaged_files() == {}
-    assert fetch(store, "SELECT count(*), count(DISTINCT problem_id) FROM attention WHERE run_id = ?", [run]) == [
-        (4 * 6020, 4)]
+    assert fetch(
+        store, "SELECT count(*), count(DISTINCT problem_id) FROM attention WHERE run_id = ?", [run]
+    ) == [(4 * 6020, 4)]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "footer"])
@@ -277,8 +323,9 @@ def test_a_query_that_reads_a_torn_file_names_it_and_its_run(store, damage):
     for sql in ("SELECT sum(weight) FROM attention", "SELECT sum(weight) FROM attention WHERE run_id = ?"):
         with pytest.raises(RunDamaged, match=f"run {run} has an unreadable data file, .*{target.name}"):
             fetch(store, sql, [run] if "?" in sql else None)
-    assert fetch(store, "SELECT count(*), sum(weight) IS NOT NULL FROM attention WHERE run_id = ?", [other]) == [
-        (6020, True)]  # the other run's rows stay readable
+    assert fetch(
+        store, "SELECT count(*), sum(weight) IS NOT NULL FROM attention WHERE run_id = ?", [other]
+    ) == [(6020, True)]  # the other run's rows stay readable
 
 
 def test_files_of_a_commit_that_never_happened_are_never_listed_nor_read(store):
@@ -310,11 +357,15 @@ def test_files_of_a_commit_that_never_happened_are_never_listed_nor_read(store):
     assert reopened.resume_run(run) == problem_ids(1, 2)
     append(reopened, run, [3])
     reopened.finish_run(run)
-    assert fetch(reopened, "SELECT count(*), count(DISTINCT (problem_id, condition_id, layer, head, dst, src)) "
-                           "FROM attention") == [(3 * 6020, 3 * 6020)]
+    assert fetch(
+        reopened,
+        "SELECT count(*), count(DISTINCT (problem_id, condition_id, layer, head, dst, src)) FROM attention",
+    ) == [(3 * 6020, 3 * 6020)]
     assert fetch(reopened, "SELECT list(ordinal ORDER BY ordinal) FROM run_problems") == [([0, 1, 2],)]
     assert all(path.read_bytes() == body for path, body in kept.items())  # nothing removed them
-    assert reopened.vacuum(older_than_days=0)["orphans_removed"] == 0  # younger than a day: may be a commit in flight
+    assert (
+        reopened.vacuum(older_than_days=0)["orphans_removed"] == 0
+    )  # younger than a day: may be a commit in flight
     assert orphan_files(store.path) == 3
     old = time.time() - 2 * 86400
     for path in kept:

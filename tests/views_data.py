@@ -18,6 +18,7 @@ Run B (model "other", patch layer 0, still running, no attention): P1, P2, P5 (4
   kl_answer: zero = 2 (thought + 1), gauss 1.
 Run C (legacy convention, complete): P1 only, baseline + 6 thoughts x zero; fails at T2.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,11 @@ SELF = {(0, 0): 0.2, (0, 1): 0.6, (1, 0): 0.1, (1, 1): 0.3}
 SKIP = {(0, 0): 0.0, (0, 1): 0.2, (1, 0): 0.4, (1, 1): 0.1}
 EOT_BASE = {0: [0.25, 0.15, 0.10, 0.05, 0.05, 0.05], 1: [0.05, 0.05, 0.10, 0.10, 0.15, 0.20]}
 
-A_FAILS = {"P1": {(0, "zero"), (0, "gauss"), (1, "zero")}, "P2": {(0, "zero"), (3, "clean")},
-           "P3": {(0, "zero"), (1, "zero"), (2, "zero")}}
+A_FAILS = {
+    "P1": {(0, "zero"), (0, "gauss"), (1, "zero")},
+    "P2": {(0, "zero"), (3, "clean")},
+    "P3": {(0, "zero"), (1, "zero"), (2, "zero")},
+}
 A_BASE_CORRECT = {"P1": True, "P2": True, "P3": True, "P4": False}
 A_FIXED = {"P4": {(5, "zero")}}
 B_BASE_CORRECT = {"P1": True, "P2": False, "P5": True}
@@ -50,8 +54,17 @@ DISRUPTION = {"zero": 0.4, "gauss": 0.2, "clean": 0.0}
 
 
 def problem_rows(names):
-    return [{"problem_id": PID[n], "question": f"question {n}", "gold_answer": 1.0, "n_steps": PROBLEMS[n],
-             "source": "hand", "source_id": n} for n in names]
+    return [
+        {
+            "problem_id": PID[n],
+            "question": f"question {n}",
+            "gold_answer": 1.0,
+            "n_steps": PROBLEMS[n],
+            "source": "hand",
+            "source_id": n,
+        }
+        for n in names
+    ]
 
 
 def results_rows(names, methods, base_correct, fails, fixed, kl, patch_layer):
@@ -60,18 +73,44 @@ def results_rows(names, methods, base_correct, fails, fixed, kl, patch_layer):
     for name in names:
         ok = base_correct[name]
         base_logp = -1.0 if ok else -5.0
-        rows.append({"problem_id": PID[name], "condition_id": 0, "layer": None, "thought": None,
-                     "method": "baseline", "sigma": None, "correct": ok,
-                     "flipped": False, "fixed": False, "kl_first": 0.0, "kl_answer": 0.0, "logp_gold": base_logp,
-                     "disruption": 0.0})
+        rows.append(
+            {
+                "problem_id": PID[name],
+                "condition_id": 0,
+                "layer": None,
+                "thought": None,
+                "method": "baseline",
+                "sigma": None,
+                "correct": ok,
+                "flipped": False,
+                "fixed": False,
+                "kl_first": 0.0,
+                "kl_answer": 0.0,
+                "logp_gold": base_logp,
+                "disruption": 0.0,
+            }
+        )
         cid = 1
         for k in range(6):
             for m in methods:
                 correct = (k, m) not in fails.get(name, set()) if ok else (k, m) in fixed.get(name, set())
-                rows.append({"problem_id": PID[name], "condition_id": cid, "layer": patch_layer, "thought": k,
-                             "method": m, "sigma": SIGMA[m], "correct": correct, "flipped": ok and not correct,
-                             "fixed": (not ok) and correct, "kl_first": kl[m](k) / 10, "kl_answer": kl[m](k),
-                             "logp_gold": LOGP[m], "disruption": DISRUPTION[m]})
+                rows.append(
+                    {
+                        "problem_id": PID[name],
+                        "condition_id": cid,
+                        "layer": patch_layer,
+                        "thought": k,
+                        "method": m,
+                        "sigma": SIGMA[m],
+                        "correct": correct,
+                        "flipped": ok and not correct,
+                        "fixed": (not ok) and correct,
+                        "kl_first": kl[m](k) / 10,
+                        "kl_answer": kl[m](k),
+                        "logp_gold": LOGP[m],
+                        "disruption": DISRUPTION[m],
+                    }
+                )
                 cid += 1
     return rows
 
@@ -106,8 +145,11 @@ def attention_rows(names) -> pa.Table:
                     m = baseline_matrix(layer, head, p) if cid == 0 else decoy_matrix()
                     for d in range(7):
                         for s in range(d + 3):  # keys visible to query d: Q, BOT, T0..Td
-                            for key, value in zip(cols, (PID[name], cid, layer, head, dst_codes[d], src_codes[s],
-                                                         m[d, s])):
+                            for key, value in zip(
+                                cols,
+                                (PID[name], cid, layer, head, dst_codes[d], src_codes[s], m[d, s]),
+                                strict=True,
+                            ):
                                 cols[key].append(value)
     return pa.table(cols)
 
@@ -116,19 +158,36 @@ def build(path) -> str:
     """Write the three runs into a new warehouse at `path`; returns its path."""
     store = wh.open_warehouse(path, durable=False)
     a_names = ["P1", "P2", "P3", "P4"]
-    run = store.begin_run({"hand": "A"}, run_id=RUN_A, model_name="gpt2-tiny", n_layers=N_LAYERS, n_heads=N_HEADS,
-                          patch_layers=[1])
-    store.append_problems(run, problem_rows(a_names),
-                          results_rows(a_names, ["zero", "gauss", "clean"], A_BASE_CORRECT, A_FAILS, A_FIXED, KL_A, 1),
-                          attention_rows(a_names))
+    run = store.begin_run(
+        {"hand": "A"},
+        run_id=RUN_A,
+        model_name="gpt2-tiny",
+        n_layers=N_LAYERS,
+        n_heads=N_HEADS,
+        patch_layers=[1],
+    )
+    store.append_problems(
+        run,
+        problem_rows(a_names),
+        results_rows(a_names, ["zero", "gauss", "clean"], A_BASE_CORRECT, A_FAILS, A_FIXED, KL_A, 1),
+        attention_rows(a_names),
+    )
     store.finish_run(run)
     b_names = ["P1", "P2", "P5"]
-    run = store.begin_run({"hand": "B"}, run_id=RUN_B, model_name="other", n_layers=4, n_heads=4, patch_layers=[0])
-    store.append_problems(run, problem_rows(b_names),
-                          results_rows(b_names, ["zero", "gauss"], B_BASE_CORRECT, B_FAILS, B_FIXED, KL_B, 0))
+    run = store.begin_run(
+        {"hand": "B"}, run_id=RUN_B, model_name="other", n_layers=4, n_heads=4, patch_layers=[0]
+    )
+    store.append_problems(
+        run,
+        problem_rows(b_names),
+        results_rows(b_names, ["zero", "gauss"], B_BASE_CORRECT, B_FAILS, B_FIXED, KL_B, 0),
+    )
     run = store.begin_run({"hand": "C"}, run_id=RUN_C, model_name="research-gpt2", convention="legacy")
-    store.append_problems(run, problem_rows(["P1"]),
-                          results_rows(["P1"], ["zero"], {"P1": True}, {"P1": {(2, "zero")}}, {}, KL_A, 6))
+    store.append_problems(
+        run,
+        problem_rows(["P1"]),
+        results_rows(["P1"], ["zero"], {"P1": True}, {"P1": {(2, "zero")}}, {}, KL_A, 6),
+    )
     store.finish_run(run)
     return str(store.path)
 
@@ -139,4 +198,4 @@ def rows(db, sql: str, params=()) -> list[dict]:
     with store.reader() as con:
         cur = con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

@@ -4,6 +4,7 @@ Rows have GPT-2's shape (SPEC 5): 43 conditions x 12 layers x 12 heads x 35 (que
 216,720 attention rows per problem, plus 43 result rows. Frames are built before the clock starts,
 as the engine hands over finished batches; the clock covers conforming, writing and committing.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -33,11 +34,16 @@ def attention_table(rng: np.random.Generator, n_layers: int = N_LAYERS, n_heads:
     pairs = np.array(query_key_pairs(), dtype=np.int16)
     n_pairs = len(pairs)
     grid = np.indices((N_CONDITIONS, n_layers, n_heads, n_pairs), dtype=np.int16).reshape(4, -1)
-    return pa.table({
-        "condition_id": grid[0], "layer": grid[1], "head": grid[2],
-        "dst": pairs[grid[3], 0], "src": pairs[grid[3], 1],
-        "weight": rng.random(grid.shape[1], dtype=np.float32),
-    })
+    return pa.table(
+        {
+            "condition_id": grid[0],
+            "layer": grid[1],
+            "head": grid[2],
+            "dst": pairs[grid[3], 0],
+            "src": pairs[grid[3], 1],
+            "weight": rng.random(grid.shape[1], dtype=np.float32),
+        }
+    )
 
 
 def results_table(rng: np.random.Generator | None = None) -> pa.Table:
@@ -46,22 +52,30 @@ def results_table(rng: np.random.Generator | None = None) -> pa.Table:
     methods = ["zero", "gauss", "gauss", "gauss", "gauss", "random", "shuffle"]
     sigmas = [None, 0.1, 0.5, 1.0, 2.0, None, None]
     n = N_CONDITIONS - 1
-    return pa.table({
-        "condition_id": np.arange(N_CONDITIONS, dtype=np.int16),
-        "layer": pa.array([None] + [6] * n, pa.int16()),
-        "thought": pa.array([None] + [k // 7 for k in range(n)], pa.int16()),
-        "method": ["baseline"] + [methods[k % 7] for k in range(n)],
-        "sigma": pa.array([None] + [sigmas[k % 7] for k in range(n)], pa.float64()),
-        "correct": rng.random(N_CONDITIONS) < 0.7,
-        "kl_first": np.concatenate([[0.0], rng.random(n)]),
-    })
+    return pa.table(
+        {
+            "condition_id": np.arange(N_CONDITIONS, dtype=np.int16),
+            "layer": pa.array([None] + [6] * n, pa.int16()),
+            "thought": pa.array([None] + [k // 7 for k in range(n)], pa.int16()),
+            "method": ["baseline"] + [methods[k % 7] for k in range(n)],
+            "sigma": pa.array([None] + [sigmas[k % 7] for k in range(n)], pa.float64()),
+            "correct": rng.random(N_CONDITIONS) < 0.7,
+            "kl_first": np.concatenate([[0.0], rng.random(n)]),
+        }
+    )
 
 
 def sample_problem(index: int, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, seed: int = 0):
     """(problem row, results, attention) of one generated problem, for tests and benchmarks."""
     rng = np.random.default_rng([seed, index])
-    row = {"problem_id": f"gen{index:013d}", "question": f"generated question {index}",
-           "gold_answer": float(index), "n_steps": 1 + index % 6, "source": "generated", "source_id": str(index)}
+    row = {
+        "problem_id": f"gen{index:013d}",
+        "question": f"generated question {index}",
+        "gold_answer": float(index),
+        "n_steps": 1 + index % 6,
+        "source": "generated",
+        "source_id": str(index),
+    }
     return row, results_table(rng), attention_table(rng, n_layers, n_heads)
 
 
@@ -88,7 +102,12 @@ def _with_problem(table: pa.Table, problem_id: str) -> pa.Table:
 CHUNK = 8  # problems per commit in `run` (its --batch-size default)
 # The same benchmark on this 2-core machine, idle, with the layer DuckLake replaced (a DuckDB file plus
 # home-made Parquet batch directories; 40 problems, fsync on). Printed beside today's figures.
-BEFORE = {"problem_transactions": 10.2e6, "chunk_transactions": None, "run_batch": 11.5e6, "scan_attention": 180e6}
+BEFORE = {
+    "problem_transactions": 10.2e6,
+    "chunk_transactions": None,
+    "run_batch": 11.5e6,
+    "scan_attention": 180e6,
+}
 
 
 def run_bench(problems: int = 40, db: str | None = None, durable: bool = True, seed: int = 0) -> dict:
@@ -103,8 +122,12 @@ def run_bench(problems: int = 40, db: str | None = None, durable: bool = True, s
 
         def batch(prefix: str, lo: int, hi: int):
             ids = [f"{prefix}{i:011d}" for i in range(lo, hi)]
-            rows = [{"problem_id": pid, "question": f"bench question {pid}", "gold_answer": 1.0} for pid in ids]
-            att = pa.concat_tables([_with_problem(attention[i], pid) for i, pid in zip(range(lo, hi), ids)])
+            rows = [
+                {"problem_id": pid, "question": f"bench question {pid}", "gold_answer": 1.0} for pid in ids
+            ]
+            att = pa.concat_tables(
+                [_with_problem(attention[i], pid) for i, pid in zip(range(lo, hi), ids, strict=True)]
+            )
             res = pa.concat_tables([_with_problem(results, pid) for pid in ids])
             return rows, res, att
 
@@ -150,23 +173,31 @@ def run_bench(problems: int = 40, db: str | None = None, durable: bool = True, s
         "before": BEFORE,
         "target_rows_per_s": TARGET_ROWS_PER_S,
     }
-    report["meets_target"] = min(report["chunk_transactions"]["rows_per_s"],
-                                 report["run_batch"]["rows_per_s"]) >= TARGET_ROWS_PER_S
+    report["meets_target"] = (
+        min(report["chunk_transactions"]["rows_per_s"], report["run_batch"]["rows_per_s"])
+        >= TARGET_ROWS_PER_S
+    )
     return report
 
 
 def summary_lines(report: dict) -> list[str]:
     head = f"{report['problems']} problems x {report['attention_rows_per_problem']:,} attention rows"
-    lines = [f"{head} (durable={report['durable']}, {report['engine']})",
-             f"{'':22s} {'now':>13s}  {'before (DuckDB file + shards)':>30s}"]
+    lines = [
+        f"{head} (durable={report['durable']}, {report['engine']})",
+        f"{'':22s} {'now':>13s}  {'before (DuckDB file + shards)':>30s}",
+    ]
     for key in ("problem_transactions", "chunk_transactions", "run_batch", "scan_attention"):
         r = report[key]
         before = report["before"].get(key)
         was = f"{before / 1e6:7.2f} M rows/s" if before else "      -"
-        lines.append(f"{key:22s} {r['rows_per_s'] / 1e6:7.2f} M rows/s  {was:>22s}   "
-                     f"({r['rows']:,} rows in {r['seconds']:.3f} s)")
+        lines.append(
+            f"{key:22s} {r['rows_per_s'] / 1e6:7.2f} M rows/s  {was:>22s}   "
+            f"({r['rows']:,} rows in {r['seconds']:.3f} s)"
+        )
     lines.append(f"disk: {report['disk_bytes'] / 2**20:.0f} MiB for {3 * report['problems']} problems")
     verdict = "meets" if report["meets_target"] else "MISSES"
-    lines.append(f"ingest in {CHUNK}-problem commits (as `run` does) and in one batch {verdict} the target of "
-                 f"{report['target_rows_per_s'] / 1e6:.0f} M rows/s")
+    lines.append(
+        f"ingest in {CHUNK}-problem commits (as `run` does) and in one batch {verdict} the target of "
+        f"{report['target_rows_per_s'] / 1e6:.0f} M rows/s"
+    )
     return lines

@@ -11,6 +11,7 @@ per attention row (stg_attention, int_baseline_attention, v_rows: 20M wide rows 
 anyone reads), which are timed as a scan that pushes every row through the view (count and sum of
 weight). Each query runs `repeats` times on a read-only connection (warm OS cache); the median counts.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -27,8 +28,15 @@ from warehouse.views import created_views, view_files
 from warehouse.vocab import EOT, N_THOUGHTS
 
 N_LAYERS, N_HEADS, PATCH_LAYER = 12, 12, 6
-METHODS = [("zero", None), ("gauss", 0.1), ("gauss", 0.5), ("gauss", 1.0), ("gauss", 2.0), ("random", None),
-           ("shuffle", None)]
+METHODS = [
+    ("zero", None),
+    ("gauss", 0.1),
+    ("gauss", 0.5),
+    ("gauss", 1.0),
+    ("gauss", 2.0),
+    ("random", None),
+    ("shuffle", None),
+]
 N_CONDITIONS = 1 + N_THOUGHTS * len(METHODS)
 DST = np.array([*range(N_THOUGHTS), EOT], dtype=np.int16)  # queries T0..T5, EOT
 SRC = np.array([-2, -1, *range(N_THOUGHTS), EOT], dtype=np.int16)  # keys Q, BOT, T0..T5, EOT
@@ -45,15 +53,30 @@ def conditions() -> pa.Table:
     for thought in range(N_THOUGHTS):
         for method, sigma in METHODS:
             rows.append((len(rows), PATCH_LAYER, thought, method, sigma))
-    ids, layers, thoughts, methods, sigmas = zip(*rows)
-    return pa.table({"condition_id": pa.array(ids, pa.int16()), "layer": pa.array(layers, pa.int16()),
-                     "thought": pa.array(thoughts, pa.int16()), "method": pa.array(methods),
-                     "sigma": pa.array(sigmas, pa.float64())})
+    ids, layers, thoughts, methods, sigmas = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "condition_id": pa.array(ids, pa.int16()),
+            "layer": pa.array(layers, pa.int16()),
+            "thought": pa.array(thoughts, pa.int16()),
+            "method": pa.array(methods),
+            "sigma": pa.array(sigmas, pa.float64()),
+        }
+    )
 
 
 def problem_rows(ids: list[str]) -> list[dict]:
-    return [{"problem_id": pid, "question": f"generated question {pid}", "gold_answer": float(int(pid[3:])),
-             "n_steps": 1 + int(pid[3:]) % 6, "source": "generated", "source_id": pid} for pid in ids]
+    return [
+        {
+            "problem_id": pid,
+            "question": f"generated question {pid}",
+            "gold_answer": float(int(pid[3:])),
+            "n_steps": 1 + int(pid[3:]) % 6,
+            "source": "generated",
+            "source_id": pid,
+        }
+        for pid in ids
+    ]
 
 
 def results_table(ids: list[str], rng: np.random.Generator) -> pa.Table:
@@ -68,16 +91,23 @@ def results_table(ids: list[str], rng: np.random.Generator) -> pa.Table:
     correct[:, 0] = base
     kl = rng.exponential(1.0, (n, c)) * (thought >= 0)[None, :]
     problem = np.repeat(np.arange(n), c)
-    return pa.table({
-        "problem_id": pa.DictionaryArray.from_arrays(pa.array(problem.astype(np.int32)), pa.array(ids)),
-        **{name: pa.concat_arrays([col.combine_chunks()] * n) for name, col in zip(cond.column_names, cond.columns)},
-        "correct": correct.reshape(-1),
-        "flipped": (base[:, None] & ~correct).reshape(-1),
-        "fixed": (~base[:, None] & correct).reshape(-1),
-        "kl_first": kl.reshape(-1), "kl_answer": (2 * kl).reshape(-1), "kl_max": (3 * kl).reshape(-1),
-        "logp_gold": (-rng.exponential(1.0, (n, c)) - 3 * kl).reshape(-1),
-        "disruption": (rng.random((n, c)) * (thought >= 0)[None, :]).reshape(-1),
-    })
+    return pa.table(
+        {
+            "problem_id": pa.DictionaryArray.from_arrays(pa.array(problem.astype(np.int32)), pa.array(ids)),
+            **{
+                name: pa.concat_arrays([col.combine_chunks()] * n)
+                for name, col in zip(cond.column_names, cond.columns, strict=True)
+            },
+            "correct": correct.reshape(-1),
+            "flipped": (base[:, None] & ~correct).reshape(-1),
+            "fixed": (~base[:, None] & correct).reshape(-1),
+            "kl_first": kl.reshape(-1),
+            "kl_answer": (2 * kl).reshape(-1),
+            "kl_max": (3 * kl).reshape(-1),
+            "logp_gold": (-rng.exponential(1.0, (n, c)) - 3 * kl).reshape(-1),
+            "disruption": (rng.random((n, c)) * (thought >= 0)[None, :]).reshape(-1),
+        }
+    )
 
 
 def attention_table(ids: list[str], rng: np.random.Generator) -> pa.Table:
@@ -92,15 +122,19 @@ def attention_table(ids: list[str], rng: np.random.Generator) -> pa.Table:
     src = np.broadcast_to(SRC[None, :], VISIBLE.shape)[VISIBLE]
     per_condition = N_LAYERS * N_HEADS * PAIRS
     problem = np.repeat(np.arange(len(ids), dtype=np.int32), N_CONDITIONS * per_condition)
-    return pa.table({
-        "problem_id": pa.DictionaryArray.from_arrays(pa.array(problem), pa.array(ids)),
-        "condition_id": np.tile(np.repeat(np.arange(N_CONDITIONS, dtype=np.int16), per_condition), len(ids)),
-        "layer": np.tile(np.repeat(np.arange(N_LAYERS, dtype=np.int16), N_HEADS * PAIRS), n_rows),
-        "head": np.tile(np.repeat(np.arange(N_HEADS, dtype=np.int16), PAIRS), n_rows * N_LAYERS),
-        "dst": np.tile(dst, n_rows * N_LAYERS * N_HEADS),
-        "src": np.tile(src, n_rows * N_LAYERS * N_HEADS),
-        "weight": weights,
-    })
+    return pa.table(
+        {
+            "problem_id": pa.DictionaryArray.from_arrays(pa.array(problem), pa.array(ids)),
+            "condition_id": np.tile(
+                np.repeat(np.arange(N_CONDITIONS, dtype=np.int16), per_condition), len(ids)
+            ),
+            "layer": np.tile(np.repeat(np.arange(N_LAYERS, dtype=np.int16), N_HEADS * PAIRS), n_rows),
+            "head": np.tile(np.repeat(np.arange(N_HEADS, dtype=np.int16), PAIRS), n_rows * N_LAYERS),
+            "dst": np.tile(dst, n_rows * N_LAYERS * N_HEADS),
+            "src": np.tile(src, n_rows * N_LAYERS * N_HEADS),
+            "weight": weights,
+        }
+    )
 
 
 def build_warehouse(db: str | Path, attention_rows: int = 20_000_000, seed: int = 0) -> dict:
@@ -111,11 +145,19 @@ def build_warehouse(db: str | Path, attention_rows: int = 20_000_000, seed: int 
     shared = max(1, half // 3)
     ids = [f"gen{i:013d}" for i in range(problems)]
     runs = []
-    for r, chosen in enumerate([ids[:half], ids[half - shared:problems - shared]]):
+    for r, chosen in enumerate([ids[:half], ids[half - shared : problems - shared]]):
         rng = np.random.default_rng([seed, r])
-        run = store.begin_run({"bench": "views", "part": r}, model_name="bench", run_id=f"bench-views-{r}",
-                              n_layers=N_LAYERS, n_heads=N_HEADS, patch_layers=[PATCH_LAYER])
-        store.append_problems(run, problem_rows(chosen), results_table(chosen, rng), attention_table(chosen, rng))
+        run = store.begin_run(
+            {"bench": "views", "part": r},
+            model_name="bench",
+            run_id=f"bench-views-{r}",
+            n_layers=N_LAYERS,
+            n_heads=N_HEADS,
+            patch_layers=[PATCH_LAYER],
+        )
+        store.append_problems(
+            run, problem_rows(chosen), results_table(chosen, rng), attention_table(chosen, rng)
+        )
         store.finish_run(run)
         runs.append(run)
     with store.reader() as con:
@@ -147,13 +189,21 @@ def time_views(store: Warehouse, repeats: int = 3) -> list[dict]:
                 start = time.perf_counter()
                 result = con.sql(sql).to_arrow_table()
                 seconds.append(time.perf_counter() - start)
-            rows.append({"view": view, "timed": how, "rows": result.num_rows if how == "all rows" else
-                         result.column(0)[0].as_py(), "median_s": round(statistics.median(seconds), 4),
-                         "max_s": round(max(seconds), 4)})
+            rows.append(
+                {
+                    "view": view,
+                    "timed": how,
+                    "rows": result.num_rows if how == "all rows" else result.column(0)[0].as_py(),
+                    "median_s": round(statistics.median(seconds), 4),
+                    "max_s": round(max(seconds), 4),
+                }
+            )
     return rows
 
 
-def run_bench(attention_rows: int = 20_000_000, repeats: int = 3, db: str | None = None, seed: int = 0) -> dict:
+def run_bench(
+    attention_rows: int = 20_000_000, repeats: int = 3, db: str | None = None, seed: int = 0
+) -> dict:
     """Build the warehouse (in a temporary directory unless `db` is given), then time every view."""
     with tempfile.TemporaryDirectory(prefix="codi-bench-views-") as tmp:
         start = time.perf_counter()
@@ -161,19 +211,30 @@ def run_bench(attention_rows: int = 20_000_000, repeats: int = 3, db: str | None
         build_s = time.perf_counter() - start
         timings = time_views(built["store"], repeats)
     slowest = max((t["median_s"] for t in timings), default=0.0)
-    return {"attention_rows": built["attention_rows"], "problems": built["problems"], "runs": built["runs"],
-            "build_seconds": round(build_s, 2), "repeats": repeats, "views": timings,
-            "target_seconds": TARGET_SECONDS, "meets_target": slowest < TARGET_SECONDS}
+    return {
+        "attention_rows": built["attention_rows"],
+        "problems": built["problems"],
+        "runs": built["runs"],
+        "build_seconds": round(build_s, 2),
+        "repeats": repeats,
+        "views": timings,
+        "target_seconds": TARGET_SECONDS,
+        "meets_target": slowest < TARGET_SECONDS,
+    }
 
 
 def summary_lines(report: dict) -> list[str]:
-    head = (f"{report['attention_rows']:,} attention rows, {report['problems']} problems in {len(report['runs'])} "
-            f"runs (built in {report['build_seconds']} s); median of {report['repeats']}")
+    head = (
+        f"{report['attention_rows']:,} attention rows, {report['problems']} problems in "
+        f"{len(report['runs'])} runs (built in {report['build_seconds']} s); median of {report['repeats']}"
+    )
     lines = [head]
     width = max((len(t["view"]) for t in report["views"]), default=4)
     lines.append(f"{'view':<{width}} {'timed':<8} {'rows':>11} {'median s':>9} {'max s':>7}")
     for t in report["views"]:
-        lines.append(f"{t['view']:<{width}} {t['timed']:<8} {t['rows']:>11,} {t['median_s']:>9.3f} {t['max_s']:>7.3f}")
+        lines.append(
+            f"{t['view']:<{width}} {t['timed']:<8} {t['rows']:>11,} {t['median_s']:>9.3f} {t['max_s']:>7.3f}"
+        )
     verdict = "answers" if report["meets_target"] else "does NOT answer"
     lines.append(f"every view {verdict} in under {report['target_seconds']:g} s")
     return lines

@@ -3,6 +3,7 @@
 Each takes the warehouse folder and returns plain data (the `--json` form of the command); the text
 the CLI prints is made from that by the `format_*` functions of warehouse/output.py.
 """
+
 from __future__ import annotations
 
 import os

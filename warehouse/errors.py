@@ -1,4 +1,5 @@
 """Errors the warehouse raises for bad input; ValueError subclasses, so the CLI shows one line."""
+
 from __future__ import annotations
 
 

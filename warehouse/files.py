@@ -1,4 +1,5 @@
 """Parquet files written outside the warehouse: worker shards (ingest/shards.py) and exports."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,10 @@ _ROW_GROUP = 1 << 20
 # Attention rows are narrow; dictionary-encode the small ints, not the float weights (measured
 # 2x faster than pyarrow's defaults, and smaller).
 _WRITE_OPTIONS = {
-    "attention": {"use_dictionary": ["run_id", "problem_id", "condition_id", "layer", "head", "dst", "src"],
-                  "write_statistics": ["run_id", "problem_id", "condition_id", "layer", "head"]},
+    "attention": {
+        "use_dictionary": ["run_id", "problem_id", "condition_id", "layer", "head", "dst", "src"],
+        "write_statistics": ["run_id", "problem_id", "condition_id", "layer", "head"],
+    },
 }
 
 

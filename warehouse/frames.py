@@ -4,6 +4,7 @@ Whole columns are cast at once; nothing iterates over rows. Unknown columns are 
 must not silently become NULL), missing optional columns become NULL, and run_id / problem_id are
 filled in as constant dictionary columns when the caller leaves them out.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,8 @@ def to_arrow(data) -> pa.Table:
 
 
 def from_dicts(rows: list[dict]) -> pa.Table:
-    """Rows as a table whose columns are the union of their keys (first-seen order), NULL where a row lacks one.
+    """Rows as a table whose columns are the union of their keys (first-seen order), NULL where a row
+    lacks one.
 
     (pa.Table.from_pylist takes its columns from the first row only, silently dropping keys it lacks.)
     """
@@ -43,7 +45,9 @@ def distinct(column: pa.ChunkedArray) -> set:
 
 
 def constant(value: str, n: int) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string()))
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string())
+    )
 
 
 def _cast(column: pa.ChunkedArray, target: pa.DataType, name: str) -> pa.ChunkedArray:
@@ -104,7 +108,9 @@ def first_duplicate(table: pa.Table, keys=None) -> dict | None:
     if packed is not None and pl.Series(packed).n_unique() == table.num_rows:
         return None
     frame = pl.from_arrow(table.select(keys))
-    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in keys if isinstance(frame.schema[c], pl.Categorical))
+    frame = frame.with_columns(
+        pl.col(c).cast(pl.String) for c in keys if isinstance(frame.schema[c], pl.Categorical)
+    )
     repeated = frame.filter(frame.is_duplicated())
     return repeated.row(0, named=True) if repeated.height else None
 

@@ -111,7 +111,9 @@ _WHY = {
         "it changes logging or profiling and can write files": """enable_logging disable_logging
             truncate_duckdb_logs enable_profiling disable_profiling""",
         "it writes the database": "checkpoint force_checkpoint",
-        "it runs SQL given as a string, which cannot be checked": "query query_table json_execute_serialized_sql",
+        "it runs SQL given as a string, which cannot be checked": (
+            "query query_table json_execute_serialized_sql"
+        ),
         "it changes the lake": """ducklake_add_data_files ducklake_cleanup_old_files ducklake_commit
             ducklake_delete_orphaned_files ducklake_expire_snapshots ducklake_flush_inlined_data
             ducklake_merge_adjacent_files ducklake_rewrite_data_files ducklake_set_commit_message
@@ -162,7 +164,7 @@ def _tokens(sql: str) -> list[tuple[int, str, str]]:
     ends = [position for position, _ in found[1:]] + [len(sql)]
     return [
         (position, _lexeme(sql[position:end]), getattr(kind, "name", str(kind)))
-        for (position, kind), end in zip(found, ends)
+        for (position, kind), end in zip(found, ends, strict=False)  # empty SQL: no tokens, one end
     ]
 
 
@@ -192,7 +194,7 @@ def _extract(con: duckdb.DuckDBPyConnection, sql: str) -> list:
         raise WarehouseError(f"bad SQL: {_first_line(exc)}") from exc
 
 
-def _functions(node, tables: set[str], scalars: set[str]) -> None:
+def _functions(node: object, tables: set[str], scalars: set[str]) -> None:
     """The names of the table functions and of the other functions anywhere in a parsed tree."""
     if isinstance(node, dict):
         if node.get("type") == "TABLE_FUNCTION":
@@ -210,7 +212,9 @@ def _functions(node, tables: set[str], scalars: set[str]) -> None:
 
 def _check_select(con: duckdb.DuckDBPyConnection, sql: str, shown: str) -> None:
     """Refuse a SELECT that uses a table function off the allowlist, or a refused scalar function."""
-    tree = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0])
+    row = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+    assert row is not None  # a SELECT of one expression without FROM always returns one row
+    tree = json.loads(row[0])
     if tree.get("error") or len(tree.get("statements") or []) != 1:
         reason = tree.get("error_message") or "not one statement"
         raise _refuse(f"{shown} (could not be checked: {reason})", "write it as a plain SELECT")
@@ -242,7 +246,7 @@ def _explained(sql: str) -> str:
     return sql[tokens[i][0] :]
 
 
-def _check_statement(con: duckdb.DuckDBPyConnection, statement) -> None:
+def _check_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement) -> None:
     kind = statement.type
     text = statement.query
     if kind == duckdb.StatementType.SELECT:

@@ -74,10 +74,14 @@ class Run:
         with self.reader() as con:
             columns = _columns(con, name)
             if "run_id" not in columns:
-                raise WarehouseError(f"{name} has no run_id column (it spans runs); read it with Warehouse.sql")
+                raise WarehouseError(
+                    f"{name} has no run_id column (it spans runs); read it with Warehouse.sql"
+                )
             unknown = [c for c in equals if c not in columns]
             if unknown:
-                raise WarehouseError(f"{name} has no column {', '.join(unknown)}; it has {', '.join(columns)}")
+                raise WarehouseError(
+                    f"{name} has no column {', '.join(unknown)}; it has {', '.join(columns)}"
+                )
             where = " AND ".join(["run_id = ?", *(f'"{c}" IS NOT DISTINCT FROM ?' for c in equals)])
             return con.execute(f'SELECT * FROM "{name}" WHERE {where}', [self.run_id, *equals.values()]).pl()
 
@@ -108,5 +112,5 @@ def _columns(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
         [name],
     ).fetchall()
     if not found:
-        raise WarehouseError(f"no view or table {name!r}; `python cli.py query \"SHOW TABLES\"` lists them")
+        raise WarehouseError(f'no view or table {name!r}; `python cli.py query "SHOW TABLES"` lists them')
     return [c for (c,) in found]

@@ -21,6 +21,7 @@ so a moved or copied folder works from any directory. A plain DuckDB client need
         (DATA_PATH 'results/warehouse/data/', OVERRIDE_DATA_PATH true, READ_ONLY);
     USE wh;
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,14 @@ WRITE_TIMEOUT_S = 600.0
 _EXTENSIONS = {"ducklake": "ducklake", "sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 # Transient: another process holds the SQLite catalog's write lock, or committed first (DuckLake
 # retries conflicts itself a few times, then reports them).
-_RETRYABLE = ("database is locked", "Could not set lock", "Conflicting lock", "Transaction conflict",
-              "conflict", "busy")
+_RETRYABLE = (
+    "database is locked",
+    "Could not set lock",
+    "Conflicting lock",
+    "Transaction conflict",
+    "conflict",
+    "busy",
+)
 
 
 class NotAWarehouse(WarehouseError):
@@ -86,9 +93,11 @@ class Catalog:
         """`sqlite` (the default) or `postgres:<libpq dsn>`, e.g. `postgres:dbname=codi host=db1`."""
         if not spec or spec == "sqlite":
             return cls("sqlite")
-        if spec.startswith("postgres:") and spec[len("postgres:"):].strip():
-            return cls("postgres", spec[len("postgres:"):].strip())
-        raise WarehouseError(f"catalog {spec!r}: use sqlite, or postgres:<dsn> (e.g. postgres:dbname=codi host=db1)")
+        if spec.startswith("postgres:") and spec[len("postgres:") :].strip():
+            return cls("postgres", spec[len("postgres:") :].strip())
+        raise WarehouseError(
+            f"catalog {spec!r}: use sqlite, or postgres:<dsn> (e.g. postgres:dbname=codi host=db1)"
+        )
 
     def describe(self) -> dict:
         return {"kind": self.kind} if self.kind == "sqlite" else {"kind": self.kind, "dsn": self.dsn}
@@ -102,17 +111,27 @@ def extension_file(name: str) -> Path:
     """The extension's file from its PyPI package, under the name DuckDB needs (a cached symlink)."""
     spec = importlib_util.find_spec(f"duckdb_extension_{name}")
     if spec is None or not spec.submodule_search_locations:
-        raise WarehouseError(f"the DuckDB extension package duckdb-extension-{name} is missing; "
-                             "reinstall codi-warehouse (pip install -e .)")
+        raise WarehouseError(
+            f"the DuckDB extension package duckdb-extension-{name} is missing; "
+            "reinstall codi-warehouse (pip install -e .)"
+        )
     package = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(glob.glob(str(package / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension")))
+    found = sorted(
+        glob.glob(str(package / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"))
+    )
     if not found:
-        raise WarehouseError(f"duckdb-extension-{name} has no build for duckdb {duckdb.__version__}; "
-                             "reinstall codi-warehouse (pip install -e .)")
+        raise WarehouseError(
+            f"duckdb-extension-{name} has no build for duckdb {duckdb.__version__}; "
+            "reinstall codi-warehouse (pip install -e .)"
+        )
     target = _EXTENSIONS[name]
     if target == name:
         return Path(found[0])
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "codi-warehouse" / "duckdb-extensions"
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "codi-warehouse"
+        / "duckdb-extensions"
+    )
     link = cache / f"v{duckdb.__version__}" / f"{target}.duckdb_extension"
     if not (link.is_symlink() and os.readlink(link) == found[0]):
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +171,10 @@ def retrying(fn, timeout: float, what: str, folder: Path | None = None):
             if time.monotonic() >= deadline:
                 holders = lock_holders(folder) if folder is not None else []
                 who = ("held by " + "; ".join(holders)) if holders else "held by other processes"
-                raise WarehouseBusy(f"{what}: the warehouse catalog stayed locked for {timeout:.0f} s, {who}; "
-                                    "let them finish (or stop them), then try again") from exc
+                raise WarehouseBusy(
+                    f"{what}: the warehouse catalog stayed locked for {timeout:.0f} s, {who}; "
+                    "let them finish (or stop them), then try again"
+                ) from exc
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.2)
 
@@ -195,8 +216,10 @@ def lock_holders(folder: Path) -> list[str]:
             continue
         if kind in ("POSIX", "OFDLCK") and key in inodes and pid != os.getpid():
             modes.setdefault(pid, set()).add("writing" if mode == "WRITE" else "reading")
-    return [f"pid {pid} ({_program(pid)}), {'writing' if 'writing' in found else 'reading'}"
-            for pid, found in sorted(modes.items())]
+    return [
+        f"pid {pid} ({_program(pid)}), {'writing' if 'writing' in found else 'reading'}"
+        for pid, found in sorted(modes.items())
+    ]
 
 
 # --- identity -------------------------------------------------------------------------------------
@@ -205,9 +228,14 @@ def read_identity(folder: Path) -> dict:
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotAWarehouse(f"{path} is unreadable ({type(exc).__name__}); restore it from a backup of "
-                            "the warehouse folder") from None
-    if not isinstance(found, dict) or found.get("format") != FORMAT or not isinstance(found.get("warehouse_id"), str):
+        raise NotAWarehouse(
+            f"{path} is unreadable ({type(exc).__name__}); restore it from a backup of the warehouse folder"
+        ) from None
+    if (
+        not isinstance(found, dict)
+        or found.get("format") != FORMAT
+        or not isinstance(found.get("warehouse_id"), str)
+    ):
         raise NotAWarehouse(f"{path} is not a codi warehouse identity file; point --db at a warehouse folder")
     return found
 
@@ -237,24 +265,37 @@ def inspect(folder: Path) -> str:
     if folder.is_file():
         with contextlib.suppress(OSError):
             if folder.read_bytes()[8:12] == b"DUCK":
-                raise OldLayout(f"{folder} is a warehouse file of the old layout (.duckdb + .shards); convert it "
-                                f"with `python cli.py upgrade {folder} --to NEW_FOLDER`")
-        raise NotAWarehouse(f"{folder} is a file, not a warehouse folder; point --db at a warehouse folder, "
-                            "or at a new path to create one")
+                raise OldLayout(
+                    f"{folder} is a warehouse file of the old layout (.duckdb + .shards); convert it "
+                    f"with `python cli.py upgrade {folder} --to NEW_FOLDER`"
+                )
+        raise NotAWarehouse(
+            f"{folder} is a file, not a warehouse folder; point --db at a warehouse folder, "
+            "or at a new path to create one"
+        )
     entries = [p.name for p in folder.iterdir()]
     if IDENTITY in entries:
         return "warehouse"
     if not entries:
         return "new"
-    hint = (" (it holds DuckLake files without their identity file: restore the whole folder from a backup)"
-            if CATALOG in entries or DATA in entries else "")
-    raise NotAWarehouse(f"{folder} is not a codi warehouse (no {IDENTITY}){hint}; point --db at a warehouse "
-                        "folder, or at a new path to create one")
+    hint = (
+        " (it holds DuckLake files without their identity file: restore the whole folder from a backup)"
+        if CATALOG in entries or DATA in entries
+        else ""
+    )
+    raise NotAWarehouse(
+        f"{folder} is not a codi warehouse (no {IDENTITY}){hint}; point --db at a warehouse "
+        "folder, or at a new path to create one"
+    )
 
 
 def write_identity(folder: Path, warehouse_id: str, catalog: Catalog) -> None:
-    body = {"format": FORMAT, "warehouse_id": warehouse_id, "catalog": catalog.describe(),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    body = {
+        "format": FORMAT,
+        "warehouse_id": warehouse_id,
+        "catalog": catalog.describe(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     tmp = folder / f".{IDENTITY}.{secrets.token_hex(4)}"
     tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, folder / IDENTITY)
@@ -269,8 +310,13 @@ def prepare_sqlite(folder: Path) -> None:
         db.close()
 
 
-def attach(con: duckdb.DuckDBPyConnection, folder: Path, catalog: Catalog, read_only: bool,
-           create_data_path: bool = False) -> None:
+def attach(
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    catalog: Catalog,
+    read_only: bool,
+    create_data_path: bool = False,
+) -> None:
     """ATTACH the lake as `wh` (data path: this folder's data/, wherever the folder now is) and USE it."""
     if create_data_path:  # stored relative, so copies of the folder work anywhere
         options = f"DATA_PATH {sql_str(DATA + '/')}"

@@ -1,6 +1,8 @@
 """What a run row records about where its numbers came from: ids, hashes, code and library versions."""
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -11,8 +13,17 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-LIBRARIES = ("torch", "transformers", "safetensors", "tokenizers", "duckdb", "polars", "pyarrow", "numpy",
-             "sqlalchemy")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "safetensors",
+    "tokenizers",
+    "duckdb",
+    "polars",
+    "pyarrow",
+    "numpy",
+    "sqlalchemy",
+)
 
 
 def new_run_id() -> str:
@@ -36,10 +47,20 @@ def config_hash(config: dict) -> str:
 def code_version() -> str:
     """The git commit (with `-dirty` when the tree has changes); the package version outside git."""
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         try:
@@ -52,8 +73,6 @@ def library_versions() -> dict[str, str]:
     """Installed versions, read from package metadata (nothing is imported)."""
     found = {"python": sys.version.split()[0]}
     for name in LIBRARIES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return found

@@ -6,6 +6,7 @@ than guessed at. Version 1 was the old single-file layout (a DuckDB file and Par
 not migrated in place: `python cli.py upgrade OLD.duckdb --to FOLDER` copies it into a new folder
 (warehouse/upgrade.py).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,8 +26,10 @@ def _to_3(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE results ADD COLUMN js_answer DOUBLE")
     con.execute("ALTER TABLE results ADD COLUMN entropy_answer DOUBLE")
     con.execute("ALTER TABLE runs ADD COLUMN run_seq BIGINT")
-    con.execute("UPDATE runs SET run_seq = s.n FROM (SELECT run_id, row_number() OVER (ORDER BY started_at, run_id) "
-                "AS n FROM runs) s WHERE runs.run_id = s.run_id")
+    con.execute(
+        "UPDATE runs SET run_seq = s.n FROM (SELECT run_id, row_number() OVER (ORDER BY started_at, run_id) "
+        "AS n FROM runs) s WHERE runs.run_id = s.run_id"
+    )
 
 
 # version -> function(con) bringing a lake from version - 1 to version, in the caller's transaction
@@ -41,22 +44,28 @@ class SchemaError(RuntimeError):
 
 
 def newer_message(where, version: int) -> str:
-    return (f"warehouse {where} has schema version {version}, newer than this program's {schema.SCHEMA_VERSION}; "
-            "upgrade codi-warehouse (pip install -e . in a newer checkout) to use it")
+    return (
+        f"warehouse {where} has schema version {version}, newer than this program's {schema.SCHEMA_VERSION}; "
+        "upgrade codi-warehouse (pip install -e . in a newer checkout) to use it"
+    )
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     """The stamped schema version of the attached lake (0: no tables yet)."""
-    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                         "AND schema_name = 'main' AND table_name = 'schema_version'").fetchall()[0][0]
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'schema_version'"
+    ).fetchall()[0][0]
     if not exists:
         return 0
     return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
 
 
 def _stamp(con: duckdb.DuckDBPyConnection, version: int, note: str) -> None:
-    con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                [version, dt.datetime.now(dt.UTC).replace(tzinfo=None), note])
+    con.execute(
+        "INSERT INTO schema_version VALUES (?, ?, ?)",
+        [version, dt.datetime.now(dt.UTC).replace(tzinfo=None), note],
+    )
 
 
 def create(con: duckdb.DuckDBPyConnection, warehouse_id: str, alias: str) -> None:
@@ -73,7 +82,9 @@ def create(con: duckdb.DuckDBPyConnection, warehouse_id: str, alias: str) -> Non
     con.commit()
     for table in schema.stored_tables():
         if schema.metadata.tables[table].info["storage"] != "fact":
-            con.execute(f"CALL {alias}.set_option('data_inlining_row_limit', {INLINED_ROWS}, table_name => '{table}')")
+            con.execute(
+                f"CALL {alias}.set_option('data_inlining_row_limit', {INLINED_ROWS}, table_name => '{table}')"
+            )
     con.begin()
     values = ", ".join(f"({code}, '{name}')" for code, name in sorted(NAMES.items()))
     con.execute(f"INSERT INTO positions VALUES {values}")
@@ -121,8 +132,10 @@ def stored_views_hash(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def apply_all_views(con: duckdb.DuckDBPyConnection, queries_dir: str | Path, digest: str) -> list[str]:
     """The `problems` view, every queries/*.sql view, the comments; records which files were applied."""
-    con.execute("CREATE OR REPLACE VIEW problems AS SELECT * FROM problems_base "
-                "QUALIFY row_number() OVER (PARTITION BY problem_id ORDER BY question) = 1")
+    con.execute(
+        "CREATE OR REPLACE VIEW problems AS SELECT * FROM problems_base "
+        "QUALIFY row_number() OVER (PARTITION BY problem_id ORDER BY question) = 1"
+    )
     for name, text in FACT_COMMENTS.items():
         kind = "VIEW" if name == "problems" else "TABLE"
         con.execute(f"COMMENT ON {kind} {name} IS '{text}'")

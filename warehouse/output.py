@@ -16,7 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,9 +52,27 @@ def render_table(table: pa.Table, max_rows: int = TABLE_ROWS) -> str:
 
 
 # --- text forms of the warehouse commands' values (warehouse/commands.py) ---------------------------
-_RUN_SUMMARY = ("run_id", "status", "model_name", "started_at", "finished_at", "dataset_name",
-                "n_problems_planned", "convention", "parent_run_id", "config_hash", "weights_sha256",
-                "code_version", "device", "dtype", "seed", "patch_layers", "methods", "sigmas", "error")
+_RUN_SUMMARY = (
+    "run_id",
+    "status",
+    "model_name",
+    "started_at",
+    "finished_at",
+    "dataset_name",
+    "n_problems_planned",
+    "convention",
+    "parent_run_id",
+    "config_hash",
+    "weights_sha256",
+    "code_version",
+    "device",
+    "dtype",
+    "seed",
+    "patch_layers",
+    "methods",
+    "sigmas",
+    "error",
+)
 
 
 def format_runs(runs: list[dict[str, Any]]) -> str:
@@ -79,8 +97,10 @@ def format_deleted(removed: Mapping[str, Any]) -> str:
 
 def format_vacuum(done: Mapping[str, int]) -> str:
     """`runs vacuum`: snapshots expired and files removed."""
-    return (f"expired {done['snapshots_expired']} snapshots; removed {done['files_removed']} files no "
-            f"snapshot needs and {done['orphans_removed']} uncommitted files\n")
+    return (
+        f"expired {done['snapshots_expired']} snapshots; removed {done['files_removed']} files no "
+        f"snapshot needs and {done['orphans_removed']} uncommitted files\n"
+    )
 
 
 def format_init(info: Mapping[str, Any]) -> str:
@@ -90,8 +110,11 @@ def format_init(info: Mapping[str, Any]) -> str:
 
 def format_upgrade(copied: Mapping[str, int], target: str | os.PathLike) -> str:
     """`upgrade`: what warehouse.upgrade.upgrade copied into `target`."""
-    return (f"copied {copied['runs']} runs ({copied['results']:,} results, {copied['attention']:,} attention rows) "
-            f"and {copied['problems']} problems into {target}; the old files are unchanged\n")
+    return (
+        f"copied {copied['runs']} runs ({copied['results']:,} results, "
+        f"{copied['attention']:,} attention rows) "
+        f"and {copied['problems']} problems into {target}; the old files are unchanged\n"
+    )
 
 
 def format_views(views: list[dict[str, str]]) -> str:
@@ -120,7 +143,8 @@ def check_format(fmt: str, out: str | os.PathLike | None) -> None:
 
 
 def _same_as_any(path: Path, folder_stat: os.stat_result) -> bool:
-    """Whether `path` or a folder above it is the warehouse folder (bind mounts, case-folding file systems)."""
+    """Whether `path` or a folder above it is the warehouse folder (bind mounts, case-folding file
+    systems)."""
     for candidate in (path, *path.parents):
         try:
             found = candidate.stat()
@@ -160,7 +184,7 @@ def _default_mode(target: Path) -> int:
         return 0o666 & ~umask
 
 
-def _write_atomically(target: Path, fill) -> None:
+def _write_atomically(target: Path, fill: Callable[[str], None]) -> None:
     """Call fill(temporary path) to write a file beside `target`, then rename it over `target`."""
     # the temporary name ends with the target's name, so DuckDB picks the same compression (x.csv.gz)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=f"-{target.name}")
@@ -188,7 +212,7 @@ def _write_text(path: str, text: str) -> None:
         handle.write(text)
 
 
-def write(table: pa.Table, fmt: str, out: str | None, stream: TextIO) -> None:
+def write(table: pa.Table, fmt: str, out: str | os.PathLike | None, stream: TextIO) -> None:
     """Write `table` in `fmt` to the file `out` (atomically), or to `stream` (not parquet: binary)."""
     check_format(fmt, out)
     if out:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,10 +25,12 @@ from warehouse.guard import (  # noqa: F401  (re-exported: the guard's public na
     check_read_only,
     run_statements,
 )
-from warehouse.store import open_warehouse
+from warehouse.store import Warehouse, open_warehouse
 
 
-def run_query(db: str | Path, sql: str, timeout: float | None = None, *, store=None) -> pa.Table | None:
+def run_query(
+    db: str | Path, sql: str, timeout: float | None = None, *, store: Warehouse | None = None
+) -> pa.Table | None:
     """The result of the last statement (None if it returns nothing); QueryTimeout after `timeout` s.
 
     `store`: the warehouse already opened read-only from `db`, which the caller closes (else it is
@@ -43,7 +46,7 @@ def run_query(db: str | Path, sql: str, timeout: float | None = None, *, store=N
 
 
 @contextlib.contextmanager
-def _closing_unless_abandoned(store):
+def _closing_unless_abandoned(store: Warehouse) -> Iterator[Warehouse]:
     """Close the store after use, unless an abandoned statement may still run on its connection."""
     try:
         yield store
@@ -68,6 +71,7 @@ def query_command(
         raise WarehouseError(
             f"{file} is not UTF-8 text (byte {exc.start}: {exc.reason}); save the SQL file as UTF-8"
         ) from exc
+    assert text is not None  # one of sql / file is given (checked above); the CLI never passes file=""
     check_read_only(text)
     output.check_format(fmt, out)
     with _closing_unless_abandoned(open_warehouse(db, read_only=True)) as store:

@@ -4,6 +4,7 @@ Uses duckdb-engine (Mause/duckdb_engine), the maintained DuckDB dialect for SQLA
 connection is a fresh in-memory DuckDB with the warehouse's lake attached read-only and in use
 (closed after each use, NullPool), so a BI tool left open never blocks a run.
 """
+
 from __future__ import annotations
 
 import os

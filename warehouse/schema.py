@@ -15,6 +15,7 @@ DuckLake enforces NOT NULL but not keys; the store enforces them (warehouse/stor
 
 Bump SCHEMA_VERSION and add a function to MIGRATIONS in migrate.py whenever this file changes.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -22,7 +23,8 @@ import sqlalchemy as sa
 
 from warehouse.vocab import METHODS  # noqa: F401  (the schema names every method)
 
-SCHEMA_VERSION = 3  # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
+# 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
+SCHEMA_VERSION = 3
 
 RUN_STATUSES = ("running", "complete", "failed")
 CONVENTIONS = ("codi", "legacy")
@@ -47,7 +49,8 @@ def _problem_columns() -> list[sa.Column]:
 
 
 warehouse_info = sa.Table(
-    "warehouse_info", metadata,
+    "warehouse_info",
+    metadata,
     _text("warehouse_id", nullable=False),  # also in the folder's identity file; checked on open
     sa.Column("created_at", sa.DateTime),
     _text("views_hash"),  # sha256 of the queries/*.sql applied last
@@ -55,7 +58,8 @@ warehouse_info = sa.Table(
 )
 
 schema_version = sa.Table(
-    "schema_version", metadata,
+    "schema_version",
+    metadata,
     sa.Column("version", sa.SmallInteger, primary_key=True, autoincrement=False),
     sa.Column("applied_at", sa.DateTime),  # UTC
     _text("note"),
@@ -63,7 +67,8 @@ schema_version = sa.Table(
 )
 
 runs = sa.Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     _text("run_id", primary_key=True),
     _text("status", nullable=False),
     sa.Column("started_at", sa.DateTime),  # UTC, like every timestamp here
@@ -89,7 +94,9 @@ runs = sa.Table(
     _text("parent_run_id"),
     sa.Column("n_problems_planned", sa.Integer),
     _text("error"),
-    sa.Column("run_seq", sa.BigInteger),  # schema 3: 1, 2, ... in the order runs began (what `latest` follows)
+    sa.Column(
+        "run_seq", sa.BigInteger
+    ),  # schema 3: 1, 2, ... in the order runs began (what `latest` follows)
     sa.CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status"),
     sa.CheckConstraint(f"convention IN {CONVENTIONS}", name="runs_convention"),
     info={"storage": "table"},
@@ -98,7 +105,8 @@ runs = sa.Table(
 problems_base = sa.Table("problems_base", metadata, *_problem_columns(), info={"storage": "table"})
 
 positions = sa.Table(
-    "positions", metadata,
+    "positions",
+    metadata,
     sa.Column("code", sa.SmallInteger, primary_key=True, autoincrement=False),
     _text("name", nullable=False),
     info={"storage": "table"},
@@ -107,7 +115,8 @@ positions = sa.Table(
 problems = sa.Table("problems", metadata, *_problem_columns(), info={"storage": "view"})
 
 run_problems = sa.Table(
-    "run_problems", metadata,
+    "run_problems",
+    metadata,
     _text("run_id", nullable=False),
     _text("problem_id", nullable=False),
     sa.Column("committed_at", sa.DateTime),
@@ -116,7 +125,8 @@ run_problems = sa.Table(
 )
 
 results = sa.Table(
-    "results", metadata,
+    "results",
+    metadata,
     _text("run_id", nullable=False),
     _text("problem_id", nullable=False),
     sa.Column("layer", sa.SmallInteger),  # patch layer; NULL for the baseline
@@ -144,7 +154,8 @@ results = sa.Table(
 )
 
 attention = sa.Table(
-    "attention", metadata,
+    "attention",
+    metadata,
     _text("run_id", nullable=False),
     _text("problem_id", nullable=False),
     sa.Column("condition_id", sa.SmallInteger, nullable=False),
@@ -199,8 +210,15 @@ def _arrow_type(column: sa.Column) -> pa.DataType:
 
 
 _DUCKDB = {
-    sa.Text: "VARCHAR", sa.SmallInteger: "SMALLINT", sa.Integer: "INTEGER", sa.BigInteger: "BIGINT",
-    sa.Double: "DOUBLE", sa.REAL: "FLOAT", sa.Boolean: "BOOLEAN", sa.DateTime: "TIMESTAMP", sa.JSON: "JSON",
+    sa.Text: "VARCHAR",
+    sa.SmallInteger: "SMALLINT",
+    sa.Integer: "INTEGER",
+    sa.BigInteger: "BIGINT",
+    sa.Double: "DOUBLE",
+    sa.REAL: "FLOAT",
+    sa.Boolean: "BOOLEAN",
+    sa.DateTime: "TIMESTAMP",
+    sa.JSON: "JSON",
 }
 
 

@@ -23,6 +23,7 @@ shard worker's problems carry their position in the run's problem order as ordin
 Creating a run also rewrites warehouse_info's row, so two workers that create the same run at once
 conflict in the catalog and the loser, retried, finds the run instead of adding a second row.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,9 +36,10 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self, TypeAlias, TypeVar
 
 import duckdb
 import polars as pl
@@ -56,6 +58,9 @@ LINEAGE_FIELDS = tuple(c for c in column_names("runs") if c not in _AUTO[1:])
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a lock file name
 RESERVED_RUN_IDS = ("latest",)
 _WRITER_LOCKS: dict[str, int] = {}  # lock file -> descriptor, for the runs this process writes
+_T = TypeVar("_T")
+# rows as frames.to_arrow takes them (a missing attention frame is None)
+_Rows: TypeAlias = "pa.Table | pa.RecordBatch | pl.DataFrame | dict[str, Any] | list[dict[str, Any]]"
 
 
 def _hold_writer_lock(path: Path, run_id: str, shared: bool = False, busy: str | None = None) -> bool:
@@ -79,8 +84,10 @@ def _hold_writer_lock(path: Path, run_id: str, shared: bool = False, busy: str |
         who = f" ({holder})" if holder else ""
         if busy:
             raise RunBusy(busy.format(who=who)) from None
-        raise RunBusy(f"run {run_id} is being written by another process{who}; wait for it to end (or stop it), "
-                      "then resume the run") from None
+        raise RunBusy(
+            f"run {run_id} is being written by another process{who}; wait for it to end (or stop it), "
+            "then resume the run"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, ("its shard workers" if shared else f"pid {os.getpid()}").encode(), 0)
     _WRITER_LOCKS[key] = fd
@@ -122,8 +129,13 @@ class DamagedFile:
 class Warehouse:
     """One warehouse folder (see warehouse/lake.py). Holds one DuckDB connection with the lake attached."""
 
-    def __init__(self, path: str | os.PathLike, durable: bool = True, read_only: bool = False,
-                 catalog: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        durable: bool = True,
+        read_only: bool = False,
+        catalog: str | None = None,
+    ):
         self.path = Path(path).absolute()
         self.durable = durable
         self.read_only = read_only
@@ -137,7 +149,7 @@ class Warehouse:
         self._known_problems_loaded = False
 
     # --- opening --------------------------------------------------------------------------------
-    def open(self, queries_dir: str | os.PathLike = views.QUERIES_DIR) -> Warehouse:
+    def open(self, queries_dir: str | Path = views.QUERIES_DIR) -> Warehouse:
         """Check the folder's identity, attach its lake (creating it if new), migrate, apply views."""
         state = lake.inspect(self.path)
         if state == "new":
@@ -146,14 +158,20 @@ class Warehouse:
             self._create()
         else:
             identity = lake.read_identity(self.path)
-            if self._catalog_spec is not None and lake.Catalog.parse(self._catalog_spec) != lake.catalog_of(identity):
-                raise WarehouseError(f"{self.path} already has a {lake.catalog_of(identity).kind} catalog; "
-                                     "leave out --catalog when opening an existing warehouse")
+            if self._catalog_spec is not None and lake.Catalog.parse(self._catalog_spec) != lake.catalog_of(
+                identity
+            ):
+                raise WarehouseError(
+                    f"{self.path} already has a {lake.catalog_of(identity).kind} catalog; "
+                    "leave out --catalog when opening an existing warehouse"
+                )
             self.catalog = lake.catalog_of(identity)
             self.warehouse_id = identity["warehouse_id"]
             if self.catalog.kind == "sqlite" and not (self.path / lake.CATALOG).is_file():
-                raise lake.NotAWarehouse(f"{self.path} has lost its catalog ({lake.CATALOG} is missing): its data "
-                                         "files cannot be read without it; restore the whole folder from a backup")
+                raise lake.NotAWarehouse(
+                    f"{self.path} has lost its catalog ({lake.CATALOG} is missing): its data "
+                    "files cannot be read without it; restore the whole folder from a backup"
+                )
         self._attach()
         self._check_identity()
         with self.cursor() as con:
@@ -168,10 +186,12 @@ class Warehouse:
         with self.cursor() as con:
             stale = version < schema.SCHEMA_VERSION or migrate.stored_views_hash(con) != digest
         if stale:
-            def upgrade(con):
+
+            def upgrade(con: duckdb.DuckDBPyConnection) -> None:
                 migrate.migrate(con, self.path)
                 if migrate.stored_views_hash(con) != digest:
                     migrate.apply_all_views(con, queries_dir, digest)
+
             self._transact(upgrade, "applying the views")
         return self
 
@@ -193,8 +213,10 @@ class Warehouse:
                 con.execute(f"DETACH {lake.ALIAS}")
                 lake.attach(con, building, self.catalog, read_only=False)
                 if migrate.current_version(con):
-                    raise WarehouseError(f"the catalog {self.catalog.dsn!r} already holds a warehouse; give each "
-                                         "warehouse its own PostgreSQL database")
+                    raise WarehouseError(
+                        f"the catalog {self.catalog.dsn!r} already holds a warehouse; give each "
+                        "warehouse its own PostgreSQL database"
+                    )
                 migrate.create(con, warehouse_id, lake.ALIAS)
             finally:
                 con.close()
@@ -207,8 +229,9 @@ class Warehouse:
                     self.warehouse_id = lake.read_identity(self.path)["warehouse_id"]
                     self.catalog = lake.catalog_of(lake.read_identity(self.path))
                     return
-                raise WarehouseError(f"{self.path} appeared while the warehouse was being created "
-                                     f"({exc.strerror}); try again") from None
+                raise WarehouseError(
+                    f"{self.path} appeared while the warehouse was being created ({exc.strerror}); try again"
+                ) from None
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
@@ -218,13 +241,18 @@ class Warehouse:
     def _attach(self) -> None:
         con = lake.new_connection(self.catalog)
         try:
-            lake.retrying(lambda: lake.attach(con, self.path, self.catalog, self.read_only),
-                          lake.READ_TIMEOUT_S, f"opening {self.path}",
-                          self.path if self.catalog.kind == "sqlite" else None)
+            lake.retrying(
+                lambda: lake.attach(con, self.path, self.catalog, self.read_only),
+                lake.READ_TIMEOUT_S,
+                f"opening {self.path}",
+                self.path if self.catalog.kind == "sqlite" else None,
+            )
         except duckdb.Error as exc:
             con.close()
-            raise lake.NotAWarehouse(f"{self.path}: its catalog cannot be opened ({_first_line(exc)}); restore "
-                                     "the folder from a backup") from None
+            raise lake.NotAWarehouse(
+                f"{self.path}: its catalog cannot be opened ({_first_line(exc)}); restore "
+                "the folder from a backup"
+            ) from None
         except BaseException:
             con.close()
             raise
@@ -232,15 +260,23 @@ class Warehouse:
 
     def _check_identity(self) -> None:
         with self.cursor() as con:
-            tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE "
-                                                "database_name = current_database()").fetchall()}
-            found = con.execute("SELECT warehouse_id FROM warehouse_info").fetchall() \
-                if "warehouse_info" in tables else []
+            tables = {
+                r[0]
+                for r in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+                ).fetchall()
+            }
+            found = (
+                con.execute("SELECT warehouse_id FROM warehouse_info").fetchall()
+                if "warehouse_info" in tables
+                else []
+            )
         if not found or found[0][0] != self.warehouse_id:
             raise lake.NotAWarehouse(
                 f"{self.path}: its catalog belongs to another warehouse ({found[0][0] if found else 'none'}, "
                 f"identity file says {self.warehouse_id}); keep a warehouse's files together, restore the "
-                "folder from a backup")
+                "folder from a backup"
+            )
 
     def close(self) -> None:
         with self._mutex:
@@ -251,11 +287,11 @@ class Warehouse:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextlib.contextmanager
-    def cursor(self):
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection of its own on this warehouse's database (thread-safe), the lake in use."""
         if self._con is None:
             raise WarehouseError(f"warehouse {self.path} is closed")
@@ -268,7 +304,9 @@ class Warehouse:
             con.close()
 
     @contextlib.contextmanager
-    def reader(self, exclude_damaged: bool = False, require: tuple = ()):
+    def reader(
+        self, exclude_damaged: bool = False, require: tuple = ()
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for queries. Errors from unreadable data files name the file, its run and what to do.
 
         exclude_damaged: shadow the fact tables with temp views that leave out the runs that have an
@@ -285,26 +323,30 @@ class Warehouse:
                 if exclude_damaged and bad:
                     keep = " AND ".join("run_id <> " + lake.sql_str(r) for r in bad)
                     for table in schema.FACT_TABLES:
-                        con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS "
-                                    f"SELECT * FROM {lake.ALIAS}.main.{table} WHERE {keep}")
+                        con.execute(
+                            f"CREATE OR REPLACE TEMP VIEW {table} AS "
+                            f"SELECT * FROM {lake.ALIAS}.main.{table} WHERE {keep}"
+                        )
             try:
                 yield con
             except duckdb.Error as exc:
-                damaged = self._explain(exc)
-                if damaged is not None:
-                    raise damaged from None
+                explained = self._explain(exc)
+                if explained is not None:
+                    raise explained from None
                 raise
 
     def schema_version(self) -> int:
         with self.cursor() as con:
             return migrate.current_version(con)
 
-    def _transact(self, body, what: str, timeout: float | None = None):
+    def _transact(
+        self, body: Callable[[duckdb.DuckDBPyConnection], _T], what: str, timeout: float | None = None
+    ) -> _T:
         """Run body(con) in one transaction, retried whole while other writers hold or win the catalog."""
         if self.read_only:
             raise WarehouseError(f"{what}: the warehouse was opened read-only")
 
-        def attempt():
+        def attempt() -> _T:
             with self.cursor() as con:
                 before = self._fact_files() if self.durable else None
                 con.begin()
@@ -321,12 +363,18 @@ class Warehouse:
                 return out
 
         try:
-            return lake.retrying(attempt, lake.WRITE_TIMEOUT_S if timeout is None else timeout, what,
-                                 self.path if self.catalog.kind == "sqlite" else None)
+            return lake.retrying(
+                attempt,
+                lake.WRITE_TIMEOUT_S if timeout is None else timeout,
+                what,
+                self.path if self.catalog.kind == "sqlite" else None,
+            )
         except duckdb.Error as exc:
             if self._disk_full(exc):  # DuckDB and SQLite say it in their own words, not as an OSError
-                raise OSError(errno.ENOSPC, f"{what}: No space left on device in {self.path} "
-                                            f"({_printable(str(exc), 60)})") from exc
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{what}: No space left on device in {self.path} ({_printable(str(exc), 60)})",
+                ) from exc
             raise
 
     def _disk_full(self, exc: BaseException) -> bool:
@@ -350,7 +398,8 @@ class Warehouse:
         return out
 
     def _sync_new_files(self, before: dict[str, set[str]]) -> None:
-        """fsync the Parquet files this transaction wrote (DuckDB does not) before the catalog commits them."""
+        """fsync the Parquet files this transaction wrote (DuckDB does not) before the catalog commits
+        them."""
         for table, names in before.items():
             folder = self.path / lake.DATA / "main" / table
             if not folder.is_dir():
@@ -362,7 +411,7 @@ class Warehouse:
                 fsync_path(folder)
 
     # --- runs -----------------------------------------------------------------------------------
-    def begin_run(self, config: dict, **fields) -> str:
+    def begin_run(self, config: dict, **fields: Any) -> str:
         """Record a new run (status running) with its config, hash and lineage; returns its id.
 
         Lineage fields are the `runs` columns (model_name, weights_sha256, seed, ...); a field not
@@ -371,7 +420,7 @@ class Warehouse:
         row = self._run_row(config, fields)
         run_id = row["run_id"]
 
-        def insert(con):
+        def insert(con: duckdb.DuckDBPyConnection) -> None:
             if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
                 raise WarehouseError(f"run {run_id} already exists")
             self._insert_run(con, row)
@@ -396,27 +445,41 @@ class Warehouse:
         row["library_versions"] = json.dumps(row["library_versions"], sort_keys=True)
         run_id = row.pop("run_id", None) or lineage.new_run_id()
         if not _RUN_ID.fullmatch(run_id):
-            raise WarehouseError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-', not first '_' or '.'")
+            raise WarehouseError(
+                f"run id {run_id!r}: use letters, digits, '.', '_' and '-', not first '_' or '.'"
+            )
         if run_id in RESERVED_RUN_IDS:
-            raise WarehouseError(f"run id {run_id!r} is reserved (it names the most recent run); choose another")
-        row.update(run_id=run_id, status="running", started_at=_now(),
-                   config_json=lineage.canonical_json(config), config_hash=lineage.config_hash(config))
+            raise WarehouseError(
+                f"run id {run_id!r} is reserved (it names the most recent run); choose another"
+            )
+        row.update(
+            run_id=run_id,
+            status="running",
+            started_at=_now(),
+            config_json=lineage.canonical_json(config),
+            config_hash=lineage.config_hash(config),
+        )
         return row
 
     @staticmethod
-    def _insert_run(con, row: dict) -> None:
+    def _insert_run(con: duckdb.DuckDBPyConnection, row: dict) -> None:
         # run_seq: the order runs began, for `latest` (a wall clock can step back); unique because of
         # the conflict below
-        row = {**row, "run_seq": con.execute("SELECT coalesce(max(run_seq), 0) + 1 FROM runs").fetchall()[0][0]}
+        row = {
+            **row,
+            "run_seq": con.execute("SELECT coalesce(max(run_seq), 0) + 1 FROM runs").fetchall()[0][0],
+        }
         names = list(row)
-        con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                    [row[n] for n in names])
+        con.execute(
+            f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+            [row[n] for n in names],
+        )
         # Two processes inserting the same new run, or two runs with the same run_seq, would both
         # commit (inserts never conflict in DuckLake); rewriting this one-row table makes their
         # transactions conflict, and the retried loser sees the winner's run and number.
         con.execute("UPDATE warehouse_info SET views_hash = views_hash")
 
-    def join_run(self, config: dict, shard: tuple[int, int], **fields) -> tuple[str, set[str], str]:
+    def join_run(self, config: dict, shard: tuple[int, int], **fields: Any) -> tuple[str, set[str], str]:
         """Join run `fields["run_id"]` as the worker of shard (index, count); the first worker creates it.
 
         Returns (run id, problems committed so far by any worker, status): "complete" means there is
@@ -432,30 +495,45 @@ class Warehouse:
         run_id = row["run_id"]
         label = f"{index}/{count}"
         shard_lock = self._shard_lock_path(run_id, index, count)
-        _hold_writer_lock(self._lock_path(run_id), run_id, shared=True, busy=(
-            f"run {run_id} is being written by a single process{{who}} (run --resume, or a merge); wait for it "
-            "to end, then run this shard again"))
+        _hold_writer_lock(
+            self._lock_path(run_id),
+            run_id,
+            shared=True,
+            busy=(
+                f"run {run_id} is being written by a single process{{who}} (run --resume, or a merge); "
+                "wait for it to end, then run this shard again"
+            ),
+        )
         try:
-            _hold_writer_lock(shard_lock, run_id, busy=(
-                f"shard {label} of run {run_id} is being written by another worker{{who}}; "
-                "each shard runs once at a time"))
+            _hold_writer_lock(
+                shard_lock,
+                run_id,
+                busy=(
+                    f"shard {label} of run {run_id} is being written by another worker{{who}}; "
+                    "each shard runs once at a time"
+                ),
+            )
         except BaseException:
             _release_writer_lock(self._lock_path(run_id))
             raise
 
-        def join(con):
+        def join(con: duckdb.DuckDBPyConnection) -> str:
             found = con.execute("SELECT status, config_hash FROM runs WHERE run_id = ?", [run_id]).fetchall()
             if not found:
                 self._insert_run(con, row)
                 return "running"
             status, config_hash = found[0]
             if config_hash != row["config_hash"]:
-                raise WarehouseError(f"run {run_id} exists with another configuration (hash {str(config_hash)[:12]}, "
-                                     f"this worker's {row['config_hash'][:12]}); every worker of a run needs the "
-                                     "same flags, or give another --run-id")
+                raise WarehouseError(
+                    f"run {run_id} exists with another configuration (hash {str(config_hash)[:12]}, "
+                    f"this worker's {row['config_hash'][:12]}); every worker of a run needs the "
+                    "same flags, or give another --run-id"
+                )
             if status == "failed":  # a worker runs again after the run was marked failed: reopen it
-                con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL "
-                            "WHERE run_id = ?", [run_id])
+                con.execute(
+                    "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE run_id = ?",
+                    [run_id],
+                )
                 return "running"
             return status
 
@@ -480,21 +558,31 @@ class Warehouse:
         state = self._runs.pop(run_id, None)
         if state is None or state.shard is None:
             raise WarehouseError(f"finish_shard: this process is not a shard worker of run {run_id}")
-        _release_writer_lock(state.shard_lock)  # this shard's rows are all in: the shard may run again (it skips)
+        assert state.shard_lock is not None  # join_run sets shard and shard_lock together
+        _release_writer_lock(
+            state.shard_lock
+        )  # this shard's rows are all in: the shard may run again (it skips)
 
-        def close(con):
+        def close(con: duckdb.DuckDBPyConnection) -> dict:
             status = self._status(con, run_id)
             total, distinct_ids, planned = con.execute(
                 "SELECT count(*), count(DISTINCT problem_id), "
-                "(SELECT n_problems_planned FROM runs WHERE run_id = $run) FROM run_problems WHERE run_id = $run",
-                {"run": run_id}).fetchall()[0]
+                "(SELECT n_problems_planned FROM runs WHERE run_id = $run) "
+                "FROM run_problems WHERE run_id = $run",
+                {"run": run_id},
+            ).fetchall()[0]
             if total != distinct_ids:
-                raise WarehouseError(f"run {run_id} holds {total - distinct_ids} problem(s) committed twice: its "
-                                     "workers did not slice it alike (same --shard N and --batch-size for all); "
-                                     "delete the run and start it again")
+                raise WarehouseError(
+                    f"run {run_id} holds {total - distinct_ids} problem(s) committed twice: its "
+                    "workers did not slice it alike (same --shard N and --batch-size for all); "
+                    "delete the run and start it again"
+                )
             if status == "running" and planned is not None and distinct_ids >= planned:
-                con.execute("UPDATE runs SET status = 'complete', finished_at = ? WHERE run_id = ? "
-                            "AND status = 'running'", [_now(), run_id])
+                con.execute(
+                    "UPDATE runs SET status = 'complete', finished_at = ? WHERE run_id = ? "
+                    "AND status = 'running'",
+                    [_now(), run_id],
+                )
                 status = "complete"
             return {"status": status, "problems_committed": distinct_ids, "problems_planned": planned}
 
@@ -517,12 +605,14 @@ class Warehouse:
         """Reopen a running or failed run for appending; returns the problems already committed."""
         run_id = self.resolve_run(spec)
 
-        def reopen(con):
+        def reopen(con: duckdb.DuckDBPyConnection) -> None:
             status = self._status(con, run_id)
             if status == "complete":
                 raise RunClosed(f"run {run_id} is complete; complete runs are immutable")
-            con.execute("UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE run_id = ?",
-                        [run_id])
+            con.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE run_id = ?",
+                [run_id],
+            )
 
         with self._claiming(run_id):  # first of all: is another process writing this run?
             self._transact(reopen, f"resuming run {run_id}")
@@ -544,10 +634,12 @@ class Warehouse:
                 raise RunClosed(f"run {run_id} is not running")
         self._claim(run_id)
 
-        def close(con):
-            updated = con.execute("UPDATE runs SET status = ?, finished_at = ?, error = ? "
-                                  "WHERE run_id = ? AND status = 'running'",
-                                  [status, _now(), error, run_id]).fetchall()[0][0]
+        def close(con: duckdb.DuckDBPyConnection) -> None:
+            updated = con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ? "
+                "WHERE run_id = ? AND status = 'running'",
+                [status, _now(), error, run_id],
+            ).fetchall()[0][0]
             if updated != 1:
                 raise RunClosed(f"run {run_id} was closed or deleted by another process")
 
@@ -565,7 +657,7 @@ class Warehouse:
         self._claim(run_id)  # never delete a run another process is writing
         removed = {"run_id": run_id, **self.row_counts(run_id)}
 
-        def delete(con):
+        def delete(con: duckdb.DuckDBPyConnection) -> None:
             for table in (*schema.FACT_TABLES, "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
@@ -590,11 +682,18 @@ class Warehouse:
         with self.cursor() as con:
             before = con.execute(f"SELECT count(*) FROM {lake.METADATA}.ducklake_snapshot").fetchall()[0][0]
             con.execute(f"CALL ducklake_expire_snapshots('{lake.ALIAS}', older_than => ?)", [cutoff])
-            old = con.execute(f"CALL ducklake_cleanup_old_files('{lake.ALIAS}', cleanup_all => true)").fetchall()
-            orphans = con.execute(f"CALL ducklake_delete_orphaned_files('{lake.ALIAS}', older_than => ?)",
-                                  [orphan_cutoff]).fetchall()
+            old = con.execute(
+                f"CALL ducklake_cleanup_old_files('{lake.ALIAS}', cleanup_all => true)"
+            ).fetchall()
+            orphans = con.execute(
+                f"CALL ducklake_delete_orphaned_files('{lake.ALIAS}', older_than => ?)", [orphan_cutoff]
+            ).fetchall()
             after = con.execute(f"SELECT count(*) FROM {lake.METADATA}.ducklake_snapshot").fetchall()[0][0]
-        return {"snapshots_expired": before - after, "files_removed": len(old), "orphans_removed": len(orphans)}
+        return {
+            "snapshots_expired": before - after,
+            "files_removed": len(old),
+            "orphans_removed": len(orphans),
+        }
 
     def _lock_path(self, run_id: str) -> Path:
         return self.path / lake.LOCKS / f"{run_id}.lock"
@@ -607,7 +706,7 @@ class Warehouse:
         _hold_writer_lock(self._lock_path(run_id), run_id)
 
     @contextlib.contextmanager
-    def _claiming(self, run_id: str):
+    def _claiming(self, run_id: str) -> Iterator[None]:
         """Claim the run for the block; should the block fail, let go of a claim taken here."""
         taken = _hold_writer_lock(self._lock_path(run_id), run_id)
         try:
@@ -622,21 +721,29 @@ class Warehouse:
         whatever the clocks of the machines that began them said)."""
         with self.cursor() as con:
             if spec == "latest":
-                found = con.execute("SELECT run_id FROM runs ORDER BY run_seq DESC NULLS LAST, started_at DESC, "
-                                    "run_id DESC LIMIT 1").fetchall()
-                if not found:
+                latest = con.execute(
+                    "SELECT run_id FROM runs ORDER BY run_seq DESC NULLS LAST, started_at DESC, "
+                    "run_id DESC LIMIT 1"
+                ).fetchall()
+                if not latest:
                     raise UnknownRun("there are no runs yet; start one with `python cli.py run`")
-                return found[0][0]
-            found = [r[0] for r in con.execute(
-                "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [spec]).fetchall()]
+                return latest[0][0]
+            found = [
+                r[0]
+                for r in con.execute(
+                    "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [spec]
+                ).fetchall()
+            ]
         if spec in found:
             return spec
         if len(found) == 1:
             return found[0]
         if not found:
             raise UnknownRun(f"no run matches {spec!r}; `python cli.py runs` lists them")
-        raise UnknownRun(f"{spec!r} is ambiguous: {len(found)} runs match ({', '.join(found[:4])}, ...); "
-                         "give more of the run id")
+        raise UnknownRun(
+            f"{spec!r} is ambiguous: {len(found)} runs match ({', '.join(found[:4])}, ...); "
+            "give more of the run id"
+        )
 
     def list_runs(self) -> list[dict]:
         """Every run with its committed problems; a run with an unreadable data file shows as damaged."""
@@ -645,7 +752,8 @@ class Warehouse:
                 "SELECT r.run_id, r.status, r.started_at, r.finished_at, r.model_name, r.dataset_name, "
                 "r.n_problems_planned, coalesce(c.n, 0) AS problems_committed, r.convention "
                 "FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n FROM run_problems GROUP BY run_id) c "
-                "USING (run_id) ORDER BY r.run_seq NULLS FIRST, r.started_at, r.run_id")
+                "USING (run_id) ORDER BY r.run_seq NULLS FIRST, r.started_at, r.run_id"
+            )
             runs = rel.pl().to_dicts()
         damaged = self.damaged_files()
         for run in runs:
@@ -682,13 +790,15 @@ class Warehouse:
         if timeout is not None and not timeout > 0:
             raise WarehouseError(f"timeout must be a positive number of seconds, got {timeout}")
         table = guard.run_statements(self.reader, guard.check_read_only(query), timeout)
-        return pl.DataFrame() if table is None else pl.from_arrow(table)
+        return pl.DataFrame() if table is None else pl.from_arrow(table)  # type: ignore[return-value]
 
     def _catalog_row_counts(self, run_id: str) -> dict[str, int]:
         """Rows per fact table as the catalog recorded them at commit (no data file is read)."""
         meta = lake.METADATA
         with self.cursor() as con:
-            found = dict(con.execute(f"""
+            found = dict(
+                con.execute(
+                    f"""
                 SELECT t.table_name, sum(f.record_count)::BIGINT
                 FROM {meta}.ducklake_data_file f
                 JOIN {meta}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
@@ -697,17 +807,22 @@ class Warehouse:
                 JOIN {meta}.ducklake_file_column_stats s ON s.data_file_id = f.data_file_id
                      AND s.column_id = c.column_id
                 WHERE f.end_snapshot IS NULL AND s.min_value = ? AND s.max_value = ?
-                GROUP BY 1""", [run_id, run_id]).fetchall())
+                GROUP BY 1""",
+                    [run_id, run_id],
+                ).fetchall()
+            )
         return {t: int(found.get(t, 0)) for t in schema.FACT_TABLES}
 
     def row_counts(self, run_id: str) -> dict[str, int]:
         """Committed rows per fact table."""
         with self.cursor() as con:
-            return {t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchall()[0][0]
-                    for t in schema.FACT_TABLES}
+            return {
+                t: con.execute(f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).fetchall()[0][0]
+                for t in schema.FACT_TABLES
+            }
 
     @staticmethod
-    def _status(con, run_id: str) -> str:
+    def _status(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
         found = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchall()
         if not found:
             raise UnknownRun(f"no run {run_id!r}")
@@ -744,8 +859,9 @@ class Warehouse:
             listed = {}
             for table in {r[0] for r in rows}:
                 for path, size in con.execute(
-                        f"SELECT data_file, data_file_size_bytes FROM ducklake_list_files('{lake.ALIAS}', ?)",
-                        [table]).fetchall():
+                    f"SELECT data_file, data_file_size_bytes FROM ducklake_list_files('{lake.ALIAS}', ?)",
+                    [table],
+                ).fetchall():
                     listed[os.path.basename(path)] = (path, size)
         out = []
         for table, _fid, rel_path, _rel, size, run_id in rows:
@@ -764,13 +880,22 @@ class Warehouse:
     def _explain(self, exc: BaseException) -> RunDamaged | None:
         """If a query failed reading data (DuckDB's messages do not always name the file), and some data
         file is damaged, say which run and file, and what to do."""
-        if not isinstance(exc, duckdb.Error) or isinstance(exc, (
-                duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.InterruptException)):
+        if not isinstance(exc, duckdb.Error) or isinstance(
+            exc,
+            (
+                duckdb.ParserException,
+                duckdb.BinderException,
+                duckdb.CatalogException,
+                duckdb.InterruptException,
+            ),
+        ):
             return None  # the query's own mistakes, or a timeout: not about files
         bad = self.damaged_files()
         if not bad:
             return None
-        named = [run for run, files in bad.items() if any(os.path.basename(f.path) in str(exc) for f in files)]
+        named = [
+            run for run, files in bad.items() if any(os.path.basename(f.path) in str(exc) for f in files)
+        ]
         run_id = named[0] if named else min(bad, key=lambda r: r or "")
         message = _damage_message(run_id, bad[run_id])
         others = sorted(r or "(several runs)" for r in bad if r != run_id)
@@ -779,19 +904,32 @@ class Warehouse:
         return RunDamaged(message)
 
     # --- appending ------------------------------------------------------------------------------
-    def append_problem(self, run_id: str, problem, results, attention=None) -> None:
+    def append_problem(
+        self, run_id: str, problem: _Rows, results: _Rows, attention: _Rows | None = None
+    ) -> None:
         """Commit one problem's rows (its problem row, results and attention) atomically."""
         problem_table = conform(problem, "problems", run_id)
         if problem_table.num_rows != 1:
             raise WarehouseError(f"append_problem takes one problem row, got {problem_table.num_rows}")
         problem_id = problem_table.column("problem_id")[0].as_py()
-        self._commit(run_id, [problem_id], {
-            "problems": problem_table,
-            "results": conform(results, "results", run_id, problem_id),
-            "attention": conform(attention, "attention", run_id, problem_id),
-        })
+        self._commit(
+            run_id,
+            [problem_id],
+            {
+                "problems": problem_table,
+                "results": conform(results, "results", run_id, problem_id),
+                "attention": conform(attention, "attention", run_id, problem_id),
+            },
+        )
 
-    def append_problems(self, run_id: str, problems, results, attention=None, ordinals=None) -> None:
+    def append_problems(
+        self,
+        run_id: str,
+        problems: _Rows,
+        results: _Rows,
+        attention: _Rows | None = None,
+        ordinals: Sequence[int] | None = None,
+    ) -> None:
         """Commit several problems' rows in one batch (one transaction); frames carry problem_id.
 
         `ordinals`: each problem's position in the run's problem order, which a shard worker must give
@@ -804,9 +942,11 @@ class Warehouse:
             raise WarehouseError("append_problems: a problem appears twice in the batch")
         if ordinals is not None and len(ordinals) != len(ids):
             raise WarehouseError(f"append_problems: {len(ordinals)} ordinals for {len(ids)} problems")
-        tables = {"problems": problem_table,
-                  "results": conform(results, "results", run_id),
-                  "attention": conform(attention, "attention", run_id)}
+        tables = {
+            "problems": problem_table,
+            "results": conform(results, "results", run_id),
+            "attention": conform(attention, "attention", run_id),
+        }
         for name in ("results", "attention"):
             stray = distinct(tables[name].column("problem_id")) - set(ids)
             if stray:
@@ -819,35 +959,54 @@ class Warehouse:
             with self.cursor() as con:
                 status = self._status(con, run_id)
                 if status != "running":
-                    raise RunClosed(f"run {run_id} is {status}; "
-                                    + ("complete runs are immutable" if status == "complete" else "resume it first"))
+                    raise RunClosed(
+                        f"run {run_id} is {status}; "
+                        + ("complete runs are immutable" if status == "complete" else "resume it first")
+                    )
                 self._claim(run_id)
-                done = con.execute("SELECT problem_id, ordinal FROM run_problems WHERE run_id = ?",
-                                   [run_id]).fetchall()
+                done = con.execute(
+                    "SELECT problem_id, ordinal FROM run_problems WHERE run_id = ?", [run_id]
+                ).fetchall()
             state = _RunState({p for p, _ in done}, max((o for _, o in done), default=-1) + 1)
             self._runs[run_id] = state
         return state
 
-    def _commit(self, run_id: str, problem_ids: list[str], tables: dict[str, pa.Table], ordinals=None) -> None:
+    def _commit(
+        self,
+        run_id: str,
+        problem_ids: list[str],
+        tables: dict[str, pa.Table],
+        ordinals: Sequence[int] | None = None,
+    ) -> None:
         state = self._state(run_id)
         again = [p for p in problem_ids if p in state.committed]
         if again:
             raise WarehouseError(f"problem {again[0]} is already committed for run {run_id}")
         if state.shard is not None and ordinals is None:
-            raise WarehouseError(f"shard {state.shard} of run {run_id}: a shard worker's problems need their "
-                                 "ordinals (positions in the run's problem order)")
+            raise WarehouseError(
+                f"shard {state.shard} of run {run_id}: a shard worker's problems need their "
+                "ordinals (positions in the run's problem order)"
+            )
         for name in ("results", "attention"):
             duplicate = duplicate_key(tables[name], name)
             if duplicate:
-                raise WarehouseError(f"{name}: the batch repeats the key {duplicate}; each (run, problem, "
-                                     "condition) is measured once")
+                raise WarehouseError(
+                    f"{name}: the batch repeats the key {duplicate}; each (run, problem, "
+                    "condition) is measured once"
+                )
         first = state.next_ordinal
         numbers = range(first, first + len(problem_ids)) if ordinals is None else [int(o) for o in ordinals]
-        tables["run_problems"] = conform(pa.table({
-            "problem_id": problem_ids,
-            "ordinal": pa.array(numbers, pa.int32()),
-            "committed_at": pa.array([_now()] * len(problem_ids), pa.timestamp("us")),
-        }), "run_problems", run_id)
+        tables["run_problems"] = conform(
+            pa.table(
+                {
+                    "problem_id": problem_ids,
+                    "ordinal": pa.array(numbers, pa.int32()),
+                    "committed_at": pa.array([_now()] * len(problem_ids), pa.timestamp("us")),
+                }
+            ),
+            "run_problems",
+            run_id,
+        )
 
         # A single writer holds the run's lock exclusively (taken in _state): no other process can
         # append to, finish or delete the run, so no status or committed-problem query is needed in the
@@ -855,15 +1014,20 @@ class Warehouse:
         # sliced another way would otherwise commit a problem twice).
         fresh = self._unknown_problems(tables["problems"])
 
-        def write(con):
+        def write(con: duckdb.DuckDBPyConnection) -> None:
             if state.shard is not None:
                 con.register("incoming_ids", pa.table({"problem_id": problem_ids}))
-                there = con.execute("SELECT problem_id FROM run_problems WHERE run_id = ? AND problem_id IN "
-                                    "(SELECT problem_id FROM incoming_ids) LIMIT 1", [run_id]).fetchall()
+                there = con.execute(
+                    "SELECT problem_id FROM run_problems WHERE run_id = ? AND problem_id IN "
+                    "(SELECT problem_id FROM incoming_ids) LIMIT 1",
+                    [run_id],
+                ).fetchall()
                 if there:
-                    raise WarehouseError(f"shard {state.shard} of run {run_id}: problem {there[0][0]} is already "
-                                         "committed by another worker; every worker of a run needs the same "
-                                         "--shard N and --batch-size")
+                    raise WarehouseError(
+                        f"shard {state.shard} of run {run_id}: problem {there[0][0]} is already "
+                        "committed by another worker; every worker of a run needs the same "
+                        "--shard N and --batch-size"
+                    )
             if fresh.num_rows:
                 con.register("incoming_problems", fresh)
                 con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming_problems")
@@ -886,21 +1050,25 @@ class Warehouse:
         """
         if self._known_problems_loaded is False:
             with self.cursor() as con:
-                self._known_problems.update(r[0] for r in con.execute("SELECT problem_id FROM problems_base").fetchall())
+                self._known_problems.update(
+                    r[0] for r in con.execute("SELECT problem_id FROM problems_base").fetchall()
+                )
             self._known_problems_loaded = True
         keep = [pid not in self._known_problems for pid in problems.column("problem_id").to_pylist()]
         return problems.filter(pa.array(keep, pa.bool_()))
 
-    def upsert_problems(self, problems) -> int:
+    def upsert_problems(self, problems: _Rows) -> int:
         """Add problems to problems_base; ids already there are kept as they are. Returns rows added."""
         incoming = conform(problems, "problems", run_id="")
 
-        def insert(con):
+        def insert(con: duckdb.DuckDBPyConnection) -> int:
             con.register("incoming", incoming)
             before = con.execute("SELECT count(*) FROM problems_base").fetchall()[0][0]
-            con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming WHERE problem_id NOT IN "
-                        "(SELECT problem_id FROM problems_base) "
-                        "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1")
+            con.execute(
+                "INSERT INTO problems_base BY NAME SELECT * FROM incoming WHERE problem_id NOT IN "
+                "(SELECT problem_id FROM problems_base) "
+                "QUALIFY row_number() OVER (PARTITION BY problem_id) = 1"
+            )
             return con.execute("SELECT count(*) FROM problems_base").fetchall()[0][0] - before
 
         added = self._transact(insert, "adding problems")
@@ -944,7 +1112,7 @@ def _files_of(damaged: dict[str | None, list[DamagedFile]], run_id: str) -> list
     return damaged.get(run_id, []) + damaged.get(None, [])
 
 
-def _refuse_damaged(damaged: dict[str | None, list[DamagedFile]], run_ids) -> None:
+def _refuse_damaged(damaged: dict[str | None, list[DamagedFile]], run_ids: Iterable[str]) -> None:
     for run_id in run_ids:
         files = _files_of(damaged, run_id)
         if files:
@@ -955,8 +1123,12 @@ def _damage_message(run_id: str | None, files: list[DamagedFile]) -> str:
     first = files[0]
     more = f" and {len(files) - 1} more" if len(files) > 1 else ""
     who = f"run {run_id}" if run_id else "the warehouse"
-    fix = (f"restore the file from a backup of the warehouse folder, or `python cli.py runs delete {run_id}` and "
-           "run it again" if run_id else "restore the file from a backup of the warehouse folder")
+    fix = (
+        f"restore the file from a backup of the warehouse folder, or `python cli.py runs delete {run_id}` "
+        "and run it again"
+        if run_id
+        else "restore the file from a backup of the warehouse folder"
+    )
     return f"{who} has an unreadable data file, {first.line()}{more}; other runs are unaffected; {fix}"
 
 
@@ -964,8 +1136,9 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def open_warehouse(path: str | os.PathLike, read_only: bool = False, durable: bool = True,
-                   catalog: str | None = None) -> Warehouse:
+def open_warehouse(
+    path: str | os.PathLike, read_only: bool = False, durable: bool = True, catalog: str | None = None
+) -> Warehouse:
     """The warehouse folder at `path`; created (tables, views) unless read_only.
 
     read_only attaches the lake read-only: nothing can be written through it. durable=False skips the

@@ -5,6 +5,7 @@ Parquet batch directories under `OLD.shards/<run_id>/<batch>/`. Every run is cop
 lineage, status and rows, one transaction per run; the old files are only read, never changed.
 A batch directory that cannot be read is reported with its path, and nothing of that run is copied.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def _old_rows(path: Path) -> tuple[list[dict], pa.Table]:
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
-        raise WarehouseError(f"{path} cannot be opened as an old warehouse file ({str(exc).splitlines()[0]})") from None
+        raise WarehouseError(
+            f"{path} cannot be opened as an old warehouse file ({str(exc).splitlines()[0]})"
+        ) from None
     try:
         version = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
         if version != 1:
@@ -47,8 +50,10 @@ def _run_tables(shards: Path, run_id: str) -> dict[str, pa.Table]:
             try:
                 parts.append(pq.read_table(f))
             except (OSError, pa.ArrowException) as exc:
-                raise WarehouseError(f"run {run_id}: {f} is unreadable ({exc}); restore it, or delete the run "
-                                     "in the old warehouse, then upgrade again") from None
+                raise WarehouseError(
+                    f"run {run_id}: {f} is unreadable ({exc}); restore it, or delete the run "
+                    "in the old warehouse, then upgrade again"
+                ) from None
         out[table] = pa.concat_tables(parts, promote_options="permissive") if parts else None
     return out
 
@@ -70,8 +75,10 @@ def upgrade(old: str | os.PathLike, target: str | os.PathLike) -> dict:
 
         def copy(con, rows=rows, tables=tables):
             names = list(rows)
-            con.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                        [rows[n] for n in names])
+            con.execute(
+                f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [rows[n] for n in names],
+            )
             for name in schema.FACT_TABLES:
                 if tables[name] is not None and tables[name].num_rows:
                     con.register(f"old_{name}", conform(tables[name], name, rows["run_id"]))
@@ -85,4 +92,3 @@ def upgrade(old: str | os.PathLike, target: str | os.PathLike) -> dict:
             copied[name] += tables[name].num_rows if tables[name] is not None else 0
     store.close()
     return copied
-

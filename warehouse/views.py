@@ -12,6 +12,7 @@ write) run first, in name order. Files are plain SQL (`CREATE OR REPLACE VIEW ..
 DuckDB client. A file's first `-- ` comment line is its description; it is stored with COMMENT ON VIEW
 on every view the file creates, so `views` (and any client reading duckdb_views()) can show it.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,8 @@ import duckdb
 QUERIES_DIR = Path(os.environ.get("CODI_QUERIES_DIR") or Path(__file__).resolve().parent.parent / "queries")
 _CREATE_VIEW = re.compile(
     r"\bCREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?((?:\"[^\"]+\"|[\w]+)(?:\.(?:\"[^\"]+\"|\w+))?)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def description(sql: str) -> str:
@@ -40,7 +42,9 @@ def created_views(sql: str) -> list[str]:
 
 
 LAYERS = ("macros", "staging", "intermediate", "marts")  # the folders of queries/, in the order they apply
-MACROS = Path("macros") / "macros.sql"  # relative to the queries folder: the macros alone (tests load them bare)
+MACROS = (
+    Path("macros") / "macros.sql"
+)  # relative to the queries folder: the macros alone (tests load them bare)
 
 
 def view_files(folder: str | Path = QUERIES_DIR) -> list[Path]:
@@ -53,7 +57,8 @@ def view_files(folder: str | Path = QUERIES_DIR) -> list[Path]:
 
 
 def apply_views(con: duckdb.DuckDBPyConnection, folder: str | Path = QUERIES_DIR) -> list[str]:
-    """Run every .sql file of `folder` in layer, then name order; returns the views created. Errors name the file."""
+    """Run every .sql file of `folder` in layer, then name order; returns the views created. Errors name
+    the file."""
     created = []
     for path in view_files(folder):
         sql = path.read_text()
@@ -73,8 +78,10 @@ def list_views(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Every view and described table of the warehouse with its one-line description, in name order."""
     rows = con.execute(
         "SELECT view_name, 'view', coalesce(comment, '') FROM duckdb_views() "
-        "WHERE NOT internal AND NOT temporary AND schema_name = 'main' AND database_name = current_database() "
+        "WHERE NOT internal AND NOT temporary AND schema_name = 'main' "
+        "AND database_name = current_database() "
         "UNION ALL SELECT table_name, 'table', comment FROM duckdb_tables() WHERE NOT temporary "
         "AND schema_name = 'main' AND database_name = current_database() AND comment IS NOT NULL "
-        "ORDER BY 1").fetchall()
+        "ORDER BY 1"
+    ).fetchall()
     return [{"view": name, "kind": kind, "description": text} for name, kind, text in rows]

@@ -20,6 +20,7 @@ Modules: `importance` (failure rates), `attention` (attention vs importance), `h
 heads), `comparison` (two runs), `registry` (CHARTS), `offline` (the notebook renderer); `_base` and
 `_data` are the shared pieces.
 """
+
 from __future__ import annotations
 
 from analysis.charts._base import NO_ATTENTION

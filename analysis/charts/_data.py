@@ -3,6 +3,7 @@
 Every aggregate a chart shows is a view's (queries/marts), so what Altair embeds stays far below its
 5,000-row limit whatever the run's size, and any SQL client sees the same numbers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ class Runs:
 
     @property
     def letters(self) -> dict[str, str]:
-        return dict(zip(self.ids, "AB"))
+        return dict(zip(self.ids, "AB", strict=False))  # one run or two: "AB" truncated to the run count
 
     @property
     def pair(self) -> bool:
@@ -59,11 +60,18 @@ def load_runs(con: duckdb.DuckDBPyConnection, run: str, vs: str | None = None) -
     ids = (run,) if vs is None else (run, vs)
     if vs is not None and vs == run:
         raise ValueError(f"--vs names the same run as --run ({run})")
-    found = {r["run_id"]: r for r in con.sql(
-        "SELECT run_id, model_name, patch_layers, convention FROM stg_runs WHERE run_id IN (SELECT unnest(?))",
-        params=[list(ids)]).pl().to_dicts()}
+    found = {
+        r["run_id"]: r
+        for r in con.sql(
+            "SELECT run_id, model_name, patch_layers, convention FROM stg_runs "
+            "WHERE run_id IN (SELECT unnest(?))",
+            params=[list(ids)],
+        )
+        .pl()
+        .to_dicts()
+    }
     labels, layers, conventions = {}, {}, {}
-    for letter, run_id in zip("AB", ids):
+    for letter, run_id in zip("AB", ids, strict=False):  # one run or two: "AB" truncated
         row = found.get(run_id)
         if row is None:
             raise KeyError(f"no run {run_id!r} in the warehouse")
@@ -75,17 +83,29 @@ def load_runs(con: duckdb.DuckDBPyConnection, run: str, vs: str | None = None) -
     return Runs(ids, labels, layers, conventions)
 
 
-def rows(con: duckdb.DuckDBPyConnection, sql: str, runs: Runs, params: Sequence[Any] = (),
-         run_column: str = "run_id") -> pl.DataFrame:
+def rows(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    runs: Runs,
+    params: Sequence[Any] = (),
+    run_column: str = "run_id",
+) -> pl.DataFrame:
     """The query's rows for the runs (`{runs}` in the SQL becomes the filter), with a `run` label column."""
     marks = ", ".join("?" for _ in runs.ids)
     frame = con.sql(sql.format(runs=f"{run_column} IN ({marks})"), params=[*runs.ids, *params]).pl()
-    return frame.with_columns(run=pl.col(run_column).replace_strict(runs.labels, default=None,
-                                                                     return_dtype=pl.String))
+    return frame.with_columns(
+        run=pl.col(run_column).replace_strict(runs.labels, default=None, return_dtype=pl.String)
+    )
 
 
-def with_panel(frame: pl.DataFrame, runs: Runs, by_run: bool = True, patch_column: str | None = "patch_layer",
-               extra: str | None = None, extra_sort: str | None = None) -> tuple[pl.DataFrame, list[str]]:
+def with_panel(
+    frame: pl.DataFrame,
+    runs: Runs,
+    by_run: bool = True,
+    patch_column: str | None = "patch_layer",
+    extra: str | None = None,
+    extra_sort: str | None = None,
+) -> tuple[pl.DataFrame, list[str]]:
     """Add `panel`: the run's letter (two runs, by_run), `patch Lx` (several patch layers), then `extra`.
 
     Returns the frame and the panels in order: run A first, then patch layer, then `extra_sort` (default
@@ -103,8 +123,9 @@ def with_panel(frame: pl.DataFrame, runs: Runs, by_run: bool = True, patch_colum
     if not parts:
         return frame.with_columns(panel=pl.lit("")), [""]
     frame = frame.with_columns(panel=pl.concat_str(parts, separator=" · "))
-    run_order = pl.col("run_id").replace_strict({r: i for i, r in enumerate(runs.ids)}, default=99,
-                                                 return_dtype=pl.Int32)
+    run_order = pl.col("run_id").replace_strict(
+        {r: i for i, r in enumerate(runs.ids)}, default=99, return_dtype=pl.Int32
+    )
     ordered = frame.sort([run_order, *keys], nulls_last=True)
     return frame, ordered["panel"].unique(maintain_order=True).to_list()
 
@@ -117,9 +138,16 @@ def condition_labels(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     """A `condition_label` column (zero, gauss σ=0.5, ...) and the labels in method, then sigma order."""
     if frame.is_empty():
         return frame.with_columns(condition_label=pl.lit(None, pl.String)), []
-    labels = [condition_label(m, s) for m, s in zip(frame["method"].to_list(), frame["sigma"].to_list())]
+    labels = [
+        condition_label(m, s)
+        for m, s in zip(frame["method"].to_list(), frame["sigma"].to_list(), strict=True)
+    ]
     frame = frame.with_columns(condition_label=pl.Series(labels, dtype=pl.String))
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    order = sorted({(rank.get(m, len(rank)), m, s if s is not None else -1.0, lab)
-                    for m, s, lab in zip(frame["method"], frame["sigma"], frame["condition_label"])})
+    order = sorted(
+        {
+            (rank.get(m, len(rank)), m, s if s is not None else -1.0, lab)
+            for m, s, lab in zip(frame["method"], frame["sigma"], frame["condition_label"], strict=True)
+        }
+    )
     return frame, [o[-1] for o in order]

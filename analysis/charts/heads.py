@@ -1,6 +1,7 @@
 """Charts of attention flow between thoughts: the top heads' and each layer's attention matrices, hubs,
 flow and skips, and the head ranking (flow_matrix, flow_matrix_by_layer, head_metrics, hub_scores,
 thought_flow)."""
+
 from __future__ import annotations
 
 import altair as alt
@@ -33,20 +34,27 @@ from warehouse.handle import Run
 
 TOP_HEADS, TOP_RANKED = 6, 20  # heads whose matrices are drawn; heads in the ranking's bar chart
 HEAD_TYPES = ["Sequential", "Hub", "Skip", "Multi-Purpose"]
-FLOW_KINDS = {"sequential": "previous thought A[Ti → Ti-1]", "self": "self A[Ti → Ti]",  # thought_flow.kind
-              "skip": "skip A[T5 → T0..T2]"}
+FLOW_KINDS = {
+    "sequential": "previous thought A[Ti → Ti-1]",
+    "self": "self A[Ti → Ti]",  # thought_flow.kind
+    "skip": "skip A[T5 → T0..T2]",
+}
 
 
-def _attention_matrix(frame: pl.DataFrame, panels: list[str], columns: int, title: alt.TitleParams,
-                      extra_tooltip: list) -> alt.TopLevelMixin:
+def _attention_matrix(
+    frame: pl.DataFrame, panels: list[str], columns: int, title: alt.TitleParams, extra_tooltip: list
+) -> alt.TopLevelMixin:
     """Query (T0..T5, EOT) x key (Q, BOT, T0..T5, EOT) heatmaps of mean attention, one per panel."""
     base = alt.Chart().encode(
         x=alt.X("src_name:N", sort=KEYS, title="key (attended to)", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("dst_name:N", sort=QUERIES, title="query (attending)"))
+        y=alt.Y("dst_name:N", sort=QUERIES, title="query (attending)"),
+    )
     rect = base.mark_rect().encode(
-        color=alt.Color("mean_weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1],
-                                                                             type="sqrt")),
-        tooltip=["panel:N", "dst_name:N", "src_name:N", num("mean_weight", "mean attention"), *extra_tooltip])
+        color=alt.Color(
+            "mean_weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1], type="sqrt")
+        ),
+        tooltip=["panel:N", "dst_name:N", "src_name:N", num("mean_weight", "mean attention"), *extra_tooltip],
+    )
     text = heat_text(base, "mean_weight", ".2f", 0.35, minimum=0.005)
     chart = alt.layer(rect, text, data=frame).properties(width=alt.Step(30), height=alt.Step(22))
     return facet(chart, panels, columns).properties(title=title)
@@ -55,64 +63,135 @@ def _attention_matrix(frame: pl.DataFrame, panels: list[str], columns: int, titl
 def _top_head_matrices(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     """The top-ranked heads' attention matrices over thoughts (flow_matrix, head_metrics)."""
     title = f"Attention matrices of the top {TOP_HEADS} heads"
-    frame = rows(con, """
-        SELECT f.run_id, f.layer, f.head, f.dst, f.dst_name, f.src, f.src_name, f.mean_weight, f.std_weight, f.n,
-               h.rank, h.functional_type, h.composite
+    frame = rows(
+        con,
+        """
+        SELECT f.run_id, f.layer, f.head, f.dst, f.dst_name, f.src, f.src_name, f.mean_weight, f.std_weight,
+               f.n, h.rank, h.functional_type, h.composite
         FROM flow_matrix f JOIN head_metrics h USING (run_id, layer, head)
-        WHERE f.{runs} AND h.rank <= ?""", runs, params=[TOP_HEADS])
+        WHERE f.{runs} AND h.rank <= ?""",
+        runs,
+        params=[TOP_HEADS],
+    )
     if frame.is_empty():
         return empty(title, NO_ATTENTION)
-    frame = frame.with_columns(head_label=pl.format("#{} L{} H{} · {}", "rank", "layer", "head", "functional_type"))
+    frame = frame.with_columns(
+        head_label=pl.format("#{} L{} H{} · {}", "rank", "layer", "head", "functional_type")
+    )
     frame, panels = with_panel(frame, runs, patch_column=None, extra="head_label", extra_sort="rank")
-    return _attention_matrix(guard(frame, title), panels, 3, titled(
-        title, "mean baseline attention over problems; rows: the query position, columns: the key; Q = the "
-               "question's tokens summed; heads ranked by head_metrics' composite score", notes(runs)),
-        ["rank:Q", "functional_type:N", num("std_weight", "std over problems"), "n:Q"])
+    return _attention_matrix(
+        guard(frame, title),
+        panels,
+        3,
+        titled(
+            title,
+            "mean baseline attention over problems; rows: the query position, columns: the key; Q = the "
+            "question's tokens summed; heads ranked by head_metrics' composite score",
+            notes(runs),
+        ),
+        ["rank:Q", "functional_type:N", num("std_weight", "std over problems"), "n:Q"],
+    )
 
 
 def _layer_matrices(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     """Thought-to-thought attention averaged over heads, one matrix per layer (flow_matrix_by_layer)."""
     title = "Attention matrices by layer (mean over heads)"
-    frame = rows(con, "SELECT run_id, layer, dst, dst_name, src, src_name, mean_weight, min_head, max_head, heads "
-                      "FROM flow_matrix_by_layer WHERE {runs}", runs)
+    frame = rows(
+        con,
+        "SELECT run_id, layer, dst, dst_name, src, src_name, mean_weight, min_head, max_head, heads "
+        "FROM flow_matrix_by_layer WHERE {runs}",
+        runs,
+    )
     if frame.is_empty():
         return empty(title, NO_ATTENTION)
     frame = frame.with_columns(layer_label=pl.format("layer {}", "layer"))
     frame, panels = with_panel(frame, runs, patch_column=None, extra="layer_label", extra_sort="layer")
     columns = 3 if frame["layer"].n_unique() <= 6 else 4
-    return _attention_matrix(guard(frame, title), panels, columns, titled(
-        title, "mean baseline attention over problems and heads; rows: query, columns: key; Q = the question's "
-               "tokens summed", notes(runs)),
-        [num("min_head", "lowest head"), num("max_head", "highest head"), "heads:Q"])
+    return _attention_matrix(
+        guard(frame, title),
+        panels,
+        columns,
+        titled(
+            title,
+            "mean baseline attention over problems and heads; rows: query, columns: key; Q = the question's "
+            "tokens summed",
+            notes(runs),
+        ),
+        [num("min_head", "lowest head"), num("max_head", "highest head"), "heads:Q"],
+    )
 
 
 def _hub_flow_skip(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     """Hub scores, previous-thought flow, self-attention and skips by layer (hub_scores, thought_flow)."""
     title = "Hubs, sequential flow, self-attention and skips"
-    hub = rows(con, "SELECT run_id, position, position_name, later_thoughts, incoming_raw, incoming_norm, hub_ratio, "
-                    "hub_ratio_raw, heads FROM hub_scores WHERE {runs} AND position BETWEEN 0 AND 5", runs)
-    flow = rows(con, "SELECT run_id, kind, layer, dst, src, replace(pair, '->', '→') AS pair, mean_weight, min_head, "
-                     "max_head, heads FROM thought_flow WHERE {runs} AND kind IS NOT NULL AND layer IS NOT NULL "
-                     "ORDER BY dst, src", runs)
+    hub = rows(
+        con,
+        "SELECT run_id, position, position_name, later_thoughts, incoming_raw, incoming_norm, hub_ratio, "
+        "hub_ratio_raw, heads FROM hub_scores WHERE {runs} AND position BETWEEN 0 AND 5",
+        runs,
+    )
+    flow = rows(
+        con,
+        "SELECT run_id, kind, layer, dst, src, replace(pair, '->', '→') AS pair, mean_weight, min_head, "
+        "max_head, heads FROM thought_flow WHERE {runs} AND kind IS NOT NULL AND layer IS NOT NULL "
+        "ORDER BY dst, src",
+        runs,
+    )
     flow = flow.with_columns(kind=pl.col("kind").replace_strict(FLOW_KINDS, return_dtype=pl.String))
     if hub.is_empty() and flow.is_empty():
         return empty(title, NO_ATTENTION)
     offset = {"xOffset": alt.XOffset("run:N", sort=runs.label_order)} if runs.pair else {}
     color = run_color(runs) if runs.pair else alt.value(RUN_COLORS[0])
-    ratios = ", ".join((f"{runs.letters[r['run_id']]} " if runs.pair else "") + f"{r['hub_ratio']:.2f}"
-                       for r in hub.unique("run_id", maintain_order=True).to_dicts() if r["hub_ratio"] is not None)
-    tip = ["run:N", "position_name:N", "later_thoughts:Q", num("incoming_norm", "per later thought"),
-           num("incoming_raw", "column sum (raw)"), num("hub_ratio", "hub ratio"),
-           num("hub_ratio_raw", "hub ratio (raw)"), "heads:Q"]
+    ratios = ", ".join(
+        (f"{runs.letters[r['run_id']]} " if runs.pair else "") + f"{r['hub_ratio']:.2f}"
+        for r in hub.unique("run_id", maintain_order=True).to_dicts()
+        if r["hub_ratio"] is not None
+    )
+    tip = [
+        "run:N",
+        "position_name:N",
+        "later_thoughts:Q",
+        num("incoming_norm", "per later thought"),
+        num("incoming_raw", "column sum (raw)"),
+        num("hub_ratio", "hub ratio"),
+        num("hub_ratio_raw", "hub ratio (raw)"),
+        "heads:Q",
+    ]
     x = alt.X("position_name:N", sort=THOUGHTS, title="thought attended to", axis=alt.Axis(labelAngle=0))
-    norm = alt.Chart(hub).mark_bar().encode(
-        x=x, y=alt.Y("incoming_norm:Q", title="mean attention from each later thought"), color=color,
-        tooltip=tip, **offset).properties(width=250, height=180, title=titled(
-            "incoming attention, normalized", ratios and f"hub ratio (max / mean): {ratios}"))
-    raw = alt.Chart(hub).mark_bar().encode(
-        x=x, y=alt.Y("incoming_raw:Q", title="column sum of the 6x6 matrix"), color=color, tooltip=tip,
-        **offset).properties(width=250, height=180, title=titled(
-            "incoming attention, raw column sum", "the research definition: favours early thoughts"))
+    norm = (
+        alt.Chart(hub)
+        .mark_bar()
+        .encode(
+            x=x,
+            y=alt.Y("incoming_norm:Q", title="mean attention from each later thought"),
+            color=color,
+            tooltip=tip,
+            **offset,
+        )
+        .properties(
+            width=250,
+            height=180,
+            title=titled("incoming attention, normalized", ratios and f"hub ratio (max / mean): {ratios}"),
+        )
+    )
+    raw = (
+        alt.Chart(hub)
+        .mark_bar()
+        .encode(
+            x=x,
+            y=alt.Y("incoming_raw:Q", title="column sum of the 6x6 matrix"),
+            color=color,
+            tooltip=tip,
+            **offset,
+        )
+        .properties(
+            width=250,
+            height=180,
+            title=titled(
+                "incoming attention, raw column sum", "the research definition: favours early thoughts"
+            ),
+        )
+    )
     panels = [alt.hconcat(norm, raw)]
     if not flow.is_empty():
         flow, flow_panels = with_panel(flow, runs, patch_column=None)
@@ -121,56 +200,122 @@ def _hub_flow_skip(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         for kind in sorted(flow["kind"].unique().to_list(), key=list(FLOW_KINDS.values()).index):
             part = flow.filter(pl.col("kind") == kind)
             pairs = part.sort("dst", "src")["pair"].unique(maintain_order=True).to_list()
-            base = alt.Chart().encode(x=alt.X("pair:N", sort=pairs, title=None, axis=alt.Axis(labelAngle=-40)),
-                                      y=alt.Y("layer:O", title="layer"))
+            base = alt.Chart().encode(
+                x=alt.X("pair:N", sort=pairs, title=None, axis=alt.Axis(labelAngle=-40)),
+                y=alt.Y("layer:O", title="layer"),
+            )
             rect = base.mark_rect().encode(
-                color=alt.Color("mean_weight:Q", title="attention (head mean)",
-                                scale=alt.Scale(scheme="blues", domain=[0, top])),
-                tooltip=["run:N", "kind:N", "layer:O", "pair:N", num("mean_weight", "mean over heads"),
-                         num("min_head", "lowest head"), num("max_head", "highest head"), "heads:Q"])
+                color=alt.Color(
+                    "mean_weight:Q",
+                    title="attention (head mean)",
+                    scale=alt.Scale(scheme="blues", domain=[0, top]),
+                ),
+                tooltip=[
+                    "run:N",
+                    "kind:N",
+                    "layer:O",
+                    "pair:N",
+                    num("mean_weight", "mean over heads"),
+                    num("min_head", "lowest head"),
+                    num("max_head", "highest head"),
+                    "heads:Q",
+                ],
+            )
             text = heat_text(base, "mean_weight", ".2f", top * 0.55)
-            layer = alt.layer(rect, text, data=part).properties(width=alt.Step(32 if runs.pair else 40),
-                                                                height=alt.Step(20))
+            layer = alt.layer(rect, text, data=part).properties(
+                width=alt.Step(32 if runs.pair else 40), height=alt.Step(20)
+            )
             heat.append(facet(layer, flow_panels).properties(title=kind))
         panels.append(alt.hconcat(*heat))
-    return alt.vconcat(*panels).resolve_scale(color="independent").properties(title=titled(
-        title, "baseline attention averaged over problems, heads and (top row) layers", notes(runs)))
+    return (
+        alt.vconcat(*panels)
+        .resolve_scale(color="independent")
+        .properties(
+            title=titled(
+                title, "baseline attention averaged over problems, heads and (top row) layers", notes(runs)
+            )
+        )
+    )
 
 
 def _head_ranking(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     """Heads ranked by the composite of flow, hub and skip scores, and all heads by layer (head_metrics)."""
     title = "Head ranking"
-    frame = rows(con, "SELECT run_id, layer, head, flow, hub, skip, self_attn, flow_scaled, hub_scaled, "
-                      "skip_scaled, composite, functional_type, rank FROM head_metrics WHERE {runs}", runs)
+    frame = rows(
+        con,
+        "SELECT run_id, layer, head, flow, hub, skip, self_attn, flow_scaled, hub_scaled, "
+        "skip_scaled, composite, functional_type, rank FROM head_metrics WHERE {runs}",
+        runs,
+    )
     if frame.is_empty():
         return empty(title, NO_ATTENTION)
     frame = frame.with_columns(head_label=pl.format("L{} H{}", "layer", "head"))
     frame, panels = with_panel(frame, runs, patch_column=None)
-    tip = ["run:N", "rank:Q", "layer:O", "head:O", "functional_type:N", num("composite"), num("flow"),
-           num("hub", fmt=".4f"), num("skip"), num("self_attn", "self"), num("flow_scaled"), num("hub_scaled"),
-           num("skip_scaled")]
-    type_color = alt.Color("functional_type:N", title="functional type",
-                           scale=alt.Scale(domain=HEAD_TYPES, range=["#4c78a8", "#f58518", "#54a24b", "#b279a2"]))
-    bars = alt.Chart(guard(frame.filter(pl.col("rank") <= TOP_RANKED), title)).mark_bar().encode(
-        y=alt.Y("head_label:N", sort=alt.EncodingSortField("rank"), title=None),
-        x=alt.X("composite:Q", title="composite score",
-                scale=alt.Scale(domain=[0, 1])),
-        color=type_color, tooltip=tip).properties(width=260, height=alt.Step(14))
+    tip = [
+        "run:N",
+        "rank:Q",
+        "layer:O",
+        "head:O",
+        "functional_type:N",
+        num("composite"),
+        num("flow"),
+        num("hub", fmt=".4f"),
+        num("skip"),
+        num("self_attn", "self"),
+        num("flow_scaled"),
+        num("hub_scaled"),
+        num("skip_scaled"),
+    ]
+    type_color = alt.Color(
+        "functional_type:N",
+        title="functional type",
+        scale=alt.Scale(domain=HEAD_TYPES, range=["#4c78a8", "#f58518", "#54a24b", "#b279a2"]),
+    )
+    bars = (
+        alt.Chart(guard(frame.filter(pl.col("rank") <= TOP_RANKED), title))
+        .mark_bar()
+        .encode(
+            y=alt.Y("head_label:N", sort=alt.EncodingSortField("rank"), title=None),
+            x=alt.X("composite:Q", title="composite score", scale=alt.Scale(domain=[0, 1])),
+            color=type_color,
+            tooltip=tip,
+        )
+        .properties(width=260, height=alt.Step(14))
+    )
     bars = facet(bars.properties(title=f"top {TOP_RANKED} heads"), panels)
     if len(panels) > 1:  # each run's own ranking order
         bars = bars.resolve_scale(y="independent")
-    grid = alt.Chart(guard(frame, title)).mark_rect().encode(
-        x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)), y=alt.Y("layer:O", title="layer"),
-        color=alt.Color("composite:Q", title="composite", scale=alt.Scale(scheme="greens", domain=[0, 1])),
-        tooltip=tip).properties(width=alt.Step(22), height=alt.Step(22))
+    grid = (
+        alt.Chart(guard(frame, title))
+        .mark_rect()
+        .encode(
+            x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("layer:O", title="layer"),
+            color=alt.Color(
+                "composite:Q", title="composite", scale=alt.Scale(scheme="greens", domain=[0, 1])
+            ),
+            tooltip=tip,
+        )
+        .properties(width=alt.Step(22), height=alt.Step(22))
+    )
     grid = facet(grid.properties(title="every head"), panels)
-    return alt.hconcat(bars, grid).resolve_scale(color="independent").properties(title=titled(
-        title, "composite = 0.4 flow + 0.4 hub + 0.2 skip, each min-max scaled over the run's heads; flow: "
-               "previous-thought attention, hub: variance of normalized incoming attention, skip: T5 → T0..T2",
-        notes(runs)))
+    return (
+        alt.hconcat(bars, grid)
+        .resolve_scale(color="independent")
+        .properties(
+            title=titled(
+                title,
+                "composite = 0.4 flow + 0.4 hub + 0.2 skip, each min-max scaled over the run's heads; "
+                "flow: previous-thought attention, hub: variance of normalized incoming attention, "
+                "skip: T5 → T0..T2",
+                notes(runs),
+            )
+        )
+    )
 
 
 # --- the public face: Run handles in, an Altair chart out ---------------------------------------
+
 
 def top_head_matrices(run: Run, vs: Run | None = None) -> Chart:
     """The top-ranked heads' attention matrices over thoughts (flow_matrix, head_metrics)."""

@@ -14,6 +14,7 @@ Each output carries the bundle (about 0.9 MB), so a notebook saved with its outp
 `alt.renderers.enable("default")` goes back to Altair's renderer. The renderer is registered when
 `analysis.charts` is imported; enabling it is the notebook's choice.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -29,8 +30,13 @@ NAME = "codi_offline"
 
 def offline_html(spec: dict[str, Any]) -> str:
     """The HTML of one chart output: a div, the bundle inline, and the call that draws the spec into it."""
-    return render("notebook.html.j2", div=f"codi-chart-{uuid.uuid4().hex}", spec=styled(spec), options=EMBED_OPTIONS,
-                  bundle=javascript_bundle())
+    return render(
+        "notebook.html.j2",
+        div=f"codi-chart-{uuid.uuid4().hex}",
+        spec=styled(spec),
+        options=EMBED_OPTIONS,
+        bundle=javascript_bundle(),
+    )
 
 
 def offline_renderer(spec: dict[str, Any], **metadata: Any) -> dict[str, str]:

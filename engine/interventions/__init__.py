@@ -16,9 +16,11 @@
 
 Imports engine.model, never engine.runs. Names are imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _EXPORTS = {
     "Condition": "engine.interventions.conditions",
@@ -46,7 +48,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 A model that really reasons in its continuous thoughts loses most of its accuracy when the output of a
 middle block is zeroed at T0..T5 at once (one patch plan over all six steps, run through the CODI loop).
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,9 @@ from engine.model.positions import N_THOUGHTS
 
 
 @torch.no_grad()
-def accuracy_with_thoughts_zeroed(model: CodiModel, records: list, layer: int | None = None,
-                                  batch_size: int = 64) -> float:
+def accuracy_with_thoughts_zeroed(
+    model: CodiModel, records: list, layer: int | None = None, batch_size: int = 64
+) -> float:
     """Student accuracy when the output of block `layer` is zeroed at all six thoughts at once.
 
     A model that really reasons in its thoughts loses most of its accuracy here.
@@ -25,7 +27,7 @@ def accuracy_with_thoughts_zeroed(model: CodiModel, records: list, layer: int | 
     layer = model.n_layers // 2 if layer is None else layer
     flags = []
     for i in range(0, len(records), batch_size):
-        chunk = records[i:i + batch_size]
+        chunk = records[i : i + batch_size]
         rows = torch.arange(len(chunk), device=model.device)
         zeros = torch.zeros(len(chunk), model.codi.config.hidden_size, device=model.device)
         plan = PatchPlan()
@@ -35,5 +37,5 @@ def accuracy_with_thoughts_zeroed(model: CodiModel, records: list, layer: int | 
         no_gold = torch.full((len(chunk), 1), model.pad_id, device=model.device)
         texts = run_rows(model, state, z, plan, None, no_gold, False, None, 32).texts
         golds = [record_gold(r) for r in chunk]
-        flags += [is_correct(parse_answer(t), g) for t, g in zip(texts, golds)]
+        flags += [is_correct(parse_answer(t), g) for t, g in zip(texts, golds, strict=True)]
     return accuracy_of(flags)

@@ -12,6 +12,7 @@ For a chunk of problems:
    positions) and on the gold answer (log-probability), and its greedy answer found (correctness).
 `run_reference` (reference.py) does the same one condition at a time with nothing shared.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,23 +30,44 @@ from engine.model.codi import CodiModel, LoopState
 
 # --- one chunk of problems ------------------------------------------------------------------------
 @torch.no_grad()
-def run_chunk(model: CodiModel, problems: list, opts: EngineOptions,
-              pool: dict[str, torch.Tensor] | None = None) -> ChunkOutput:
+def run_chunk(
+    model: CodiModel, problems: list, opts: EngineOptions, pool: dict[str, torch.Tensor] | None = None
+) -> ChunkOutput:
     """All conditions of `problems` (the batched engine). `pool`: donor sites (for random/mean)."""
     _, state, z = start_questions(model, [p.question for p in problems])
     question_point = state.checkpoint()
-    base = run_rows(model, state, z, PatchPlan(), None, lambda toks: gold_batch(model, toks, problems),
-                    opts.attention != "none", opts.layers, opts.max_new_tokens)
+    base = run_rows(
+        model,
+        state,
+        z,
+        PatchPlan(),
+        None,
+        lambda toks: gold_batch(model, toks, problems),
+        opts.attention != "none",
+        opts.layers,
+        opts.max_new_tokens,
+    )
     corrupt = list(opts.conditions[1:])
-    outcome, donors = None, []
+    outcome: RowOutcome | None = None
+    donors: list[tuple[str | None, int | None]] = []
     if corrupt:
+        # corrupt conditions have layers, so opts.layers is non-empty and the baseline recorded sites
+        assert base.sites is not None
         plan, donors = build_plan(problems, corrupt, base.sites, pool or {}, opts)
         outcome = _run_corrupted(model, state, question_point, base, problems, corrupt, plan, opts)
     return assemble(model, problems, opts, base, outcome, corrupt, donors)
 
 
-def _run_corrupted(model: CodiModel, state: LoopState, question_point: tuple, base: RowOutcome, problems: list,
-                   corrupt: list[Condition], plan: PatchPlan, opts: EngineOptions) -> RowOutcome:
+def _run_corrupted(
+    model: CodiModel,
+    state: LoopState,
+    question_point: tuple,
+    base: RowOutcome,
+    problems: list,
+    corrupt: list[Condition],
+    plan: PatchPlan,
+    opts: EngineOptions,
+) -> RowOutcome:
     """The condition rows (problem-major, like `plan`), run staged by target thought (staged.py)."""
     device = model.device
     n_corrupt = len(corrupt)
@@ -56,27 +78,51 @@ def _run_corrupted(model: CodiModel, state: LoopState, question_point: tuple, ba
     position[order] = torch.arange(len(order), device=device)
     staged_problem = row_problem[order]
     forced = pad_tokens([base.tokens[p] for p in staged_problem.tolist()], model.pad_id, device)
+    assert base.gold is not None  # run_chunk's baseline pass is given a gold function
     gold = base.gold[staged_problem]  # the baseline's gold tokens, in its own answer format
-    staged = run_staged(model, state, question_point, base, staged_problem, row_thought[order],
-                        plan.remap(position), forced, gold, opts.attention == "all", opts.max_new_tokens)
+    staged = run_staged(
+        model,
+        state,
+        question_point,
+        base,
+        staged_problem,
+        row_thought[order],
+        plan.remap(position),
+        forced,
+        gold,
+        opts.attention == "all",
+        opts.max_new_tokens,
+    )
     return staged.take(position)
 
 
 def gold_batch(model: CodiModel, tokens: list[list[int]], problems: list) -> torch.Tensor:
     """Each problem's gold answer in its baseline's answer format (`tokens`), padded into one tensor."""
-    return pad_tokens([gold_tokens(model, t, p.gold) for t, p in zip(tokens, problems)], model.pad_id, model.device)
+    return pad_tokens(
+        [gold_tokens(model, t, p.gold) for t, p in zip(tokens, problems, strict=True)],
+        model.pad_id,
+        model.device,
+    )
 
 
-def build_plan(problems: list, corrupt: list[Condition], sites: torch.Tensor, pool: dict[str, torch.Tensor],
-               opts: EngineOptions) -> tuple[PatchPlan, list[tuple[str | None, int | None]]]:
-    """Every condition's replacement value, as one patch plan; rows are problem-major: row = p * len(corrupt) + c."""
+def build_plan(
+    problems: list,
+    corrupt: list[Condition],
+    sites: torch.Tensor,
+    pool: dict[str, torch.Tensor],
+    opts: EngineOptions,
+) -> tuple[PatchPlan, list[tuple[str | None, int | None]]]:
+    """Every condition's replacement value, as one patch plan; rows are problem-major:
+    row = p * len(corrupt) + c."""
     per_site: dict[tuple[int, int], tuple[list[int], list[torch.Tensor]]] = {}
-    donors = []
+    donors: list[tuple[str | None, int | None]] = []
     layer_index = {layer: i for i, layer in enumerate(opts.layers)}
     for p, problem in enumerate(problems):
         for c, cond in enumerate(corrupt):
-            value, donor, donor_thought = replacement(cond, problem.problem_id, layer_index[cond.layer],
-                                                      sites[p], pool, opts)
+            assert cond.layer is not None and cond.thought is not None  # only the baseline lacks them
+            value, donor, donor_thought = replacement(
+                cond, problem.problem_id, layer_index[cond.layer], sites[p], pool, opts
+            )
             rows, values = per_site.setdefault((cond.layer, cond.thought), ([], []))
             rows.append(p * len(corrupt) + c)
             values.append(value)

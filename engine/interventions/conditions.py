@@ -4,12 +4,14 @@ Every random draw (Gaussian noise, donor problem, donor thought) comes from a ge
 (run seed, problem id, layer, thought, method, sigma), so a row never depends on batch composition,
 on the device, or on resuming.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +43,12 @@ def _once(values: tuple, flag: str, shown: list[str]) -> tuple:
     """
     unique = tuple(dict.fromkeys(values))
     if len(unique) < len(values):
-        repeats = [text for i, (text, v) in enumerate(zip(shown, values)) if v in values[:i]]
-        print(f"note: {flag}: {', '.join(repeats)} repeat(s) an earlier value; each condition runs once "
-              f"({', '.join(map(str, unique))})", file=sys.stderr)
+        repeats = [text for i, (text, v) in enumerate(zip(shown, values, strict=True)) if v in values[:i]]
+        print(
+            f"note: {flag}: {', '.join(repeats)} repeat(s) an earlier value; each condition runs once "
+            f"({', '.join(map(str, unique))})",
+            file=sys.stderr,
+        )
     return unique
 
 
@@ -74,20 +79,26 @@ def parse_sigmas(spec: str | None) -> tuple[float, ...]:
     return _once(sigmas, "--sigmas", texts)
 
 
-def build_conditions(layers: list[int], methods=DEFAULT_METHODS, sigmas=DEFAULT_SIGMAS) -> list[Condition]:
+def build_conditions(
+    layers: list[int],
+    methods: Sequence[str] = DEFAULT_METHODS,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+) -> list[Condition]:
     """Baseline first (id 0), then layer x thought x method (x sigma for gauss), in SPEC order."""
     conditions = [Condition(0, BASELINE)]
     for layer in layers:
         for thought in range(N_THOUGHTS):
             for method in methods:
-                for sigma in (sigmas if method == "gauss" else (None,)):
+                for sigma in sigmas if method == "gauss" else (None,):
                     conditions.append(Condition(len(conditions), method, layer, thought, sigma))
     return conditions
 
 
 def draw_seed(run_seed: int, problem_id: str, condition: Condition) -> int:
     """A 63-bit seed from the condition's identity (never from its position in a batch)."""
-    key = f"{run_seed}|{problem_id}|{condition.layer}|{condition.thought}|{condition.method}|{condition.sigma}"
+    key = (
+        f"{run_seed}|{problem_id}|{condition.layer}|{condition.thought}|{condition.method}|{condition.sigma}"
+    )
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 
@@ -117,7 +128,8 @@ def select_donor_pool(problems: list, seed: int, size: int = DONOR_POOL_SIZE) ->
         by_stratum.setdefault(stratum_of(p.n_steps), []).append(p.problem_id)
     for ids in by_stratum.values():
         rng.shuffle(ids)
-    pool, strata = [], sorted(by_stratum)
+    pool: list[str] = []
+    strata = sorted(by_stratum)
     while len(pool) < size and any(by_stratum.values()):
         for s in strata:
             if by_stratum[s] and len(pool) < size:

@@ -10,6 +10,7 @@ Rows are *staged*: the rows of conditions on thought k join the batch at step k 
 thoughts are identical to the baseline's), so the active rows are always a prefix of the buffer and a
 row joins by having its problem's baseline keys/values copied in (`join`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,8 @@ class BufferedLayer(DynamicLayer):
         end = self.length + new
         if end > self.key_buffer.shape[2]:
             self._grow(end)
-        self.key_buffer[:rows, :, self.length:end] = key_states
-        self.value_buffer[:rows, :, self.length:end] = value_states
+        self.key_buffer[:rows, :, self.length : end] = key_states
+        self.value_buffer[:rows, :, self.length : end] = value_states
         self.length = end
         self._expose()
         return self.keys, self.values
@@ -102,7 +103,7 @@ class StagedCache(DynamicCache):
         """
         start = self.active
         end = start + len(source_rows)
-        for mine, theirs in zip(self.layers, source.layers):
+        for mine, theirs in zip(self.layers, source.layers, strict=True):
             if start and mine.length != length:
                 raise ValueError(f"rows joining at length {length}, cache is at {mine.length}")
             mine.key_buffer[start:end, :, :length] = theirs.keys[source_rows, :, :length]

@@ -5,6 +5,7 @@ may overwrite block L's output at Tk during step k), EOT, greedy decoding and te
 baseline rows of the batched engine, the sequential reference and evaluation use it; the batched
 conditions use the staged variant in staged.py, built from the same pieces.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,10 +49,17 @@ class RowOutcome:
             return None if t is None else t[rows.to(t.device)]
 
         return RowOutcome(
-            tokens=[self.tokens[i] for i in index], texts=[self.texts[i] for i in index],
-            eot_logp=pick(self.eot_logp), forced_logp=pick(self.forced_logp), logp_gold=pick(self.logp_gold),
-            attention=pick(self.attention), eot_row=pick(self.eot_row), sites=pick(self.sites),
-            inputs=pick(self.inputs), gold=pick(self.gold))
+            tokens=[self.tokens[i] for i in index],
+            texts=[self.texts[i] for i in index],
+            eot_logp=pick(self.eot_logp),
+            forced_logp=pick(self.forced_logp),
+            logp_gold=pick(self.logp_gold),
+            attention=pick(self.attention),
+            eot_row=pick(self.eot_row),
+            sites=pick(self.sites),
+            inputs=pick(self.inputs),
+            gold=pick(self.gold),
+        )
 
 
 # --- the shared loop ------------------------------------------------------------------------------
@@ -63,15 +71,16 @@ def slice_attention(attentions, columns, dst: int, step_kv: int) -> torch.Tensor
     out[..., 0] = att[..., :bot].sum(-1)
     out[..., 1] = att[..., bot]
     n_thoughts_visible = min(dst + 1, N_THOUGHTS)
-    out[..., 2:2 + n_thoughts_visible] = att[..., bot + 1: bot + 1 + n_thoughts_visible]
+    out[..., 2 : 2 + n_thoughts_visible] = att[..., bot + 1 : bot + 1 + n_thoughts_visible]
     if dst == N_THOUGHTS:
         out[..., N_SRC - 1] = att[..., columns.eot]
     assert step_kv == att.shape[-1]
     return out
 
 
-def forced_log_probs(model: CodiModel, state: LoopState, eot_logits: torch.Tensor,
-                 tokens: torch.Tensor) -> torch.Tensor:
+def forced_log_probs(
+    model: CodiModel, state: LoopState, eot_logits: torch.Tensor, tokens: torch.Tensor
+) -> torch.Tensor:
     """Log-probs [N, T, V] at EOT and after each forced token but the last (then crop back)."""
     point = state.checkpoint()
     logits = [eot_logits[:, None, :]]
@@ -82,9 +91,17 @@ def forced_log_probs(model: CodiModel, state: LoopState, eot_logits: torch.Tenso
     return log_probs(model.mask_extra_tokens(torch.cat(logits, dim=1)))
 
 
-def run_rows(model: CodiModel, state: LoopState, z: torch.Tensor, plan: PatchPlan,
-             forced: torch.Tensor | None, gold, capture_attention: bool,
-             site_layers: tuple[int, ...] | None, max_new_tokens: int) -> RowOutcome:
+def run_rows(
+    model: CodiModel,
+    state: LoopState,
+    z: torch.Tensor,
+    plan: PatchPlan,
+    forced: torch.Tensor | None,
+    gold,
+    capture_attention: bool,
+    site_layers: tuple[int, ...] | None,
+    max_new_tokens: int,
+) -> RowOutcome:
     """From a state right after the question pass (first thought input `z`): thoughts, EOT, answers.
 
     `forced`: answer tokens to teacher-force [N, T] (None = the rows' own greedy tokens, for baselines).
@@ -123,11 +140,17 @@ def run_rows(model: CodiModel, state: LoopState, z: torch.Tensor, plan: PatchPla
     logp_gold = sequence_log_prob(forced_log_probs(model, state, eot_logits, gold), gold, model.pad_id)
     texts = model.decode_text(tokens)
     return RowOutcome(
-        tokens=strip_tokens(tokens.tolist(), model), texts=texts, eot_logp=forced_logp[:, 0], forced_logp=forced_logp,
-        logp_gold=logp_gold, attention=torch.stack(attention, dim=3) if capture_attention else None,
-        eot_row=last, sites=torch.stack(sites, dim=2).float() if site_layers else None,
-        inputs=torch.stack(inputs, dim=1), gold=gold)
-
+        tokens=strip_tokens(tokens.tolist(), model),
+        texts=texts,
+        eot_logp=forced_logp[:, 0],
+        forced_logp=forced_logp,
+        logp_gold=logp_gold,
+        attention=torch.stack(attention, dim=3) if capture_attention else None,
+        eot_row=last,
+        sites=torch.stack(sites, dim=2).float() if site_layers else None,
+        inputs=torch.stack(inputs, dim=1),
+        gold=gold,
+    )
 
 
 def sequence_log_prob(logp: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -146,15 +169,12 @@ def strip_tokens(rows: list[list[int]], model: CodiModel) -> list[list[int]]:
     return out
 
 
-
 def pad_tokens(rows: list[list[int]], pad: int, device) -> torch.Tensor:
     width = max(1, max(len(r) for r in rows))
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
-
 
 
 def start_questions(model: CodiModel, questions: list[str]):
     batch = model.question_batch(questions)
     state, out = model.start(batch)
     return batch, state, model.project(out.hidden_states[-1][:, -1:, :])
-

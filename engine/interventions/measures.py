@@ -3,6 +3,7 @@
 KL is a sum over the vocabulary in nats (never a mean: the research code divided by the vocabulary
 size with `batchmean` on a 1-D vector, so its KL was always ~0).
 """
+
 from __future__ import annotations
 
 import torch

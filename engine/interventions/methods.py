@@ -9,6 +9,7 @@ warehouse/vocab.py, which says which names a run accepts and how the warehouse a
 Every random draw comes from `Site.seed` (run seed, problem id, layer, thought, method, sigma), so a
 value never depends on batch composition, on the device or on resuming.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -72,7 +73,9 @@ def gauss(site: Site) -> Replacement:
     """h + sigma * s * e, e ~ N(0, I) seeded by the condition; s = 1 (absolute) or the RMS of h
     (`--noise-scale rms`). The noise is drawn on the CPU in float32 and added in the site's dtype."""
     h = site.clean
-    scale = site.condition.sigma * (h.float().pow(2).mean().sqrt().item() if site.noise_scale == "rms" else 1.0)
+    sigma = site.condition.sigma
+    assert sigma is not None  # build_conditions gives every gauss condition a sigma
+    scale = sigma * (h.float().pow(2).mean().sqrt().item() if site.noise_scale == "rms" else 1.0)
     return Replacement(h + scale * gaussian_noise(site.seed, h.shape[-1]).to(h))
 
 
@@ -85,7 +88,9 @@ def random_donor(site: Site) -> Replacement:
 
 def shuffle(site: Site) -> Replacement:
     """The same problem's clean value at a drawn thought j != k."""
-    j = choose_donor_thought(site.seed, site.condition.thought)
+    thought = site.condition.thought
+    assert thought is not None  # only the baseline has no thought, and it has no method in METHODS
+    j = choose_donor_thought(site.seed, thought)
     return Replacement(site.sites[site.layer_index, j].clone(), site.problem_id, j)
 
 
@@ -99,9 +104,13 @@ def mean(site: Site) -> Replacement:
     pool, problem_id = site.pool, site.problem_id
     others = [pid for pid in sorted(pool) if pid != problem_id]
     if not others:
-        raise ValueError(f"`mean` needs a donor pool with a problem other than {problem_id} itself "
-                         f"(pool: {', '.join(sorted(pool)) or 'empty'})")
-    return Replacement(torch.stack([pool[pid][site.layer_index, site.condition.thought] for pid in others]).mean(0))
+        raise ValueError(
+            f"`mean` needs a donor pool with a problem other than {problem_id} itself "
+            f"(pool: {', '.join(sorted(pool)) or 'empty'})"
+        )
+    return Replacement(
+        torch.stack([pool[pid][site.layer_index, site.condition.thought] for pid in others]).mean(0)
+    )
 
 
 def register(name: str, compute: Callable[[Site], Replacement], *, uses_pool: bool = False) -> Method:
@@ -128,12 +137,20 @@ def pool_methods(methods: Iterable[str]) -> list[str]:
     return sorted(m for m in set(methods) if m in METHODS and METHODS[m].uses_pool)
 
 
-def replacement(cond: Condition, problem_id: str, layer_index: int, sites: torch.Tensor,
-                pool: dict[str, torch.Tensor], opts: EngineOptions) -> Replacement:
+def replacement(
+    cond: Condition,
+    problem_id: str,
+    layer_index: int,
+    sites: torch.Tensor,
+    pool: dict[str, torch.Tensor],
+    opts: EngineOptions,
+) -> Replacement:
     """h' for one condition, with the donor problem / thought it used: the condition's method applied to its
     site (`sites`: the problem's clean values; `pool`: the donor problems' clean values)."""
     found = METHODS.get(cond.method)
     if found is None:
         raise ValueError(f"unknown method {cond.method!r}; known: {', '.join(METHODS)}")
-    site = Site(cond, problem_id, layer_index, sites, pool, draw_seed(opts.seed, problem_id, cond), opts.noise_scale)
+    site = Site(
+        cond, problem_id, layer_index, sites, pool, draw_seed(opts.seed, problem_id, cond), opts.noise_scale
+    )
     return found.compute(site)

@@ -1,4 +1,5 @@
 """What one chunk of problems runs: the patch layers, the conditions, the seed and what to record."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +21,6 @@ class EngineOptions:
     noise_scale: str = "absolute"  # absolute | rms
     max_new_tokens: int = 24
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.conditions = tuple(self.conditions)
         self.layers = tuple(self.layers or sorted({c.layer for c in self.conditions if c.layer is not None}))

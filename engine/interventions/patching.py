@@ -9,6 +9,7 @@ The clean value at a site is read by a hook on the same block (`recording`), nev
 there, not the block's output, and writing that normed value back where the raw output belongs
 would corrupt every method at the last layer (the `clean` control changed 21 of 288 answers).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -74,8 +75,10 @@ def patched(lm: nn.Module, plan: PatchPlan):
     `hidden_states[L+1]` showing the value from before the patch.
     """
     blocks = decoder_blocks(lm)
-    handles = [blocks[layer].register_forward_hook(_hook_for(plan, layer), prepend=True)
-               for layer in sorted(plan.layers)]
+    handles = [
+        blocks[layer].register_forward_hook(_hook_for(plan, layer), prepend=True)
+        for layer in sorted(plan.layers)
+    ]
     try:
         yield plan
     finally:
@@ -97,6 +100,7 @@ def recording(lm: nn.Module, layers):
         def hook(_module, _args, output):
             hidden = output[0] if isinstance(output, tuple) else output
             seen[layer] = hidden[:, -1, :].detach()
+
         return hook
 
     handles = [blocks[layer].register_forward_hook(hook_for(layer)) for layer in sorted(set(layers or ()))]

@@ -5,6 +5,7 @@ CODI loop (loop.py) instead of the staged batch. It computes the rows the batche
 computes, from the same replacement values (`build_plan`), so tests compare the two and `bench engine`
 times them against each other.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -20,27 +21,44 @@ from engine.model.codi import CodiModel
 
 
 @torch.no_grad()
-def run_reference(model: CodiModel, problems: list, opts: EngineOptions,
-                  pool: dict[str, torch.Tensor] | None = None) -> ChunkOutput:
+def run_reference(
+    model: CodiModel, problems: list, opts: EngineOptions, pool: dict[str, torch.Tensor] | None = None
+) -> ChunkOutput:
     """One condition at a time, batch of one, question recomputed every time (the research code's way)."""
     outputs = []
     for problem in problems:
         _, state, z = start_questions(model, [problem.question])
-        base = run_rows(model, state, z, PatchPlan(), None, lambda toks, pr=problem: gold_batch(model, toks, [pr]),
-                        opts.attention != "none", opts.layers, opts.max_new_tokens)
+        base = run_rows(
+            model,
+            state,
+            z,
+            PatchPlan(),
+            None,
+            lambda toks, pr=problem: gold_batch(model, toks, [pr]),
+            opts.attention != "none",
+            opts.layers,
+            opts.max_new_tokens,
+        )
         gold = base.gold
         forced = pad_tokens(base.tokens, model.pad_id, z.device)
         rows, donors = [], []
         for cond in opts.conditions[1:]:
             plan, donor = build_plan([problem], [cond], base.sites, pool or {}, opts)
             _, state, z = start_questions(model, [problem.question])
-            rows.append(run_rows(model, state, z, plan, forced, gold, opts.attention == "all", None,
-                                 opts.max_new_tokens))
+            rows.append(
+                run_rows(
+                    model, state, z, plan, forced, gold, opts.attention == "all", None, opts.max_new_tokens
+                )
+            )
             donors.extend(donor)
-        outputs.append(assemble(model, [problem], opts, base, _concat(rows), list(opts.conditions[1:]), donors))
-    return ChunkOutput(pl.concat([o.results for o in outputs]),
-                       pa.concat_tables([o.attention for o in outputs]) if outputs[0].attention is not None else None,
-                       {k: v for o in outputs for k, v in o.sites.items()})
+        outputs.append(
+            assemble(model, [problem], opts, base, _concat(rows), list(opts.conditions[1:]), donors)
+        )
+    return ChunkOutput(
+        pl.concat([o.results for o in outputs]),
+        pa.concat_tables([o.attention for o in outputs]) if outputs[0].attention is not None else None,
+        {k: v for o in outputs for k, v in o.sites.items()},
+    )
 
 
 def _concat(rows: list[RowOutcome]) -> RowOutcome | None:
@@ -48,11 +66,16 @@ def _concat(rows: list[RowOutcome]) -> RowOutcome | None:
     if not rows:
         return None
     width = max(r.forced_logp.shape[1] for r in rows)
-    forced = torch.cat([torch.nn.functional.pad(r.forced_logp, (0, 0, 0, width - r.forced_logp.shape[1]))
-                        for r in rows])
+    forced = torch.cat(
+        [torch.nn.functional.pad(r.forced_logp, (0, 0, 0, width - r.forced_logp.shape[1])) for r in rows]
+    )
     return RowOutcome(
-        tokens=[t for r in rows for t in r.tokens], texts=[t for r in rows for t in r.texts],
-        eot_logp=torch.cat([r.eot_logp for r in rows]), forced_logp=forced,
+        tokens=[t for r in rows for t in r.tokens],
+        texts=[t for r in rows for t in r.texts],
+        eot_logp=torch.cat([r.eot_logp for r in rows]),
+        forced_logp=forced,
         logp_gold=torch.cat([r.logp_gold for r in rows]),
         attention=torch.cat([r.attention for r in rows]) if rows[0].attention is not None else None,
-        eot_row=torch.cat([r.eot_row for r in rows]), sites=None)
+        eot_row=torch.cat([r.eot_row for r in rows]),
+        sites=None,
+    )

@@ -3,6 +3,7 @@
 Rows are built column-wise from tensors; the only Python loop is one iteration per condition row
 (tens per problem), never one per attention weight.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,9 @@ def _result_schema() -> dict[str, pl.DataType]:
     key = schema.KEYS["results"]
     names = [*key, *(n for n in arrow.names if n not in key and n != "run_id")]
     fields = [arrow.field(n) for n in names]
-    plain = pa.schema([(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in fields])
+    plain = pa.schema(
+        [(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in fields]
+    )
     return dict(pl.from_arrow(plain.empty_table()).schema)
 
 
@@ -56,8 +59,13 @@ def _at_answer(logp: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return picked.masked_fill((index < 0)[:, None], float("nan"))
 
 
-def condition_measures(model: CodiModel, base: RowOutcome, outcome: RowOutcome, row_problem: torch.Tensor,
-                       number_index: list[int | None]) -> dict[str, list]:
+def condition_measures(
+    model: CodiModel,
+    base: RowOutcome,
+    outcome: RowOutcome,
+    row_problem: torch.Tensor,
+    number_index: list[int | None],
+) -> dict[str, list]:
     """KL/JS/entropy/disruption of each condition row against its problem's baseline.
 
     Along the baseline's answer tokens (teacher-forced): position 0 is the distribution at EOT, whose
@@ -73,7 +81,9 @@ def condition_measures(model: CodiModel, base: RowOutcome, outcome: RowOutcome, 
     valid = torch.arange(width, device=kl.device)[None, :] < lengths[:, None]
     kl_max = torch.where(valid, kl, torch.full_like(kl, float("-inf"))).max(-1).values
     idx = torch.tensor([-1 if i is None else i for i in number_index], device=kl.device)[row_problem]
-    kl_answer = torch.where(idx >= 0, kl.gather(1, idx.clamp(min=0)[:, None])[:, 0], torch.full_like(kl_max, float("nan")))
+    kl_answer = torch.where(
+        idx >= 0, kl.gather(1, idx.clamp(min=0)[:, None])[:, 0], torch.full_like(kl_max, float("nan"))
+    )
     base_answer, cond_answer = _at_answer(base_logp, idx), _at_answer(outcome.forced_logp, idx)
     base_row, cond_row = base.eot_row[row_problem], outcome.eot_row
     return {
@@ -94,37 +104,70 @@ def baseline_measures(model: CodiModel, base: RowOutcome, number_index: list[int
     distribution is not finite (a broken checkpoint), where every measure is NULL, never 0."""
     n = len(base.tokens)
     idx = torch.tensor([-1 if i is None else i for i in number_index], device=base.forced_logp.device)
-    finite = ~torch.isnan(base.eot_logp).any(-1) & (base.eot_logp < float("inf")).all(-1)  # -inf: masked tokens
-    zero = torch.where(finite, torch.zeros(n, device=finite.device), torch.full((n,), float("nan"), device=finite.device))
+    finite = ~torch.isnan(base.eot_logp).any(-1) & (base.eot_logp < float("inf")).all(
+        -1
+    )  # -inf: masked tokens
+    zero = torch.where(
+        finite, torch.zeros(n, device=finite.device), torch.full((n,), float("nan"), device=finite.device)
+    )
     answer_zero = torch.where(idx >= 0, zero, torch.full_like(zero, float("nan")))
     return {
-        "kl_first": _finite_or_none(zero), "kl_answer": _finite_or_none(answer_zero), "kl_max": _finite_or_none(zero),
-        "js_first": _finite_or_none(zero), "disruption": _finite_or_none(zero),
-        "entropy_first": _finite_or_none(entropy(base.eot_logp)), "logp_gold": _finite_or_none(base.logp_gold),
+        "kl_first": _finite_or_none(zero),
+        "kl_answer": _finite_or_none(answer_zero),
+        "kl_max": _finite_or_none(zero),
+        "js_first": _finite_or_none(zero),
+        "disruption": _finite_or_none(zero),
+        "entropy_first": _finite_or_none(entropy(base.eot_logp)),
+        "logp_gold": _finite_or_none(base.logp_gold),
         "js_answer": _finite_or_none(answer_zero),
         "entropy_answer": _finite_or_none(entropy(_at_answer(base.forced_logp, idx))),
     }
 
 
-def assemble(model: CodiModel, problems: list, opts: EngineOptions, base: RowOutcome,
-             outcome: RowOutcome | None, corrupt: list[Condition], donors: list) -> ChunkOutput:
+def assemble(
+    model: CodiModel,
+    problems: list,
+    opts: EngineOptions,
+    base: RowOutcome,
+    outcome: RowOutcome | None,
+    corrupt: list[Condition],
+    donors: list,
+) -> ChunkOutput:
     n_problems, n_corrupt = len(problems), len(corrupt)
     base_values = [parse_answer(t) for t in base.texts]
-    base_correct = [is_correct(v, p.gold) for v, p in zip(base_values, problems)]
+    base_correct = [is_correct(v, p.gold) for v, p in zip(base_values, problems, strict=True)]
     columns: dict[str, list] = {k: [] for k in RESULT_SCHEMA}
     number_index = [number_token_index(model, t) for t in base.tokens]
     own = baseline_measures(model, base, number_index)
     for p, problem in enumerate(problems):
-        _append_row(columns, problem, Condition(0, BASELINE), (None, None), base.texts[p], base_values[p],
-                    base_correct[p], base_correct[p], {k: v[p] for k, v in own.items()})
+        _append_row(
+            columns,
+            problem,
+            Condition(0, BASELINE),
+            (None, None),
+            base.texts[p],
+            base_values[p],
+            base_correct[p],
+            base_correct[p],
+            {k: v[p] for k, v in own.items()},
+        )
     if outcome is not None:
         row_problem = torch.arange(n_problems, device=outcome.eot_logp.device).repeat_interleave(n_corrupt)
         measures = condition_measures(model, base, outcome, row_problem, number_index)
         for row, text in enumerate(outcome.texts):
             p = row // n_corrupt
             value = parse_answer(text)
-            _append_row(columns, problems[p], corrupt[row % n_corrupt], donors[row], text, value,
-                        is_correct(value, problems[p].gold), base_correct[p], {k: v[row] for k, v in measures.items()})
+            _append_row(
+                columns,
+                problems[p],
+                corrupt[row % n_corrupt],
+                donors[row],
+                text,
+                value,
+                is_correct(value, problems[p].gold),
+                base_correct[p],
+                {k: v[row] for k, v in measures.items()},
+            )
     results = pl.DataFrame(columns, schema=RESULT_SCHEMA)
     attention = attention_table(problems, base, outcome, corrupt, opts)
     sites = {p.problem_id: base.sites[i] for i, p in enumerate(problems)} if base.sites is not None else {}
@@ -133,18 +176,32 @@ def assemble(model: CodiModel, problems: list, opts: EngineOptions, base: RowOut
 
 def _append_row(columns, problem, cond: Condition, donor, text, value, correct, base_correct, measures):
     row = {
-        "problem_id": problem.problem_id, "condition_id": cond.condition_id, "layer": cond.layer,
-        "thought": cond.thought, "method": cond.method, "sigma": cond.sigma, "donor_problem_id": donor[0],
-        "donor_thought": donor[1], "answer_text": text,
-        "answer_value": value if value is None or math.isfinite(value) else None, "correct": correct,
-        "flipped": base_correct and not correct, "fixed": (not base_correct) and correct, **measures,
+        "problem_id": problem.problem_id,
+        "condition_id": cond.condition_id,
+        "layer": cond.layer,
+        "thought": cond.thought,
+        "method": cond.method,
+        "sigma": cond.sigma,
+        "donor_problem_id": donor[0],
+        "donor_thought": donor[1],
+        "answer_text": text,
+        "answer_value": value if value is None or math.isfinite(value) else None,
+        "correct": correct,
+        "flipped": base_correct and not correct,
+        "fixed": (not base_correct) and correct,
+        **measures,
     }
     for key, val in row.items():
         columns[key].append(val)
 
 
-def attention_table(problems: list, base: RowOutcome, outcome: RowOutcome | None, corrupt: list[Condition],
-                    opts: EngineOptions) -> pa.Table | None:
+def attention_table(
+    problems: list,
+    base: RowOutcome,
+    outcome: RowOutcome | None,
+    corrupt: list[Condition],
+    opts: EngineOptions,
+) -> pa.Table | None:
     """Long-format attention rows built with numpy (no Python loop over rows)."""
     if opts.attention == "none" or base.attention is None:
         return None
@@ -154,7 +211,9 @@ def attention_table(problems: list, base: RowOutcome, outcome: RowOutcome | None
     if opts.attention == "all" and outcome is not None and outcome.attention is not None:
         blocks.append(outcome.attention)
         problem_index.append(np.repeat(np.arange(len(problems)), len(corrupt)))
-        condition_ids.append(np.tile(np.array([c.condition_id for c in corrupt], dtype=np.int16), len(problems)))
+        condition_ids.append(
+            np.tile(np.array([c.condition_id for c in corrupt], dtype=np.int16), len(problems))
+        )
     weights = torch.cat(blocks).cpu().numpy()  # [R, L, H, 7, 9]
     n_rows, n_layers, n_heads = weights.shape[:3]
     weights = weights[:, :, :, VISIBLE]  # [R, L, H, 42]
@@ -163,13 +222,14 @@ def attention_table(problems: list, base: RowOutcome, outcome: RowOutcome | None
     src = np.broadcast_to(SRC_CODES[None, :], VISIBLE.shape)[VISIBLE]
     per_row = n_layers * n_heads * per_head
     indices = np.repeat(np.concatenate(problem_index).astype(np.int32), per_row)
-    return pa.table({
-        "problem_id": pa.DictionaryArray.from_arrays(indices, pa.array([p.problem_id for p in problems])),
-        "condition_id": np.repeat(np.concatenate(condition_ids), per_row),
-        "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int16), n_heads * per_head), n_rows),
-        "head": np.tile(np.repeat(np.arange(n_heads, dtype=np.int16), per_head), n_rows * n_layers),
-        "dst": np.tile(dst, n_rows * n_layers * n_heads),
-        "src": np.tile(src, n_rows * n_layers * n_heads),
-        "weight": weights.reshape(-1).astype(np.float32),
-    })
-
+    return pa.table(
+        {
+            "problem_id": pa.DictionaryArray.from_arrays(indices, pa.array([p.problem_id for p in problems])),
+            "condition_id": np.repeat(np.concatenate(condition_ids), per_row),
+            "layer": np.tile(np.repeat(np.arange(n_layers, dtype=np.int16), n_heads * per_head), n_rows),
+            "head": np.tile(np.repeat(np.arange(n_heads, dtype=np.int16), per_head), n_rows * n_layers),
+            "dst": np.tile(dst, n_rows * n_layers * n_heads),
+            "src": np.tile(src, n_rows * n_layers * n_heads),
+            "weight": weights.reshape(-1).astype(np.float32),
+        }
+    )

@@ -12,6 +12,7 @@ whether greedy decoding would reproduce the baseline answer token for token (arg
 position equals the next forced token). Only rows that diverge are decoded greedily, from EOT, one
 token at a time; the gold answer is teacher-forced only where it differs from the baseline answer.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,9 +30,19 @@ from engine.model.codi import CodiModel, LoopState
 from engine.model.positions import N_THOUGHTS
 
 
-def run_staged(model: CodiModel, base_state: LoopState, question_point: tuple, base: RowOutcome,
-               row_problem: torch.Tensor, row_thought: torch.Tensor, plan: PatchPlan, forced: torch.Tensor,
-               gold: torch.Tensor, capture_attention: bool, max_new_tokens: int) -> RowOutcome:
+def run_staged(
+    model: CodiModel,
+    base_state: LoopState,
+    question_point: tuple,
+    base: RowOutcome,
+    row_problem: torch.Tensor,
+    row_thought: torch.Tensor,
+    plan: PatchPlan,
+    forced: torch.Tensor,
+    gold: torch.Tensor,
+    capture_attention: bool,
+    max_new_tokens: int,
+) -> RowOutcome:
     """Rows sorted by target thought (`row_thought` non-decreasing); `row_problem` indexes the baseline rows.
 
     `base_state`: the baseline's loop state (its cache holds question, BOT, T0..T5, EOT);
@@ -64,8 +75,9 @@ def run_staged(model: CodiModel, base_state: LoopState, question_point: tuple, b
             out = model.step(state, z, output_hidden_states=True, output_attentions=capture_attention)
             plan.step = None
             if capture_attention:
-                attention[:active, :, :, k] = slice_attention(out.attentions, state.columns, k,
-                                                              out.attentions[0].shape[-1])
+                attention[:active, :, :, k] = slice_attention(
+                    out.attentions, state.columns, k, out.attentions[0].shape[-1]
+                )
             z = model.project(out.hidden_states[-1][:, -1:, :])
     if cache.active != n_rows:
         raise ValueError("every row needs a target thought in 0..5")
@@ -73,15 +85,24 @@ def run_staged(model: CodiModel, base_state: LoopState, question_point: tuple, b
     out = model.step(state, eot, output_attentions=True)
     last = out.attentions[-1][:, :, -1, :].float()
     if capture_attention:
-        attention[:, :, :, N_THOUGHTS] = slice_attention(out.attentions, state.columns, N_THOUGHTS, last.shape[-1])
+        attention[:, :, :, N_THOUGHTS] = slice_attention(
+            out.attentions, state.columns, N_THOUGHTS, last.shape[-1]
+        )
     eot_logits = out.logits[:, -1, :]
     forced_logp = forced_log_probs(model, state, eot_logits, forced)
-    tokens, texts = _speculative_answers(model, state, eot_logits, forced, forced_logp, base, row_problem,
-                                         max_new_tokens)
+    tokens, texts = _speculative_answers(
+        model, state, eot_logits, forced, forced_logp, base, row_problem, max_new_tokens
+    )
     return RowOutcome(
-        tokens=tokens, texts=texts, eot_logp=forced_logp[:, 0], forced_logp=forced_logp,
+        tokens=tokens,
+        texts=texts,
+        eot_logp=forced_logp[:, 0],
+        forced_logp=forced_logp,
         logp_gold=_gold_log_prob(model, state, eot_logits, forced, forced_logp, gold),
-        attention=attention, eot_row=last, sites=None)
+        attention=attention,
+        eot_row=last,
+        sites=None,
+    )
 
 
 def _baseline_attention(base: RowOutcome, row_problem: torch.Tensor) -> torch.Tensor:
@@ -89,9 +110,16 @@ def _baseline_attention(base: RowOutcome, row_problem: torch.Tensor) -> torch.Te
     return base.attention[row_problem].clone()
 
 
-def _speculative_answers(model: CodiModel, state: LoopState, eot_logits: torch.Tensor, forced: torch.Tensor,
-                         forced_logp: torch.Tensor, base: RowOutcome, row_problem: torch.Tensor,
-                         max_new_tokens: int) -> tuple[list[list[int]], list[str]]:
+def _speculative_answers(
+    model: CodiModel,
+    state: LoopState,
+    eot_logits: torch.Tensor,
+    forced: torch.Tensor,
+    forced_logp: torch.Tensor,
+    base: RowOutcome,
+    row_problem: torch.Tensor,
+    max_new_tokens: int,
+) -> tuple[list[list[int]], list[str]]:
     """Greedy answers: the baseline's where every argmax agrees with it, else decoded from EOT."""
     valid = forced != model.pad_id
     agrees = ((forced_logp.argmax(-1) == forced) | ~valid).all(-1)
@@ -102,14 +130,21 @@ def _speculative_answers(model: CodiModel, state: LoopState, eot_logits: torch.T
     if len(diverged):
         sub = _select(state, diverged, max_new_tokens)
         decoded = model.decode_greedy(sub, eot_logits[diverged], max_new_tokens)
-        for row, toks, text in zip(diverged.tolist(), strip_tokens(decoded.tolist(), model),
-                                   model.decode_text(decoded)):
+        for row, toks, text in zip(
+            diverged.tolist(), strip_tokens(decoded.tolist(), model), model.decode_text(decoded), strict=True
+        ):
             tokens[row], texts[row] = toks, text
     return tokens, texts
 
 
-def _gold_log_prob(model: CodiModel, state: LoopState, eot_logits: torch.Tensor, forced: torch.Tensor,
-                   forced_logp: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+def _gold_log_prob(
+    model: CodiModel,
+    state: LoopState,
+    eot_logits: torch.Tensor,
+    forced: torch.Tensor,
+    forced_logp: torch.Tensor,
+    gold: torch.Tensor,
+) -> torch.Tensor:
     """log P(gold answer) per row, reusing the forced pass where the gold answer is the baseline's."""
     same = _same_tokens(forced, gold, model.pad_id)
     logp = torch.zeros(len(forced), dtype=forced_logp.dtype, device=forced_logp.device)
@@ -118,8 +153,9 @@ def _gold_log_prob(model: CodiModel, state: LoopState, eot_logits: torch.Tensor,
     other = (~same).nonzero()[:, 0]
     if len(other):
         sub = _select(state, other, gold.shape[1])
-        logp[other] = sequence_log_prob(forced_log_probs(model, sub, eot_logits[other], gold[other]),
-                                        gold[other], model.pad_id)
+        logp[other] = sequence_log_prob(
+            forced_log_probs(model, sub, eot_logits[other], gold[other]), gold[other], model.pad_id
+        )
     return logp
 
 
@@ -132,4 +168,6 @@ def _same_tokens(a: torch.Tensor, b: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 def _select(state: LoopState, rows: torch.Tensor, room: int) -> LoopState:
     """A loop state holding only `rows`, with room for `room` more positions (`state` is unchanged)."""
-    return LoopState(state.cache.select(rows, room), state.mask[rows], state.next_position[rows], state.columns)
+    return LoopState(
+        state.cache.select(rows, room), state.mask[rows], state.next_position[rows], state.columns
+    )

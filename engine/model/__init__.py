@@ -13,9 +13,11 @@
 
 The model imports nothing from engine.interventions or engine.runs. Names are imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _EXPORTS = {
     "CodiModel": "engine.model.codi",
@@ -40,7 +42,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

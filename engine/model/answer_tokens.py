@@ -1,4 +1,5 @@
 """The answer in token form: where its number starts, and the gold answer in the model's own format."""
+
 from __future__ import annotations
 
 from engine.model.answers import answer_span
@@ -35,10 +36,9 @@ def gold_tokens(model: CodiModel, baseline_tokens: list[int], gold: float) -> li
         text = f" The answer is: {format_number(gold)}"
     else:
         prefix = model.tokenizer.decode(baseline_tokens[:idx], skip_special_tokens=True)
-        number_piece = model.tokenizer.decode(baseline_tokens[idx: idx + 1], skip_special_tokens=True)
+        number_piece = model.tokenizer.decode(baseline_tokens[idx : idx + 1], skip_special_tokens=True)
         spacing = number_piece[: len(number_piece) - len(number_piece.lstrip())]
         text = prefix + spacing + format_number(gold)
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     eos = model.tokenizer.eos_token_id
     return ids if eos is None else ids + [eos]
-

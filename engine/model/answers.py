@@ -1,4 +1,5 @@
 """Answer parsing (SPEC 2.3 step 6): one definition used by eval, run and every test."""
+
 from __future__ import annotations
 
 import math
@@ -28,10 +29,8 @@ def answer_span(text: str) -> tuple[float, int, int] | None:
             match = _NUMBER.search(clean, after)
             if match is not None:
                 return span(match)
-    last = None
-    for last in _NUMBER.finditer(clean):
-        pass
-    return None if last is None else span(last)
+    matches = list(_NUMBER.finditer(clean))
+    return span(matches[-1]) if matches else None
 
 
 def parse_answer(text: str) -> float | None:

@@ -4,6 +4,7 @@ A model directory holds `model.safetensors` (keys `codi.*` and `prj.*`, LoRA-fre
 `config.json` (vocab_size = V, before the three extra tokens), the tokenizer files and
 `codi_card.json` (training recipe, wall time, accuracies).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,12 +36,22 @@ def fused_activation(name: str) -> str:
     return "gelu_pytorch_tanh" if name == "gelu_new" else name
 
 
-def build_gpt2_codi(base_config: GPT2Config, tokenizer: PreTrainedTokenizerBase, prj_dim: int,
-                    name: str = "gpt2-tiny", attn: str = "eager") -> CodiModel:
+def build_gpt2_codi(
+    base_config: GPT2Config,
+    tokenizer: PreTrainedTokenizerBase,
+    prj_dim: int,
+    name: str = "gpt2-tiny",
+    attn: str = "eager",
+) -> CodiModel:
     """A randomly initialised GPT-2 CODI module whose embedding has V + 3 rows."""
     base_vocab = base_config.vocab_size
-    config = GPT2Config.from_dict({**base_config.to_dict(), "vocab_size": base_vocab + 3,
-                                   "activation_function": fused_activation(base_config.activation_function)})
+    config = GPT2Config.from_dict(
+        {
+            **base_config.to_dict(),
+            "vocab_size": base_vocab + 3,
+            "activation_function": fused_activation(base_config.activation_function),
+        }
+    )
     lm = GPT2LMHeadModel._from_config(config, attn_implementation=attn)
     info = ModelInfo(name, "gpt2", config.n_layer, config.n_head, config.n_embd)
     return CodiModel(lm, make_projection(config.n_embd, prj_dim), tokenizer, base_vocab, info)
@@ -54,8 +65,12 @@ def save_codi_dir(model: CodiModel, out_dir: str | Path, card: dict) -> Path:
     base.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
     prj_dim = model.prj[1].out_features
-    card = {**card, "prj_dim": prj_dim, "weights_sha256": sha256_file(out / WEIGHTS),
-            "parameters": sum(p.numel() for p in model.parameters())}
+    card = {
+        **card,
+        "prj_dim": prj_dim,
+        "weights_sha256": sha256_file(out / WEIGHTS),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return out
 
@@ -74,9 +89,11 @@ def load_codi_dir(model_dir: str | Path, name: str = "gpt2-tiny") -> CodiModel:
         raise ValueError(f"{card_path} is not valid JSON ({exc}); restore it or retrain the model") from exc
     sha256 = sha256_file(weights)
     if card.get("weights_sha256") not in (None, sha256):  # a truncated or bit-flipped file loads silently
-        raise ValueError(f"{weights}: sha256 {sha256[:12]}... differs from {card['weights_sha256'][:12]}... in "
-                         f"{CARD}, so the file is corrupted or was replaced; restore it (for the bundled model: "
-                         "git checkout models/gpt2-tiny) or retrain it")
+        raise ValueError(
+            f"{weights}: sha256 {sha256[:12]}... differs from {card['weights_sha256'][:12]}... in "
+            f"{CARD}, so the file is corrupted or was replaced; restore it (for the bundled model: "
+            "git checkout models/gpt2-tiny) or retrain it"
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = build_gpt2_codi(GPT2Config.from_pretrained(model_dir), tokenizer, card["prj_dim"], name)
     missing, unexpected = load_model(model, str(weights), strict=False)
@@ -88,4 +105,3 @@ def load_codi_dir(model_dir: str | Path, name: str = "gpt2-tiny") -> CodiModel:
     model.info.weights_sha256 = sha256
     model.info.extra = card
     return model.eval()
-

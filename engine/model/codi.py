@@ -5,6 +5,7 @@ projection `prj` that turns the last hidden state of one step into the input emb
 Batches are left-padded; the attention mask and explicit position ids travel through every step
 (transformers does not derive position ids from the mask).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from engine.model.positions import N_THOUGHTS, ColumnMap
 
 def make_projection(d_model: int, prj_dim: int, dropout: float = 0.0) -> nn.Sequential:
     """Sequential(Dropout, Linear(d, p), GELU, Linear(p, d), LayerNorm(d)) with the official key names."""
-    prj = nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, prj_dim), nn.GELU(), nn.Linear(prj_dim, d_model))
+    prj = nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(d_model, prj_dim), nn.GELU(), nn.Linear(prj_dim, d_model)
+    )
     prj.add_module("ln", nn.LayerNorm(d_model))
     return prj
 
@@ -41,8 +44,14 @@ class ModelInfo:
 class CodiModel(nn.Module):
     """Base LM (`codi`) + projection (`prj`), with the extra token ids of the official layout."""
 
-    def __init__(self, codi: PreTrainedModel, prj: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                 base_vocab_size: int, info: ModelInfo):
+    def __init__(
+        self,
+        codi: PreTrainedModel,
+        prj: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        base_vocab_size: int,
+        info: ModelInfo,
+    ):
         super().__init__()
         self.codi = codi
         self.prj = prj
@@ -86,8 +95,8 @@ class CodiModel(nn.Module):
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, e in enumerate(encoded):
-            ids[row, width - len(e):] = torch.tensor(e)
-            mask[row, width - len(e):] = 1
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
         device = self.device
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -96,7 +105,7 @@ class CodiModel(nn.Module):
     def mask_extra_tokens(self, logits: torch.Tensor) -> torch.Tensor:
         """Greedy decoding never picks pad/bot/eot (nor any row beyond them)."""
         logits = logits.clone()
-        logits[..., self.base_vocab_size:] = float("-inf")
+        logits[..., self.base_vocab_size :] = float("-inf")
         return logits
 
     def mask_teacher_tokens(self, logits: torch.Tensor) -> torch.Tensor:
@@ -113,14 +122,27 @@ class CodiModel(nn.Module):
         state.mask = torch.cat([state.mask, ones], dim=1)
         positions = state.next_position[:, None] + torch.arange(t, device=embeds.device)[None, :]
         state.next_position = state.next_position + t
-        return self.codi(inputs_embeds=embeds, attention_mask=state.mask, position_ids=positions,
-                         past_key_values=state.cache, use_cache=True, **kwargs)
+        return self.codi(
+            inputs_embeds=embeds,
+            attention_mask=state.mask,
+            position_ids=positions,
+            past_key_values=state.cache,
+            use_cache=True,
+            **kwargs,
+        )
 
     def start(self, batch: QuestionBatch, **kwargs):
         """Question pass (positions 0..Q-1 and BOT at Q) with a fresh KV cache."""
         state = LoopState(DynamicCache(), batch.mask.clone(), batch.positions[:, -1] + 1, batch.columns)
-        out = self.codi(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
-                        past_key_values=state.cache, use_cache=True, output_hidden_states=True, **kwargs)
+        out = self.codi(
+            input_ids=batch.ids,
+            attention_mask=batch.mask,
+            position_ids=batch.positions,
+            past_key_values=state.cache,
+            use_cache=True,
+            output_hidden_states=True,
+            **kwargs,
+        )
         return state, out
 
     @torch.no_grad()
@@ -136,8 +158,9 @@ class CodiModel(nn.Module):
         return state, out.logits[:, -1, :]
 
     @torch.no_grad()
-    def decode_greedy(self, state: LoopState, first_logits: torch.Tensor, max_new_tokens: int = 32,
-                      mask=None) -> torch.Tensor:
+    def decode_greedy(
+        self, state: LoopState, first_logits: torch.Tensor, max_new_tokens: int = 32, mask=None
+    ) -> torch.Tensor:
         """Greedy tokens [B, <=max_new_tokens] from `first_logits` on; rows stop at EOS (then pad).
 
         `mask` removes the tokens decoding may not choose (default: the three extra tokens).
@@ -178,7 +201,9 @@ class CodiModel(nn.Module):
     def teacher_answer(self, questions: list[str], max_new_tokens: int = 128) -> list[str]:
         """The teacher task: explicit CoT decoded greedily after BOT (EOT allowed, then the answer)."""
         state, out = self.start(self.question_batch(questions))
-        tokens = self.decode_greedy(state, out.logits[:, -1, :], max_new_tokens, mask=self.mask_teacher_tokens)
+        tokens = self.decode_greedy(
+            state, out.logits[:, -1, :], max_new_tokens, mask=self.mask_teacher_tokens
+        )
         return self.decode_text(tokens)
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ Per row, position ids count real tokens only: question 0..Q-1, BOT = Q, thought 
 EOT = Q+7. Warehouse position codes: -2 question (all its tokens summed), -1 BOT, 0..5 thoughts,
 6 EOT.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -14,6 +14,7 @@ Recipe that made a 1-2M parameter model learn to reason in its thoughts on 2 CPU
   shapes what the thoughts carry.
 Everything is deterministic given the seed (data stream, init, order).
 """
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,9 @@ def _pad_right(rows: list[list[int]], pad: int) -> torch.Tensor:
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def codi_losses(model: CodiModel, value_head: torch.nn.Module, batch: list[Encoded],
-                with_student: bool) -> dict[str, torch.Tensor]:
+def codi_losses(
+    model: CodiModel, value_head: torch.nn.Module, batch: list[Encoded], with_student: bool
+) -> dict[str, torch.Tensor]:
     """Teacher CE, and when asked the student CE, distillation and thought losses, for one batch."""
     pad = model.pad_id
     # --- teacher: question + BOT + CoT + EOT + answer, right-padded, no left padding needed
@@ -110,9 +112,11 @@ def codi_losses(model: CodiModel, value_head: torch.nn.Module, batch: list[Encod
     teacher_pos = []
     for row, e in enumerate(batch):
         start = len(e.question)
-        labels[row, start:len(seqs[row])] = ids[row, start:len(seqs[row])]
+        labels[row, start : len(seqs[row])] = ids[row, start : len(seqs[row])]
         teacher_pos.append(start + len(e.cot) + 1 + e.digit_offset - 1)
-    mask = (labels != -100) | (torch.arange(ids.shape[1])[None, :] < torch.tensor([len(e.question) for e in batch])[:, None])
+    mask = (labels != -100) | (
+        torch.arange(ids.shape[1])[None, :] < torch.tensor([len(e.question) for e in batch])[:, None]
+    )
     out_t = model.codi(input_ids=ids, attention_mask=mask.long(), output_hidden_states=with_student)
     teacher_ce = F.cross_entropy(out_t.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten())
     losses = {"teacher": teacher_ce}
@@ -139,7 +143,7 @@ def codi_losses(model: CodiModel, value_head: torch.nn.Module, batch: list[Encod
     s_pos = torch.tensor([e.digit_offset for e in batch])  # segment index of the token before the number
     t_pos = torch.tensor(teacher_pos)
     distill = 0.0
-    for hs_s, hs_t in zip(out_s.hidden_states, out_t.hidden_states):
+    for hs_s, hs_t in zip(out_s.hidden_states, out_t.hidden_states, strict=True):
         target = hs_t[rows, t_pos].detach().float()
         distill = distill + F.smooth_l1_loss(hs_s[rows, s_pos].float(), target) / target.std()
     distill = distill / len(out_s.hidden_states)
@@ -163,9 +167,18 @@ def build_model(cfg: TrainConfig) -> CodiModel:
     texts = [r["question"] + cot_text(r["answer"]) + answer_text(r["values"][-1]) for r in corpus]
     texts += [answer_text(v) for v in range(-MAX_VALUE, MAX_VALUE + 1)]
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
-    base = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
-                      n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    base = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return build_gpt2_codi(base, tokenizer, cfg.prj_dim, attn="sdpa")
 
 
@@ -177,7 +190,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=None) -> dict:
         model = load_codi_dir(cfg.init_from)
         model.codi.set_attn_implementation("sdpa")
         card = model.info.extra
-        previous = card.get("previous_phases", []) + [{k: card[k] for k in ("recipe", "history", "train_wall_seconds")}]
+        previous = card.get("previous_phases", []) + [
+            {k: card[k] for k in ("recipe", "history", "train_wall_seconds")}
+        ]
     else:
         model = build_model(cfg)
     model.train()
@@ -199,8 +214,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=None) -> dict:
             losses = codi_losses(model, value_head, batch, with_student)
         total = losses["teacher"]
         if with_student:
-            total = (total + cfg.student_weight * losses["student"] + cfg.distill_weight * losses["distill"]
-                     + cfg.thought_weight * losses["thought"])
+            total = (
+                total
+                + cfg.student_weight * losses["student"]
+                + cfg.distill_weight * losses["distill"]
+                + cfg.thought_weight * losses["thought"]
+            )
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -212,22 +231,34 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=None) -> dict:
             metrics = evaluate_model(model, heldout)
             model.codi.set_attn_implementation("sdpa")
             model.train()
-            entry = {"step": step + 1, "minutes": round((time.time() - started) / 60, 2),
-                     **{k: round(v.item(), 4) for k, v in losses.items()}, **metrics}
+            entry = {
+                "step": step + 1,
+                "minutes": round((time.time() - started) / 60, 2),
+                **{k: round(v.item(), 4) for k, v in losses.items()},
+                **metrics,
+            }
             history.append(entry)
             log(json.dumps(entry))
             save_checkpoint(model, cfg, out_dir, history, started, previous)
     return save_checkpoint(model, cfg, out_dir, history, started, previous)
 
 
-def save_checkpoint(model: CodiModel, cfg: TrainConfig, out_dir, history: list, started: float,
-                    previous: list) -> dict:
+def save_checkpoint(
+    model: CodiModel, cfg: TrainConfig, out_dir, history: list, started: float, previous: list
+) -> dict:
     wall = round(time.time() - started, 1)
-    card = {"name": "gpt2-tiny", "architecture": "gpt2", "recipe": asdict(cfg),
-            "objective": __doc__.strip(), "train_wall_seconds": wall,
-            "total_train_wall_seconds": wall + sum(p["train_wall_seconds"] for p in previous),
-            "torch": torch.__version__, "history": history, "previous_phases": previous,
-            "final_eval": history[-1] if history else None}
+    card = {
+        "name": "gpt2-tiny",
+        "architecture": "gpt2",
+        "recipe": asdict(cfg),
+        "objective": __doc__.strip(),
+        "train_wall_seconds": wall,
+        "total_train_wall_seconds": wall + sum(p["train_wall_seconds"] for p in previous),
+        "torch": torch.__version__,
+        "history": history,
+        "previous_phases": previous,
+        "final_eval": history[-1] if history else None,
+    }
     model.codi.set_attn_implementation("eager")
     save_codi_dir(model, out_dir, card)
     model.codi.set_attn_implementation("sdpa")

@@ -12,9 +12,11 @@
 
 Imports engine.interventions and engine.model. Names are imported on first use.
 """
+
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _EXPORTS = {
     "RunConfig": "engine.runs.config",
@@ -38,7 +40,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

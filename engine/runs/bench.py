@@ -4,6 +4,7 @@ Both paths run the same problems and conditions on the same model; the report gi
 conditions/s for each and their ratio. Warm-up runs first so one-time costs are not counted. With
 `arch` the model is architecture-only (engine.model.arch): real size, random weights, no checkpoint needed.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,9 +22,16 @@ from engine.runs.local import donor_sites
 from engine.runs.plan import pick_device, select_layers, select_problems
 
 
-def bench_engine(model_name: str = "gpt2-tiny", checkpoint: str | None = None, problems: int = 16,
-                 reference_problems: int = 2, batch_size: int = 8, device: str = "auto",
-                 attention: str = "all", arch: str | None = None) -> dict:
+def bench_engine(
+    model_name: str = "gpt2-tiny",
+    checkpoint: str | None = None,
+    problems: int = 16,
+    reference_problems: int = 2,
+    batch_size: int = 8,
+    device: str = "auto",
+    attention: str = "all",
+    arch: str | None = None,
+) -> dict:
     """`arch` (gpt2-124m, llama-1b): an architecture-only model of real size instead of a checkpoint."""
     device, dtype = pick_device(device)
     if arch is not None:
@@ -49,21 +57,37 @@ def bench_engine(model_name: str = "gpt2-tiny", checkpoint: str | None = None, p
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    batched_s = timed(lambda: [run_chunk(model, chosen[i:i + batch_size], opts, pool)
-                               for i in range(0, len(chosen), batch_size)])
+    batched_s = timed(
+        lambda: [
+            run_chunk(model, chosen[i : i + batch_size], opts, pool)
+            for i in range(0, len(chosen), batch_size)
+        ]
+    )
     ref_set = chosen[:reference_problems]
     reference_s = timed(lambda: run_reference(model, ref_set, opts, pool))
     batched_pps = len(chosen) / batched_s
     reference_pps = len(ref_set) / reference_s
     return {
-        "model": model_name, "arch": arch, "parameters": sum(p.numel() for p in model.parameters()),
-        "device": device, "dtype": str(dtype).removeprefix("torch."),
-        "conditions_per_problem": len(conditions), "attention": attention, "batch_size": batch_size,
-        "batched": {"problems": len(chosen), "seconds": round(batched_s, 3), "problems_per_s": _sig(batched_pps),
-                    "conditions_per_s": _sig(batched_pps * len(conditions))},
-        "sequential": {"problems": len(ref_set), "seconds": round(reference_s, 3),
-                       "problems_per_s": _sig(reference_pps),
-                       "conditions_per_s": _sig(reference_pps * len(conditions))},
+        "model": model_name,
+        "arch": arch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "conditions_per_problem": len(conditions),
+        "attention": attention,
+        "batch_size": batch_size,
+        "batched": {
+            "problems": len(chosen),
+            "seconds": round(batched_s, 3),
+            "problems_per_s": _sig(batched_pps),
+            "conditions_per_s": _sig(batched_pps * len(conditions)),
+        },
+        "sequential": {
+            "problems": len(ref_set),
+            "seconds": round(reference_s, 3),
+            "problems_per_s": _sig(reference_pps),
+            "conditions_per_s": _sig(reference_pps * len(conditions)),
+        },
         "ratio": round(batched_pps / reference_pps, 2),
         "threads": torch.get_num_threads(),
     }

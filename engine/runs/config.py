@@ -4,6 +4,7 @@ Both are keyword-only: `RunConfig(model="gpt2", problems=100, methods="zero,gaus
 (less resume, device, batch_size and extra) go into the run's config and its hash, which decides whether a
 run may be resumed with them; an Execution never changes a row.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ class RunConfig:
 
 @dataclass(kw_only=True)
 class Execution:
-    """Which way `run` executes: one process (local), one shard (`shard="I/N"`), or Ray tasks (SPEC 12, 13)."""
+    """Which way `run` executes: one process (local), one shard (`shard="I/N"`), or Ray tasks
+    (SPEC 12, 13)."""
 
     executor: str = "local"  # local | ray
     shard: str | None = None  # "I/N"

@@ -5,6 +5,7 @@ warehouse differ (directly, a shard for `ingest shards`, or shards merged by the
 `execute` is what `python cli.py run` calls (it returns the summary the command prints);
 `run_experiment` is the same from Python, returning the run as a `warehouse.handle.Run`.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,29 +23,44 @@ def execute(req: RunConfig, db: str, how: Execution, progress: bool = True) -> d
     """Run `req` the way `how` says; the summary has "shard" when only a shard was written."""
     if how.executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}")
-    ray_only = [flag for flag, value in (("--workers", how.workers), ("--shards", how.shards),
-                                         ("--ray-address", how.ray_address)) if value is not None]
+    ray_only = [
+        flag
+        for flag, value in (
+            ("--workers", how.workers),
+            ("--shards", how.shards),
+            ("--ray-address", how.ray_address),
+        )
+        if value is not None
+    ]
     if how.executor == "ray":
         if how.shard:
             raise ValueError("--shard is what each Ray task does; give either --shard or --executor ray")
         from engine.runs.ray import run_ray
 
-        return run_ray(req, db, how.workers or 1, how.shards, how.ray_address, how.run_id, how.shard_dir,
-                       progress)
+        return run_ray(
+            req, db, how.workers or 1, how.shards, how.ray_address, how.run_id, how.shard_dir, progress
+        )
     if ray_only:
         raise ValueError(f"{', '.join(ray_only)} apply to --executor ray")
     if how.shard:
         from engine.runs.sharded import parse_shard, run_shard
 
         index, count = parse_shard(how.shard)
-        return run_shard(req, index, count, db=db, shard_dir=how.shard_dir, run_id=how.run_id, progress=progress)
+        return run_shard(
+            req, index, count, db=db, shard_dir=how.shard_dir, run_id=how.run_id, progress=progress
+        )
     if how.run_id or how.shard_dir:
         raise ValueError("--run-id and --shard-dir apply to --shard and --executor ray")
     return execute_run(req, db, progress)
 
 
-def run_experiment(config: RunConfig, warehouse: str | os.PathLike | Warehouse, *,
-                   execution: Execution | None = None, progress: bool = False) -> Run:
+def run_experiment(
+    config: RunConfig,
+    warehouse: str | os.PathLike | Warehouse,
+    *,
+    execution: Execution | None = None,
+    progress: bool = False,
+) -> Run:
     """Run `config` into `warehouse` (a folder, or an open Warehouse) as `python cli.py run` does, and return
     the run: `run_experiment(RunConfig(problems=8), "results/w").view("token_importance")`.
 
@@ -56,7 +72,9 @@ def run_experiment(config: RunConfig, warehouse: str | os.PathLike | Warehouse, 
     db = warehouse.path if isinstance(warehouse, Warehouse) else warehouse
     summary = execute(config, str(db), execution or Execution(), progress)
     if summary.get("shard") and summary.get("shard_dir"):
-        raise ValueError(f"shard {summary['shard']} of run {summary['run_id']} was written to {summary['path']}, "
-                         f"not into the warehouse; merge it with `python cli.py ingest shards {summary['shard_dir']}`")
+        raise ValueError(
+            f"shard {summary['shard']} of run {summary['run_id']} was written to {summary['path']}, "
+            f"not into the warehouse; merge it with `python cli.py ingest shards {summary['shard_dir']}`"
+        )
     wh = warehouse if isinstance(warehouse, Warehouse) else open_warehouse(db, read_only=True)
     return wh.run(summary["run_id"])

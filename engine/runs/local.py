@@ -4,6 +4,7 @@ The model works on chunk n+1 while a writer thread commits chunk n (DuckDB and P
 release the GIL), so the warehouse never stalls the model. A chunk's problems commit together, so
 an interrupted run resumes (`--resume RUN`) with no duplicates and no gaps.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,14 +64,22 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     from warehouse.store import open_warehouse
 
     plan = plan_run(req)
-    model, problems, methods, conditions, opts, config = (plan.model, plan.problems, plan.methods,
-                                                          plan.conditions, plan.opts, plan.config)
+    model, problems, methods, conditions, opts, config = (
+        plan.model,
+        plan.problems,
+        plan.methods,
+        plan.conditions,
+        plan.opts,
+        plan.config,
+    )
     store = open_warehouse(db)
     if req.resume:
         run_id = store.resolve_run(req.resume)
         shown = store.show_run(run_id)
         if shown.get("config_hash") and shown["config_hash"] != _config_hash(config):
-            raise ValueError(f"run {run_id} was started with a different configuration; resume it with the same flags")
+            raise ValueError(
+                f"run {run_id} was started with a different configuration; resume it with the same flags"
+            )
         done = store.resume_run(run_id)
     else:
         run_id = store.begin_run(config, **plan.fields)
@@ -81,11 +90,18 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     try:
         pool = donor_sites(model, problems, opts, methods)
         writer = ChunkWriter(store, run_id)
-        bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"run {run_id}", unit="problem",
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(problems),
+            initial=len(problems) - len(todo),
+            desc=f"run {run_id}",
+            unit="problem",
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         try:
             for i in range(0, len(todo), req.batch_size):
-                chunk = todo[i:i + req.batch_size]
+                chunk = todo[i : i + req.batch_size]
                 out = run_chunk(model, chunk, opts, pool)
                 nonfinite += nonfinite_rows(out.results)
                 broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
@@ -105,14 +121,27 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
         raise
     store.finish_run(run_id, "complete")
     if broken:
-        print(f"note: the baseline itself has non-finite logits on {broken} problem(s): the model (checkpoint or "
-              "dtype) is broken there, not a corruption; every measure of those problems is NULL", file=sys.stderr)
+        print(
+            f"note: the baseline itself has non-finite logits on {broken} problem(s): the model "
+            "(checkpoint or dtype) is broken there, not a corruption; every measure of those problems "
+            "is NULL",
+            file=sys.stderr,
+        )
     if nonfinite - broken > 0:
-        print(f"note: {nonfinite - broken} condition row(s) had non-finite logits (the corruption overflowed the "
-              "model); their KL, JS, entropy, log p(gold) and disruption are NULL and they count as failures",
-              file=sys.stderr)
-    return {"run_id": run_id, "status": "complete", "problems": len(problems),
-            "conditions": len(conditions), "seconds": round(time.time() - started, 2), "nonfinite_rows": nonfinite}
+        print(
+            f"note: {nonfinite - broken} condition row(s) had non-finite logits (the corruption overflowed "
+            "the model); their KL, JS, entropy, log p(gold) and disruption are NULL and they count as "
+            "failures",
+            file=sys.stderr,
+        )
+    return {
+        "run_id": run_id,
+        "status": "complete",
+        "problems": len(problems),
+        "conditions": len(conditions),
+        "seconds": round(time.time() - started, 2),
+        "nonfinite_rows": nonfinite,
+    }
 
 
 class RunFailed(ValueError):
@@ -122,9 +151,11 @@ class RunFailed(ValueError):
     def __init__(self, run_id: str, cause: BaseException):
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         state = "it stays running, " if isinstance(cause, WarehouseBusy) else ""
-        super().__init__(f"run {run_id} stopped: {reason}; committed problems are kept ({state}nothing is lost): "
-                         f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
-                         "flags")
+        super().__init__(
+            f"run {run_id} stopped: {reason}; committed problems are kept ({state}nothing is lost): "
+            f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
+            "flags"
+        )
         self.run_id = run_id
 
 
@@ -140,11 +171,13 @@ def _config_hash(config: dict) -> str:
 
 
 def donor_sites(model: CodiModel, problems: list, opts: EngineOptions, methods) -> dict[str, torch.Tensor]:
-    """Clean site values of the seeded donor pool (only when a method that uses it, random or mean, is asked for)."""
+    """Clean site values of the seeded donor pool (only when a method that uses it, random or mean, is
+    asked for)."""
     if not pool_methods(methods):
         return {}
     ids = set(select_donor_pool(problems, opts.seed))
     pool_problems = [p for p in problems if p.problem_id in ids]
-    baseline_only = EngineOptions(opts.layers, opts.conditions[:1], opts.seed, "none", opts.noise_scale,
-                                  opts.max_new_tokens)
+    baseline_only = EngineOptions(
+        opts.layers, opts.conditions[:1], opts.seed, "none", opts.noise_scale, opts.max_new_tokens
+    )
     return run_chunk(model, pool_problems, baseline_only).sites

@@ -4,6 +4,7 @@ Every executor plans the same way (local.py, sharded.py, ray.py, and `bench engi
 that plans the same RunConfig gets the same config (workers of a sharded run agree on the run id) and
 the same problem order.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,8 @@ def select_problems(req: RunConfig) -> list:
 
 
 def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[list, list[TooLong]]:
-    """The run's problems, and (with `model`, under --skip-invalid) those left out for not fitting its context.
+    """The run's problems, and (with `model`, under --skip-invalid) those left out for not fitting its
+    context.
 
     Every problem is measured before the first forward pass: one too long for the context stops the
     run here (naming the first few), unless --skip-invalid, which runs the others in its place.
@@ -60,7 +62,9 @@ def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[li
         n = req.problems or DEFAULT_PROBLEMS
         per_stratum = math.ceil(n / len(STRATA))
         for generated in (6, 12):  # the generator repeats a question now and then: distinct ones only
-            chosen = stratified(distinct(synthetic_problems(per_stratum * generated, seed=req.seed)), per_stratum)[:n]
+            chosen = stratified(
+                distinct(synthetic_problems(per_stratum * generated, seed=req.seed)), per_stratum
+            )[:n]
             if len(chosen) == n:
                 break
         if model is None:
@@ -68,19 +72,27 @@ def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[li
         return fit_context(model, chosen, req.max_new_tokens, req.dataset, req.skip_invalid)
     problems = load_problems(req.dataset, None, req.seed, skip_invalid=req.skip_invalid)  # repeats left out
     if not problems:
-        raise ValueError(f"dataset {req.dataset} holds no problems; give a JSONL file with one "
-                         '{"question", "answer"} object per line')
+        raise ValueError(
+            f"dataset {req.dataset} holds no problems; give a JSONL file with one "
+            '{"question", "answer"} object per line'
+        )
     if req.problems is not None and req.problems > len(problems):
-        raise ValueError(f"--problems {req.problems} is more than the {len(problems)} distinct problems in "
-                         f"{req.dataset}; ask for at most {len(problems)}, or leave --problems out to run them all")
+        raise ValueError(
+            f"--problems {req.problems} is more than the {len(problems)} distinct problems in "
+            f"{req.dataset}; ask for at most {len(problems)}, or leave --problems out to run them all"
+        )
     if model is None:
-        return problems[:req.problems], []
-    problems, skipped = fit_context(model, problems, req.max_new_tokens, req.dataset, req.skip_invalid, req.problems)
+        return problems[: req.problems], []
+    problems, skipped = fit_context(
+        model, problems, req.max_new_tokens, req.dataset, req.skip_invalid, req.problems
+    )
     if req.problems is not None and req.problems > len(problems):  # --skip-invalid left too few
-        raise ValueError(f"--problems {req.problems} is more than the {len(problems)} problems in {req.dataset} "
-                         f"that fit {model.info.name}'s context ({len(skipped)} too long); ask for at most "
-                         f"{len(problems)}, or leave --problems out to run them all")
-    return problems[:req.problems], skipped
+        raise ValueError(
+            f"--problems {req.problems} is more than the {len(problems)} problems in {req.dataset} "
+            f"that fit {model.info.name}'s context ({len(skipped)} too long); ask for at most "
+            f"{len(problems)}, or leave --problems out to run them all"
+        )
+    return problems[: req.problems], skipped
 
 
 def select_layers(model: CodiModel, req: RunConfig) -> tuple[int, ...]:
@@ -125,23 +137,39 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
     methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
     donors = pool_methods(methods)
     if donors and len(problems) < 2:
-        raise ValueError(f"--methods {','.join(donors)} take(s) values from other problems, and this run has "
-                         f"{len(problems)}; run at least 2 problems, or leave {','.join(donors)} out")
+        raise ValueError(
+            f"--methods {','.join(donors)} take(s) values from other problems, and this run has "
+            f"{len(problems)}; run at least 2 problems, or leave {','.join(donors)} out"
+        )
     conditions = tuple(build_conditions(list(layers), methods, sigmas))
     if req.attention not in ("all", "baseline", "none"):
         raise ValueError("--attention must be all, baseline or none")
     opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
-    config = {**{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
-              "layers": list(layers), "methods": list(methods), "sigmas": list(sigmas),
-              "problem_ids_hash": dataset_hash(problems), "weights_sha256": model.info.weights_sha256,
-              "measures_version": MEASURES_VERSION}
+    config = {
+        **{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
+        "layers": list(layers),
+        "methods": list(methods),
+        "sigmas": list(sigmas),
+        "problem_ids_hash": dataset_hash(problems),
+        "weights_sha256": model.info.weights_sha256,
+        "measures_version": MEASURES_VERSION,
+    }
     if skipped:  # only then: the config (and its hash) of every other run stays as it was
         config["skipped_problems"] = [t.record() for t in skipped]
     fields = {
-        "model_name": req.model, "weights_sha256": model.info.weights_sha256, "n_layers": model.n_layers,
-        "n_heads": model.n_heads, "d_model": model.codi.config.hidden_size, "patch_layers": list(layers),
-        "methods": list(methods), "sigmas": list(sigmas), "seed": req.seed, "dataset_name": req.dataset,
-        "dataset_hash": dataset_hash(problems), "device": model.device.type,
+        "model_name": req.model,
+        "weights_sha256": model.info.weights_sha256,
+        "n_layers": model.n_layers,
+        "n_heads": model.n_heads,
+        "d_model": model.codi.config.hidden_size,
+        "patch_layers": list(layers),
+        "methods": list(methods),
+        "sigmas": list(sigmas),
+        "seed": req.seed,
+        "dataset_name": req.dataset,
+        "dataset_hash": dataset_hash(problems),
+        "device": model.device.type,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "n_problems_planned": len(problems)}
+        "n_problems_planned": len(problems),
+    }
     return RunPlan(model, problems, methods, conditions, opts, config, fields)

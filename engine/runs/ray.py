@@ -14,6 +14,7 @@ task skips the batches its dead attempt committed.
 
 Ray is an optional extra; it is imported only here, only when this executor is asked for.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,19 +63,35 @@ def worker_model(req: RunConfig):
     return _MODELS[key]
 
 
-def shard_task(req: RunConfig, index: int, count: int, shard_dir: str | None, run_id: str, threads: int | None,
-               db: str | None = None) -> dict:
+def shard_task(
+    req: RunConfig,
+    index: int,
+    count: int,
+    shard_dir: str | None,
+    run_id: str,
+    threads: int | None,
+    db: str | None = None,
+) -> dict:
     """One Ray task: one shard, written to `shard_dir`, or committed into the warehouse `db` when
     shard_dir is None (what `run --shard index/count` does)."""
     if threads:
         torch.set_num_threads(threads)
-    return run_shard(req, index, count, db=db, shard_dir=shard_dir, run_id=run_id, model=worker_model(req),
-                     progress=False)
+    return run_shard(
+        req, index, count, db=db, shard_dir=shard_dir, run_id=run_id, model=worker_model(req), progress=False
+    )
 
 
-def run_ray(req: RunConfig, db: str, workers: int, shards: int | None = None, address: str | None = None,
-            run_id: str | None = None, shard_dir: str | None = None, progress: bool = True,
-            task: Callable[..., dict] = shard_task) -> dict:
+def run_ray(
+    req: RunConfig,
+    db: str,
+    workers: int,
+    shards: int | None = None,
+    address: str | None = None,
+    run_id: str | None = None,
+    shard_dir: str | None = None,
+    progress: bool = True,
+    task: Callable[..., dict] = shard_task,
+) -> dict:
     """Run `req` as `shards` Ray tasks, at most `workers` at a time, then ingest.
 
     `shards` defaults to 4 per worker, at most one per batch; it fixes the slicing, so a rerun that
@@ -87,12 +104,16 @@ def run_ray(req: RunConfig, db: str, workers: int, shards: int | None = None, ad
     """
     ray = import_ray()
     if req.resume:
-        raise ValueError("--resume does not apply to --executor ray: run the same command again, finished "
-                         "shards are skipped")
+        raise ValueError(
+            "--resume does not apply to --executor ray: run the same command again, finished "
+            "shards are skipped"
+        )
     if workers < 1 or (shards is not None and shards < 1):
         raise ValueError("--workers and --shards must be at least 1")
     started = time.time()
-    plan = plan_run(dataclasses.replace(req, device="cpu"))  # the run id and problem count, as workers find them
+    plan = plan_run(
+        dataclasses.replace(req, device="cpu")
+    )  # the run id and problem count, as workers find them
     run_id, _ = run_id_for(plan.config, run_id)
     n_problems, n_conditions = len(plan.problems), len(plan.conditions)
     del plan
@@ -109,8 +130,19 @@ def run_ray(req: RunConfig, db: str, workers: int, shards: int | None = None, ad
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         cpus = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
         remote = ray.remote(task).options(num_gpus=gpus, num_cpus=cpus, max_retries=MAX_RETRIES)
-        summaries = _drive(ray, remote, req, count, directory, run_id, None if gpus else cpus, workers,
-                           n_problems, progress, {"db": str(db)} if direct else {})
+        summaries = _drive(
+            ray,
+            remote,
+            req,
+            count,
+            directory,
+            run_id,
+            None if gpus else cpus,
+            workers,
+            n_problems,
+            progress,
+            {"db": str(db)} if direct else {},
+        )
     finally:
         if own_cluster:
             ray.shutdown()
@@ -119,8 +151,11 @@ def run_ray(req: RunConfig, db: str, workers: int, shards: int | None = None, ad
         from warehouse.store import open_warehouse
 
         run = open_warehouse(db, read_only=True).show_run(run_id)
-        merged = {"status": run["status"], "problems_committed": run["rows"].get("run_problems"),
-                  "problems_planned": run["n_problems_planned"]}
+        merged = {
+            "status": run["status"],
+            "problems_committed": run["rows"].get("run_problems"),
+            "problems_planned": run["n_problems_planned"],
+        }
         where = f"the warehouse {db}"
     else:
         from ingest.shards import ingest_shards
@@ -128,21 +163,42 @@ def run_ray(req: RunConfig, db: str, workers: int, shards: int | None = None, ad
         merged = next(r for r in ingest_shards(db, directory)["runs"] if r["run_id"] == run_id)
         where = f"merging {directory}"
     if merged["status"] != "complete":
-        raise ValueError(f"run {run_id}: {merged['problems_committed']} of {merged['problems_planned']} problems "
-                         f"in {where}")
-    return {"run_id": run_id, "status": merged["status"], "problems": n_problems, "conditions": n_conditions,
-            "seconds": round(time.time() - started, 2), "executor": "ray", "workers": workers, "shards": count,
-            "shards_skipped": sum(s["status"] == "skipped" for s in summaries), "shard_dir": directory}
+        raise ValueError(
+            f"run {run_id}: {merged['problems_committed']} of {merged['problems_planned']} problems "
+            f"in {where}"
+        )
+    return {
+        "run_id": run_id,
+        "status": merged["status"],
+        "problems": n_problems,
+        "conditions": n_conditions,
+        "seconds": round(time.time() - started, 2),
+        "executor": "ray",
+        "workers": workers,
+        "shards": count,
+        "shards_skipped": sum(s["status"] == "skipped" for s in summaries),
+        "shard_dir": directory,
+    }
 
 
-def _drive(ray, remote, req, count, directory, run_id, threads, workers, n_problems, progress,
-           extra: dict) -> list[dict]:
+def _drive(
+    ray, remote, req, count, directory, run_id, threads, workers, n_problems, progress, extra: dict
+) -> list[dict]:
     """Keep at most `workers` shard tasks in flight; progress in problems as shards finish."""
     todo, pending, done = list(range(count)), {}, []
-    kept = (f"finished shards are kept in {directory}" if directory else
-            f"committed batches stay in run {run_id}, which stays running")
-    bar = tqdm(total=n_problems, desc=f"run {run_id} ({count} shards)", unit="problem", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    kept = (
+        f"finished shards are kept in {directory}"
+        if directory
+        else f"committed batches stay in run {run_id}, which stays running"
+    )
+    bar = tqdm(
+        total=n_problems,
+        desc=f"run {run_id} ({count} shards)",
+        unit="problem",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         while todo or pending:
             while todo and len(pending) < workers:
@@ -154,12 +210,16 @@ def _drive(ray, remote, req, count, directory, run_id, threads, workers, n_probl
                 try:
                     summary = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
-                    raise ShardFailed(f"shard {index}/{count} failed: {_cause(exc)}; {kept}, run the same "
-                                      "command again to finish") from exc
+                    raise ShardFailed(
+                        f"shard {index}/{count} failed: {_cause(exc)}; {kept}, run the same "
+                        "command again to finish"
+                    ) from exc
                 except ray.exceptions.RayError as exc:
-                    raise ShardFailed(f"shard {index}/{count} failed after {MAX_RETRIES} retries "
-                                      f"({type(exc).__name__}); {kept}, run the same command again to "
-                                      "finish") from exc
+                    raise ShardFailed(
+                        f"shard {index}/{count} failed after {MAX_RETRIES} retries "
+                        f"({type(exc).__name__}); {kept}, run the same command again to "
+                        "finish"
+                    ) from exc
                 done.append(summary)
                 bar.update(summary["problems"])
     finally:

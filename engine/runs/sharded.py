@@ -20,6 +20,7 @@ one commit, a problem's ordinal is its position in the run's problem order, a wo
 its committed batches, and the worker that commits the run's last problem completes the run. A worker
 that fails leaves the run running with its committed batches; run the same shard again.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 def shard_batches(problems: list, batch_size: int, index: int, count: int) -> list[list]:
     """Batches I, I+N, ... of the run's batches (the batches a single-process run makes)."""
-    batches = [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
+    batches = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
     return batches[index::count]
 
 
@@ -68,8 +69,10 @@ def check_shard_dir(directory: Path, db: str | Path | None) -> None:
         return
     folder, target = Path(db).resolve(), Path(directory).resolve()
     if target == folder or folder in target.parents:
-        raise ValueError(f"--shard-dir {directory} is inside the warehouse folder {db}; put worker shards "
-                         "elsewhere (the default is next to it: <db>.worker-shards/)")
+        raise ValueError(
+            f"--shard-dir {directory} is inside the warehouse folder {db}; put worker shards "
+            "elsewhere (the default is next to it: <db>.worker-shards/)"
+        )
 
 
 def run_id_for(config: dict, run_id: str | None) -> tuple[str, str]:
@@ -78,8 +81,9 @@ def run_id_for(config: dict, run_id: str | None) -> tuple[str, str]:
     return run_id or default_run_id(config_hash), config_hash
 
 
-def check_siblings(directory: Path, run_id: str, config_hash: str, count: int,
-                   expected: Callable[[int], list[str]]) -> None:
+def check_siblings(
+    directory: Path, run_id: str, config_hash: str, count: int, expected: Callable[[int], list[str]]
+) -> None:
     """Finished shards of this run in `directory` must come from the same slicing (count, batch size)."""
     if not directory.is_dir():
         return
@@ -88,14 +92,20 @@ def check_siblings(directory: Path, run_id: str, config_hash: str, count: int,
         if m["run_id"] != run_id:
             continue
         if m["config_hash"] != config_hash:
-            raise ValueError(f"{shard.label} belongs to run {run_id} with another config; use another --shard-dir")
+            raise ValueError(
+                f"{shard.label} belongs to run {run_id} with another config; use another --shard-dir"
+            )
         if m["shard_count"] != count:
-            raise ValueError(f"{directory} holds run {run_id} in {m['shard_count']} shards, not {count}; "
-                             "use the same N or another --shard-dir")
+            raise ValueError(
+                f"{directory} holds run {run_id} in {m['shard_count']} shards, not {count}; "
+                "use the same N or another --shard-dir"
+            )
         ids = [p for part in m["parts"] for p in part["problem_ids"]]
         if sorted(ids) != sorted(expected(m["shard_index"])):
-            raise ValueError(f"{shard.label} holds other problems than this worker would give it; every worker "
-                             "of a run needs the same flags (--batch-size included)")
+            raise ValueError(
+                f"{shard.label} holds other problems than this worker would give it; every worker "
+                "of a run needs the same flags (--batch-size included)"
+            )
 
 
 class _ShardSink:
@@ -108,17 +118,28 @@ class _ShardSink:
         self.writer.append_problems(problems, results, attention)
 
 
-def run_shard(req: RunConfig, index: int, count: int, *, db: str | Path | None = None,
-              shard_dir: str | Path | None = None, run_id: str | None = None, model=None,
-              progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> dict:
+def run_shard(
+    req: RunConfig,
+    index: int,
+    count: int,
+    *,
+    db: str | Path | None = None,
+    shard_dir: str | Path | None = None,
+    run_id: str | None = None,
+    model=None,
+    progress: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> dict:
     """Compute shard `index` of `count` and publish it; a finished shard is skipped. Returns a summary.
 
     The shard goes to `shard_dir`, else `<db>.worker-shards/<run id>/`. `model`: an already loaded
-    model (a Ray worker keeps one between tasks). `on_chunk(n)` is called after each computed chunk of n problems.
+    model (a Ray worker keeps one between tasks). `on_chunk(n)` is called after each computed chunk of
+    n problems.
     """
     if req.resume:
-        raise ValueError("--resume does not apply to shards: run the same --shard I/N again, finished "
-                         "shards are skipped")
+        raise ValueError(
+            "--resume does not apply to shards: run the same --shard I/N again, finished shards are skipped"
+        )
     if shard_dir is None and db is None:
         raise ValueError("run_shard needs a shard directory or the warehouse path")
     if shard_dir is not None:
@@ -134,31 +155,65 @@ def run_shard(req: RunConfig, index: int, count: int, *, db: str | Path | None =
     mine = shard_batches(plan.problems, req.batch_size, index, count)
 
     def expected(i: int) -> list[str]:
-        return [p.problem_id for batch in shard_batches(plan.problems, req.batch_size, i, count) for p in batch]
+        return [
+            p.problem_id for batch in shard_batches(plan.problems, req.batch_size, i, count) for p in batch
+        ]
 
-    summary = {"run_id": run_id, "shard": f"{index}/{count}", "path": str(final), "shard_dir": str(directory),
-               "problems": sum(len(b) for b in mine), "problems_planned": len(plan.problems),
-               "conditions": len(plan.conditions)}
+    summary = {
+        "run_id": run_id,
+        "shard": f"{index}/{count}",
+        "path": str(final),
+        "shard_dir": str(directory),
+        "problems": sum(len(b) for b in mine),
+        "problems_planned": len(plan.problems),
+        "conditions": len(plan.conditions),
+    }
     check_siblings(directory, run_id, config_hash, count, expected)
     if (final / MANIFEST).is_file():  # finished before: this run's (vetted above) or another's
         if read_manifest(final)["run_id"] != run_id:
-            raise ValueError(f"{final} already holds a shard of run {read_manifest(final)['run_id']}; "
-                             "use another --shard-dir")
+            raise ValueError(
+                f"{final} already holds a shard of run {read_manifest(final)['run_id']}; "
+                "use another --shard-dir"
+            )
         return {**summary, "status": "skipped", "seconds": round(time.time() - started, 2)}
 
     fields = {**plan.fields, "config": plan.config, "run_id": run_id}
     with ShardWriter(directory, fields, index=index, count=count) as writer:
-        _compute(plan, mine, _ShardSink(writer), f"shard {index}/{count} of {run_id}", run_id, 0, progress, on_chunk)
+        _compute(
+            plan,
+            mine,
+            _ShardSink(writer),
+            f"shard {index}/{count} of {run_id}",
+            run_id,
+            0,
+            progress,
+            on_chunk,
+        )
     return {**summary, "status": "written", "seconds": round(time.time() - started, 2)}
 
 
-def _compute(plan, batches: list[list], sink, label: str, run_id: str, done: int, progress: bool,
-             on_chunk: Callable[[int], None] | None) -> None:
+def _compute(
+    plan,
+    batches: list[list],
+    sink,
+    label: str,
+    run_id: str,
+    done: int,
+    progress: bool,
+    on_chunk: Callable[[int], None] | None,
+) -> None:
     """Run `batches` and hand each batch's rows to `sink` through a background ChunkWriter (both shard
     paths: a portable shard, or commits into the warehouse). `done`: problems of the shard already in."""
     pool = donor_sites(plan.model, plan.problems, plan.opts, plan.methods)  # whole problem set, as one run
-    bar = tqdm(total=done + sum(len(b) for b in batches), initial=done, desc=label, unit="problem",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=done + sum(len(b) for b in batches),
+        initial=done,
+        desc=label,
+        unit="problem",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     chunks = ChunkWriter(sink, run_id)
     try:
         for batch in batches:
@@ -188,8 +243,17 @@ class ShardStopped(ValueError):
     """A shard worker committing into the warehouse stopped; the run stays running with what it committed."""
 
 
-def _commit_shard(plan, batch_size: int, index: int, count: int, db, run_id: str, progress: bool,
-                  on_chunk: Callable[[int], None] | None, started: float) -> dict:
+def _commit_shard(
+    plan,
+    batch_size: int,
+    index: int,
+    count: int,
+    db,
+    run_id: str,
+    progress: bool,
+    on_chunk: Callable[[int], None] | None,
+    started: float,
+) -> dict:
     """Shard `index` of `count` committed straight into a warehouse with a PostgreSQL catalog."""
     from warehouse.store import open_warehouse
 
@@ -203,30 +267,65 @@ def _commit_shard(plan, batch_size: int, index: int, count: int, db, run_id: str
             continue
         if done:
             store.leave_run(run_id)
-            raise ValueError(f"shard {index}/{count}: run {run_id} holds some problems of this worker's batch "
-                             "but not all; every worker of a run needs the same --shard N and --batch-size")
+            raise ValueError(
+                f"shard {index}/{count}: run {run_id} holds some problems of this worker's batch "
+                "but not all; every worker of a run needs the same --shard N and --batch-size"
+            )
         todo.append(batch)
-    summary = {"run_id": run_id, "shard": f"{index}/{count}", "path": str(db), "shard_dir": None,
-               "problems": sum(len(b) for b in mine), "problems_planned": len(plan.problems),
-               "conditions": len(plan.conditions)}
+    summary = {
+        "run_id": run_id,
+        "shard": f"{index}/{count}",
+        "path": str(db),
+        "shard_dir": None,
+        "problems": sum(len(b) for b in mine),
+        "problems_planned": len(plan.problems),
+        "conditions": len(plan.conditions),
+    }
     if status == "complete" or not todo:
-        outcome = ({"status": "complete", "problems_committed": len(committed), "problems_planned": len(plan.problems)}
-                   if status == "complete" else store.finish_shard(run_id))
-        return {**summary, "status": "skipped", "run_status": outcome["status"],
-                "problems_committed": outcome["problems_committed"], "seconds": round(time.time() - started, 2)}
+        outcome = (
+            {
+                "status": "complete",
+                "problems_committed": len(committed),
+                "problems_planned": len(plan.problems),
+            }
+            if status == "complete"
+            else store.finish_shard(run_id)
+        )
+        return {
+            **summary,
+            "status": "skipped",
+            "run_status": outcome["status"],
+            "problems_committed": outcome["problems_committed"],
+            "seconds": round(time.time() - started, 2),
+        }
 
     positions = {p.problem_id: i for i, p in enumerate(plan.problems)}
     try:
-        _compute(plan, todo, _WarehouseSink(store, positions), f"shard {index}/{count} of {run_id}", run_id,
-                 summary["problems"] - sum(len(b) for b in todo), progress, on_chunk)
+        _compute(
+            plan,
+            todo,
+            _WarehouseSink(store, positions),
+            f"shard {index}/{count} of {run_id}",
+            run_id,
+            summary["problems"] - sum(len(b) for b in todo),
+            progress,
+            on_chunk,
+        )
     except BaseException as exc:
         store.leave_run(run_id)
         if isinstance(exc, (OSError, ValueError)):
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ShardStopped(f"shard {index}/{count} of run {run_id} stopped: {reason}; its committed batches "
-                               "are kept and the run stays running: fix the cause, then run the same shard "
-                               "again") from exc
+            raise ShardStopped(
+                f"shard {index}/{count} of run {run_id} stopped: {reason}; its committed batches "
+                "are kept and the run stays running: fix the cause, then run the same shard "
+                "again"
+            ) from exc
         raise
     outcome = store.finish_shard(run_id)
-    return {**summary, "status": "committed", "run_status": outcome["status"],
-            "problems_committed": outcome["problems_committed"], "seconds": round(time.time() - started, 2)}
+    return {
+        **summary,
+        "status": "committed",
+        "run_status": outcome["status"],
+        "problems_committed": outcome["problems_committed"],
+        "seconds": round(time.time() - started, 2),
+    }

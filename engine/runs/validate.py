@@ -9,6 +9,7 @@ and again on every resume. Its length is known before anything runs (SPEC 2.3):
 where the answer part is what the engine feeds after EOT: up to `max_new_tokens` greedy tokens, and the
 gold answer teacher-forced in the model's own answer format (`answer_lengths`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,10 +41,13 @@ class TooLong:
 
     def record(self) -> dict:
         """What a run's config keeps about a problem it left out."""
-        return {"problem_id": self.problem.problem_id, "source_id": self.problem.source_id,
-                "positions": self.positions,
-                "reason": f"needs {self.positions} positions ({self.question} question, {LOOP_POSITIONS} BOT, "
-                          f"thoughts and EOT, {self.answer} answer), more than the model's context of {self.limit}"}
+        return {
+            "problem_id": self.problem.problem_id,
+            "source_id": self.problem.source_id,
+            "positions": self.positions,
+            "reason": f"needs {self.positions} positions ({self.question} question, {LOOP_POSITIONS} BOT, "
+            f"thoughts and EOT, {self.answer} answer), more than the model's context of {self.limit}",
+        }
 
 
 def context_limit(model: CodiModel) -> tuple[int, str] | None:
@@ -57,7 +61,8 @@ def context_limit(model: CodiModel) -> tuple[int, str] | None:
 
 
 def question_lengths(model: CodiModel, questions: list[str]) -> list[int]:
-    """Positions of each question's tokens as the model encodes them ([BOS] and the question, BOT not counted)."""
+    """Positions of each question's tokens as the model encodes them ([BOS] and the question, BOT not
+    counted)."""
     if not questions:
         return []
     ids = model.tokenizer(questions, add_special_tokens=False)["input_ids"]
@@ -82,7 +87,7 @@ def answer_lengths(model: CodiModel, golds: list[float], max_new_tokens: int) ->
     fallback = [len(gold_tokens(model, [], g)) for g in golds]
     ends_with_eos = int(eos is not None and gold_tokens(model, [], 0.0)[-1] == eos)
     out = []
-    for b, s, f in zip(bare, spaced, fallback):
+    for b, s, f in zip(bare, spaced, fallback, strict=True):
         # a tokenizer that splits the space off never starts a number token with it: the number is `b`
         number = len(b) if len(space) == 1 and s == space + b else max(len(b), len(s))
         out.append(max(max_new_tokens, f - 1, max_new_tokens - 2 + number + ends_with_eos))
@@ -98,14 +103,20 @@ def too_long(model: CodiModel, problems: list, max_new_tokens: int) -> list[TooL
     questions = question_lengths(model, [p.question for p in problems])
     answers = answer_lengths(model, [p.gold for p in problems], max_new_tokens)
     out: list[TooLong | None] = []
-    for p, q, a in zip(problems, questions, answers):
+    for p, q, a in zip(problems, questions, answers, strict=True):
         item = TooLong(p, q, a, limit)
         out.append(item if item.positions > limit else None)
     return out
 
 
-def fit_context(model: CodiModel, problems: list, max_new_tokens: int, dataset: str, skip_invalid: bool,
-                wanted: int | None = None) -> tuple[list, list[TooLong]]:
+def fit_context(
+    model: CodiModel,
+    problems: list,
+    max_new_tokens: int,
+    dataset: str,
+    skip_invalid: bool,
+    wanted: int | None = None,
+) -> tuple[list, list[TooLong]]:
     """The problems to run (the first `wanted`, or all) and those left out for being too long.
 
     Without `skip_invalid`, a too-long problem among the first `wanted` is an error naming the first few;
@@ -118,7 +129,7 @@ def fit_context(model: CodiModel, problems: list, max_new_tokens: int, dataset: 
             raise ValueError(too_long_message(model, bad, dataset, max_new_tokens))
         return problems[:wanted], []
     kept, skipped = [], []
-    for p, t in zip(problems, checked):
+    for p, t in zip(problems, checked, strict=True):
         if wanted is not None and len(kept) == wanted:
             break
         if t is None:
@@ -130,12 +141,20 @@ def fit_context(model: CodiModel, problems: list, max_new_tokens: int, dataset: 
     return kept, skipped
 
 
-def too_long_message(model: CodiModel, bad: list[TooLong], dataset: str, max_new_tokens: int,
-                     every: bool = False) -> str:
+def too_long_message(
+    model: CodiModel, bad: list[TooLong], dataset: str, max_new_tokens: int, every: bool = False
+) -> str:
     limit, field = context_limit(model)
-    shown = ", ".join(t.label() for t in bad[:SHOWN]) + (f", ... {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
-    todo = ("give shorter problems" if every else
-            "run the others with --skip-invalid, or give fewer or shorter problems")
-    return (f"{dataset}: {'all ' if every else ''}{len(bad)} problem(s) too long for {model.info.name}'s context "
-            f"of {limit} positions ({field}; a problem needs question + BOT + {N_THOUGHTS} thoughts + EOT + "
-            f"{max_new_tokens} answer tokens, or its gold answer's if longer): {shown}; {todo}")
+    shown = ", ".join(t.label() for t in bad[:SHOWN]) + (
+        f", ... {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    )
+    todo = (
+        "give shorter problems"
+        if every
+        else "run the others with --skip-invalid, or give fewer or shorter problems"
+    )
+    return (
+        f"{dataset}: {'all ' if every else ''}{len(bad)} problem(s) too long for {model.info.name}'s context "
+        f"of {limit} positions ({field}; a problem needs question + BOT + {N_THOUGHTS} thoughts + EOT + "
+        f"{max_new_tokens} answer tokens, or its gold answer's if longer): {shown}; {todo}"
+    )
