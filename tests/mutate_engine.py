@@ -91,6 +91,11 @@ EQUIVALENT = {
         f"engine.interventions.conditions.x__once__mutmut_{n}": ("enumerate(zip(shown, values", STRICT)
         for n in (9, 12, 13)
     },
+    "engine.interventions.chunk.x_build_plan__mutmut_7": (
+        "assert cond.layer is not None or cond.thought is not None",
+        "an assert for the type checker: every corrupted condition has both a layer and a thought "
+        "(build_conditions), so `and` and `or` never differ",
+    ),
     "engine.interventions.measures.x_entropy__mutmut_27": ('float("NAN")', NAN),
     "engine.interventions.measures.x_kl_divergence__mutmut_35": ('float("NAN")', NAN),
     "engine.interventions.rows.x__at_answer__mutmut_17": (
