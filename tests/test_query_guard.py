@@ -245,7 +245,19 @@ def test_import_database_is_refused_without_reading_its_files(tmp_path):
         ("INSTALL httpfs", "LOAD statements are refused"),
         ("EXPORT DATABASE '{d}/export'", "EXPORT statements are refused"),
         ("COPY (SELECT 1) TO '{d}/x.csv'", "COPY statements are refused"),
-        ("PIVOT t ON a", "PIVOT without an IN list"),
+        ("CREATE TABLE q AS PIVOT t ON a", "CREATE statements are refused"),
+        ("COPY (PIVOT t ON a) TO '{d}/x.csv'", "COPY statements are refused"),
+        ("INSERT INTO t PIVOT t ON a", "INSERT statements are refused"),
+        ("EXPLAIN PIVOT t ON a", "EXPLAIN of a PIVOT without an IN list"),
+        ("PIVOT (FROM checkpoint()) ON a", "checkpoint() (it writes the database)"),
+        ("PIVOT (SELECT * FROM query('DROP TABLE t')) ON a USING count(*)", "query() (it runs SQL"),
+        ("PIVOT t ON a USING count(write_log('x'))", "write_log() (it writes to the log)"),
+        ("SELECT * FROM (PIVOT t ON a) p JOIN enable_logging() e ON true", "enable_logging()"),
+        (
+            "WITH p AS (PIVOT t ON a) SELECT * FROM p, sqlite_query('{d}/c.db', 'DELETE FROM x')",
+            "sqlite_query()",
+        ),
+        ("PIVOT t ON a; SET threads = 1", "SET statements are refused"),
     ],
 )
 def test_statements_and_functions_that_write_are_refused_anywhere(tmp_path, sql, fragment):
@@ -273,13 +285,141 @@ def test_every_table_function_is_allowlisted_or_refused(tmp_path):
     assert names >= READ_ONLY_TABLE_FUNCTIONS, READ_ONLY_TABLE_FUNCTIONS - names
     assert not READ_ONLY_TABLE_FUNCTIONS & set(guard._WHY)
     for name in sorted(names):
-        sqls = [f"SELECT * FROM {name}()", f"CALL {name}()", f"SELECT 1 WHERE EXISTS (FROM {name}())"]
+        sqls = [
+            f"SELECT * FROM {name}()",
+            f"CALL {name}()",
+            f"SELECT 1 WHERE EXISTS (FROM {name}())",
+            f"PIVOT (FROM {name}()) ON x USING count(*)",  # expands into CREATE TYPE + SELECT
+        ]
         if name in READ_ONLY_TABLE_FUNCTIONS:
             for sql in sqls:
                 check_read_only(sql)
         else:
             for sql in sqls:
                 assert f"table function {name}()" in refused(sql)
+
+
+# --- every read passes, DuckDB's help is kept (issue 16) -----------------------------------------
+@pytest.fixture()
+def results_db(tmp_path):
+    """A DuckDB file with `results` and `token_importance`, and a factory of read-only connections."""
+    path = tmp_path / "r.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE results AS SELECT method, layer, score::DOUBLE AS score FROM (VALUES "
+        "('attn', 1, 0.5), ('attn', 2, 0.25), ('grad', 1, 1.0)) v(method, layer, score)"
+    )
+    con.execute("CREATE TABLE token_importance AS SELECT method, layer FROM results")
+    con.close()
+
+    @contextlib.contextmanager
+    def read_only():
+        reader = duckdb.connect(str(path), read_only=True)
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    return read_only
+
+
+@pytest.mark.parametrize(
+    "sql, rows",
+    [
+        ("PIVOT (SELECT method FROM results) ON method USING count(*)", [{"attn": 2, "grad": 1}]),
+        ("PIVOT results ON method USING count(*) GROUP BY layer ORDER BY layer", None),
+        ("PIVOT results ON method USING sum(score) GROUP BY layer ORDER BY layer", None),
+        ("PIVOT results ON method, layer USING count(*)", None),
+        (
+            "SELECT * FROM (PIVOT (SELECT method FROM results) ON method USING count(*)) p",
+            [{"attn": 2, "grad": 1}],
+        ),
+        (
+            "WITH p AS (PIVOT (SELECT method FROM results) ON method USING count(*)) SELECT grad FROM p",
+            [{"grad": 1}],
+        ),
+        (
+            "PIVOT (SELECT method, score FROM results WHERE layer = 1) ON method USING max(score)",
+            [{"attn": 0.5, "grad": 1.0}],
+        ),
+        ("PIVOT (SELECT method FROM results) ON method IN ('attn') USING count(*)", [{"attn": 2}]),
+        ("SUMMARIZE (PIVOT results ON method USING count(*))", None),
+        ("UNPIVOT (SELECT layer, score FROM results) ON layer, score INTO NAME k VALUE v", None),
+        ("UNPIVOT results ON COLUMNS(* EXCLUDE (method)) INTO NAME k VALUE v", None),
+        ("SUMMARIZE results", None),
+        ("DESCRIBE results", None),
+        ("SHOW results", None),
+        ("SHOW TABLES", [{"name": "results"}, {"name": "token_importance"}]),
+        ("EXPLAIN SELECT 1", None),
+        ("EXPLAIN ANALYZE SELECT 1", None),
+        ("EXPLAIN PIVOT results ON method IN ('attn') USING count(*)", None),
+        ("FROM results LIMIT 1", None),
+        ("FROM results SELECT count(*) AS n", [{"n": 3}]),
+        ("SELECT 1; PIVOT (SELECT method FROM results) ON method", [{"attn": 2, "grad": 1}]),
+        ("PIVOT results ON method USING count(*); SELECT 2 AS two", [{"two": 2}]),
+    ],
+)
+def test_every_read_passes_and_runs_on_a_read_only_connection(results_db, sql, rows):
+    result = run_statements(results_db, check_read_only(sql), timeout=60)
+    assert result is not None and result.num_rows > 0, sql
+    if rows is not None:
+        assert result.to_pylist() == rows
+
+
+@pytest.mark.parametrize(
+    "sql, kind",
+    [
+        ("RESET threads", "SET"),
+        ("USE memory", "SET"),
+        ("SET VARIABLE v = 1", "SET"),
+        ("VACUUM", "VACUUM"),
+        ("ANALYZE", "VACUUM"),
+        ("PREPARE p AS SELECT 1", "PREPARE"),
+        ("EXECUTE p", "EXECUTE"),
+        ("BEGIN", "TRANSACTION"),
+        ("ATTACH ':memory:' AS m", "ATTACH"),
+        ("DETACH m", "DETACH"),
+        ("LOAD httpfs", "LOAD"),
+        ("UPDATE EXTENSIONS", "UPDATE"),
+        ("CREATE SECRET s (TYPE s3)", "CREATE"),
+        ("CREATE MACRO m(a) AS a", "CREATE"),
+        ("MERGE INTO r USING (SELECT 1 AS x) s ON r.x = s.x WHEN MATCHED THEN DELETE", "MERGE_INTO"),
+        ("UPDATE r SET x = 1", "UPDATE"),
+        ("ALTER TABLE r ADD COLUMN y INTEGER", "ALTER"),
+        ("COPY FROM DATABASE a TO b", "COPY"),
+        ("SELECT 1; PIVOT r ON a; DROP TABLE r", "DROP"),
+    ],
+)
+def test_every_statement_that_is_not_a_read_is_refused(sql, kind):
+    assert f"{kind} statements are refused" in refused(sql)
+
+
+@pytest.mark.parametrize(
+    "sql, help_text",
+    [
+        ("SELECT * FROM token_importanc", 'Did you mean "token_importance"?'),
+        ("SELECT methd FROM token_importance", 'Candidate bindings: "method"'),
+        ("SELECT lenght(method) FROM results", 'Did you mean "length"?'),
+        ("PIVOT results ON methd USING count(*)", 'Candidate bindings: "method"'),
+    ],
+)
+def test_duckdb_errors_keep_their_help_on_one_line(results_db, sql, help_text):
+    with pytest.raises(WarehouseError) as caught:
+        run_statements(results_db, check_read_only(sql), timeout=60)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert help_text in message and "Error: " in message, message
+    assert not message.rstrip().endswith("^")
+
+
+def test_bad_sql_keeps_duckdbs_whole_message_on_one_line():
+    with pytest.raises(WarehouseError) as caught:
+        check_read_only("SELEC 1")
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert (
+        message.startswith("bad SQL: Parser Error: syntax error at or near") and "LINE 1: SELEC 1" in message
+    )
 
 
 # --- --out ---------------------------------------------------------------------------------------
@@ -551,3 +691,23 @@ def test_cli_timeout_returns_from_a_query_blocked_in_io(lake, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert "query gave up after --timeout 0.5 s" in done.stderr and "terminate" not in done.stderr
     assert elapsed < 0.5 + GRACE_S + 20  # the rest is starting Python and opening the warehouse
+
+
+def test_cli_keeps_duckdbs_help_and_runs_every_read(lake):
+    fails_with(
+        invoke("query", "SELECT * FROM token_importanc", "--db", lake), 'Did you mean "token_importance"?'
+    )
+    fails_with(invoke("query", "SELECT methd FROM results", "--db", lake), "Candidate bindings: ")
+    for sql in [
+        "PIVOT (SELECT 'a' AS m UNION ALL SELECT 'b') ON m USING count(*)",
+        "PIVOT results ON method USING count(*)",
+        "UNPIVOT (SELECT 1 AS a, 2 AS b) ON a, b INTO NAME k VALUE v",
+        "SUMMARIZE results",
+        "DESCRIBE results",
+        "EXPLAIN SELECT 1",
+        "EXPLAIN ANALYZE SELECT 1",
+        "FROM results LIMIT 1",
+        "SHOW TABLES",
+    ]:
+        done = invoke("query", sql, "--format", "csv", "--db", lake)
+        assert done.exit_code == 0, (sql, done.output)

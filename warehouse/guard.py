@@ -1,23 +1,36 @@
 """The read-only guard of `python cli.py query` and `Warehouse.sql`: SQL checked before it runs, then timed.
 
-Read-only by construction: every statement is checked with DuckDB's own parser before anything runs
-(`check_read_only`), and only reads pass:
+Read-only by what a statement does: the connection is read-only, and every statement is checked with
+DuckDB's own parser before anything runs (`check_read_only`). Every read passes; what writes, attaches,
+installs or loads extensions, changes settings, exports or runs unchecked SQL is refused:
 
-- SELECT-like statements (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT ... IN), with
-  the table functions they use, wherever they appear (FROM, joins, subqueries, CTEs, arguments), on
-  the allowlist READ_ONLY_TABLE_FUNCTIONS: local files (read_csv, read_parquet, read_json, glob,
-  read_text, `FROM 'file.csv'`), generators, catalog listings and DuckLake's read functions. Refused:
-  anything that writes or changes settings (checkpoint, enable_logging, ducklake_expire_snapshots,
-  ...), runs SQL from a string that cannot be checked (query, query_table,
+- Every query passes: SELECT, WITH, FROM-first (`FROM results LIMIT 1`), VALUES, DESCRIBE, SHOW,
+  SUMMARIZE, UNPIVOT and PIVOT, with or without an IN list, also inside subqueries and CTEs. A PIVOT
+  without an IN list is the one read DuckDB expands into several statements (CREATE TYPE of an ENUM
+  of the values, which DuckDB makes itself and a read-only connection allows, then the SELECT); it
+  passes when those are all its parts, and is checked as the same PIVOT with an IN list added to each
+  ON item (same sources and functions), plus a scan of its tokens for the refused function names
+  below. The same expansion under CREATE, COPY, INSERT (a write) or EXPLAIN (which would show
+  nothing) is refused.
+- The table functions a query uses, wherever they appear (FROM, joins, subqueries, CTEs, arguments),
+  are on the allowlist READ_ONLY_TABLE_FUNCTIONS: local files (read_csv, read_parquet, read_json,
+  glob, read_text, `FROM 'file.csv'`), generators, catalog listings and DuckLake's read functions.
+  Refused: anything that writes or changes settings (checkpoint, enable_logging,
+  ducklake_expire_snapshots, ...), runs SQL from a string that cannot be checked (query, query_table,
   json_execute_serialized_sql) or reaches another database (sqlite_query, postgres_execute, ...);
   and the scalar function write_log.
 - PRAGMA only for the names in READ_ONLY_PRAGMAS (checked on the tokens before DuckDB parses the SQL:
   parsing `PRAGMA import_database` already reads the files it names); CALL only for a function of
   READ_ONLY_TABLE_FUNCTIONS (`CALL pragma_table_info('results')`); EXPLAIN [ANALYZE] only of a
   statement that passes itself (binding or running it is what EXPLAIN does).
-- Everything else (INSERT, COPY, CREATE, ATTACH, SET, LOAD, CHECKPOINT, EXPORT, ...) is refused.
-Refusals are one line: `query is read-only: ... refused; what to do`. The connection is read-only
-besides, and `--out` may never name the warehouse folder or anything inside it.
+- Every other statement is refused: INSERT, UPDATE, DELETE, MERGE, CREATE, ALTER, DROP, COPY, EXPORT,
+  ATTACH, DETACH, INSTALL, LOAD, SET, RESET, USE, CHECKPOINT, VACUUM, ANALYZE, PREPARE, EXECUTE,
+  transactions.
+Refusals are one line: `query is read-only: ... refused; what to do`. DuckDB's own errors are one line
+too, and whole: its lines joined with " | " (`Catalog Error: Table with name token_importanc does not
+exist! | Did you mean "token_importance"? | LINE 1: ...`, `Candidate bindings: ...`), only the caret
+line left out. The statements are cut at DuckDB's `;` tokens and each is parsed alone. `--out` may
+never name the warehouse folder or anything inside it.
 
 `timeout` (the CLI's `--timeout SECONDS`) bounds the wall time from taking the reader connection
 to holding the whole result (opening the warehouse before has its own timeouts; writing --out after is
@@ -128,8 +141,12 @@ _REFUSED_SCALARS = frozenset(_WHY)  # none is a scalar function that only reads
 _READS = "read the warehouse views with SELECT, or files with read_csv/read_parquet/read_json"
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _one_line(exc: BaseException) -> str:
+    """DuckDB's whole message on one line: its help (`Did you mean "x"?`, `Candidate bindings: ...`)
+    and the `LINE 1: ...` context joined with " | "; the caret line under the context is left out."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [line for line in lines if line and line.strip("^ ")]
+    return " | ".join(kept) if kept else type(exc).__name__
 
 
 def _refuse(what: str, advice: str) -> WarehouseError:
@@ -160,7 +177,7 @@ def _tokens(sql: str) -> list[tuple[int, str, str]]:
     try:
         found = duckdb.tokenize(sql)
     except (duckdb.Error, RuntimeError) as exc:
-        raise WarehouseError(f"bad SQL: {_first_line(exc)}") from exc
+        raise WarehouseError(f"bad SQL: {_one_line(exc)}") from exc
     ends = [position for position, _ in found[1:]] + [len(sql)]
     return [
         (position, _lexeme(sql[position:end]), getattr(kind, "name", str(kind)))
@@ -191,7 +208,7 @@ def _extract(con: duckdb.DuckDBPyConnection, sql: str) -> list:
     try:
         return con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise WarehouseError(f"bad SQL: {_first_line(exc)}") from exc
+        raise WarehouseError(f"bad SQL: {_one_line(exc)}") from exc
 
 
 def _functions(node: object, tables: set[str], scalars: set[str]) -> None:
@@ -269,13 +286,85 @@ def _check_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement
         raise _refuse(
             f"PRAGMA {name}", f"the pragmas that only read are {', '.join(sorted(READ_ONLY_PRAGMAS))}"
         )
-    elif kind == duckdb.StatementType.CREATE and not text.strip():  # what PIVOT without IN makes
-        raise _refuse(
-            "PIVOT without an IN list (it creates a type)", "list the values: PIVOT t ON c IN ('a', 'b')"
-        )
     else:
         name = kind.name if kind.name.isidentifier() else (_tokens(text) or [(0, "this", "")])[0][1].upper()
         raise _refuse(f"{name} statements are", "runs are written by `run`, `ingest` and `runs delete`")
+
+
+_PIVOT_ADVICE = "list the values: PIVOT t ON c IN ('a', 'b')"
+_ON_ENDS = frozenset({"using", "group", "order", "limit", "offset", "union", "except", "intersect"})
+
+
+def _split(sql: str) -> list[str]:
+    """The statements of `sql` as text: cut at each `;` token (DuckDB's tokenizer: not in strings or
+    comments); those with no token (blank, comments only) are left out."""
+    chunks, start = [], 0
+    for position, text, kind in _tokens(sql) + [(len(sql), ";", "operator")]:
+        if kind == "operator" and text == ";":
+            if _tokens(sql[start:position]):
+                chunks.append(sql[start:position])
+            start = position + 1
+    return chunks
+
+
+def _with_in_lists(sql: str) -> str:
+    """`sql` with `IN ('')` after each item of a PIVOT's ON clause that has no IN list: the same
+    statement for the check (same sources, functions and tables) that DuckDB parses as one SELECT."""
+    tokens = _tokens(sql)
+    inserts: list[int] = []
+    for i, (_, text, kind) in enumerate(tokens):
+        if kind != "keyword" or text.lower() not in ("pivot", "pivot_wider"):
+            continue
+        depth, j = 0, i + 1
+        while j < len(tokens) and not (
+            depth == 0 and tokens[j][2] == "keyword" and tokens[j][1].lower() == "on"
+        ):
+            depth += {"(": 1, ")": -1}.get(tokens[j][1], 0)
+            if depth < 0 or tokens[j][1] == ";":
+                break
+            j += 1
+        if j >= len(tokens) or depth != 0 or tokens[j][1].lower() != "on":
+            continue  # the SQL-standard form, `FROM t PIVOT (agg FOR c IN (...))`, has its list
+        has_in = False
+        for k in range(j + 1, len(tokens) + 1):
+            position, text, kind = tokens[k] if k < len(tokens) else (len(sql), ";", "operator")
+            word = text.lower()
+            ends = depth == 0 and (word in (",", ";") or (kind == "keyword" and word in _ON_ENDS))
+            if ends or (depth == 0 and word == ")"):
+                if not has_in:
+                    inserts.append(position)
+                has_in = False
+                if word != ",":
+                    break
+                continue
+            has_in = has_in or (depth == 0 and kind == "keyword" and word == "in")
+            depth += {"(": 1, ")": -1}.get(word, 0)
+    for position in sorted(inserts, reverse=True):
+        sql = sql[:position] + " IN ('') " + sql[position:]
+    return sql
+
+
+def _check_pivot(con: duckdb.DuckDBPyConnection, text: str, parts: list) -> None:
+    """A statement that DuckDB expands into several: only a PIVOT without an IN list (anywhere in a
+    query) passes, which is CREATE TYPE (an ENUM of the values, made by DuckDB) then the SELECT."""
+    kinds = [part.type for part in parts]
+    generated = all(part.query == "" for part in parts)
+    Type = duckdb.StatementType
+    if generated and kinds[-1] == Type.SELECT and set(kinds[:-1]) == {Type.CREATE}:
+        checked = _with_in_lists(text)
+        again = _extract(con, checked)
+        if len(again) != 1 or again[0].type != Type.SELECT:
+            raise _refuse("this PIVOT without an IN list (it could not be checked)", _PIVOT_ADVICE)
+        _check_select(con, checked, "this PIVOT")
+        tokens = _tokens(text)  # and, whatever the rewrite did, no refused name is called anywhere
+        for (_, name, _), (_, after, _) in zip(tokens, tokens[1:], strict=False):
+            if after == "(" and name.lower() in _WHY:
+                raise _refuse(f"function {name.lower()}() ({_WHY[name.lower()]})", _READS)
+        return
+    if Type.EXPLAIN in kinds:
+        raise _refuse("EXPLAIN of a PIVOT without an IN list (it shows nothing)", _PIVOT_ADVICE)
+    word = (_tokens(text) or [(0, "this", "")])[0][1].upper()
+    raise _refuse(f"{word} statements are", "runs are written by `run`, `ingest` and `runs delete`")
 
 
 def check_read_only(sql: str) -> list[str]:
@@ -287,12 +376,21 @@ def check_read_only(sql: str) -> list[str]:
     _check_pragmas(sql)
     con = duckdb.connect()
     try:
-        statements = _extract(con, sql)
-        if not statements:
+        chunks = _split(sql)
+        if not chunks:
             raise WarehouseError("no SQL statement given")
-        for statement in statements:
-            _check_statement(con, statement)
-        return [statement.query for statement in statements]
+        checked: list[str] = []
+        for chunk in chunks:
+            parts = _extract(con, chunk)
+            if len(parts) == 1 and parts[0].query:
+                _check_statement(con, parts[0])
+                checked.append(parts[0].query)
+            elif parts:
+                _check_pivot(con, chunk, parts)
+                checked.append(chunk.strip())
+        if len(_extract(con, sql)) != sum(len(_extract(con, chunk)) for chunk in chunks):
+            raise _refuse("these statements (they could not be told apart)", "give one statement at a time")
+        return checked
     finally:
         con.close()
 
@@ -421,7 +519,7 @@ def run_statements(
             "add LIMIT) or give a longer --timeout"
         )
     if isinstance(run.error, duckdb.Error):
-        raise WarehouseError(_first_line(run.error)) from run.error
+        raise WarehouseError(_one_line(run.error)) from run.error
     if run.error is not None:
         raise run.error
     return run.result
