@@ -137,9 +137,28 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
     type=click.IntRange(min=1),
     help="How many problems [synthetic: 100, 25 per difficulty stratum; a file: all].",
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--layer", default=None, type=int, help="Patch layer L (default: n_layers // 2).")
-@click.option("--layers", "layers_spec", type=click.Choice(["all"]), default=None, help="Sweep every layer.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    help="Seeds the corruption draws only (Gaussian noise, donors, shuffles), never which problems run.",
+)
+@click.option(
+    "--problem-seed",
+    default=0,
+    show_default=True,
+    help="Which sample of the synthetic problems; default 0, the fixed default set every run shares.",
+)
+@click.option(
+    "--layer", default=None, type=int, multiple=True, help="One patch layer L (default: n_layers // 2)."
+)
+@click.option(
+    "--layers",
+    "layers_spec",
+    default=None,
+    metavar="L1,L2,...|all",
+    help="Patch layers: a comma list (3,6,9) or all.",
+)
 @click.option("--methods", default=None, help="Comma list of zero,gauss,random,shuffle,clean,mean.")
 @click.option("--sigmas", default=None, help="Comma list of Gaussian sigmas [0.1,0.5,1.0,2.0].")
 @click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
@@ -148,7 +167,12 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option(
     "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch."
 )
-@click.option("--resume", default=None, help="Continue a running or failed run (id, prefix or latest).")
+@click.option(
+    "--resume",
+    default=None,
+    help="Continue a running or failed run (id, prefix or latest) under its stored flags; flags given "
+    "beside it must agree with them.",
+)
 @click.option("--skip-invalid", is_flag=True, help="Load the good lines of a dataset with malformed ones.")
 @click.option(
     "--shard",
@@ -187,6 +211,7 @@ def run(
     dataset,
     problems,
     seed,
+    problem_seed,
     layer,
     layers_spec,
     methods,
@@ -209,17 +234,25 @@ def run(
 ):
     """Run every corruption of every continuous thought and stream the rows into the warehouse."""
     from analysis import closing_table, format_closing_table
-    from engine import Execution, RunConfig, execute
+    from engine import Execution, RunConfig, execute, resumed_config
     from warehouse import open_warehouse
 
+    if len(layer) > 1:
+        raise click.UsageError(
+            f"--layer was given {len(layer)} times ({', '.join(map(str, layer))}); give it once, or "
+            f"--layers {','.join(map(str, layer))}"
+        )
+    if layer and layers_spec is not None:
+        raise click.UsageError("give either --layer L or --layers L1,L2,... (or --layers all), not both")
     req = RunConfig(
         model=model_name,
         checkpoint=checkpoint,
         dataset=dataset,
         problems=problems,
         seed=seed,
-        layer=layer,
-        all_layers=layers_spec == "all",
+        problem_seed=problem_seed,
+        layer=layer[0] if layer else None,
+        layers=layers_spec,
         methods=methods,
         sigmas=sigmas,
         attention=attention,
@@ -239,6 +272,8 @@ def run(
         shard_dir=shard_dir,
     )
     with user_errors():
+        if resume and how.executor == "local" and not how.shard:  # the stored flags; given ones must agree
+            req = resumed_config(req, db, given=_given(click.get_current_context(), RUN_FIELDS))
         summary = execute(req, db, how)
         if "shard" in summary:
             where = (
@@ -263,6 +298,32 @@ def run(
         f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
         f"in {summary['seconds']} s"
     )
+
+
+# `run` parameter -> RunConfig field, for the settings a resumed run takes from its stored config.
+RUN_FIELDS = {
+    "model_name": "model",
+    "checkpoint": "checkpoint",
+    "dataset": "dataset",
+    "problems": "problems",
+    "seed": "seed",
+    "problem_seed": "problem_seed",
+    "layer": "layers",
+    "layers_spec": "layers",
+    "methods": "methods",
+    "sigmas": "sigmas",
+    "attention": "attention",
+    "noise_scale": "noise_scale",
+    "skip_invalid": "skip_invalid",
+}
+
+
+def _given(ctx: click.Context, names: dict[str, str]) -> set[str]:
+    """The fields whose flags were given (command line or environment), not left at their defaults."""
+    from click.core import ParameterSource
+
+    explicit = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {field for param, field in names.items() if ctx.get_parameter_source(param) in explicit}
 
 
 @cli.command("eval")

@@ -152,7 +152,7 @@ def test_missing_dataset(tmp_path, db):
         (["synth", "--n", "3", "--out", "x.jsonl", "--steps", "9"], ["steps range must lie within 1-6"]),
         (
             ["run", "--layers", "all", "--layer", "2"],
-            ["give either --layer L or --layers all"],
+            ["give either --layer L or --layers"],
         ),  # before: --layer ignored
         (
             ["eval", "--problems", "0"],

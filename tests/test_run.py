@@ -81,7 +81,7 @@ def test_run_streams_rows_and_interrupted_run_resumes_exactly(tmp_path, monkeypa
 def test_resume_with_other_flags_is_refused(tmp_path):
     db = str(tmp_path / "w")
     summary = execute_run(small_request(), db, progress=False)
-    with pytest.raises(Exception, match="complete|different configuration"):
+    with pytest.raises(ValueError, match="--methods zero differs from the run's zero,random"):
         execute_run(
             RunConfig(problems=4, methods="zero", attention="baseline", resume=summary["run_id"]),
             db,

@@ -4,6 +4,7 @@
     plan.py       device, problems (stratified), layers, conditions and the run's config and hash inputs
     validate.py   problems checked against the model's context before the first forward pass
     local.py      one process: chunks computed while a writer thread commits the previous one; resume
+    resume.py     --resume: the run's stored config, flags given beside it checked against it
     sharded.py    `--shard I/N`: one worker's slice, as a portable shard or committed directly
     ray.py        `--executor ray`: the shards as Ray tasks, merged at the end
     executors.py  execute (the CLI's `run`) and run_experiment (the same from Python, returning the Run)
@@ -29,6 +30,8 @@ _EXPORTS = {
     "fit_context": "engine.runs.validate",
     "execute_run": "engine.runs.local",
     "RunFailed": "engine.runs.local",
+    "resumed_config": "engine.runs.resume",
+    "ResumeConflict": "engine.runs.resume",
     "run_shard": "engine.runs.sharded",
     "run_ray": "engine.runs.ray",
     "execute": "engine.runs.executors",

@@ -1,12 +1,13 @@
 """What a run is asked to do (RunConfig) and how it executes (Execution): the flags of `python cli.py run`.
 
 Both are keyword-only: `RunConfig(model="gpt2", problems=100, methods="zero,gauss")`. A RunConfig's fields
-(less resume, device, batch_size and extra) go into the run's config and its hash, which decides whether a
-run may be resumed with them; an Execution never changes a row.
+(less resume, device, batch_size and extra) go into the run's config and its hash; `resume` takes the rest
+from the run's stored config (engine/runs/resume.py). An Execution never changes a row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ingest.datasets import SYNTHETIC
@@ -20,9 +21,11 @@ class RunConfig:
     checkpoint: str | None = None
     dataset: str = SYNTHETIC
     problems: int | None = None  # None: 100 synthetic problems (25 per stratum), or every problem of a file
-    seed: int = 0
-    layer: int | None = None  # None: n_layers // 2
-    all_layers: bool = False
+    seed: int = 0  # the corruption draws (noise, donors, shuffles) only
+    problem_seed: int = 0  # which sample of the synthetic problems; 0: the default set every run shares
+    layers: Sequence[int] | str | None = None  # patch layers: a list, "all" or "3,6,9"; None: n_layers // 2
+    layer: int | None = None  # one patch layer (the same as layers=[L]); give layers or layer, not both
+    all_layers: bool = False  # the same as layers="all"
     methods: str | None = None  # comma list; None: the default set
     sigmas: str | None = None  # comma list; None: the default sigmas
     attention: str = "all"  # all | baseline | none

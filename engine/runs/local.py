@@ -23,6 +23,7 @@ from engine.interventions.options import EngineOptions
 from engine.model.codi import CodiModel
 from engine.runs.config import RunConfig
 from engine.runs.plan import plan_run
+from engine.runs.resume import check_resumable, resumed_config
 from ingest.problems import problems_table as problems_frame  # the `problems` rows ingest writes
 from warehouse.lake import WarehouseBusy
 
@@ -63,6 +64,8 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     """Run (or resume) an experiment into the warehouse at `db`; returns a summary."""
     from warehouse.store import open_warehouse
 
+    if req.resume:  # the run's stored config, before the model loads: `--resume RUN` alone is enough
+        req = resumed_config(req, db)
     plan = plan_run(req)
     model, problems, methods, conditions, opts, config = (
         plan.model,
@@ -76,10 +79,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     if req.resume:
         run_id = store.resolve_run(req.resume)
         shown = store.show_run(run_id)
-        if shown.get("config_hash") and shown["config_hash"] != _config_hash(config):
-            raise ValueError(
-                f"run {run_id} was started with a different configuration; resume it with the same flags"
-            )
+        check_resumable(run_id, shown.get("config_json"), shown.get("config_hash"), config)
         done = store.resume_run(run_id)
     else:
         run_id = store.begin_run(config, **plan.fields)
@@ -153,8 +153,7 @@ class RunFailed(ValueError):
         state = "it stays running, " if isinstance(cause, WarehouseBusy) else ""
         super().__init__(
             f"run {run_id} stopped: {reason}; committed problems are kept ({state}nothing is lost): "
-            f"fix the cause, then continue with `python cli.py run --resume {run_id}` and the same "
-            "flags"
+            f"fix the cause, then continue with `python cli.py run --resume {run_id}`"
         )
         self.run_id = run_id
 
@@ -162,12 +161,6 @@ class RunFailed(ValueError):
 def nonfinite_rows(results) -> int:
     """Rows whose EOT distribution was not finite (entropy NULL): a corruption that overflowed."""
     return int(results.get_column("entropy_first").is_null().sum())
-
-
-def _config_hash(config: dict) -> str:
-    from warehouse import lineage
-
-    return lineage.config_hash(config)
 
 
 def donor_sites(model: CodiModel, problems: list, opts: EngineOptions, methods) -> dict[str, torch.Tensor]:

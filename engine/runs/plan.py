@@ -8,6 +8,7 @@ the same problem order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -63,14 +64,14 @@ def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[li
         per_stratum = math.ceil(n / len(STRATA))
         for generated in (6, 12):  # the generator repeats a question now and then: distinct ones only
             chosen = stratified(
-                distinct(synthetic_problems(per_stratum * generated, seed=req.seed)), per_stratum
+                distinct(synthetic_problems(per_stratum * generated, seed=req.problem_seed)), per_stratum
             )[:n]
             if len(chosen) == n:
                 break
         if model is None:
             return chosen, []
         return fit_context(model, chosen, req.max_new_tokens, req.dataset, req.skip_invalid)
-    problems = load_problems(req.dataset, None, req.seed, skip_invalid=req.skip_invalid)  # repeats left out
+    problems = load_problems(req.dataset, None, skip_invalid=req.skip_invalid)  # repeats left out
     if not problems:
         raise ValueError(
             f"dataset {req.dataset} holds no problems; give a JSONL file with one "
@@ -95,22 +96,78 @@ def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[li
     return problems[: req.problems], skipped
 
 
+def requested_layers(req: RunConfig) -> tuple[int, ...] | str | None:
+    """The patch layers `req` asks for, before the model is known: sorted layer numbers, "all", or None
+    (the middle layer). One way of asking only: `layers`, `layer` or `all_layers`."""
+    given = [
+        name
+        for name, present in (
+            ("--layers", req.layers is not None),
+            ("--layer", req.layer is not None),
+            ("--layers all", req.all_layers),
+        )
+        if present
+    ]
+    if len(given) > 1:
+        raise ValueError("give either --layer L or --layers L1,L2,... (or --layers all), not both")
+    if req.all_layers:
+        return "all"
+    if req.layer is not None:
+        return (req.layer,)
+    if req.layers is None:
+        return None
+    return parse_layers(req.layers)
+
+
+def parse_layers(spec: Sequence[int] | str) -> tuple[int, ...] | str:
+    """`--layers`: "all", or layer numbers ("3,6,9" or a list), sorted; a layer named twice is refused."""
+    if isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            return "all"
+        try:
+            numbers = [int(part) for part in spec.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--layers must be all or comma-separated layer numbers (3,6,9), got {spec!r}"
+            ) from None
+    else:
+        numbers = [int(layer) for layer in spec]
+    if not numbers:
+        raise ValueError("--layers names no layer; give layer numbers (3,6,9) or all")
+    twice = sorted({layer for layer in numbers if numbers.count(layer) > 1})
+    if twice:
+        raise ValueError(f"--layers names layer(s) {', '.join(map(str, twice))} more than once")
+    return tuple(sorted(numbers))
+
+
 def select_layers(model: CodiModel, req: RunConfig) -> tuple[int, ...]:
     n = model.n_layers
-    if req.all_layers and req.layer is not None:
-        raise ValueError("give either --layer L or --layers all, not both")
-    if req.all_layers:
+    asked = requested_layers(req)
+    if asked == "all":
         return tuple(range(n))
-    layer = n // 2 if req.layer is None else req.layer
-    if not 0 <= layer < n:
-        raise ValueError(f"--layer {layer} is outside 0..{n - 1} for {model.info.name}")
-    return (layer,)
+    if asked is None:
+        return (n // 2,)
+    assert not isinstance(asked, str)
+    outside = [layer for layer in asked if not 0 <= layer < n]
+    if outside:
+        flag = "--layer" if req.layer is not None else "--layers"
+        shown = ", ".join(map(str, outside))
+        raise ValueError(
+            f"{flag} {shown} {'is' if len(outside) == 1 else 'are'} outside 0..{n - 1} for {model.info.name} "
+            f"(it has {n} layers)"
+        )
+    return asked
 
 
 # What the stored numbers mean; part of every run's config (and so of its hash), so a run begun under one
 # definition cannot be resumed under another. 2: log p(gold) includes EOS, `mean` leaves the target out,
 # JS and entropy also at the answer number, the last block's site read from the block itself.
 MEASURES_VERSION = 2
+
+
+# RunConfig fields left out of a run's config: how it executes, and the ways of asking for layers (the
+# config records the layers themselves).
+NOT_CONFIG = ("resume", "device", "batch_size", "extra", "layer", "all_layers")
 
 
 @dataclass
@@ -130,6 +187,7 @@ class RunPlan:
 def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
     """Load the model (unless given), select problems and conditions, build the run's config."""
     device, dtype = pick_device(req.device)
+    requested_layers(req)  # a malformed --layers is refused before the model loads
     if model is None:
         model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
     problems, skipped = fitting_problems(req, model)  # every problem checked before the first forward pass
@@ -146,7 +204,7 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
         raise ValueError("--attention must be all, baseline or none")
     opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
     config = {
-        **{k: v for k, v in asdict(req).items() if k not in ("resume", "device", "batch_size", "extra")},
+        **{k: v for k, v in asdict(req).items() if k not in NOT_CONFIG},
         "layers": list(layers),
         "methods": list(methods),
         "sigmas": list(sigmas),
