@@ -271,7 +271,7 @@ def run(
         run_id=run_id,
         shard_dir=shard_dir,
     )
-    with user_errors():
+    with user_errors(), interrupts(db, local=how.executor == "local" and not how.shard):
         if resume and how.executor == "local" and not how.shard:  # the stored flags; given ones must agree
             req = resumed_config(req, db, given=_given(click.get_current_context(), RUN_FIELDS))
         summary = execute(req, db, how)
@@ -298,6 +298,36 @@ def run(
         f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
         f"in {summary['seconds']} s"
     )
+    run_id, on_db = summary["run_id"], _db_flag(db)
+    click.echo(f"results: run {run_id} in the warehouse {db}", err=True)
+    click.echo(
+        f"next: python cli.py stats --run {run_id}{on_db} | python cli.py charts --run {run_id}{on_db} | "
+        f"python cli.py query \"SELECT * FROM results WHERE run_id = '{run_id}' LIMIT 10\"{on_db}",
+        err=True,
+    )
+
+
+def _db_flag(db) -> str:
+    """` --db DB` when DB is not the default warehouse (what a printed command needs to find it)."""
+    import shlex
+
+    return "" if str(db) == DEFAULT_DB else f" --db {shlex.quote(str(db))}"
+
+
+@contextlib.contextmanager
+def interrupts(db, local: bool):
+    """SIGINT/SIGTERM (the engine raises both as KeyboardInterrupt): one line, exit 130, no "Aborted!"."""
+    from engine import RunInterrupted
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted):
+            line = exc.line(_db_flag(db))
+        else:
+            line = "interrupted before the run began; nothing was written" if local else "interrupted"
+        click.echo(line, err=True)
+        raise SystemExit(130) from None
 
 
 # `run` parameter -> RunConfig field, for the settings a resumed run takes from its stored config.

@@ -41,6 +41,7 @@ _EXPORTS = {  # name -> the module that defines it
     "execute": "engine.runs.executors",
     "run_experiment": "engine.runs.executors",
     "execute_run": "engine.runs.local",
+    "RunInterrupted": "engine.runs.local",
     "resumed_config": "engine.runs.resume",
     "ResumeConflict": "engine.runs.resume",
     "run_eval": "engine.runs.evaluate",

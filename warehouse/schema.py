@@ -26,7 +26,9 @@ from warehouse.vocab import METHODS  # noqa: F401  (the schema names every metho
 # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
 SCHEMA_VERSION = 3
 
-RUN_STATUSES = ("running", "complete", "failed")
+# interrupted: stopped by SIGINT or SIGTERM (resumable, as failed is); statuses are checked in Python, not
+# by the warehouse (ddl() emits no CHECK), so a new status needs no migration
+RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 CONVENTIONS = ("codi", "legacy")
 
 metadata = sa.MetaData()

@@ -529,7 +529,7 @@ class Warehouse:
                     f"this worker's {row['config_hash'][:12]}); every worker of a run needs the "
                     "same flags, or give another --run-id"
                 )
-            if status == "failed":  # a worker runs again after the run was marked failed: reopen it
+            if status in ("failed", "interrupted"):  # a worker runs again after the run stopped: reopen it
                 con.execute(
                     "UPDATE runs SET status = 'running', finished_at = NULL, error = NULL WHERE run_id = ?",
                     [run_id],
@@ -602,7 +602,7 @@ class Warehouse:
         _release_writer_lock(self._lock_path(run_id))
 
     def resume_run(self, spec: str) -> set[str]:
-        """Reopen a running or failed run for appending; returns the problems already committed."""
+        """Reopen a running, failed or interrupted run for appending; returns the problems committed."""
         run_id = self.resolve_run(spec)
 
         def reopen(con: duckdb.DuckDBPyConnection) -> None:
@@ -626,9 +626,10 @@ class Warehouse:
         return {r[0] for r in rows}
 
     def finish_run(self, run_id: str, status: str = "complete", error: str | None = None) -> None:
-        """End a run: set its status (complete runs are immutable from then on)."""
-        if status not in ("complete", "failed"):
-            raise WarehouseError("a run finishes as complete or failed")
+        """End a run: set its status (complete runs are immutable from then on; failed and interrupted
+        runs resume)."""
+        if status not in ("complete", "failed", "interrupted"):
+            raise WarehouseError("a run finishes as complete, failed or interrupted")
         with self.cursor() as con:
             if self._status(con, run_id) != "running":
                 raise RunClosed(f"run {run_id} is not running")

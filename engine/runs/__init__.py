@@ -30,6 +30,7 @@ _EXPORTS = {
     "fit_context": "engine.runs.validate",
     "execute_run": "engine.runs.local",
     "RunFailed": "engine.runs.local",
+    "RunInterrupted": "engine.runs.local",
     "resumed_config": "engine.runs.resume",
     "ResumeConflict": "engine.runs.resume",
     "run_shard": "engine.runs.sharded",

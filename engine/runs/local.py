@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import torch
 from tqdm import tqdm
@@ -61,65 +63,78 @@ class ChunkWriter:
 
 
 def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
-    """Run (or resume) an experiment into the warehouse at `db`; returns a summary."""
+    """Run (or resume) an experiment into the warehouse at `db`; returns a summary.
+
+    SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop) interrupt it: the chunk in flight is dropped, the
+    chunks already computed are committed, the run is marked `interrupted` and `RunInterrupted` says
+    how many problems are kept and how to resume.
+    """
     from warehouse.store import open_warehouse
 
-    if req.resume:  # the run's stored config, before the model loads: `--resume RUN` alone is enough
-        req = resumed_config(req, db)
-    plan = plan_run(req)
-    model, problems, methods, conditions, opts, config = (
-        plan.model,
-        plan.problems,
-        plan.methods,
-        plan.conditions,
-        plan.opts,
-        plan.config,
-    )
-    store = open_warehouse(db)
-    if req.resume:
-        run_id = store.resolve_run(req.resume)
-        shown = store.show_run(run_id)
-        check_resumable(run_id, shown.get("config_json"), shown.get("config_hash"), config)
-        done = store.resume_run(run_id)
-    else:
-        run_id = store.begin_run(config, **plan.fields)
-        done = set()
-    todo = [p for p in problems if p.problem_id not in done]
-    started = time.time()
-    nonfinite = broken = 0
-    try:
-        pool = donor_sites(model, problems, opts, methods)
-        writer = ChunkWriter(store, run_id)
-        bar = tqdm(
-            total=len(problems),
-            initial=len(problems) - len(todo),
-            desc=f"run {run_id}",
-            unit="problem",
-            file=sys.stderr,
-            disable=not progress,
-            dynamic_ncols=True,
+    say = _say if progress else _quiet
+    with sigterm_interrupts():
+        if req.resume:  # the run's stored config, before the model loads: `--resume RUN` alone is enough
+            req = resumed_config(req, db)
+        say(f"loading model {req.model}" + (f" from {req.checkpoint}" if req.checkpoint else ""))
+        plan = plan_run(req)
+        model, problems, methods, conditions, opts, config = (
+            plan.model,
+            plan.problems,
+            plan.methods,
+            plan.conditions,
+            plan.opts,
+            plan.config,
         )
+        store = open_warehouse(db)
+        if req.resume:
+            run_id = store.resolve_run(req.resume)
+            shown = store.show_run(run_id)
+            check_resumable(run_id, shown.get("config_json"), shown.get("config_hash"), config)
+            done = store.resume_run(run_id)
+        else:
+            run_id = store.begin_run(config, **plan.fields)
+            done = set()
+        todo = [p for p in problems if p.problem_id not in done]
+        started = time.time()
+        nonfinite = broken = 0
+        writer: ChunkWriter | None = None
         try:
-            for i in range(0, len(todo), req.batch_size):
-                chunk = todo[i : i + req.batch_size]
-                out = run_chunk(model, chunk, opts, pool)
-                nonfinite += nonfinite_rows(out.results)
-                broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
-                writer.put(problems_frame(chunk), out.results, out.attention)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-            writer.close()
-    except BaseException as exc:
-        # If even that fails (a full disk), the run stays `running`, which resume accepts too. A catalog
-        # that stayed locked would only keep us waiting again: leave the run running and say so.
-        if not isinstance(exc, WarehouseBusy):
-            with contextlib.suppress(Exception):
-                store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, (OSError, ValueError)):  # a cause the user can fix: say how to go on
-            raise RunFailed(run_id, exc) from exc
-        raise
-    store.finish_run(run_id, "complete")
+            if pool_methods(methods):
+                say(f"computing the donor pool's clean values ({', '.join(pool_methods(methods))})")
+            pool = donor_sites(model, problems, opts, methods)
+            writer = ChunkWriter(store, run_id)
+            bar = tqdm(
+                total=len(problems),
+                initial=len(problems) - len(todo),
+                desc=f"run {run_id}",
+                unit="problem",
+                file=sys.stderr,
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+            try:
+                for i in range(0, len(todo), req.batch_size):
+                    chunk = todo[i : i + req.batch_size]
+                    out = run_chunk(model, chunk, opts, pool)
+                    nonfinite += nonfinite_rows(out.results)
+                    broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
+                    writer.put(problems_frame(chunk), out.results, out.attention)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
+                writer.close()
+        except KeyboardInterrupt as exc:
+            raise _interrupted(store, run_id, len(problems), writer, signal_name(exc)) from exc
+        except BaseException as exc:
+            # If even that fails (a full disk), the run stays `running`, which resume accepts too. A
+            # catalog that stayed locked would only keep us waiting again: leave the run running, say so.
+            if not isinstance(exc, WarehouseBusy):
+                with contextlib.suppress(Exception):
+                    store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, (OSError, ValueError)):  # a cause the user can fix: say how to go on
+                raise RunFailed(run_id, exc) from exc
+            raise
+        store.finish_run(run_id, "complete")
     if broken:
         print(
             f"note: the baseline itself has non-finite logits on {broken} problem(s): the model "
@@ -142,6 +157,74 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
         "seconds": round(time.time() - started, 2),
         "nonfinite_rows": nonfinite,
     }
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run: its committed problems are kept and it is marked `interrupted`
+    (or stays `running` when it could not be marked; resume takes either)."""
+
+    def __init__(self, run_id: str | None, kept: int | None = None, planned: int | None = None):
+        self.run_id, self.kept, self.planned = run_id, kept, planned
+        super().__init__(self.line())
+
+    def line(self, flags: str = "") -> str:
+        """The one line to show; `flags` follow the resume command (` --db DIR` for another warehouse)."""
+        if self.run_id is None:
+            return "interrupted before the run began; nothing was written"
+        kept = f"{self.kept} of {self.planned} problems" if self.kept is not None else "its problems are"
+        return (
+            f"interrupted: {kept} kept in run {self.run_id}; resume with: "
+            f"python cli.py run --resume {self.run_id}{flags}"
+        )
+
+
+def _interrupted(store, run_id: str, planned: int, writer: ChunkWriter | None, name: str) -> RunInterrupted:
+    """End an interrupted run: let the writer commit the chunks it was given (a chunk half committed
+    would hold the run's lock), mark the run interrupted, count what is kept."""
+    with contextlib.suppress(BaseException):  # a second Ctrl-C here stops the wait, not the marking
+        if writer is not None and writer.thread.is_alive():
+            writer.queue.put(None)  # the thread drains the queue: there is room, and it ends on None
+            writer.thread.join()
+    kept = None
+    with contextlib.suppress(Exception):
+        store.finish_run(run_id, "interrupted", error=f"interrupted by {name}")
+    with contextlib.suppress(Exception):
+        kept = len(store.committed_problems(run_id))
+    return RunInterrupted(run_id, kept, planned)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as an interrupt (what a cluster scheduler sends to stop a job)."""
+
+
+def signal_name(exc: BaseException) -> str:
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM interrupts like Ctrl-C; the previous handler is restored after.
+    Only the main thread can install handlers: elsewhere SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class RunFailed(ValueError):
