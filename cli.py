@@ -170,8 +170,8 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option(
     "--resume",
     default=None,
-    help="Continue a running or failed run (id, prefix or latest) under its stored flags; flags given "
-    "beside it must agree with them.",
+    help="Continue a running, failed or interrupted run (id, prefix or latest) under its stored flags; flags "
+    "given beside it must agree with them.",
 )
 @click.option("--skip-invalid", is_flag=True, help="Load the good lines of a dataset with malformed ones.")
 @click.option(

@@ -55,8 +55,8 @@ def user_error(out: Outcome, *fragments: str) -> str:
     errors = [
         line
         for line in out.stderr.split("\n")
-        if line.strip() and not line.startswith("note:") and "\r" not in line
-    ]  # progress bars (tqdm redraws with \r) are not messages
+        if line.strip() and not line.startswith("note:") and "\r" not in line and not line.endswith(" ...")
+    ]  # progress bars (tqdm redraws with \r) and steps ("loading model X ...") are not messages
     assert len(errors) == 1 and errors[0].startswith("Error: "), out.stderr
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])

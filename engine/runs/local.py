@@ -75,7 +75,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     with sigterm_interrupts():
         if req.resume:  # the run's stored config, before the model loads: `--resume RUN` alone is enough
             req = resumed_config(req, db)
-        say(f"loading model {req.model}" + (f" from {req.checkpoint}" if req.checkpoint else ""))
+        say(f"loading model {req.model}" + (f" from {req.checkpoint}" if req.checkpoint else "") + " ...")
         plan = plan_run(req)
         model, problems, methods, conditions, opts, config = (
             plan.model,
@@ -100,7 +100,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
         writer: ChunkWriter | None = None
         try:
             if pool_methods(methods):
-                say(f"computing the donor pool's clean values ({', '.join(pool_methods(methods))})")
+                say(f"computing the donor pool's clean values ({', '.join(pool_methods(methods))}) ...")
             pool = donor_sites(model, problems, opts, methods)
             writer = ChunkWriter(store, run_id)
             bar = tqdm(
@@ -159,7 +159,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     }
 
 
-def _say(line: str) -> None:
+def _say(line: str) -> None:  # what the first seconds do; ends in "..." (a step, not a message)
     print(line, file=sys.stderr, flush=True)
 
 
