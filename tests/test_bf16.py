@@ -22,6 +22,8 @@ from engine.interventions.reference import run_reference
 from engine.model.checkpoints import load_model
 from ingest.datasets import synthetic_problems
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 
 @pytest.fixture(scope="module")
 def pair() -> pl.DataFrame:

@@ -177,6 +177,7 @@ def test_problem_heatmap_spreads_a_sample_when_problems_are_many(runs, monkeypat
     assert len(shown) == 2 and "2 of 3 problems shown" in json.dumps(spec["title"])
 
 
+@pytest.mark.slow
 def test_gpt2_shaped_runs_aggregate_below_the_row_limit(tmp_path):
     """12 layers x 12 heads: flow_matrix alone has 6,048 rows per run, over Altair's 5,000."""
     built = build_warehouse(tmp_path / "gpt2", attention_rows=500_000)
@@ -194,6 +195,7 @@ def test_gpt2_shaped_runs_aggregate_below_the_row_limit(tmp_path):
         guard(pl.DataFrame({"x": range(MAX_ROWS + 1)}), "too big")
 
 
+@pytest.mark.slow
 def test_png_exports_are_non_blank_and_of_the_expected_size(runs, tmp_path):
     chart = charts.importance_by_thought(runs[RUN_A], runs[RUN_B])
     png, svg = write_chart(chart, tmp_path / "importance", ("png", "svg"))
@@ -218,6 +220,7 @@ def test_parse_formats():
         parse_formats("html,pdf")
 
 
+@pytest.mark.slow
 def test_cli_charts_writes_files_and_an_offline_report(db, tmp_path):
     out = tmp_path / "charts"
     result = CliRunner().invoke(

@@ -18,6 +18,8 @@ import pytest
 from analysis.closing import ClosingTable, closing_table, format_closing_table
 from warehouse.store import open_warehouse
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 REPO = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\s*(\d+)\s+(T\d)\s+(\d+)\s+(\d+)\s+([\d.]+)%\s+([\d.]+)%-([\d.]+)%\s+([\d.]+|n/a)\s*$")
 

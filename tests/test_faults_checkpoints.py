@@ -16,6 +16,8 @@ from transformers import GPT2Config
 
 from engine.model.bundled import BUNDLED_DIR
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 QUICK = ["--problems", "1", "--methods", "zero", "--attention", "none"]
 
 

@@ -11,6 +11,7 @@ Readers during writes: tests/test_warehouse_concurrency.py.
 
 from __future__ import annotations
 
+import pytest
 from faults_helpers import (
     PAIRS,
     TINY_HEADS,
@@ -24,6 +25,8 @@ from faults_helpers import (
     two_runs_at_once,
     user_error,
 )
+
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
 
 CONDITIONS = 7  # baseline + 6 thoughts x zero
 PER_CONDITION = TINY_LAYERS * TINY_HEADS * PAIRS  # attention rows of one condition of one problem

@@ -34,6 +34,8 @@ from faults_helpers import (
 import engine.runs.local as run_module
 from warehouse import store as store_module
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 PROBLEMS, BATCH, CONDITIONS = 6, 2, 7
 FLAGS = ["--problems", PROBLEMS, "--batch-size", BATCH, "--methods", "zero", "--attention", "all"]
 PER_PROBLEM = CONDITIONS * TINY_LAYERS * TINY_HEADS * PAIRS

@@ -25,6 +25,8 @@ from warehouse import lake
 from warehouse.migrate import SchemaError
 from warehouse.schema import SCHEMA_VERSION
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 QUICK = ["--methods", "zero", "--attention", "none"]
 A = {
     "question": "Ann has 3 apples. She buys 4 more. How many apples does she have?",

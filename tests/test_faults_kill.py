@@ -24,6 +24,8 @@ from faults_helpers import (
     spawn_cli,
 )
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 PROBLEMS, BATCH, CONDITIONS = 6, 2, 7  # 3 chunks; baseline + 6 thoughts x zero
 FLAGS = ["--problems", PROBLEMS, "--batch-size", BATCH, "--methods", "zero", "--attention", "all"]
 PER_PROBLEM = CONDITIONS * TINY_LAYERS * TINY_HEADS * PAIRS  # attention rows

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from faults_helpers import PAIRS, TINY_HEADS, TINY_LAYERS, cli, fetch
 
 from engine.interventions.measures import entropy, js_divergence, kl_divergence
+
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
 
 MEASURES = ("kl_first", "kl_answer", "kl_max", "js_first", "entropy_first", "logp_gold", "disruption")
 

@@ -21,6 +21,8 @@ import warehouse as wh
 from warehouse import lake
 from warehouse.lake import WarehouseBusy
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 HOLD = textwrap.dedent("""
     import sqlite3, sys, time
     con = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)

@@ -17,6 +17,8 @@ import altair as alt
 import polars as pl
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "docs" / "quickstart.py"
 

@@ -23,9 +23,12 @@ from engine.runs.local import execute_run
 from warehouse.store import open_warehouse
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (Debian package `chromium`; .ci/run installs it)"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no chromium on PATH (Debian package `chromium`; .ci/run installs it)"
+    ),
+]
 WIDTH = 1400
 
 

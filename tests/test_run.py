@@ -16,6 +16,8 @@ from engine.runs.plan import select_problems
 from warehouse.lake import extension_file
 from warehouse.vocab import stratum_of
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 REPO = run_module.__file__.rsplit("/engine/", 1)[0]
 
 

@@ -1,10 +1,13 @@
 """A short training run lowers the CODI losses and writes a loadable model directory."""
 
+import pytest
 import torch
 
 from engine.model.bundled import load_codi_dir
 from engine.model.train import TrainConfig, build_model, codi_losses, encode, train
 from ingest.synthetic import MAX_VALUE, generate_split
+
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
 
 TINY = {
     "n_layer": 2,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cli import cli
 from warehouse.bench_views import ROWS_PER_PROBLEM, query_views
+
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
 
 
 def test_bench_views_times_every_view_on_a_small_warehouse(tmp_path):

@@ -18,6 +18,8 @@ import views_data as vd
 from warehouse.lake import extension_file
 from warehouse.views import LAYERS, QUERIES_DIR, created_views, view_files
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 BARE = """
 import json, sys
 import duckdb

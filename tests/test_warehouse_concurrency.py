@@ -9,6 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_ID = "20260101-000000-cccccc"
 PER_PROBLEM = 43 * 12 * 12 * 35  # GPT-2 shaped attention rows

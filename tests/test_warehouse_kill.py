@@ -17,6 +17,8 @@ from faults_helpers import committed_batches, orphan_files
 import warehouse as wh
 from warehouse.bench import sample_problem
 
+pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_ID = "20260101-000000-dddddd"
 N, KILL_AT = 6, 3
