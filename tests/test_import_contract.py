@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # end to end: `python -m pytest -m "not slow"` skips it
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("warehouse", "ingest", "engine", "analysis", "queries")
 ALLOWED = {  # package -> the other project packages it may import

@@ -16,6 +16,8 @@ import time
 import pytest
 from faults_helpers import REPO, check_run, cli, committed_batches, fetch
 
+pytestmark = pytest.mark.slow  # real signals to `python cli.py run` subprocesses
+
 PROBLEMS, BATCH, CONDITIONS = 12, 2, 7  # 6 chunks; baseline + 6 thoughts x zero
 FLAGS = ["--problems", PROBLEMS, "--batch-size", BATCH, "--methods", "zero", "--attention", "none"]
 TIMEOUT_S = 300
