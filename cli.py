@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -203,6 +204,15 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
     help="Shards: write portable shards here [<db>.worker-shards/<run id>; none with a PostgreSQL "
     "catalog: workers commit directly].",
 )
+@click.option("--name", default=None, help="A name for the run (shown by `runs`; usable where a run id is).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Tag the run (repeat for several); `runs list --tag KEY=VALUE` finds it.",
+)
+@click.option("--note", default=None, help="A note on the run (free text).")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="Warehouse folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def run(
@@ -229,10 +239,16 @@ def run(
     ray_address,
     run_id,
     shard_dir,
+    name,
+    tags,
+    note,
     db,
     as_json,
 ):
-    """Run every corruption of every continuous thought and stream the rows into the warehouse."""
+    """Run every corruption of every continuous thought and stream the rows into the warehouse.
+
+    Beside --resume RUN, --name, --tag and --note label the run (tags are added, name and note replaced).
+    """
     from analysis import closing_table, format_closing_table
     from engine import Execution, RunConfig, execute, resumed_config
     from warehouse import open_warehouse
@@ -261,6 +277,9 @@ def run(
         batch_size=batch_size,
         resume=resume,
         skip_invalid=skip_invalid,
+        name=name,
+        tags=_tags(tags),
+        note=note,
     )
     how = Execution(
         executor=executor,
@@ -294,10 +313,10 @@ def run(
         emit_json({**summary, "importance": table.to_dict()["importance"]})
         return
     click.echo(format_closing_table(table))
-    click.echo(
-        f"run {summary['run_id']}: {summary['problems']} problems x {summary['conditions']} conditions "
-        f"in {summary['seconds']} s"
-    )
+    kept = summary.get("problems_kept", 0)  # committed before this session (a resumed run)
+    ran = f"{summary['problems'] - kept} problems" + (f" ({kept} kept from before)" if kept else "")
+    took = f"{summary['conditions']} conditions in {summary['seconds']} s"
+    click.echo(f"run {summary['run_id']}: {ran} x {took}")
     run_id, on_db = summary["run_id"], _db_flag(db)
     click.echo(f"results: run {run_id} in the warehouse {db}", err=True)
     click.echo(
@@ -305,6 +324,16 @@ def run(
         f"python cli.py query \"SELECT * FROM results WHERE run_id = '{run_id}' LIMIT 10\"{on_db}",
         err=True,
     )
+
+
+def _tags(texts, hint: str = "--tag") -> dict[str, str]:
+    """--tag KEY=VALUE ... as a dict; a malformed one is a usage error."""
+    from warehouse import WarehouseError, parse_tags
+
+    try:
+        return parse_tags(texts)
+    except WarehouseError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
 
 
 def _db_flag(db) -> str:
@@ -419,9 +448,9 @@ def _show(value: Any, as_json: bool, text: Callable[[Any], str], key: str | None
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def runs_group(ctx, db, as_json):
-    """List runs (the default), show one, or delete one. RUN: id, unique prefix, or `latest`."""
+    """List runs (the default), show, label or delete one. RUN: id, unique prefix, name or `latest`."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(runs_list_cmd, db=db, as_json=as_json)
+        ctx.invoke(runs_list_cmd, db=db, as_json=as_json, tags=())
 
 
 def _parent_db(db):
@@ -429,14 +458,23 @@ def _parent_db(db):
 
 
 @runs_group.command("list")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only runs carrying this tag (repeat: all of them).",
+)
 @_db_option(None, "Warehouse folder (default: the group's --db).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def runs_list_cmd(db, as_json):
-    """Every run with its status and how many problems it has committed."""
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every field of every run).")
+def runs_list_cmd(tags, db, as_json):
+    """Every run: id, name, status, model, problems done/planned, patch layers, methods, seed, started
+    (UTC), took. Methods `default`: zero,gauss,random,shuffle at sigmas 0.1,0.5,1,2."""
     from warehouse import format_runs, runs_list
 
+    wanted = _tags(tags)
     with user_errors():
-        _show(runs_list(_parent_db(db)), as_json, format_runs, "runs")
+        _show(runs_list(_parent_db(db), wanted), as_json, lambda r: format_runs(r, wanted), "runs")
 
 
 @runs_group.command("show")
@@ -444,23 +482,91 @@ def runs_list_cmd(db, as_json):
 @_db_option(None, "Warehouse folder (default: the group's --db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_show_cmd(run, db, as_json):
-    """A run's lineage (config, weights, code, libraries) and row counts."""
+    """A run's labels, lineage (config, weights, code, libraries) and row counts."""
     from warehouse import format_run, runs_show
 
     with user_errors():
         _show(runs_show(_parent_db(db), run), as_json, format_run)
 
 
-@runs_group.command("delete")
+@runs_group.command("tag")
 @click.argument("run")
+@click.argument("tags", nargs=-1, metavar="KEY=VALUE...")
+@click.option("--remove", "untag", multiple=True, metavar="KEY", help="Remove this tag (repeat for several).")
 @_db_option(None, "Warehouse folder (default: the group's --db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def runs_delete_cmd(run, db, as_json):
-    """Remove a run and every row of it; problems and other runs stay."""
-    from warehouse import format_deleted, runs_delete
+def runs_tag_cmd(run, tags, untag, db, as_json):
+    """Add tags to a run (a key it has already gets the new value), or --remove them."""
+    from warehouse import format_labels, runs_label
 
+    if not tags and not untag:
+        raise click.UsageError("give KEY=VALUE tags to add, or --remove KEY")
+    wanted = _tags(tags, "KEY=VALUE")
     with user_errors():
-        _show(runs_delete(_parent_db(db), run), as_json, format_deleted, "deleted")
+        _show(runs_label(_parent_db(db), run, tags=wanted, untag=untag), as_json, format_labels)
+
+
+@runs_group.command("note")
+@click.argument("run")
+@click.argument("text", required=False)
+@click.option("--clear", is_flag=True, help="Remove the run's note.")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_note_cmd(run, text, clear, db, as_json):
+    """Set a run's note (replacing the old one), or --clear it."""
+    from warehouse import format_labels, runs_label
+
+    if (text is None) == (not clear):
+        raise click.UsageError("give the note's TEXT, or --clear (not both)")
+    with user_errors():
+        _show(runs_label(_parent_db(db), run, note=None if clear else text), as_json, format_labels)
+
+
+@runs_group.command("rename")
+@click.argument("run")
+@click.argument("name", required=False)
+@click.option("--clear", is_flag=True, help="Remove the run's name.")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_rename_cmd(run, name, clear, db, as_json):
+    """Give a run a name (replacing the old one), or --clear it."""
+    from warehouse import format_labels, runs_label
+
+    if (name is None) == (not clear):
+        raise click.UsageError("give the run's new NAME, or --clear (not both)")
+    with user_errors():
+        _show(runs_label(_parent_db(db), run, name=None if clear else name), as_json, format_labels)
+
+
+@runs_group.command("delete")
+@click.argument("run")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (required when not run from a terminal).")
+@_db_option(None, "Warehouse folder (default: the group's --db).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def runs_delete_cmd(run, yes, db, as_json):
+    """Remove a run and every row of it; problems and other runs stay. Asks first on a terminal."""
+    from warehouse import format_deleted, runs_delete, runs_show
+
+    where = _parent_db(db)
+    with user_errors():
+        if not yes:
+            shown = runs_show(where, run)  # the run named, before anything is asked or removed
+            if not sys.stdin.isatty():
+                raise UserError(
+                    f"runs delete removes run {shown['run_id']} for good; add --yes to confirm "
+                    "(nothing was deleted)"
+                )
+            named = f" ({shown['name']})" if shown.get("name") else ""
+            if not click.confirm(
+                f"delete run {shown['run_id']}{named}: {shown['status']}, {shown['problems']} "
+                f"problem{'' if shown['problems'] == 1 else 's'}, "
+                f"{shown['rows']['results']:,} results, {shown['rows']['attention']:,} attention rows?",
+                err=True,
+            ):
+                click.echo("nothing deleted", err=True)
+                return
+            run = shown["run_id"]
+        _show(runs_delete(where, run), as_json, format_deleted, "deleted")
 
 
 @runs_group.command("vacuum")

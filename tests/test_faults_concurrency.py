@@ -53,7 +53,7 @@ def test_second_writer_of_a_running_run_is_refused_and_changes_nothing(tmp_path)
             f"run {run_id} is being written by another process (pid {first.process.pid})",
             "wait for it to end",
         )
-        user_error(cli("runs", "delete", run_id, "--db", db), "being written by another process")
+        user_error(cli("runs", "delete", run_id, "--yes", "--db", db), "being written by another process")
         # The first writer's committed batch, its half-done chunk and its run are untouched.
         assert committed_batches(db) == 1
         check_run(db, run_id, 2, CONDITIONS, PER_CONDITION, status="running")  # baseline attention only

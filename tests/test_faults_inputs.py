@@ -236,7 +236,7 @@ def newer_warehouse(tmp_path_factory):
         ["query", "SELECT count(*) FROM runs"],
         ["runs"],
         ["runs", "show", "latest"],
-        ["runs", "delete", "latest"],
+        ["runs", "delete", "latest", "--yes"],
         ["stats"],
         ["views"],
         ["ingest", "gsm8k", "data.jsonl"],

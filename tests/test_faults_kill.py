@@ -92,14 +92,16 @@ def test_sigkill_in_runs_delete_leaves_the_run_whole_or_gone(tmp_path):
     )
     assert out.exit_code == 0, out.stderr
     run_id = latest_run(db)
-    child = spawn_cli("runs", "delete", run_id, "--db", db, out_dir=tmp_path / "child", stall=Stall("delete"))
+    child = spawn_cli(
+        "runs", "delete", run_id, "--yes", "--db", db, out_dir=tmp_path / "child", stall=Stall("delete")
+    )
     try:
         child.wait_stalled()
         child.kill()
     finally:
         child.cleanup()
     check_run(db, run_id, 2, CONDITIONS, PER_PROBLEM)  # complete, every row still there
-    out = cli("runs", "delete", run_id, "--db", db)  # the dead process's writer lock died with it
+    out = cli("runs", "delete", run_id, "--yes", "--db", db)  # the dead process's writer lock died with it
     assert out.exit_code == 0, out.stderr
     assert fetch(
         db,

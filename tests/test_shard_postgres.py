@@ -105,7 +105,7 @@ def test_a_shard_runs_once_at_a_time_and_a_killed_worker_runs_again_to_the_end(t
         ) == [("running", 1)]
         user_error(cli("run", "--shard", "0/2", *flags), f"shard 0/2 of run {run_id}", "another worker")
         user_error(cli("run", "--resume", run_id, "--problems", 4, *FLAGS, "--db", db), "shard workers")
-        user_error(cli("runs", "delete", run_id, "--db", db), "being written")
+        user_error(cli("runs", "delete", run_id, "--yes", "--db", db), "being written")
         # a worker of the other shard is not held up by it
         other = summary(cli("run", "--shard", "1/2", *flags))
         assert (other["status"], other["run_status"], other["problems_committed"]) == (

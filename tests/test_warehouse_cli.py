@@ -87,8 +87,8 @@ def test_runs_list_show_delete(db):
     assert shown["run_id"] == "20260102-000000-bbbbbb" and shown["rows"]["attention"] == 6020
     assert "config_hash" in invoke("runs", "--db", db, "show", "20260101").stdout
     fails_with(invoke("runs", "show", "nope", "--db", db), "no run matches 'nope'")
-    fails_with(invoke("runs", "delete", "2026", "--db", db), "ambiguous")
-    deleted = invoke("runs", "delete", "20260101", "--db", db)
+    fails_with(invoke("runs", "delete", "2026", "--yes", "--db", db), "ambiguous")
+    deleted = invoke("runs", "delete", "20260101", "--yes", "--db", db)
     assert deleted.exit_code == 0 and "deleted run 20260101-000000-aaaaaa" in deleted.stdout
     assert (
         invoke("query", "SELECT count(*) FROM results", "--format", "csv", "--db", db).stdout.split()[1]

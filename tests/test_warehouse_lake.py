@@ -102,7 +102,7 @@ def test_a_damaged_file_is_reported_never_deleted(tmp_path, damage):
 def test_runs_delete_is_the_only_thing_that_removes_rows(tmp_path):
     db = tmp_path / "w"
     keep, drop = _fill(db, "keep"), _fill(db, "drop")
-    out = cli("runs", "delete", drop, "--db", db)
+    out = cli("runs", "delete", drop, "--yes", "--db", db)
     assert out.exit_code == 0, out.stderr
     assert _counts(db, drop) == (0, 0) and _counts(db, keep) == (86, 2)
     done = wh.open_warehouse(db).vacuum(older_than_days=0)  # reclaims the deleted run's files

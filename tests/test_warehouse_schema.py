@@ -25,7 +25,7 @@ def fetch(store, sql, params=None):
 def test_created_at_current_version_with_tables_and_positions(tmp_path):
     store = wh.open_warehouse(tmp_path / "new" / "w")
     v = schema.SCHEMA_VERSION
-    assert v == 3 and store.schema_version() == v
+    assert v == 4 and store.schema_version() == v
     assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
         (-2, "Q"),
@@ -91,6 +91,8 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
         con.execute("ALTER TABLE results DROP COLUMN js_answer")
         con.execute("ALTER TABLE results DROP COLUMN entropy_answer")
         con.execute("ALTER TABLE runs DROP COLUMN run_seq")
+        for column in ("name", "tags", "note"):  # and those of 4
+            con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         con.execute("UPDATE runs SET started_at = started_at - INTERVAL 1 HOUR WHERE run_id = 'second'")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (2, now()::TIMESTAMP, 'created')")
@@ -98,7 +100,7 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
     store.close()
 
     store = wh.open_warehouse(path, read_only=True)
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     assert fetch(store, "SELECT run_id, run_seq FROM runs ORDER BY run_seq") == [("second", 1), ("first", 2)]
     assert store.resolve_run("latest") == "first"
     assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [

@@ -7,16 +7,18 @@ the CLI prints is made from that by the `format_*` functions of warehouse/output
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from warehouse.store import open_warehouse
+from warehouse.store import _UNSET, open_warehouse
 from warehouse.views import list_views
 
 
-def runs_list(db: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every run with its status and how many problems it has committed, oldest first."""
+def runs_list(db: str | os.PathLike, tags: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every run (with `tags`: those carrying all of them), oldest first: labels, status, model, problems
+    committed of planned, patch layers, methods, seed, start and wall-clock seconds."""
     with open_warehouse(db, read_only=True) as store:
-        return store.list_runs()
+        return store.list_runs(tags)
 
 
 def runs_show(db: str | os.PathLike, spec: str) -> dict[str, Any]:
@@ -29,6 +31,21 @@ def runs_delete(db: str | os.PathLike, spec: str) -> dict[str, Any]:
     """Remove a run and all its rows; returns its id and the rows removed per table."""
     with open_warehouse(db) as store:
         return store.delete_run(spec)
+
+
+def runs_label(
+    db: str | os.PathLike,
+    spec: str,
+    *,
+    name: str | None = _UNSET,
+    tags: Mapping[str, str] | None = None,
+    untag: Iterable[str] = (),
+    note: str | None = _UNSET,
+) -> dict[str, Any]:
+    """Change a run's name, tags (merged; `untag` removes keys) or note; returns its labels afterwards
+    (`runs rename`, `runs tag`, `runs note`)."""
+    with open_warehouse(db) as store:
+        return store.annotate_run(spec, name=name, tags=tags, untag=untag, note=note)
 
 
 def runs_vacuum(db: str | os.PathLike, days: float) -> dict[str, int]:

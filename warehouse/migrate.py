@@ -32,8 +32,15 @@ def _to_3(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _to_4(con: duckdb.DuckDBPyConnection) -> None:
+    """Labels a person gives a run: a name, key=value tags, a note (NULL for existing runs)."""
+    con.execute("ALTER TABLE runs ADD COLUMN name VARCHAR")
+    con.execute("ALTER TABLE runs ADD COLUMN tags JSON")
+    con.execute("ALTER TABLE runs ADD COLUMN note VARCHAR")
+
+
 # version -> function(con) bringing a lake from version - 1 to version, in the caller's transaction
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3, 4: _to_4}
 FIRST_LAKE_VERSION = 2
 # Small tables live in the catalog itself (DuckLake data inlining); fact rows always go to Parquet.
 INLINED_ROWS = 1000

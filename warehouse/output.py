@@ -13,10 +13,11 @@ CLI prints without --json).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from warehouse.errors import WarehouseError
+from warehouse.vocab import DEFAULT_METHODS, DEFAULT_SIGMAS
 
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_ROWS = 1000
@@ -54,7 +56,12 @@ def render_table(table: pa.Table, max_rows: int = TABLE_ROWS) -> str:
 # --- text forms of the warehouse commands' values (warehouse/commands.py) ---------------------------
 _RUN_SUMMARY = (
     "run_id",
+    "name",
+    "tags",
+    "note",
     "status",
+    "kind",
+    "problems",
     "model_name",
     "started_at",
     "finished_at",
@@ -73,19 +80,153 @@ _RUN_SUMMARY = (
     "sigmas",
     "error",
 )
+_KINDS = {
+    "engine": "engine run (python cli.py run)",
+    "legacy": "imported result file of the research scripts (ingest legacy)",
+    "other": "written through the Python API",
+}
+LIST_WIDTH = 100  # `runs list` fits this many columns
+_LIST_COLUMNS = ("id", "name", "status", "model", "done", "layers", "methods", "seed", "started", "took")
+_SHRINKABLE = {"name": 8, "methods": 7, "model": 9}  # cut (with an ellipsis) in this order, down to these
 
 
-def format_runs(runs: list[dict[str, Any]]) -> str:
-    """`runs list`: one table row per run."""
-    return render_table(pa.Table.from_pylist(runs)) if runs else "no runs yet\n"
+def _span(layers: Sequence[int] | None) -> str:
+    """Patch layers with runs of consecutive layers as a-b: 0-11, 3,6,9, 2-4,8."""
+    if not layers:
+        return "-"
+    parts, start, prev = [], layers[0], layers[0]
+    for layer in [*layers[1:], None]:
+        if layer is not None and layer == prev + 1:
+            prev = layer
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if layer is not None:
+            start = prev = layer
+    return ",".join(parts)
+
+
+def _methods(run: Mapping[str, Any]) -> str:
+    methods, sigmas = list(run.get("methods") or []), list(run.get("sigmas") or [])
+    if not methods:
+        return "-"
+    if methods == list(DEFAULT_METHODS) and [float(x) for x in sigmas] == list(DEFAULT_SIGMAS):
+        return "default"
+    return ",".join(methods)
+
+
+def _when(moment: dt.datetime | None, now: dt.datetime) -> str:
+    """ls -l style: 11-30 12:48 this year, 2025-11-30 before (UTC)."""
+    if moment is None:
+        return "-"
+    return moment.strftime("%m-%d %H:%M") if moment.year == now.year else moment.strftime("%Y-%m-%d")
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m{int(seconds % 60):02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "\u2026"
+
+
+def runs_rows(runs: list[dict[str, Any]], now: dt.datetime | None = None) -> list[dict[str, str]]:
+    """`runs list`'s cells, one dict per run (columns _LIST_COLUMNS)."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = []
+    for run in runs:
+        planned, done = run.get("n_problems_planned"), run.get("problems_committed", 0)
+        rows.append(
+            {
+                "id": run["run_id"],
+                "name": run.get("name") or "",
+                "status": run["status"],
+                "model": run.get("model_name") or "-",
+                "done": f"{done}/{planned}" if planned is not None else str(done),
+                "layers": _span(run.get("patch_layers")),
+                "methods": _methods(run),
+                "seed": "-" if run.get("seed") is None else str(run["seed"]),
+                "started": _when(run.get("started_at"), now),
+                "took": _took(run.get("seconds")),
+            }
+        )
+    return rows
+
+
+def format_runs(
+    runs: list[dict[str, Any]],
+    tags: Mapping[str, str] | None = None,
+    width: int = LIST_WIDTH,
+    now: dt.datetime | None = None,
+) -> str:
+    """`runs list`: one line per run, at most `width` columns (long names, method lists and model names
+    are cut with an ellipsis; `runs show RUN` and --json have everything). Methods `default`: the run's
+    default set (zero,gauss,random,shuffle at sigmas 0.1,0.5,1,2); started: UTC; took: start to end."""
+    if not runs:
+        wanted = " ".join(f"{k}={v}" for k, v in (tags or {}).items())
+        return f"no run is tagged {wanted}\n" if wanted else "no runs yet\n"
+    rows = runs_rows(runs, now)
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _LIST_COLUMNS}
+
+    def total(gap: int) -> int:
+        return sum(widths.values()) + gap * (len(widths) - 1)
+
+    gap = 2 if total(2) <= width else 1  # narrower gaps first, then cut the free-text columns
+    for column, least in _SHRINKABLE.items():
+        over = total(gap) - width
+        if over > 0:
+            widths[column] = max(least, widths[column] - over)
+
+    def line(cells: Mapping[str, str]) -> str:
+        return (" " * gap).join(_cut(cells[c], widths[c]).ljust(widths[c]) for c in _LIST_COLUMNS).rstrip()
+
+    return "\n".join([line({c: c for c in _LIST_COLUMNS}), *map(line, rows)]) + "\n"
+
+
+def _value(key: str, value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if key == "tags":
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if key == "kind":
+        return _KINDS.get(value, value)
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).replace("\n", "\n" + " " * 20)
 
 
 def format_run(run: Mapping[str, Any]) -> str:
-    """`runs show`: a run's lineage fields that are set, its row counts and damaged files, one per line."""
+    """`runs show`: a run's labels and lineage fields that are set, one per line, then its rows."""
     width = max(map(len, _RUN_SUMMARY))
-    lines = [f"{key:<{width}}  {run[key]}" for key in _RUN_SUMMARY if run.get(key) is not None]
-    lines += [f"{'rows.' + table:<{width}}  {count:,}" for table, count in run["rows"].items()]
+    lines = [
+        f"{key:<{width}}  {_value(key, run[key])}"
+        for key in _RUN_SUMMARY
+        if run.get(key) is not None and run.get(key) != {}
+    ]
+    rows = run["rows"]
+    lines.append(
+        f"{'rows':<{width}}  {rows.get('results', 0):,} results, {rows.get('attention', 0):,} attention, "
+        f"{rows.get('run_problems', 0):,} problems committed"
+    )
     lines += [f"{'damaged':<{width}}  {line}" for line in run.get("damaged_files", [])]
+    return "\n".join(lines) + "\n"
+
+
+def format_labels(labels: Mapping[str, Any]) -> str:
+    """`runs tag`, `runs note`, `runs rename`: the run's labels afterwards."""
+    tags = " ".join(f"{k}={v}" for k, v in (labels.get("tags") or {}).items()) or "(none)"
+    lines = [
+        f"run {labels['run_id']}",
+        f"  name  {labels.get('name') or '(none)'}",
+        f"  tags  {tags}",
+        f"  note  {(labels.get('note') or '(none)').replace(chr(10), chr(10) + ' ' * 8)}",
+    ]
     return "\n".join(lines) + "\n"
 
 

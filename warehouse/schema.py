@@ -23,8 +23,9 @@ import sqlalchemy as sa
 
 from warehouse.vocab import METHODS  # noqa: F401  (the schema names every method)
 
+# 4: runs.name, runs.tags, runs.note (labels a person gives a run; not part of its config)
 # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # interrupted: stopped by SIGINT or SIGTERM (resumable, as failed is); statuses are checked in Python, not
 # by the warehouse (ddl() emits no CHECK), so a new status needs no migration
@@ -99,6 +100,9 @@ runs = sa.Table(
     sa.Column(
         "run_seq", sa.BigInteger
     ),  # schema 3: 1, 2, ... in the order runs began (what `latest` follows)
+    _text("name"),  # schema 4: a person's name for the run (need not be unique); `runs rename`
+    sa.Column("tags", sa.JSON),  # schema 4: {"key": "value", ...}; `run --tag k=v`, `runs tag`
+    _text("note"),  # schema 4: free text; `run --note`, `runs note`
     sa.CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status"),
     sa.CheckConstraint(f"convention IN {CONVENTIONS}", name="runs_convention"),
     info={"storage": "table"},

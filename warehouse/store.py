@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeAlias, TypeVar
@@ -46,7 +46,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse import guard, lake, lineage, migrate, schema, views
+from warehouse import guard, labels, lake, lineage, migrate, schema, views
 from warehouse.errors import RunBusy, RunClosed, RunDamaged, UnknownRun, WarehouseError
 from warehouse.files import fsync_path
 from warehouse.frames import conform, distinct, first_duplicate
@@ -54,7 +54,8 @@ from warehouse.handle import Run
 from warehouse.schema import CONVENTIONS, column_names
 
 _AUTO = ("run_id", "status", "started_at", "finished_at", "config_json", "config_hash", "error")
-LINEAGE_FIELDS = tuple(c for c in column_names("runs") if c not in _AUTO[1:])
+LINEAGE_FIELDS = tuple(c for c in column_names("runs") if c not in _AUTO[1:])  # with the labels
+_UNSET: Any = object()
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # also a lock file name
 RESERVED_RUN_IDS = ("latest",)
 _WRITER_LOCKS: dict[str, int] = {}  # lock file -> descriptor, for the runs this process writes
@@ -435,8 +436,17 @@ class Warehouse:
         unknown = sorted(set(fields) - set(LINEAGE_FIELDS))
         if unknown:
             raise TypeError(f"begin_run: unknown field(s) {', '.join(unknown)}")
-        row = {name: config.get(name) for name in LINEAGE_FIELDS if name in config}
+        row: dict[str, Any] = {
+            name: config.get(name)
+            for name in LINEAGE_FIELDS
+            if name in config and name not in labels.LABEL_FIELDS  # labels are never config
+        }
         row.update(fields)
+        if row.get("name") is not None:
+            row["name"] = labels.check_name(row["name"])
+        if row.get("note") is not None:
+            row["note"] = labels.check_note(row["note"])
+        row["tags"] = labels.tags_json(row.get("tags"))
         row.setdefault("convention", "codi")
         if row["convention"] not in CONVENTIONS:
             raise WarehouseError(f"convention must be one of {', '.join(CONVENTIONS)}")
@@ -669,6 +679,50 @@ class Warehouse:
         _release_writer_lock(self._lock_path(run_id), unlink=True)
         return removed
 
+    def annotate_run(
+        self,
+        spec: str,
+        *,
+        name: str | None = _UNSET,
+        tags: Mapping[str, Any] | None = None,
+        untag: Iterable[str] = (),
+        note: str | None = _UNSET,
+    ) -> dict[str, Any]:
+        """Change a run's labels (any run, in any status, also while it is written): `name` and `note`
+        replace the old ones (None clears them), `tags` are merged into its tags, `untag` keys removed.
+        Returns the run's labels afterwards: run_id, name, tags, note."""
+        run_id = self.resolve_run(spec)
+        changes: dict[str, Any] = {}
+        if name is not _UNSET:
+            changes["name"] = None if name is None else labels.check_name(name)
+        if note is not _UNSET:
+            changes["note"] = None if note is None else labels.check_note(note)
+        new_tags = labels.check_tags(tags or {})
+        gone = [labels.check_key(k) for k in untag]
+
+        def update(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+            found = con.execute("SELECT name, tags, note FROM runs WHERE run_id = ?", [run_id]).fetchall()
+            if not found:
+                raise UnknownRun(f"run {run_id} was deleted by another process")
+            row = dict(zip(("name", "tags", "note"), found[0], strict=True))
+            merged = {**labels.read_tags(row["tags"]), **new_tags}
+            missing = [k for k in gone if k not in merged]
+            if missing:
+                raise WarehouseError(
+                    f"run {run_id} has no tag {', '.join(missing)}; its tags: "
+                    f"{labels.format_tags(merged) or '(none)'}"
+                )
+            for key in gone:
+                del merged[key]
+            row.update(changes, tags=labels.tags_json(merged))
+            con.execute(
+                "UPDATE runs SET name = ?, tags = ?, note = ? WHERE run_id = ?",
+                [row["name"], row["tags"], row["note"], run_id],
+            )
+            return {"run_id": run_id, **row, "tags": labels.read_tags(row["tags"])}
+
+        return self._transact(update, f"labelling run {run_id}")
+
     def vacuum(self, older_than_days: float = 7.0) -> dict:
         """Reclaim disk: expire snapshots older than the given age, then delete the files only they saw.
 
@@ -718,8 +772,8 @@ class Warehouse:
             raise
 
     def resolve_run(self, spec: str) -> str:
-        """A full run id, a unique prefix of one, or `latest` (the run begun last: the highest run_seq,
-        whatever the clocks of the machines that began them said)."""
+        """A full run id, `latest` (the run begun last: the highest run_seq, whatever the clocks of the
+        machines that began them said), the name of exactly one run, or a unique prefix of a run id."""
         with self.cursor() as con:
             if spec == "latest":
                 latest = con.execute(
@@ -735,29 +789,52 @@ class Warehouse:
                     "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [spec]
                 ).fetchall()
             ]
+            named = [
+                r[0]
+                for r in con.execute(
+                    "SELECT run_id FROM runs WHERE name = ? ORDER BY run_seq, run_id", [spec]
+                ).fetchall()
+            ]
         if spec in found:
             return spec
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise UnknownRun(
+                f"{len(named)} runs are named {spec!r} ({', '.join(named[:4])}"
+                f"{', ...' if len(named) > 4 else ''}); give one's id (or a unique prefix)"
+            )
         if len(found) == 1:
             return found[0]
         if not found:
             raise UnknownRun(f"no run matches {spec!r}; `python cli.py runs` lists them")
         raise UnknownRun(
-            f"{spec!r} is ambiguous: {len(found)} runs match ({', '.join(found[:4])}, ...); "
-            "give more of the run id"
+            f"{spec!r} is ambiguous: {len(found)} runs match ({', '.join(found[:4])}"
+            f"{', ...' if len(found) > 4 else ''}); give more of the run id"
         )
 
-    def list_runs(self) -> list[dict]:
-        """Every run with its committed problems; a run with an unreadable data file shows as damaged."""
+    def list_runs(self, tags: Mapping[str, str] | None = None) -> list[dict]:
+        """Every run (with `tags`: those carrying every one of them), oldest first: its labels, status,
+        model, problems planned and committed, patch layers, methods, seed, start, end and wall-clock
+        seconds. A run with an unreadable data file shows as damaged."""
+        wanted = labels.check_tags(tags or {})
+        where = " AND ".join("json_extract_string(r.tags, ?) = ?" for _ in wanted) or "true"
+        params = [v for key, value in wanted.items() for v in (f'$."{key}"', value)]
         with self.cursor() as con:
             rel = con.sql(
-                "SELECT r.run_id, r.status, r.started_at, r.finished_at, r.model_name, r.dataset_name, "
-                "r.n_problems_planned, coalesce(c.n, 0) AS problems_committed, r.convention "
+                "SELECT r.run_id, r.name, r.status, r.model_name, r.dataset_name, r.n_problems_planned, "
+                "coalesce(c.n, 0) AS problems_committed, r.patch_layers, r.methods, r.sigmas, r.seed, "
+                "r.started_at, r.finished_at, "
+                "round(epoch(r.finished_at) - epoch(r.started_at), 3) AS seconds, "
+                "r.convention, r.tags, r.note, r.parent_run_id "
                 "FROM runs r LEFT JOIN (SELECT run_id, count(*) AS n FROM run_problems GROUP BY run_id) c "
-                "USING (run_id) ORDER BY r.run_seq NULLS FIRST, r.started_at, r.run_id"
+                f"USING (run_id) WHERE {where} ORDER BY r.run_seq NULLS FIRST, r.started_at, r.run_id",
+                params=params,
             )
             runs = rel.pl().to_dicts()
         damaged = self.damaged_files()
         for run in runs:
+            run["tags"] = labels.read_tags(run["tags"])
             bad = _files_of(damaged, run["run_id"])
             run["damaged_files"] = len(bad)
             if bad:
@@ -765,25 +842,38 @@ class Warehouse:
         return runs
 
     def show_run(self, spec: str) -> dict:
+        """One run: its runs row (config and library versions parsed, tags as a dict), `kind` (what made
+        it), `problems` (committed: its run_problems, or for a run with none, the problems its results
+        name), its rows per fact table and its damaged files."""
         run_id = self.resolve_run(spec)
         with self.cursor() as con:
             run = con.sql("SELECT * FROM runs WHERE run_id = ?", params=[run_id]).pl().to_dicts()[0]
         for key in ("config_json", "library_versions"):
             run[key] = json.loads(run[key]) if run[key] else None
+        run["tags"] = labels.read_tags(run["tags"])
+        run["kind"] = run_kind(run)
         run["damaged_files"] = [d.line() for d in _files_of(self.damaged_files([run_id]), run_id)]
         if run["damaged_files"]:
             run["status"] = "damaged"  # its rows as the catalog recorded them; the files cannot be scanned
-            return {**run, "rows": self._catalog_row_counts(run_id)}
-        return {**run, "rows": self.row_counts(run_id)}
+            rows = self._catalog_row_counts(run_id)
+            return {**run, "problems": rows["run_problems"], "rows": rows}
+        rows = self.row_counts(run_id)
+        problems = rows["run_problems"]
+        if not problems and rows["results"]:  # rows written without commit markers (not by this program)
+            with self.cursor() as con:
+                problems = con.execute(
+                    "SELECT count(DISTINCT problem_id) FROM results WHERE run_id = ?", [run_id]
+                ).fetchall()[0][0]
+        return {**run, "problems": problems, "rows": rows}
 
     # --- the notebook face -----------------------------------------------------------------------
     def run(self, spec: str = "latest") -> Run:
         """A handle on one run: a full run id, a unique prefix of one, or `latest` (UnknownRun if none)."""
         return Run(self, self.resolve_run(spec))
 
-    def runs(self) -> pl.DataFrame:
-        """Every run (status, model, dataset, problems planned and committed, damaged files), oldest first."""
-        return pl.DataFrame(self.list_runs())
+    def runs(self, tags: Mapping[str, str] | None = None) -> pl.DataFrame:
+        """Every run (with `tags`: those carrying all of them) as list_runs describes it, oldest first."""
+        return pl.DataFrame(self.list_runs(tags))
 
     def sql(self, query: str, timeout: float | None = None) -> pl.DataFrame:
         """The result of a read-only query as polars (the guard of `cli.py query`: nothing can write,
@@ -1076,6 +1166,17 @@ class Warehouse:
         self._known_problems_loaded = False
         self._known_problems.clear()
         return added
+
+
+def run_kind(run: Mapping[str, Any]) -> str:
+    """What made a run, from its stored config: `engine` (python cli.py run, in one process or as
+    shards), `legacy` (a research script's result file, ingest legacy) or `other` (the Python API)."""
+    config = run.get("config_json") or {}
+    if "legacy_format" in config or run.get("convention") == "legacy":
+        return "legacy"
+    if {"methods", "layers", "seed"} <= config.keys():
+        return "engine"
+    return "other"
 
 
 def duplicate_key(table: pa.Table, name: str) -> str | None:

@@ -1,13 +1,14 @@
 """What a run is asked to do (RunConfig) and how it executes (Execution): the flags of `python cli.py run`.
 
 Both are keyword-only: `RunConfig(model="gpt2", problems=100, methods="zero,gauss")`. A RunConfig's fields
-(less resume, device, batch_size and extra) go into the run's config and its hash; `resume` takes the rest
+(less resume, device, batch_size, extra and the labels name, tags, note) go into the run's config and its
+hash; `resume` takes the rest
 from the run's stored config (engine/runs/resume.py). An Execution never changes a row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ingest.datasets import SYNTHETIC
@@ -36,6 +37,11 @@ class RunConfig:
     skip_invalid: bool = False
     max_new_tokens: int = 24
     extra: dict = field(default_factory=dict)
+    # labels (warehouse/labels.py): stored with the run, never part of its config; given with resume, they
+    # are added to the run (tags merged, name and note replaced)
+    name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    note: str | None = None
 
 
 @dataclass(kw_only=True)

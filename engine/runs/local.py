@@ -91,6 +91,12 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
             shown = store.show_run(run_id)
             check_resumable(run_id, shown.get("config_json"), shown.get("config_hash"), config)
             done = store.resume_run(run_id)
+            if req.name is not None or req.tags or req.note is not None:  # labels given beside --resume
+                store.annotate_run(
+                    run_id,
+                    **{k: getattr(req, k) for k in ("name", "note") if getattr(req, k) is not None},
+                    tags=req.tags,
+                )
         else:
             run_id = store.begin_run(config, **plan.fields)
             done = set()
@@ -153,6 +159,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
         "run_id": run_id,
         "status": "complete",
         "problems": len(problems),
+        "problems_kept": len(problems) - len(todo),  # committed before (a resumed run); not run again
         "conditions": len(conditions),
         "seconds": round(time.time() - started, 2),
         "nonfinite_rows": nonfinite,

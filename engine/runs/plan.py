@@ -22,6 +22,7 @@ from engine.runs.config import RunConfig
 from engine.runs.validate import TooLong, fit_context
 from ingest.datasets import SYNTHETIC, distinct, load_problems, synthetic_problems
 from ingest.problems import problems_hash as dataset_hash
+from warehouse import labels
 from warehouse.vocab import STRATA, stratum_of
 
 DEFAULT_PROBLEMS = 100
@@ -165,9 +166,9 @@ def select_layers(model: CodiModel, req: RunConfig) -> tuple[int, ...]:
 MEASURES_VERSION = 2
 
 
-# RunConfig fields left out of a run's config: how it executes, and the ways of asking for layers (the
-# config records the layers themselves).
-NOT_CONFIG = ("resume", "device", "batch_size", "extra", "layer", "all_layers")
+# RunConfig fields left out of a run's config: how it executes, the ways of asking for layers (the config
+# records the layers themselves), and the labels a person gives the run (stored beside the config).
+NOT_CONFIG = ("resume", "device", "batch_size", "extra", "layer", "all_layers", "name", "tags", "note")
 
 
 @dataclass
@@ -184,10 +185,20 @@ class RunPlan:
     fields: dict  # the runs row's lineage fields (begin_run keywords)
 
 
+def check_labels(req: RunConfig) -> None:
+    """A bad name, tag or note is refused before the model loads (WarehouseError, one line)."""
+    if req.name is not None:
+        labels.check_name(req.name)
+    if req.note is not None:
+        labels.check_note(req.note)
+    labels.check_tags(req.tags)
+
+
 def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
     """Load the model (unless given), select problems and conditions, build the run's config."""
     device, dtype = pick_device(req.device)
     requested_layers(req)  # a malformed --layers is refused before the model loads
+    check_labels(req)
     if model is None:
         model = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
     problems, skipped = fitting_problems(req, model)  # every problem checked before the first forward pass
@@ -229,5 +240,8 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
         "device": model.device.type,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "n_problems_planned": len(problems),
+        "name": req.name,
+        "tags": dict(req.tags),
+        "note": req.note,
     }
     return RunPlan(model, problems, methods, conditions, opts, config, fields)

@@ -2,6 +2,9 @@
 CREATE OR REPLACE VIEW stg_runs AS
 SELECT
     run_id,
+    name,                             -- labels a person gave the run (schema 4): name, tags (JSON), note
+    tags,
+    note,
     status,
     model_name,
     weights_sha256,
