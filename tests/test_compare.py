@@ -112,7 +112,7 @@ def test_compare_cli(db):
     )
 
 
-# --- the settings diff and its warnings, on real runs (issue 16 item 5) --------------------------------
+# --- the settings diff and its warnings, on real runs (issue 16 item 5; slow: the runs take ~20 s) ---------
 FAST = ["--problems", "4", "--methods", "zero,gauss", "--sigmas", "1.0", "--attention", "none"]
 OTHER_WEIGHTS = "f" * 64
 
@@ -189,6 +189,7 @@ def block(text: str) -> list[str]:
     return lines[start:end]
 
 
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
 def test_compare_diff_shows_a_seed_difference_and_nothing_else(real):
     db, ids = real
     payload, text = compare_cli(db, ids["base"], ids["seed1"])
@@ -237,6 +238,7 @@ NOISE_WARNING = (
 )
 
 
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
 def test_absolute_against_rms_noise_is_a_warning(real):
     db, ids = real
     payload, text = compare_cli(db, ids["base"], ids["rms"])
@@ -246,6 +248,7 @@ def test_absolute_against_rms_noise_is_a_warning(real):
     assert text.count("warning:") == 1
 
 
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
 def test_other_weights_are_a_warning(real):
     db, ids = real
     payload, text = compare_cli(db, ids["weights"], ids["base"])
@@ -263,6 +266,7 @@ def test_other_weights_are_a_warning(real):
     ]
 
 
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
 def test_gauss_settings_of_a_run_without_gauss_are_blank_and_warn_of_nothing(real):
     db, ids = real
     payload, text = compare_cli(db, ids["base"], ids["zero"])
@@ -280,6 +284,7 @@ def test_gauss_settings_of_a_run_without_gauss_are_blank_and_warn_of_nothing(rea
     ]
 
 
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
 def test_report_lineage_shows_noise_scale_and_sigmas_of_gauss_runs_only(real, tmp_path):
     db, ids = real
     out = tmp_path / "report"
