@@ -13,12 +13,25 @@ were patched at several layers, rows pair equal patch layers; a single-layer run
 the other (the views' `compared`). When either run is a legacy run (SPEC 10), `note` and the text carry the
 views' sentence on what thought k means (the `pair_note` macro, as in `run_comparison`).
 
+The header first diffs the runs' settings, as the view `run_config_diff` gives them (it reads the runs'
+rows and stored configs; nothing here recomputes them). `config`, in `--json` too, maps each setting in
+the view's order (model, weights_sha256, dataset, dataset_hash, patch_layers, methods, sigmas,
+noise_scale, seed, problem_seed, attention) to `{"a": value, "b": value, "same": bool}`: values as the
+view's JSON (lists for patch layers, methods and sigmas; null where a run has none: sigmas and
+noise_scale of a run without gauss, problem_seed and attention of a legacy run). `warnings` lists the
+differences that change what paired conditions mean, as `{"setting": ..., "message": ...}`: other
+weights (weights_sha256), and gauss noise absolute in one run and rms in the other. A different seed
+alone is the ordinary seed comparison: it shows in `config`, with no warning. The text prints `same: ...`
+(wrapped), each differing setting on its own line with A's and B's values (hashes cut to 12 characters,
+`-` for none), then each warning as a `warning: ...` line.
+
     cmp = compare_runs(wh.run("2d32"), wh.run("latest"))   # RunComparison: polars frames
     print(format_comparison(cmp)); cmp.to_dict()
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +111,8 @@ class RunComparison:
     baseline_flips: pl.DataFrame  # problems answered correctly by one run's baseline only
     condition_flips: pl.DataFrame  # (problem, thought, condition) whose outcome differs
     settings: dict[str, Any] = field(default_factory=dict)  # n_boot, seed, level
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)  # setting -> {a, b, same}
+    warnings: list[dict[str, str]] = field(default_factory=list)  # {setting, message}: meaning differs
 
     def run(self, side: str) -> dict[str, Any]:
         """Run A's or B's row of model_comparison as a dict (side 'a' or 'b')."""
@@ -119,6 +134,8 @@ class RunComparison:
             "problems": self.problems,
             "same_convention": self.same_convention,
             "note": self.note,
+            "config": self.config,
+            "warnings": self.warnings,
             "patch_layers_paired": self.patch_layers_paired,
             "settings": self.settings,
             **{name: records(frame) for name, frame in self.tables().items()},
@@ -160,6 +177,12 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             pair,
         )
         overview = fetch(con, f"SELECT * FROM run_pairs WHERE {PAIR}", pair).row(0, named=True)
+        config = fetch(
+            con,
+            f"SELECT setting, value_a, value_b, same, warning FROM run_config_diff WHERE {PAIR} "
+            "ORDER BY position",
+            pair,
+        )
         runs = fetch(
             con,
             "SELECT run_id, model_name, convention, status, patch_layers, problems, baseline_accuracy, "
@@ -185,18 +208,72 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
         ),
         condition_flips=flips.filter(pl.col("thought").is_not_null()),
         settings={"n_boot": n_boot, "seed": seed, "level": 0.95},
+        config={
+            row["setting"]: {"a": _json(row["value_a"]), "b": _json(row["value_b"]), "same": row["same"]}
+            for row in config.iter_rows(named=True)
+        },
+        warnings=[
+            {"setting": row["setting"], "message": row["warning"]}
+            for row in config.iter_rows(named=True)
+            if row["warning"] is not None
+        ],
     )
 
 
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+HASHES = ("weights_sha256", "dataset_hash")  # shown as their first 12 characters in the text
+
+
+def _shown(setting: str, value: Any) -> str:
+    """A setting's value in the text: lists comma-joined, hashes shortened, no value as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    text = str(value)
+    return text[:12] if setting in HASHES else text
+
+
+def format_config(cmp: RunComparison, width: int = 110) -> list[str]:
+    """The settings block: `same: ...` (wrapped between settings), each differing setting with A's and B's
+    values, then each warning as a `warning: ...` line."""
+    same = [f"{name.replace('_', ' ')} {_shown(name, v['a'])}" for name, v in cmp.config.items() if v["same"]]
+    differ = [
+        (name.replace("_", " "), _shown(name, v["a"]), _shown(name, v["b"]))
+        for name, v in cmp.config.items()
+        if not v["same"]
+    ]
+    lines, line = [], "same:" + ("" if same else " -")
+    for i, item in enumerate(same):
+        piece = item + (";" if i < len(same) - 1 else "")
+        if len(line) + 1 + len(piece) > width and line != "same:":
+            lines.append(line)
+            line = " "  # continuation lines are indented by two
+        line += " " + piece
+    lines.append(line)
+    if differ:
+        label = max(len(name) for name, _, _ in differ)
+        a_width = max(len(a) for _, a, _ in differ)
+        lines.append("differs:")
+        lines += [f"  {name:<{label}}  A {a:<{a_width}}  B {b}" for name, a, b in differ]
+    lines += [f"warning: {w['message']}" for w in cmp.warnings]
+    return lines
+
+
 def format_comparison(cmp: RunComparison) -> str:
-    """The text `compare` prints: both runs, the shared problems, rates by thought and condition, flips."""
+    """The text `compare` prints: both runs, how their settings differ (and warnings), the shared problems,
+    rates by thought and condition, flips."""
     lines = []
     for side in ("a", "b"):
         run = cmp.run(side)
         lines.append(
-            f"{side.upper()}: {run['run_id']}  model {run.get('model_name')}  convention "
-            f"{run.get('convention')}  patch layers {run.get('patch_layers')}  problems {run.get('problems')}"
+            f"{side.upper()}: {run['run_id']}  {run.get('status')}  convention {run.get('convention')}  "
+            f"problems {run.get('problems')}"
         )
+    lines += format_config(cmp)
     n = cmp.problems
     lines.append(
         f"shared problems {n['shared']} (A has {n['a']}, B has {n['b']}); rates are among each run's own "

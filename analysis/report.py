@@ -24,7 +24,7 @@ from analysis.charts._data import load_runs
 from analysis.charts.registry import ChartInfo, charts_for
 from analysis.export import EMBED_OPTIONS, FORMATS, chart_spec, javascript_bundle, write_chart
 from analysis.frames import reading
-from analysis.report_tables import META_FIELDS, Table, key_tables
+from analysis.report_tables import META_FIELDS, Table, key_tables, run_settings
 from analysis.templating import render
 from warehouse.handle import Run
 
@@ -75,8 +75,10 @@ def write_report(
     with reading(run, vs) as con:
         out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to be readable
         charts = build_charts(con, run.run_id, vs.run_id if vs is not None else None)
-        tables = key_tables(con, [r.run_id for r in (run, vs) if r is not None])
-    runs = [r.lineage for r in (run, vs) if r is not None]
+        ids = [r.run_id for r in (run, vs) if r is not None]
+        tables = key_tables(con, ids)
+        settings = run_settings(con, ids)
+    runs = [{**r.lineage, **settings.get(r.run_id, {})} for r in (run, vs) if r is not None]
     files: list[Path] = []
     for info, chart in charts:
         files += write_chart(chart, out / info.name, formats, title=info.heading)

@@ -7,11 +7,13 @@ formatted the same way in every table (analysis.templating.cell); the charts car
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import polars as pl
 
-# Lineage rows shown for each run, in order (runs table via Warehouse.show_run).
+# Lineage rows shown for each run, in order: the runs table via Warehouse.show_run, the settings of
+# CONFIG_FIELDS from the view run_config (run_settings).
 META_FIELDS = [
     ("run_id", "run"),
     ("status", "status"),
@@ -25,8 +27,11 @@ META_FIELDS = [
     ("n_problems_planned", "problems planned"),
     ("patch_layers", "patch layers"),
     ("methods", "methods"),
-    ("sigmas", "sigmas"),
+    ("sigmas", "sigmas (gauss)"),
+    ("noise_scale", "noise scale (gauss)"),
     ("seed", "seed"),
+    ("problem_seed", "problem seed"),
+    ("attention", "attention capture"),
     ("convention", "convention"),
     ("started_at", "started (UTC)"),
     ("finished_at", "finished (UTC)"),
@@ -36,6 +41,17 @@ META_FIELDS = [
     ("config_hash", "config hash"),
     ("parent_run_id", "parent run"),
 ]
+
+
+# Read from run_config, not the runs row: sigmas and noise scale only for runs that ran gauss (NULL, shown
+# as a dash, otherwise), and the settings that live in the run's config.
+CONFIG_FIELDS = ("sigmas", "noise_scale", "problem_seed", "attention")
+
+
+def run_settings(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each run's CONFIG_FIELDS from the view run_config, by run id (what the lineage table shows)."""
+    frame = _fetch(con, f"SELECT run_id, {', '.join(CONFIG_FIELDS)} FROM run_config WHERE {{runs}}", ids)
+    return {row.pop("run_id"): row for row in frame.iter_rows(named=True)}
 
 
 @dataclass(frozen=True)

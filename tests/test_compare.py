@@ -4,6 +4,7 @@ and flips."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import views_data as vd
@@ -109,3 +110,213 @@ def test_compare_cli(db):
         and "two different runs" in same.output
         and len(same.output.strip().splitlines()) == 1
     )
+
+
+# --- the settings diff and its warnings, on real runs (issue 16 item 5; slow: the runs take ~20 s) ---------
+FAST = ["--problems", "4", "--methods", "zero,gauss", "--sigmas", "1.0", "--attention", "none"]
+OTHER_WEIGHTS = "f" * 64
+
+
+def run_cli(db, *flags: str) -> str:
+    out = CliRunner().invoke(cli, ["run", *flags, "--db", db, "--json"])
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)["run_id"]
+
+
+def copy_with_weights(db, source: str, run_id: str, weights: str) -> None:
+    """Run `source` again as `run_id`, every row and setting the same but weights_sha256."""
+    store = wh.open_warehouse(db)
+    try:
+        with store.reader() as con:
+            row = con.execute("SELECT * FROM runs WHERE run_id = ?", [source]).pl().row(0, named=True)
+            problems = con.execute(
+                "SELECT * FROM problems WHERE problem_id IN "
+                "(SELECT problem_id FROM run_problems WHERE run_id = ?)",
+                [source],
+            ).pl()
+            results = con.execute("SELECT * EXCLUDE (run_id) FROM results WHERE run_id = ?", [source]).pl()
+        config = {**json.loads(row["config_json"]), "weights_sha256": weights}
+        keep = ("model_name", "n_layers", "n_heads", "patch_layers", "methods", "sigmas", "seed")
+        run = store.begin_run(
+            config,
+            run_id=run_id,
+            weights_sha256=weights,
+            dataset_name=row["dataset_name"],
+            dataset_hash=row["dataset_hash"],
+            **{k: row[k] for k in keep},
+        )
+        store.append_problems(run, problems, results)
+        store.finish_run(run)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """Four gpt2-tiny runs through `run` (4 problems, zero and gauss at sigma 1, no attention) and a copy
+    of the first with other weights: {name: run id}, and the warehouse."""
+    db = str(tmp_path_factory.mktemp("compare_real") / "w")
+    ids = {
+        "base": run_cli(db, *FAST),
+        "seed1": run_cli(db, *FAST, "--seed", "1"),
+        "rms": run_cli(db, *FAST, "--noise-scale", "rms"),
+        "zero": run_cli(db, "--problems", "4", "--methods", "zero", "--attention", "none"),
+    }
+    copy_with_weights(db, ids["base"], "other-weights", OTHER_WEIGHTS)
+    ids["weights"] = "other-weights"
+    return db, ids
+
+
+def compare_cli(db, a: str, b: str) -> tuple[dict, str]:
+    """`compare A B --json` and `compare A B` through the CLI: (payload, text)."""
+    outs = [
+        CliRunner().invoke(cli, ["compare", a, b, "--boot", "100", "--db", db, *j]) for j in (["--json"], [])
+    ]
+    for out in outs:
+        assert out.exit_code == 0, out.output
+    return json.loads(outs[0].stdout), outs[1].stdout
+
+
+def differing(payload: dict) -> dict:
+    return {name: (v["a"], v["b"]) for name, v in payload["config"].items() if not v["same"]}
+
+
+def block(text: str) -> list[str]:
+    """The settings block of the text: from `same:` up to the `shared problems` line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("same:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("shared problems"))
+    return lines[start:end]
+
+
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
+def test_compare_diff_shows_a_seed_difference_and_nothing_else(real):
+    db, ids = real
+    payload, text = compare_cli(db, ids["base"], ids["seed1"])
+    weights = vd.rows(db, "SELECT weights_sha256, dataset_hash FROM runs WHERE run_id = ?", [ids["base"]])[0]
+    assert list(payload["config"]) == [
+        "model",
+        "weights_sha256",
+        "dataset",
+        "dataset_hash",
+        "patch_layers",
+        "methods",
+        "sigmas",
+        "noise_scale",
+        "seed",
+        "problem_seed",
+        "attention",
+    ]
+    assert differing(payload) == {"seed": (0, 1)}
+    same = {name: v["a"] for name, v in payload["config"].items() if v["same"]}
+    assert same == {
+        "model": "gpt2-tiny",
+        "weights_sha256": weights["weights_sha256"],
+        "dataset": "synthetic",
+        "dataset_hash": weights["dataset_hash"],
+        "patch_layers": [3],  # gpt2-tiny has 6 layers: the middle one
+        "methods": ["gauss", "zero"],
+        "sigmas": [1.0],
+        "noise_scale": "absolute",
+        "problem_seed": 0,
+        "attention": "none",
+    }
+    assert payload["warnings"] == [] and "warning" not in text  # another seed is the ordinary comparison
+    assert block(text) == [
+        f"same: model gpt2-tiny; weights sha256 {weights['weights_sha256'][:12]}; dataset synthetic; "
+        f"dataset hash {weights['dataset_hash'][:12]};",
+        "  patch layers 3; methods gauss,zero; sigmas 1.0; noise scale absolute; problem seed 0; "
+        "attention none",
+        "differs:",
+        "  seed  A 0  B 1",
+    ]
+
+
+NOISE_WARNING = (
+    "noise scale differs (A absolute, B rms): the same gauss sigma is different noise in the two runs "
+    "(rms: sigma x RMS of h)"
+)
+
+
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
+def test_absolute_against_rms_noise_is_a_warning(real):
+    db, ids = real
+    payload, text = compare_cli(db, ids["base"], ids["rms"])
+    assert differing(payload) == {"noise_scale": ("absolute", "rms")}
+    assert payload["warnings"] == [{"setting": "noise_scale", "message": NOISE_WARNING}]
+    assert block(text)[-3:] == ["differs:", "  noise scale  A absolute  B rms", f"warning: {NOISE_WARNING}"]
+    assert text.count("warning:") == 1
+
+
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
+def test_other_weights_are_a_warning(real):
+    db, ids = real
+    payload, text = compare_cli(db, ids["weights"], ids["base"])
+    base = vd.rows(db, "SELECT weights_sha256 FROM runs WHERE run_id = ?", [ids["base"]])[0]["weights_sha256"]
+    assert differing(payload) == {"weights_sha256": (OTHER_WEIGHTS, base)}
+    message = (
+        f"different weights (weights_sha256 A {'f' * 12}, B {base[:12]}): another model or checkpoint; "
+        "each paired condition corrupts another network"
+    )
+    assert payload["warnings"] == [{"setting": "weights_sha256", "message": message}]
+    assert block(text)[-3:] == [
+        "differs:",
+        f"  weights sha256  A {'f' * 12}  B {base[:12]}",
+        f"warning: {message}",
+    ]
+
+
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
+def test_gauss_settings_of_a_run_without_gauss_are_blank_and_warn_of_nothing(real):
+    db, ids = real
+    payload, text = compare_cli(db, ids["base"], ids["zero"])
+    assert differing(payload) == {
+        "methods": (["gauss", "zero"], ["zero"]),
+        "sigmas": ([1.0], None),  # the engine stored its default sigmas: not a setting of a zero-only run
+        "noise_scale": ("absolute", None),
+    }
+    assert payload["warnings"] == [] and "warning:" not in text
+    assert block(text)[-4:] == [
+        "differs:",
+        "  methods      A gauss,zero  B zero",
+        "  sigmas       A 1.0         B -",
+        "  noise scale  A absolute    B -",
+    ]
+
+
+@pytest.mark.slow  # the `real` runs: 4 gpt2-tiny runs through `run` (about 20 s)
+def test_report_lineage_shows_noise_scale_and_sigmas_of_gauss_runs_only(real, tmp_path):
+    db, ids = real
+    out = tmp_path / "report"
+    args = ["charts", "--run", ids["rms"], "--vs", ids["zero"], "--out", str(out), "--format", "html"]
+    result = CliRunner().invoke(cli, [*args, "--db", db])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    meta = page[page.index('<table class="meta">') :]
+    meta = meta[: meta.index("</table>")]
+
+    def row(label: str) -> str:
+        found = re.search(rf'<tr><th scope="row">{re.escape(label)}</th>(.*?)</tr>', meta)
+        assert found, label
+        return found.group(1)
+
+    blank = '<td class="null">–</td>'
+    assert row("noise scale (gauss)") == f"<td>rms</td>{blank}"
+    assert row("sigmas (gauss)") == f"<td>1.0</td>{blank}"
+    assert row("methods") == "<td>zero, gauss</td><td>zero</td>"
+    assert row("seed") == '<td class="num">0</td><td class="num">0</td>'
+    assert row("problem seed") == '<td class="num">0</td><td class="num">0</td>'
+    assert row("attention capture") == "<td>none</td><td>none</td>"
+
+
+def test_hand_written_runs_diff_what_they_store_and_warn_of_nothing_unknown(ab):
+    payload, text = ab
+    # views_data's runs store no weights, dataset or config settings: only the model and patch layers differ
+    assert differing(payload) == {"model": ("gpt2-tiny", "other"), "patch_layers": ([1], [0])}
+    assert payload["config"]["weights_sha256"] == {"a": None, "b": None, "same": True}
+    assert payload["warnings"] == [] and "warning:" not in text
+    assert block(text)[-3:] == [
+        "differs:",
+        "  model         A gpt2-tiny  B other",
+        "  patch layers  A 1          B 0",
+    ]

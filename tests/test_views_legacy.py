@@ -284,3 +284,35 @@ def test_compare_returns_the_pair_note(mixed, legacy_files):
     assert zero[0]["failures_a"] == sum(r["corruptions"]["token_0"]["zero"]["importance"] for r in records)
     payload, text = compare_runs(db, RUN_A, RUN_B, n_boot=50)
     assert payload["note"] is None and "note:" not in text
+
+
+def test_run_config_of_legacy_and_hand_written_runs(mixed):
+    """A legacy CCTA import ran gauss with absolute sigmas (ingest/legacy.py); a zero-only import has no
+    gauss settings; neither stored a problem seed or attention mode, nor did the hand-written runs."""
+    db, _ = mixed
+    ccta, ablation = runs_of(mixed, "ccta_full_results", "token_ablation_results")
+    columns = "methods, sigmas, noise_scale, seed, problem_seed, attention, note"
+    got = {
+        r.pop("run_id"): r
+        for r in rows(
+            db, f"SELECT run_id, {columns} FROM run_config WHERE run_id IN (?, ?, ?)", [ccta, ablation, RUN_A]
+        )
+    }
+    blank = {"seed": None, "problem_seed": None, "attention": None}
+    assert {k: v for k, v in got[ccta].items() if k != "note"} == {
+        "methods": ["gauss", "random", "shuffle", "zero"],
+        "sigmas": [0.1, 0.5, 1.0, 2.0],
+        "noise_scale": "absolute",
+        **blank,
+    }
+    assert got[ccta]["note"].startswith("legacy run: ")
+    assert {k: v for k, v in got[ablation].items() if k != "note"} == {
+        "methods": ["zero"],
+        "sigmas": None,
+        "noise_scale": None,
+        **blank,
+    }
+    assert got[RUN_A] == {"methods": None, "sigmas": None, "noise_scale": None, **blank, "note": None}
+    payload, text = compare_runs(db, ccta, ablation, n_boot=50)
+    assert payload["config"]["noise_scale"] == {"a": "absolute", "b": None, "same": False}
+    assert payload["warnings"] == [] and "warning:" not in text
