@@ -185,8 +185,9 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
         )
         runs = fetch(
             con,
-            "SELECT run_id, model_name, convention, status, patch_layers, problems, baseline_accuracy, "
-            "note FROM model_comparison WHERE run_id IN (?, ?)",
+            "SELECT m.run_id, s.name, m.model_name, m.convention, m.status, m.patch_layers, m.problems, "
+            "m.baseline_accuracy, m.note FROM model_comparison m JOIN stg_runs s USING (run_id) "
+            "WHERE m.run_id IN (?, ?)",
             pair,
         )
     return RunComparison(
@@ -218,6 +219,10 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             if row["warning"] is not None
         ],
     )
+
+
+def _named(name: str | None) -> str:
+    return f" ({name})" if name else ""
 
 
 def _json(value: str | None) -> Any:
@@ -270,7 +275,8 @@ def format_comparison(cmp: RunComparison) -> str:
     for side in ("a", "b"):
         run = cmp.run(side)
         lines.append(
-            f"{side.upper()}: {run['run_id']}  {run.get('status')}  convention {run.get('convention')}  "
+            f"{side.upper()}: {run['run_id']}{_named(run.get('name'))}  "
+            f"{run.get('status')}  convention {run.get('convention')}  "
             f"problems {run.get('problems')}"
         )
     lines += format_config(cmp)

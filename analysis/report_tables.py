@@ -16,6 +16,9 @@ import polars as pl
 # CONFIG_FIELDS from the view run_config (run_settings).
 META_FIELDS = [
     ("run_id", "run"),
+    ("name", "name"),
+    ("tags", "tags"),
+    ("note", "note"),
     ("status", "status"),
     ("model_name", "model"),
     ("weights_sha256", "weights sha256"),

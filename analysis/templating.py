@@ -26,8 +26,10 @@ def script_json(value: Any) -> Markup:
 
 def cell(value: Any, column: str, percent: tuple[str, ...] = ()) -> tuple[str, str]:
     """(CSS class, text) of a table cell: rates as percentages, other floats to 3 places, lists joined."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value == {} or (isinstance(value, float) and math.isnan(value)):
         return "null", "–"
+    if isinstance(value, dict):  # a run's tags
+        return "", ", ".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, bool):
         return "", str(value)
     if isinstance(value, float):
