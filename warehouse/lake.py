@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import glob
 import json
+import logging
 import os
 import random
 import secrets
@@ -50,6 +51,10 @@ ALIAS = "wh"
 METADATA = f"__ducklake_metadata_{ALIAS}"
 READ_TIMEOUT_S = 60.0
 WRITE_TIMEOUT_S = 600.0
+NOTICE_AFTER_S = 1.0  # a wait this long is said at once (shorter ones are two writers taking turns)
+# What the warehouse has to tell its user while it works (a wait on another process's lock): records on
+# this logger, never prints. Unconfigured, Python shows warnings on stderr; cli.py prints them as notes.
+log = logging.getLogger("codi.warehouse")
 # The file name of each extension must be what DuckDB derives its entry point from.
 _EXTENSIONS = {"ducklake": "ducklake", "sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 # Transient: another process holds the SQLite catalog's write lock, or committed first (DuckLake
@@ -157,26 +162,44 @@ def is_retryable(exc: BaseException) -> bool:
 def retrying(fn, timeout: float, what: str, folder: Path | None = None):
     """Call fn() until it does not fail with a transient lock/conflict error, with jittered backoff.
 
-    After `timeout` seconds: WarehouseBusy, naming the processes that hold locks on the folder's SQLite
-    catalog (pid, program, reading or writing) when they can be found.
+    Once it has waited NOTICE_AFTER_S, one warning on the `codi.warehouse` logger says who holds the
+    lock (pid, program, reading or writing, from the folder's SQLite catalog when that can be told),
+    how long it will wait at most and how to stop. After `timeout` seconds: WarehouseBusy, naming them.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     delay = 0.005
+    told = False
     while True:
         try:
             return fn()
         except duckdb.Error as exc:
             if not is_retryable(exc):
                 raise
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 holders = lock_holders(folder) if folder is not None else []
                 who = ("held by " + "; ".join(holders)) if holders else "held by other processes"
                 raise WarehouseBusy(
                     f"{what}: the warehouse catalog stayed locked for {timeout:.0f} s, {who}; "
                     "let them finish (or stop them), then try again"
                 ) from exc
+            if not told and now - started >= NOTICE_AFTER_S:
+                told = True
+                log.warning(waiting_line(what, lock_holders(folder) if folder is not None else [], timeout))
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.2)
+
+
+def waiting_line(what: str, holders: list[str], timeout: float) -> str:
+    """What a wait on the catalog says: who holds it, for how long we wait at most, how to stop."""
+    pids = [h.split()[1] for h in holders if h.startswith("pid ")]
+    who = "held by " + "; ".join(holders) if holders else "held by another process"
+    stop = f"stop it with `kill {' '.join(pids)}`, or " if pids else ""
+    return (
+        f"{what}: the warehouse catalog is locked, {who}; waiting up to {timeout:.0f} s for it "
+        f"({stop}press Ctrl-C here to give up: what is committed stays)"
+    )
 
 
 def _program(pid: int) -> str:
@@ -184,7 +207,7 @@ def _program(pid: int) -> str:
         words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    text = " ".join(w.decode(errors="replace") for w in words if w)
+    text = " ".join(" ".join(w.decode(errors="replace").split()) for w in words if w)  # one line
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -84,9 +84,10 @@ def _hold_writer_lock(path: Path, run_id: str, shared: bool = False, busy: str |
         who = f" ({holder})" if holder else ""
         if busy:
             raise RunBusy(busy.format(who=who)) from None
+        stop = f"`kill {holder[4:]}`" if re.fullmatch(r"pid \d+", holder) else "it"
         raise RunBusy(
-            f"run {run_id} is being written by another process{who}; wait for it to end (or stop it), "
-            "then resume the run"
+            f"run {run_id} is being written by another process{who}; wait for it to end (or stop "
+            f"{stop}), then resume the run"
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, ("its shard workers" if shared else f"pid {os.getpid()}").encode(), 0)
