@@ -15,7 +15,10 @@ The identity file ties the folder to its catalog: the catalog holds the same war
 files and a catalog from two different warehouses are never mixed, and a folder holding only data
 files (or a catalog without its identity) is refused instead of adopted. The catalog records its data
 path as the relative `data/`; every connection here attaches with the folder's absolute data path,
-so a moved or copied folder works from any directory. A plain DuckDB client needs two lines:
+so a moved or copied folder works from any directory. A folder this process cannot write (shared
+read-only) is read through a private copy of its catalog (snapshot_catalog), creating nothing in it.
+Copy a folder only while nothing writes it (docs/USAGE.md: a plain copy can take catalog.sqlite and its
+-wal at different moments). A plain DuckDB client needs two lines:
 
     ATTACH 'ducklake:sqlite:results/warehouse/catalog.sqlite' AS wh
         (DATA_PATH 'results/warehouse/data/', OVERRIDE_DATA_PATH true, READ_ONLY);
@@ -24,6 +27,7 @@ so a moved or copied folder works from any directory. A plain DuckDB client need
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import glob
@@ -32,7 +36,9 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import util as importlib_util
@@ -333,6 +339,29 @@ def prepare_sqlite(folder: Path) -> None:
         db.close()
 
 
+def snapshot_catalog(folder: Path) -> Path:
+    """A private copy of a read-only folder's SQLite catalog, in a temporary folder (removed at exit).
+
+    SQLite reads a WAL-mode database only where it can create the `-shm` file beside it, so a folder
+    shared read-only (another user's, a read-only mount) is read through this copy: the catalog, and
+    its `-wal` when there is one, copied and turned into one plain file. The data files are read where
+    they are. The copy is the catalog as it was at open; commits made later by the folder's owner are
+    seen by opening it again.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="codi-warehouse-catalog-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    shutil.copyfile(folder / CATALOG, tmp / CATALOG)
+    with contextlib.suppress(FileNotFoundError):
+        if (folder / (CATALOG + "-wal")).stat().st_size:
+            shutil.copyfile(folder / (CATALOG + "-wal"), tmp / (CATALOG + "-wal"))
+    db = sqlite3.connect(tmp / CATALOG)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")  # takes in the WAL's commits; read-only opens need no -shm
+    finally:
+        db.close()
+    return tmp
+
+
 def attach(
     con: duckdb.DuckDBPyConnection,
     folder: Path,
@@ -340,12 +369,18 @@ def attach(
     read_only: bool,
     create_data_path: bool = False,
 ) -> None:
-    """ATTACH the lake as `wh` (data path: this folder's data/, wherever the folder now is) and USE it."""
+    """ATTACH the lake as `wh` (data path: this folder's data/, wherever the folder now is) and USE it.
+
+    Read-only on a folder this process cannot write, the SQLite catalog is read through a private copy
+    (snapshot_catalog): nothing is created in the folder."""
     if create_data_path:  # stored relative, so copies of the folder work anywhere
         options = f"DATA_PATH {sql_str(DATA + '/')}"
     else:
         options = f"DATA_PATH {sql_str(str(folder / DATA) + '/')}, OVERRIDE_DATA_PATH true"
+    target = catalog.attach_target(folder)
     if read_only:
         options += ", READ_ONLY"
-    con.execute(f"ATTACH {sql_str(catalog.attach_target(folder))} AS {ALIAS} ({options})")
+        if catalog.kind == "sqlite" and not os.access(folder, os.W_OK):
+            target = catalog.attach_target(snapshot_catalog(folder))
+    con.execute(f"ATTACH {sql_str(target)} AS {ALIAS} ({options})")
     con.execute(f"USE {ALIAS}")
