@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -73,9 +74,31 @@ class Cli(click.Group):
             raise _one_line(exc) from None
 
 
+class _Notes(logging.Handler):
+    """The library's notices (the `codi` loggers: e.g. a wait on another process's lock) as `note:` lines
+    on stderr, above any progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(f"note: {record.getMessage()}", file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def _route_notes() -> None:
+    logger = logging.getLogger("codi")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # said once, here, not again by a root handler
+
+
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
     """Find which continuous thoughts of a CODI model matter, and how attention moves between them."""
+    _route_notes()
 
 
 # --- model, data and training commands (engine/, ingest/) -----------------------------------------
@@ -730,11 +753,41 @@ def charts_cmd(run_spec, vs_spec, out_dir, formats, db):
     from analysis import charts_for, parse_formats, write_report
     from warehouse import open_warehouse
 
-    with user_errors(), open_warehouse(db, read_only=True) as store:
+    with user_errors(), open_warehouse(db, read_only=True) as store, _chart_progress() as progress:
         run, vs = store.run(run_spec), store.run(vs_spec) if vs_spec else None
-        written = write_report(run, out_dir, vs, parse_formats(formats))
+        written = write_report(run, out_dir, vs, parse_formats(formats), progress=progress)
     click.echo(f"{len(charts_for(vs is not None))} charts, {len(written)} files in {out_dir}", err=True)
     click.echo(written[-1])
+
+
+@contextlib.contextmanager
+def _chart_progress():
+    """write_report's progress on stderr: a bar on a terminal, else a line per step
+    (`chart 3/13 method_effects ...`)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def show(done: int, total: int, name: str) -> None:
+        nonlocal bar
+        charts = total - 2  # the steps are: the views, each chart, the page
+        if sys.stderr.isatty():
+            if bar is None:
+                bar = tqdm(total=total, desc="charts", unit="step", file=sys.stderr, dynamic_ncols=True)
+            bar.update(done - bar.n)
+            bar.set_postfix_str(name)
+        elif name == "views":
+            click.echo("reading the views ...", err=True)
+        elif name == "report.html":
+            click.echo(f"writing {name} ...", err=True)
+        elif done <= charts:
+            click.echo(f"chart {done}/{charts} {name} ...", err=True)
+
+    try:
+        yield show
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @cli.group("bench")

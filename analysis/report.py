@@ -1,6 +1,7 @@
 """`python cli.py charts`: every chart of a run (or a pair) as files, and `report.html` gathering them.
 
     write_report(run, out="results/charts", vs=None)   # -> the paths written, report.html last
+    write_report(run, progress=lambda done, total, name: print(f"{done}/{total} {name}"))
 
 The report is one self-contained page (analysis/templates/report.html.j2): the Vega bundle is inlined
 once, each chart's spec sits in a JSON script element, and a small script (render.js) renders them all
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ from analysis.templating import render
 from warehouse.handle import Run
 
 DEFAULT_OUT = "results/charts"
+# progress(done, total, name): called before each step of write_report (reading the views, each chart,
+# the page), with `done` steps finished of `total`.
+Progress = Callable[[int, int, str], None]
 
 
 def render_report(
@@ -66,12 +70,21 @@ def build_charts(
 
 
 def write_report(
-    run: Run, out: str | Path = DEFAULT_OUT, vs: Run | None = None, formats: Iterable[str] = FORMATS
+    run: Run,
+    out: str | Path = DEFAULT_OUT,
+    vs: Run | None = None,
+    formats: Iterable[str] = FORMATS,
+    progress: Progress | None = None,
 ) -> list[Path]:
     """Write each chart as `out/NAME.{html,png,svg}` (as asked) and `out/report.html`; returns the paths
-    written, report.html last."""
+    written, report.html last. `progress(done, total, name)`, if given, is called as each step begins
+    (`views`, then each chart's name, then `report.html`), for a caller that shows how far it is."""
     formats = tuple(formats)
     out = Path(out)
+    infos = charts_for(vs is not None)
+    total = len(infos) + 2
+    step = progress or (lambda done, total, name: None)
+    step(0, total, "views")
     with reading(run, vs) as con:
         out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to be readable
         charts = build_charts(con, run.run_id, vs.run_id if vs is not None else None)
@@ -80,10 +93,13 @@ def write_report(
         settings = run_settings(con, ids)
     runs = [{**r.lineage, **settings.get(r.run_id, {})} for r in (run, vs) if r is not None]
     files: list[Path] = []
-    for info, chart in charts:
+    for done, (info, chart) in enumerate(charts, start=1):
+        step(done, total, info.name)
         files += write_chart(chart, out / info.name, formats, title=info.heading)
+    step(total - 1, total, "report.html")
     report = out / "report.html"
     report.write_text(
         render_report([(info, chart_spec(chart)) for info, chart in charts], runs, tables), encoding="utf-8"
     )
+    step(total, total, "done")
     return [*files, report]

@@ -227,7 +227,14 @@ def test_cli_charts_writes_files_and_an_offline_report(db, tmp_path):
         cli, ["charts", "--run", RUN_A, "--vs", RUN_B, "--out", str(out), "--format", "html", "--db", str(db)]
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(out / "report.html")
+    assert result.stdout.strip() == str(out / "report.html")  # stdout: the report's path only
+    n = len(CHARTS)  # progress on stderr (not a terminal here: a line per step, in order)
+    assert result.stderr.splitlines() == [
+        "reading the views ...",
+        *(f"chart {i}/{n} {info.name} ..." for i, info in enumerate(CHARTS, start=1)),
+        "writing report.html ...",
+        f"{n} charts, {n + 1} files in {out}",  # each chart as html, and report.html
+    ], result.stderr
     for info in CHARTS:  # standalone pages: the bundle and the spec inline
         standalone = (out / f"{info.name}.html").read_text()
         assert standalone.count("window.vegaEmbed=") == 1 and '"$schema"' in standalone

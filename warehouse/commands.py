@@ -62,6 +62,8 @@ def init_warehouse(db: str | os.PathLike, catalog: str) -> dict[str, Any]:
 
 
 def views_list(db: str | os.PathLike) -> list[dict[str, str]]:
-    """Every view and table of the warehouse (`view`, `kind`, `description`), after applying queries/*.sql."""
-    with open_warehouse(db) as store, store.reader() as con:  # opening for writing applies queries/*.sql
-        return list_views(con)
+    """Every view and table of the warehouse (`view`, `kind`, `description`), after applying queries/*.sql
+    (those it holds, in a folder this process cannot write)."""
+    writable = not os.path.isdir(db) or os.access(db, os.W_OK)
+    with open_warehouse(db, read_only=not writable) as store, store.reader() as con:
+        return list_views(con)  # opening for writing applies queries/*.sql

@@ -15,7 +15,10 @@ The identity file ties the folder to its catalog: the catalog holds the same war
 files and a catalog from two different warehouses are never mixed, and a folder holding only data
 files (or a catalog without its identity) is refused instead of adopted. The catalog records its data
 path as the relative `data/`; every connection here attaches with the folder's absolute data path,
-so a moved or copied folder works from any directory. A plain DuckDB client needs two lines:
+so a moved or copied folder works from any directory. A folder this process cannot write (shared
+read-only) is read through a private copy of its catalog (snapshot_catalog), creating nothing in it.
+Copy a folder only while nothing writes it (docs/USAGE.md: a plain copy can take catalog.sqlite and its
+-wal at different moments). A plain DuckDB client needs two lines:
 
     ATTACH 'ducklake:sqlite:results/warehouse/catalog.sqlite' AS wh
         (DATA_PATH 'results/warehouse/data/', OVERRIDE_DATA_PATH true, READ_ONLY);
@@ -24,14 +27,18 @@ so a moved or copied folder works from any directory. A plain DuckDB client need
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import glob
 import json
+import logging
 import os
 import random
 import secrets
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import util as importlib_util
@@ -50,6 +57,10 @@ ALIAS = "wh"
 METADATA = f"__ducklake_metadata_{ALIAS}"
 READ_TIMEOUT_S = 60.0
 WRITE_TIMEOUT_S = 600.0
+NOTICE_AFTER_S = 1.0  # a wait this long is said at once (shorter ones are two writers taking turns)
+# What the warehouse has to tell its user while it works (a wait on another process's lock): records on
+# this logger, never prints. Unconfigured, Python shows warnings on stderr; cli.py prints them as notes.
+log = logging.getLogger("codi.warehouse")
 # The file name of each extension must be what DuckDB derives its entry point from.
 _EXTENSIONS = {"ducklake": "ducklake", "sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 # Transient: another process holds the SQLite catalog's write lock, or committed first (DuckLake
@@ -157,26 +168,44 @@ def is_retryable(exc: BaseException) -> bool:
 def retrying(fn, timeout: float, what: str, folder: Path | None = None):
     """Call fn() until it does not fail with a transient lock/conflict error, with jittered backoff.
 
-    After `timeout` seconds: WarehouseBusy, naming the processes that hold locks on the folder's SQLite
-    catalog (pid, program, reading or writing) when they can be found.
+    Once it has waited NOTICE_AFTER_S, one warning on the `codi.warehouse` logger says who holds the
+    lock (pid, program, reading or writing, from the folder's SQLite catalog when that can be told),
+    how long it will wait at most and how to stop. After `timeout` seconds: WarehouseBusy, naming them.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     delay = 0.005
+    told = False
     while True:
         try:
             return fn()
         except duckdb.Error as exc:
             if not is_retryable(exc):
                 raise
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 holders = lock_holders(folder) if folder is not None else []
                 who = ("held by " + "; ".join(holders)) if holders else "held by other processes"
                 raise WarehouseBusy(
                     f"{what}: the warehouse catalog stayed locked for {timeout:.0f} s, {who}; "
                     "let them finish (or stop them), then try again"
                 ) from exc
+            if not told and now - started >= NOTICE_AFTER_S:
+                told = True
+                log.warning(waiting_line(what, lock_holders(folder) if folder is not None else [], timeout))
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.2)
+
+
+def waiting_line(what: str, holders: list[str], timeout: float) -> str:
+    """What a wait on the catalog says: who holds it, for how long we wait at most, how to stop."""
+    pids = [h.split()[1] for h in holders if h.startswith("pid ")]
+    who = "held by " + "; ".join(holders) if holders else "held by another process"
+    stop = f"stop it with `kill {' '.join(pids)}`, or " if pids else ""
+    return (
+        f"{what}: the warehouse catalog is locked, {who}; waiting up to {timeout:.0f} s for it "
+        f"({stop}press Ctrl-C here to give up: what is committed stays)"
+    )
 
 
 def _program(pid: int) -> str:
@@ -184,7 +213,7 @@ def _program(pid: int) -> str:
         words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    text = " ".join(w.decode(errors="replace") for w in words if w)
+    text = " ".join(" ".join(w.decode(errors="replace").split()) for w in words if w)  # one line
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -310,6 +339,29 @@ def prepare_sqlite(folder: Path) -> None:
         db.close()
 
 
+def snapshot_catalog(folder: Path) -> Path:
+    """A private copy of a read-only folder's SQLite catalog, in a temporary folder (removed at exit).
+
+    SQLite reads a WAL-mode database only where it can create the `-shm` file beside it, so a folder
+    shared read-only (another user's, a read-only mount) is read through this copy: the catalog, and
+    its `-wal` when there is one, copied and turned into one plain file. The data files are read where
+    they are. The copy is the catalog as it was at open; commits made later by the folder's owner are
+    seen by opening it again.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="codi-warehouse-catalog-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    shutil.copyfile(folder / CATALOG, tmp / CATALOG)
+    with contextlib.suppress(FileNotFoundError):
+        if (folder / (CATALOG + "-wal")).stat().st_size:
+            shutil.copyfile(folder / (CATALOG + "-wal"), tmp / (CATALOG + "-wal"))
+    db = sqlite3.connect(tmp / CATALOG)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")  # takes in the WAL's commits; read-only opens need no -shm
+    finally:
+        db.close()
+    return tmp
+
+
 def attach(
     con: duckdb.DuckDBPyConnection,
     folder: Path,
@@ -317,12 +369,18 @@ def attach(
     read_only: bool,
     create_data_path: bool = False,
 ) -> None:
-    """ATTACH the lake as `wh` (data path: this folder's data/, wherever the folder now is) and USE it."""
+    """ATTACH the lake as `wh` (data path: this folder's data/, wherever the folder now is) and USE it.
+
+    Read-only on a folder this process cannot write, the SQLite catalog is read through a private copy
+    (snapshot_catalog): nothing is created in the folder."""
     if create_data_path:  # stored relative, so copies of the folder work anywhere
         options = f"DATA_PATH {sql_str(DATA + '/')}"
     else:
         options = f"DATA_PATH {sql_str(str(folder / DATA) + '/')}, OVERRIDE_DATA_PATH true"
+    target = catalog.attach_target(folder)
     if read_only:
         options += ", READ_ONLY"
-    con.execute(f"ATTACH {sql_str(catalog.attach_target(folder))} AS {ALIAS} ({options})")
+        if catalog.kind == "sqlite" and not os.access(folder, os.W_OK):
+            target = catalog.attach_target(snapshot_catalog(folder))
+    con.execute(f"ATTACH {sql_str(target)} AS {ALIAS} ({options})")
     con.execute(f"USE {ALIAS}")

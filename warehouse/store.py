@@ -85,9 +85,10 @@ def _hold_writer_lock(path: Path, run_id: str, shared: bool = False, busy: str |
         who = f" ({holder})" if holder else ""
         if busy:
             raise RunBusy(busy.format(who=who)) from None
+        stop = f"it: `kill {holder[4:]}`" if re.fullmatch(r"pid \d+", holder) else "it"
         raise RunBusy(
-            f"run {run_id} is being written by another process{who}; wait for it to end (or stop it), "
-            "then resume the run"
+            f"run {run_id} is being written by another process{who}; wait for it to end (or stop "
+            f"{stop}), then resume the run"
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, ("its shard workers" if shared else f"pid {os.getpid()}").encode(), 0)
@@ -240,6 +241,11 @@ class Warehouse:
         self.warehouse_id = warehouse_id
 
     def _attach(self) -> None:
+        if not self.read_only and not os.access(self.path, os.W_OK):
+            raise WarehouseError(
+                f"{self.path} cannot be written by this user: read it (query, stats, runs, charts), or "
+                "copy the folder somewhere writable to add or delete runs"
+            )
         con = lake.new_connection(self.catalog)
         try:
             lake.retrying(
