@@ -263,3 +263,18 @@ def test_a_copied_folder_works_from_another_directory_without_the_original(tmp_p
             "SELECT count(*) FROM duckdb_views() WHERE database_name = 'wh' AND contains(sql, ?)",
             [str(tmp_path)],
         ).fetchall() == [(0,)]
+
+
+def test_a_read_only_open_applies_views_newer_than_the_stored_ones(tmp_path):
+    """A checkout with new or changed views reads an existing warehouse without a writing command first:
+    the read-only open applies this program's views once (the folder is writable), then reads them."""
+    path = tmp_path / "w"
+    store = wh.open_warehouse(path)
+    store.begin_run({}, run_id="r")
+    with store.cursor() as con:  # as a warehouse written before run_config_diff existed
+        con.execute("DROP VIEW run_config_diff")
+        con.execute("UPDATE warehouse_info SET views_hash = 'older'")
+    store.close()
+    store = wh.open_warehouse(path, read_only=True)
+    assert store.sql("SELECT count(*) AS n FROM run_config_diff")["n"].to_list() == [0]  # one run: no pairs
+    assert fetch(store, "SELECT views_hash FROM warehouse_info") != [("older",)]

@@ -180,11 +180,25 @@ class Warehouse:
             version = migrate.current_version(con)
         if version > schema.SCHEMA_VERSION:  # its views and columns may mean something else
             raise migrate.SchemaError(migrate.newer_message(self.path, version))
-        if self.read_only:
-            if version < schema.SCHEMA_VERSION:  # migrate it forward once, with a writing connection
-                Warehouse(self.path, durable=self.durable).open(queries_dir).close()
-            return self
         digest = migrate.views_hash(queries_dir)
+        if self.read_only:
+            with self.cursor() as con:
+                stale_views = migrate.stored_views_hash(con) != digest
+            if version == schema.SCHEMA_VERSION and not stale_views:
+                return self
+            if self.catalog.kind == "sqlite" and not os.access(self.path, os.W_OK):
+                if version < schema.SCHEMA_VERSION:
+                    raise WarehouseError(
+                        f"{self.path} has schema version {version}; this program reads "
+                        f"{schema.SCHEMA_VERSION}, and upgrading it writes the folder, which this user "
+                        "cannot: ask its owner to run any codi-warehouse command on it once, or copy the "
+                        "folder somewhere writable"
+                    )
+                return self  # the views stored in it: those of the program that wrote it last
+            # migrate it forward, or apply this program's views, once, with a writing connection; the
+            # commit is a new snapshot, which this connection's next transaction reads
+            Warehouse(self.path, durable=self.durable).open(queries_dir).close()
+            return self
         with self.cursor() as con:
             stale = version < schema.SCHEMA_VERSION or migrate.stored_views_hash(con) != digest
         if stale:
