@@ -150,6 +150,9 @@ def test_runs_list_fits_100_columns_and_cuts_only_what_does_not_fit():
     assert max(map(len, lines)) <= 100
     assert lines[2].split()[:2] == ["20261130-124803-4eaebe", "a"]
     assert "\u2026" in lines[2] and "2025-01-02" in lines[2] and "1m15s" in lines[2] and "3,6,9" in lines[2]
+    twins = [{**run, "name": f"lr sweep, default seed {k}", "patch_layers": [6]} for k in (0, 1)]
+    names = [line[23:33] for line in output.format_runs(twins, now=now).splitlines()[1:]]
+    assert names == ["lr s\u2026eed 0", "lr s\u2026eed 1"]  # cut in the middle: the names still differ
     assert "123456" not in "".join(lines) and "float" not in "".join(lines)
 
 

@@ -132,8 +132,15 @@ def _took(seconds: float | None) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "\u2026"
+def _cut(text: str, width: int, middle: bool = False) -> str:
+    """`text` in `width` characters: cut at the end (or, `middle`, in the middle: names that differ only
+    at the end, `lr sweep 0.1` and `lr sweep 0.2`, stay apart) with an ellipsis."""
+    if len(text) <= width:
+        return text
+    if middle and width >= 5:
+        head = (width - 1) // 2
+        return text[:head] + "\u2026" + text[len(text) - (width - 1 - head) :]
+    return text[: max(width - 1, 0)] + "\u2026"
 
 
 def runs_rows(runs: list[dict[str, Any]], now: dt.datetime | None = None) -> list[dict[str, str]]:
@@ -165,9 +172,10 @@ def format_runs(
     width: int = LIST_WIDTH,
     now: dt.datetime | None = None,
 ) -> str:
-    """`runs list`: one line per run, at most `width` columns (long names, method lists and model names
-    are cut with an ellipsis; `runs show RUN` and --json have everything). Methods `default`: the run's
-    default set (zero,gauss,random,shuffle at sigmas 0.1,0.5,1,2); started: UTC; took: start to end."""
+    """`runs list`: one line per run, at most `width` columns (long names are cut in the middle, method
+    lists and model names at the end, with an ellipsis; `runs show RUN` and --json have everything).
+    Methods `default`: the run's default set (zero,gauss,random,shuffle at sigmas 0.1,0.5,1,2); started:
+    UTC; took: start to end."""
     if not runs:
         wanted = " ".join(f"{k}={v}" for k, v in (tags or {}).items())
         return f"no run is tagged {wanted}\n" if wanted else "no runs yet\n"
@@ -184,7 +192,8 @@ def format_runs(
             widths[column] = max(least, widths[column] - over)
 
     def line(cells: Mapping[str, str]) -> str:
-        return (" " * gap).join(_cut(cells[c], widths[c]).ljust(widths[c]) for c in _LIST_COLUMNS).rstrip()
+        cut = (_cut(cells[c], widths[c], middle=c == "name").ljust(widths[c]) for c in _LIST_COLUMNS)
+        return (" " * gap).join(cut).rstrip()
 
     return "\n".join([line({c: c for c in _LIST_COLUMNS}), *map(line, rows)]) + "\n"
 
