@@ -118,6 +118,11 @@ def _versions(value) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and _text(v) for k, v in value.items())
 
 
+def _tags(value) -> bool:
+    """An object of tag key -> string value (an empty value is a tag too: `--tag draft=`)."""
+    return isinstance(value, dict) and all(_text(k) and isinstance(v, str) for k, v in value.items())
+
+
 # The `runs` lineage a worker records in its manifest ("fields"), each with its check and what it must
 # be; null means not recorded. n_problems_planned is required.
 WORKER_FIELDS = {
@@ -137,6 +142,10 @@ WORKER_FIELDS = {
     "library_versions": (_versions, "an object of library name -> version string"),
     "device": (_text, "a non-empty string"),
     "dtype": (_text, "a non-empty string"),
+    # the run's labels (warehouse/labels.py), given to the worker as `run --name/--tag/--note`
+    "name": (_text, "a non-empty string"),
+    "tags": (_tags, "an object of tag key -> string value"),
+    "note": (lambda v: isinstance(v, str), "a string"),
 }
 # The other `runs` columns: ingest owns them, a manifest must not set them.
 INGEST_FIELDS = {

@@ -282,3 +282,21 @@ def test_runs_delete_asks_on_a_terminal_and_wants_yes_otherwise(tmp_path):
     code, text = _terminal_delete(store.path, "doomed", b"y")
     assert code == 0 and "deleted run doomed" in text, text
     assert fetch(store.path, "SELECT count(*) FROM runs") == [(0,)]
+
+
+def test_labels_of_a_sharded_run_travel_in_its_manifests(tmp_path):
+    """`run --shard I/N --name --tag --note`: each worker's manifest records the labels, `ingest shards`
+    gives them to the merged run."""
+    db = tmp_path / "w"
+    for shard in ("0/2", "1/2"):
+        out = cli("run", *FAST, "--shard", shard, "--run-id", "array-7", "--name", "array",
+                  "--tag", "cluster=slurm", "--note", "two workers", "--db", db)  # fmt: skip
+        assert out.exit_code == 0, out.stderr
+    manifest = json.loads((tmp_path / "w.worker-shards/array-7/shard-0000-of-0002/manifest.json").read_text())
+    assert {k: manifest["fields"][k] for k in ("name", "tags", "note")} == {
+        "name": "array",
+        "tags": {"cluster": "slurm"},
+        "note": "two workers",
+    }
+    assert cli("ingest", "shards", tmp_path / "w.worker-shards/array-7", "--db", db).exit_code == 0
+    assert labels_of(db, "array-7") == ("array", {"cluster": "slurm"}, "two workers")
