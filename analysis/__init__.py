@@ -22,8 +22,9 @@ the project.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from warehouse.lazy import exports
 
 if TYPE_CHECKING:
     from analysis import charts
@@ -52,19 +53,11 @@ _HOMES = {
     "run_stats": "analysis.stats",
 }
 
+# `charts` is the submodule itself; values are not cached in the namespace, and dir() lists __all__ only.
+__getattr__, __dir__, _names = exports(__name__, _HOMES, cache=False, dir_lists_all_only=True)
+del exports, _names
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
-    module = importlib.import_module(home)
-    return module if home == f"analysis.{name}" else getattr(module, name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
+# Written out (the same names as _HOMES) so that ruff and mypy read the imports above as re-exports.
 __all__ = [
     "ClosingTable",
     "RunComparison",

@@ -15,8 +15,7 @@ model imports neither. The names below are the public API, imported on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warehouse.lazy import exports
 
 _EXPORTS = {  # name -> the module that defines it
     "CodiModel": "engine.model.codi",
@@ -48,17 +47,5 @@ _EXPORTS = {  # name -> the module that defines it
     "bench_engine": "engine.runs.bench",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)
+del exports

@@ -15,8 +15,7 @@ also a submodule's (importing a submodule sets the package attribute of that nam
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warehouse.lazy import exports
 
 _EXPORTS = {
     # the notebook face
@@ -62,55 +61,5 @@ _EXPORTS = {
     "bench_query_views_lines": "warehouse.bench_views:summary_lines",
 }
 
-__all__ = [
-    "QueryTimeout",
-    "Run",
-    "RunBusy",
-    "RunClosed",
-    "RunDamaged",
-    "SchemaError",
-    "UnknownRun",
-    "Warehouse",
-    "WarehouseError",
-    "apply_views",
-    "bench_query_views",
-    "bench_query_views_lines",
-    "bench_warehouse",
-    "bench_warehouse_lines",
-    "check_read_only",
-    "engine",
-    "format_deleted",
-    "format_init",
-    "format_labels",
-    "format_run",
-    "format_runs",
-    "format_upgrade",
-    "format_vacuum",
-    "format_views",
-    "init_warehouse",
-    "open_warehouse",
-    "parse_tags",
-    "query_command",
-    "run_query",
-    "runs_delete",
-    "runs_label",
-    "runs_list",
-    "runs_show",
-    "runs_vacuum",
-    "sqlalchemy_engine",
-    "upgrade_warehouse",
-    "views_list",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'warehouse' has no attribute {name!r}")
-    module, _, attribute = _EXPORTS[name].partition(":")
-    value = getattr(importlib.import_module(module), attribute or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = exports(__name__, _EXPORTS, sort=True)
+del exports

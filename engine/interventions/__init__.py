@@ -19,8 +19,7 @@ Imports engine.model, never engine.runs. Names are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warehouse.lazy import exports
 
 _EXPORTS = {
     "Condition": "engine.interventions.conditions",
@@ -45,17 +44,5 @@ _EXPORTS = {
     "accuracy_with_thoughts_zeroed": "engine.interventions.ablation",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)
+del exports

@@ -16,8 +16,7 @@ The model imports nothing from engine.interventions or engine.runs. Names are im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warehouse.lazy import exports
 
 _EXPORTS = {
     "CodiModel": "engine.model.codi",
@@ -39,17 +38,5 @@ _EXPORTS = {
     "evaluate_model": "engine.model.evaluate",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)
+del exports

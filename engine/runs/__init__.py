@@ -16,8 +16,7 @@ Imports engine.interventions and engine.model. Names are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from warehouse.lazy import exports
 
 _EXPORTS = {
     "RunConfig": "engine.runs.config",
@@ -41,17 +40,5 @@ _EXPORTS = {
     "bench_engine": "engine.runs.bench",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)
+del exports
