@@ -72,6 +72,31 @@ def test_importance_matrix_cells(db):
         assert row["failure_rate"] == pytest.approx(failures.get(key, 0) / 3)
 
 
+def test_method_thought_profile_pools_sigmas_per_method_and_leaves_clean_out(db):
+    got = by(rows(db, "SELECT * FROM method_thought_profile WHERE run_id = ?", [RUN_A]), "method", "thought")
+    # P1..P3 baseline-correct, one trial each per method and thought. zero fails T0 (P1, P2, P3),
+    # T1 (P1, P3), T2 (P3); gauss fails T0 (P1) only; clean (a control: P2's T3 fails) is left out.
+    zero, gauss = {0: 3, 1: 2, 2: 1}, {0: 1}
+    assert {m for m, _ in got} == {"zero", "gauss"} and len(got) == 12
+    for (method, k), row in got.items():
+        f = (zero if method == "zero" else gauss).get(k, 0)
+        assert (row["n"], row["failures"], row["problems"], row["thought_name"]) == (3, f, 3, f"T{k}")
+        assert row["failure_rate"] == pytest.approx(f / 3)
+        assert row["sigmas"] == (1 if method == "gauss" else 0) and row["note"] is None
+    legacy = rows(db, "SELECT * FROM method_thought_profile WHERE run_id = ?", [RUN_C])
+    assert {r["thought_name"] for r in legacy} == {f"token {k}" for k in range(6)}
+    assert all(r["note"].startswith("legacy run") for r in legacy)
+
+
+def test_difficulty_strata_rows_come_in_stratum_order_not_string_order(db):
+    got = rows(db, "SELECT stratum, stratum_rank FROM difficulty_strata WHERE run_id = ?", [RUN_B])
+    assert [r["stratum"] for r in got] == ["<=2", "4"] and [r["stratum_rank"] for r in got] == [1, 3]
+    got = rows(
+        db, "SELECT DISTINCT stratum FROM difficulty_strata WHERE run_id = ? ORDER BY stratum_rank", [RUN_A]
+    )
+    assert [r["stratum"] for r in got] == ["<=2", "3", "5+"]  # string order would put '<=2' last
+
+
 def test_model_comparison_one_row_per_run(db):
     got = by(rows(db, "SELECT * FROM model_comparison"), "run_id")
     a, b, c = got[RUN_A], got[RUN_B], got[RUN_C]

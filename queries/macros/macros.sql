@@ -19,6 +19,10 @@ CREATE OR REPLACE MACRO stratum(n_steps) AS
     CASE WHEN n_steps IS NULL THEN NULL WHEN n_steps <= 2 THEN '<=2' WHEN n_steps >= 5 THEN '5+'
          ELSE n_steps::VARCHAR END;
 
+-- A stratum's place in display order (<=2, 3, 4, 5+ = 1..4; NULL last): string order would put '<=2' last.
+CREATE OR REPLACE MACRO stratum_rank(s) AS
+    CASE s WHEN '<=2' THEN 1 WHEN '3' THEN 2 WHEN '4' THEN 3 WHEN '5+' THEN 4 END;
+
 -- NaN and infinity as NULL: corr() of a constant column is NaN, which would poison averages and JSON.
 CREATE OR REPLACE MACRO finite(x) AS CASE WHEN isfinite(x) THEN x END;
 

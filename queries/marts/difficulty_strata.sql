@@ -1,6 +1,7 @@
 -- Per run, patch layer, difficulty stratum (<=2, 3, 4, 5+ steps) and layer: problems, mean importance, attention-importance r.
--- problems counts the stratum's baseline-correct problems (those with an importance); problems_all and
--- baseline_accuracy count every problem of the stratum. One row per layer (layer NULL without attention).
+-- Rows come in display order (stratum_rank 1..4: <=2, 3, 4, 5+, never string order; ORDER BY stratum_rank
+-- when selecting from this view with other clauses). problems counts the stratum's baseline-correct problems
+-- (those with an importance); problems_all and baseline_accuracy count every problem of the stratum. One row per layer (layer NULL without attention).
 -- `note` is NULL for codi runs. Legacy runs keep their rows (importance pooled over the research scripts'
 -- tokens 0..5) with a note, and their correlation columns are NULL: their attention 'token k' and ablation
 -- 'token k' were different positions, so int_attention_importance has no legacy rows.
@@ -32,6 +33,7 @@ SELECT
     r.convention,
     imp.patch_layer,
     imp.stratum,
+    stratum_rank(imp.stratum) AS stratum_rank,
     imp.problems,
     base.problems_all,
     base.baseline_accuracy,
@@ -47,4 +49,5 @@ FROM imp
 LEFT JOIN stg_runs r ON r.run_id = imp.run_id
 LEFT JOIN base ON base.run_id = imp.run_id AND base.stratum IS NOT DISTINCT FROM imp.stratum
 LEFT JOIN c ON c.run_id = imp.run_id AND c.patch_layer IS NOT DISTINCT FROM imp.patch_layer
-    AND c.stratum IS NOT DISTINCT FROM imp.stratum;
+    AND c.stratum IS NOT DISTINCT FROM imp.stratum
+ORDER BY imp.run_id, imp.patch_layer, stratum_rank(imp.stratum) NULLS LAST, c.layer;
