@@ -6,7 +6,12 @@ polars frames pulled from them:
   views' Wilson interval (which treats a problem's trials as independent; the bootstrap does not);
 - correlation by layer: the p-value of every r (as scipy.stats.pearsonr), a bootstrap interval of r,
   and a permutation test of the within-problem r (attention vectors shuffled between problems,
-  positions kept); per-thought r with p-values; difficulty strata r with p-values;
+  positions kept); per-thought r with p-values; difficulty strata r with p-values, a bootstrap interval of
+  each stratum's r over its problems, and a permutation test of whether r differs between strata;
+- method agreement (RQ2): Kendall's W of the corruption methods' thought profiles (method_thought_profile)
+  with a permutation p, and Spearman's rho of every pair of methods with an exact permutation p;
+- adjusted p-values beside the raw ones (Holm or Benjamini-Hochberg, statsmodels); `settings["families"]`
+  says, per table and column, which correction covers which family of tests;
 - hub / flow / skip and the top heads, as the views give them.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
@@ -26,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
+from analysis.inference import ALPHA, adjust, agreement, family, strata_inference
 from analysis.resampling import bootstrap_r, centred, interval, pearson_p, resample_counts, within_permutation
 from warehouse.handle import Run
 from warehouse.output import render_table
@@ -114,9 +120,99 @@ def thought_correlation_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl
     return _with_p(view, n="problems")
 
 
-def strata_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    view = fetch(con, f"SELECT * FROM difficulty_strata {RUN} ORDER BY patch_layer, stratum, layer", [run_id])
-    return _with_p(view)
+def strata_tables(
+    con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, n_perm: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """difficulty_strata plus p and a bootstrap interval of r over the stratum's problems, strata in the
+    order <=2, 3, 4, 5+; and per patch layer and layer the permutation test of whether r differs between
+    strata (analysis.inference.strata_inference)."""
+    view = _with_p(
+        fetch(
+            con,
+            f"SELECT * FROM difficulty_strata {RUN} ORDER BY patch_layer, stratum_rank NULLS LAST, layer",
+            [run_id],
+        )
+    )
+    pairs = fetch(
+        con,
+        "SELECT patch_layer, layer, stratum, problem_id, thought, attention, importance "
+        f"FROM int_attention_importance {RUN} ORDER BY patch_layer, layer",
+        [run_id],
+    )
+    intervals, tests = strata_inference(pairs, n_boot, n_perm, seed)
+    keys = ["patch_layer", "layer", "stratum"]
+    table = view.join(intervals, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    columns = table.columns
+    at = columns.index("r") + 1
+    order = [*columns[:at], "r_low", "r_high", *[c for c in columns[at:] if c not in ("r_low", "r_high")]]
+    return table.select(order), tests
+
+
+def method_agreement_tables(
+    con: duckdb.DuckDBPyConnection, run_id: str, n_perm: int, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Kendall's W of the methods' thought profiles and Spearman's rho per pair (RQ2), per patch layer."""
+    profile = fetch(
+        con,
+        "SELECT patch_layer, method, thought, thought_name, n, failure_rate "
+        f"FROM method_thought_profile {RUN} ORDER BY patch_layer, method, thought",
+        [run_id],
+    )
+    return agreement(profile, n_perm, seed)
+
+
+# table -> [(p column, method, adjusted column, what the family is)]; each family: every row of the table
+ADJUSTMENTS = {
+    "correlation": [
+        ("p", "holm", "p_holm", "pooled-r tests of this run (one per patch layer x layer)"),
+        (
+            "p_within_perm",
+            "holm",
+            "p_within_holm",
+            "within-problem permutation tests of this run (one per patch layer x layer)",
+        ),
+    ],
+    "correlation_by_thought": [
+        ("p", "fdr_bh", "p_bh", "per-thought r tests of this run (one per patch layer x layer x thought)"),
+    ],
+    "strata": [
+        ("p", "fdr_bh", "p_bh", "per-stratum r tests of this run (one per patch layer x stratum x layer)"),
+    ],
+    "strata_test": [
+        ("p_perm", "holm", "p_holm", "strata-differ tests of this run (one per patch layer x layer)"),
+    ],
+    "method_agreement": [
+        ("p_perm", "holm", "p_holm", "Kendall's W tests of this run (one per patch layer)"),
+    ],
+    "method_pairs": [
+        (
+            "p_exact",
+            "holm",
+            "p_holm",
+            "method-pair Spearman tests of this run (every pair, every patch layer)",
+        ),
+    ],
+}
+
+
+def adjusted_tables(tables: dict[str, pl.DataFrame]) -> tuple[dict[str, pl.DataFrame], dict[str, dict]]:
+    """Every table of ADJUSTMENTS with its adjusted p columns (placed after the raw p), and the families:
+    {table: {adjusted column: 'Holm over the 24 pooled-r tests of this run (...)'}}."""
+    families: dict[str, dict[str, str]] = {}
+    out = dict(tables)
+    for name, specs in ADJUSTMENTS.items():
+        frame = out[name]
+        for p, method, column, what in specs:
+            if p not in frame.columns:
+                continue
+            frame, size = adjust(frame, p, method, column)
+            columns = [c for c in frame.columns if c != column]
+            at = columns.index(p) + 1
+            frame = frame.select([*columns[:at], column, *columns[at:]])
+            if size:
+                families.setdefault(name, {})[column] = family(method, size, what)
+        out[name] = frame
+    return out, families
 
 
 def flow_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
@@ -138,9 +234,12 @@ def run_header(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
 TABLES = (
     "importance",
     "methods",
+    "method_agreement",
+    "method_pairs",
     "correlation",
     "correlation_by_thought",
     "strata",
+    "strata_test",
     "hubs",
     "flow",
     "top_heads",
@@ -156,13 +255,19 @@ class RunStats:
     header: pl.DataFrame  # the run's row of model_comparison
     importance: pl.DataFrame  # token_importance + bootstrap interval over problems
     methods: pl.DataFrame  # method_comparison + bootstrap interval
-    correlation: pl.DataFrame  # layer_correlation + p, bootstrap intervals, permutation p of r_within
-    correlation_by_thought: pl.DataFrame  # attention_importance + p
-    strata: pl.DataFrame  # difficulty_strata + p
+    method_agreement: (
+        pl.DataFrame
+    )  # per patch layer: Kendall's W of the methods' thought profiles, p_perm, p_holm
+    method_pairs: pl.DataFrame  # per pair of methods: Spearman rho, exact permutation p_exact, p_holm
+    correlation: pl.DataFrame  # layer_correlation + p, p_holm, bootstrap intervals, permutation p of r_within
+    correlation_by_thought: pl.DataFrame  # attention_importance + p, p_bh
+    strata: pl.DataFrame  # difficulty_strata (order <=2, 3, 4, 5+) + bootstrap r_low/r_high, p, p_bh
+    strata_test: pl.DataFrame  # per patch layer and layer: does r differ between strata (q, p_perm, p_holm)
     hubs: pl.DataFrame  # hub_scores
     flow: pl.DataFrame  # sequential, self and skip attention over layers and heads
     top_heads: pl.DataFrame  # head_metrics, the top ranks
-    settings: dict[str, Any] = field(default_factory=dict)  # n_boot, n_perm, seed, level
+    # n_boot, n_perm, seed, level, alpha, families ({table: {adjusted column: the family it covers}})
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run(self) -> dict[str, Any]:
@@ -174,24 +279,37 @@ class RunStats:
         return {name: getattr(self, name) for name in TABLES}
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON payload of `stats --json`: run, settings and every table as a list of rows."""
+        """The JSON payload of `stats --json`: run, settings (with the adjustment families), every table
+        as a list of rows, and `findings` (a list of sentences)."""
         return {
             "run": self.run,
             "settings": self.settings,
             **{name: records(frame) for name, frame in self.tables().items()},
+            "findings": self.findings(),
         }
+
+    def findings(self) -> list[str]:
+        """RQ1-RQ3 answered in plain sentences with their uncertainty (analysis.findings.findings_rq)."""
+        from analysis.findings import findings_rq
+
+        return findings_rq(self)
 
 
 def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
     """Every table of the report for one run."""
     run_id = run.run_id
     with reading(run) as con:
+        strata, strata_test = strata_tables(con, run_id, n_boot, n_perm, seed)
+        agreement_w, agreement_pairs = method_agreement_tables(con, run_id, n_perm, seed)
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
             "methods": method_table(con, run_id, n_boot, seed),
             "correlation": correlation_table(con, run_id, n_boot, n_perm, seed),
             "correlation_by_thought": thought_correlation_table(con, run_id),
-            "strata": strata_table(con, run_id),
+            "strata": strata,
+            "strata_test": strata_test,
+            "method_agreement": agreement_w,
+            "method_pairs": agreement_pairs,
             "hubs": fetch(con, f"SELECT * FROM hub_scores {RUN} ORDER BY position", [run_id]),
             "flow": flow_table(con, run_id),
             "top_heads": fetch(
@@ -202,7 +320,15 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             ),
         }
         header = run_header(con, run_id)
-    settings = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": 0.95}
+    tables, families = adjusted_tables(tables)
+    settings = {
+        "n_boot": n_boot,
+        "n_perm": n_perm,
+        "seed": seed,
+        "level": 0.95,
+        "alpha": ALPHA,
+        "families": families,
+    }
     return RunStats(run_id, header, settings=settings, **tables)
 
 
@@ -241,6 +367,15 @@ SECTIONS = {
             "mean_disruption",
         ],
     ),
+    "method_agreement": (
+        "Method agreement (RQ2): do corruption methods rank the thoughts alike? Kendall's W over methods "
+        "(sigmas pooled, clean left out), permutation p",
+        ["patch_layer", "n_methods", "methods", "thoughts", "w", "p_perm", "p_holm", "mean_rho", "left_out"],
+    ),
+    "method_pairs": (
+        "Method pairs: Spearman rho of two methods' thought profiles, exact permutation p (every ordering)",
+        ["patch_layer", "method_a", "method_b", "thoughts", "rho", "p_exact", "p_holm"],
+    ),
     "correlation": (
         "Correlation by layer: EOT -> Tk attention vs Tk importance (pooled; within-problem, permutation p)",
         [
@@ -249,20 +384,22 @@ SECTIONS = {
             "n",
             "r",
             "p",
+            "p_holm",
             "r_low",
             "r_high",
             "r_within",
             "p_within_perm",
+            "p_within_holm",
             "r_within_low",
             "r_within_high",
         ],
     ),
     "correlation_by_thought": (
         "Correlation across problems, per thought",
-        ["patch_layer", "layer", "thought_name", "problems", "r", "p"],
+        ["patch_layer", "layer", "thought_name", "problems", "r", "p", "p_bh"],
     ),
     "strata": (
-        "Difficulty strata",
+        "Difficulty strata (r: bootstrap interval over the stratum's problems)",
         [
             "patch_layer",
             "stratum",
@@ -273,9 +410,16 @@ SECTIONS = {
             "layer",
             "n",
             "r",
+            "r_low",
+            "r_high",
             "p",
+            "p_bh",
             "r_within",
         ],
+    ),
+    "strata_test": (
+        "Do strata differ in r? Cochran's Q of Fisher-z r's; p: stratum labels permuted across problems",
+        ["patch_layer", "layer", "strata", "problems", "q", "p_perm", "p_holm"],
     ),
     "hubs": (
         "Hub scores (heads and layers averaged): raw column sums vs per later thought",
@@ -300,6 +444,9 @@ EMPTY = {
     **dict.fromkeys(("hubs", "flow", "top_heads"), "(no rows: the run has no baseline attention)"),
     **dict.fromkeys(("importance", "methods"), "(no rows: the run has no corrupted conditions)"),
     "strata": "(no rows: no baseline-correct problems)",
+    "strata_test": "(no rows: needs baseline attention and baseline-correct problems)",
+    "method_agreement": "(no rows: the run has no corrupted conditions)",
+    "method_pairs": "(no rows: needs two methods whose thought profiles vary)",
 }
 
 
@@ -331,6 +478,9 @@ def format_stats(stats: RunStats) -> str:
         shown = rounded(frame.select(keep))
         lines.append(render_table(shown.to_arrow()).rstrip("\n"))
         lines += [f"note: {n}" for n in notes if n != header.get("note")]
+        families = stats.settings.get("families", {}).get(name, {})
+        lines += [f"adjusted: {column} = {text}" for column, text in families.items() if column in keep]
+    lines += ["", "Findings (RQ1-RQ3)", *(f"- {sentence}" for sentence in stats.findings())]
     return "\n".join(lines) + "\n"
 
 

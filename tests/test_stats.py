@@ -3,6 +3,7 @@ permutation test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,12 +12,15 @@ import polars as pl
 import pytest
 import views_data as vd
 from click.testing import CliRunner
-from scipy.stats import pearsonr
+from scipy.stats import friedmanchisquare, pearsonr, spearmanr
+from statsmodels.stats.multitest import multipletests
 from views_data import RUN_A, rows
 
+from analysis.findings import findings_rq
 from analysis.frames import problem_matrix, rate_intervals
+from analysis.inference import kendall_w
 from analysis.resampling import bootstrap_r, pearson_p, resample_counts, within_permutation
-from analysis.stats import RunStats, format_stats, run_stats
+from analysis.stats import ADJUSTMENTS, RunStats, format_stats, run_stats
 from cli import cli
 from warehouse.store import open_warehouse
 
@@ -174,5 +178,83 @@ def test_stats_cli(db):
     text = CliRunner().invoke(cli, ["stats", "--run", "run-c", "--boot", "200", "--perm", "200", "--db", db])
     assert text.exit_code == 0 and "Importance by thought" in text.stdout and "legacy run" in text.stdout
     assert "no rows: the run has no baseline attention" in text.stdout
+    for table in ("method_agreement", "method_pairs", "strata_test"):
+        assert payload[table], table
+    assert {"p_holm", "p_within_holm"} <= set(payload["correlation"][0])
+    assert {"p_bh", "r_low", "r_high"} <= set(payload["strata"][0]) and "p_bh" in payload[
+        "correlation_by_thought"
+    ][0]
+    assert payload["settings"]["families"]["method_pairs"]["p_holm"].startswith("Holm over the ")
+    assert [f[:3] for f in payload["findings"]] == ["RQ1", "RQ2", "RQ3", "RQ3"]
     bad = CliRunner().invoke(cli, ["stats", "--run", "nope", "--db", db])
     assert bad.exit_code != 0 and "no run matches" in bad.output and "Traceback" not in bad.output
+
+
+def test_adjusted_p_values_equal_multipletests_on_the_raw_ones(report):
+    families = report["settings"]["families"]
+    checked = 0
+    for table, specs in ADJUSTMENTS.items():
+        for raw, method, column, what in specs:
+            rows_ = report[table]
+            family = [r[raw] for r in rows_ if r.get(raw) is not None]
+            if not family:
+                continue
+            want = iter(multipletests(family, method=method)[1])
+            for row in rows_:
+                if row.get(raw) is None:
+                    assert row[column] is None, (table, column)
+                else:
+                    assert row[column] == pytest.approx(next(want), rel=1e-12), (table, column)
+            assert what in families[table][column], (table, column)
+            assert (f" {len(family)} " in families[table][column]) == (len(family) > 1)
+            checked += 1
+    assert checked >= 5
+    by_thought = [r["p"] for r in report["correlation_by_thought"] if r["p"] is not None]
+    assert (
+        len(by_thought) == 6
+        and report["correlation_by_thought"][0]["p_bh"] > report["correlation_by_thought"][0]["p"]
+    )
+
+
+def test_method_agreement_matches_the_views_profiles(db, report):
+    profile = pl.DataFrame(
+        rows(db, "SELECT method, thought, failure_rate FROM method_thought_profile WHERE run_id = ?", [RUN_A])
+    )
+    zero = profile.filter(pl.col("method") == "zero").sort("thought")["failure_rate"].to_numpy()
+    gauss = profile.filter(pl.col("method") == "gauss").sort("thought")["failure_rate"].to_numpy()
+    (row,) = report["method_agreement"]
+    assert (row["methods"], row["thoughts"], row["n_methods"]) == ("zero, gauss", 6, 2)
+    assert row["w"] == pytest.approx(kendall_w(np.array([zero, gauss])), rel=1e-12)
+    friedman = friedmanchisquare(*np.array([zero, gauss]).T).statistic  # = m (n - 1) W, ties corrected
+    assert row["w"] == pytest.approx(friedman / (2 * 5), rel=1e-12)
+    (pair,) = report["method_pairs"]
+    assert (pair["method_a"], pair["method_b"]) == ("zero", "gauss")
+    assert pair["rho"] == pytest.approx(spearmanr(zero, gauss).statistic, rel=1e-12)
+    assert 0 < pair["p_exact"] <= 1 and pair["p_holm"] == pair["p_exact"]  # a family of one pair
+    assert 1 / 501 <= row["p_perm"] <= 1
+
+
+def test_strata_in_order_with_intervals_and_the_strata_test(report):
+    strata = report["strata"]
+    assert [r["stratum"] for r in strata] == ["<=2", "<=2", "3", "3", "5+", "5+"]  # not string order
+    for row in strata:  # one problem per stratum here: every resample is that problem
+        assert row["r_low"] == pytest.approx(row["r"]) == pytest.approx(row["r_high"])
+    assert [(t["layer"], t["strata"], t["problems"]) for t in report["strata_test"]] == [(0, 3, 3), (1, 3, 3)]
+    assert all(t["p_perm"] == 1.0 for t in report["strata_test"])  # one problem each: relabelling is all
+
+
+def test_findings_state_the_answers_with_uncertainty(stats):
+    found = findings_rq(stats)
+    assert found == stats.to_dict()["findings"] and all(isinstance(f, str) for f in found)
+    assert found[0].startswith("RQ1: no thought clearly stands out: T0") and "50.0% to 100.0%" in found[0]
+    assert found[1].startswith("RQ2: the corruption methods' thought rankings do not agree")
+    assert "Kendall's W = 0.83" in found[1]
+    assert found[2].startswith("RQ3: the EOT position attends more") and "at layer 0" in found[2]
+    assert "do not detectably differ" in found[3]
+    apart = stats.importance.with_columns(
+        boot_low=pl.when(pl.col("thought") == 0).then(0.6).otherwise(pl.col("boot_low")),
+    )
+    clear = findings_rq(dataclasses.replace(stats, importance=apart))
+    assert clear[0].startswith("RQ1: T0 fails most often") and "stands out" in clear[0]
+    text = format_stats(stats)
+    assert "Findings (RQ1-RQ3)" in text and "adjusted: p_holm = Holm over the 2 pooled-r tests" in text

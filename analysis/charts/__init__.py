@@ -16,14 +16,15 @@ In Jupyter without a network, `charts.enable_offline()` switches Altair to the `
 (analysis/charts/offline.py): each chart output carries the vendored Vega bundle instead of loading it
 from a CDN.
 
-Modules: `importance` (failure rates), `attention` (attention vs importance), `heads` (flow, hubs,
-heads), `comparison` (two runs), `registry` (CHARTS), `offline` (the notebook renderer); `_base` and
-`_data` are the shared pieces.
+Modules: `importance` (failure rates), `agreement` (do corruption methods agree), `attention` (attention
+vs importance), `heads` (flow, hubs, heads), `comparison` (two runs), `registry` (CHARTS), `offline` (the
+notebook renderer); `_base` and `_data` are the shared pieces.
 """
 
 from __future__ import annotations
 
 from analysis.charts._base import NO_ATTENTION
+from analysis.charts.agreement import method_agreement
 from analysis.charts.attention import attention_vs_importance, correlation_by_layer, difficulty_strata
 from analysis.charts.comparison import model_comparison, run_comparison
 from analysis.charts.heads import head_ranking, hub_flow_skip, layer_matrices, top_head_matrices
@@ -51,6 +52,7 @@ __all__ = [
     "hub_flow_skip",
     "importance_by_thought",
     "layer_matrices",
+    "method_agreement",
     "method_effects",
     "model_comparison",
     "offline_renderer",

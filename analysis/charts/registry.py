@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from analysis.charts._base import Builder, Chart
+from analysis.charts.agreement import _method_agreement, method_agreement
 from analysis.charts.attention import (
     _attention_vs_importance,
     _correlation_by_layer,
@@ -112,6 +113,15 @@ CHARTS: list[ChartInfo] = [
         _method_effects,
         ("method_comparison",),
         "Failure rate, KL divergence at the answer and attention disruption for every corruption.",
+    ),
+    ChartInfo(
+        "method_agreement",
+        "Method agreement",
+        method_agreement,
+        _method_agreement,
+        ("method_thought_profile",),
+        "Do the corruption methods rank the thoughts alike? Spearman rho between every pair of methods' "
+        "failure rates per thought, with Kendall's W over the methods and its permutation p.",
     ),
     ChartInfo(
         "top_head_matrices",
