@@ -38,13 +38,13 @@ from analysis.stats import N_BOOT, SEED, correlation_table
 from warehouse.handle import Run
 
 MAX_PANEL_LAYERS = 8  # layers attention_vs_importance keeps (evenly spread) before thinning problems
-STRATUM_COLORS = {
-    "<=2": "#4c78a8",
-    "3": "#f58518",
-    "4": "#54a24b",
-    "5+": "#b279a2",
+STRATUM_COLORS = {  # four hues apart from each other and from the runs' blue and orange
+    "<=2": "#1b9e77",
+    "3": "#7570b3",
+    "4": "#e6ab02",
+    "5+": "#e7298a",
     "?": "#9d9d9d",
-}  # 4 hues apart
+}
 CORRELATION_COLUMNS = {
     "n": pl.Int64,
     "problems": pl.Int64,
