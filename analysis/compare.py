@@ -35,6 +35,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import numpy as np
 import polars as pl
 
@@ -142,28 +143,38 @@ class RunComparison:
         }
 
 
+def thought_differences(
+    con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = SEED
+) -> pl.DataFrame:
+    """run_comparison_by_thought for A and B plus the paired bootstrap interval of B - A (diff_low,
+    diff_high): `RunComparison.by_thought`, on an open connection (the run_comparison chart draws it)."""
+    pair = [run_a, run_b]
+    by_thought = fetch(
+        con,
+        f"SELECT {', '.join(THOUGHT_KEYS)}, thought_name, {RATES} "
+        f"FROM run_comparison_by_thought WHERE {PAIR} ORDER BY {', '.join(THOUGHT_KEYS)}",
+        pair,
+    )
+    thought_problems = fetch(
+        con,
+        PER_PROBLEM.format(keys=", ".join(THOUGHT_KEYS), pair=PAIR, extra="AND method <> 'clean'"),
+        pair,
+    )
+    return _with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed)
+
+
 def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunComparison:
     """The comparison of two runs of one warehouse (B - A)."""
     if a.run_id == b.run_id:
         raise ValueError(f"compare needs two different runs, got {a.run_id} twice")
     pair = [a.run_id, b.run_id]
     with reading(a, b) as con:
-        by_thought = fetch(
-            con,
-            f"SELECT {', '.join(THOUGHT_KEYS)}, thought_name, {RATES} "
-            f"FROM run_comparison_by_thought WHERE {PAIR} ORDER BY {', '.join(THOUGHT_KEYS)}",
-            pair,
-        )
+        by_thought = thought_differences(con, a.run_id, b.run_id, n_boot, seed)
         by_condition = fetch(
             con,
             f"SELECT {', '.join(CONDITION_KEYS)}, thought_name, {RATES} "
             f"FROM run_comparison_by_condition WHERE {PAIR} ORDER BY patch_layer_a, "
             "patch_layer_b, thought, method, sigma NULLS FIRST, condition",
-            pair,
-        )
-        thought_problems = fetch(
-            con,
-            PER_PROBLEM.format(keys=", ".join(THOUGHT_KEYS), pair=PAIR, extra="AND method <> 'clean'"),
             pair,
         )
         condition_problems = fetch(
@@ -202,7 +213,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
         same_convention=overview["same_convention"],
         note=overview["note"],
         patch_layers_paired=overview["patch_layers_paired"],
-        by_thought=_with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed),
+        by_thought=by_thought,
         by_condition=_with_intervals(by_condition, condition_problems, CONDITION_KEYS, n_boot, seed),
         baseline_flips=flips.filter(pl.col("thought").is_null()).select(
             "problem_id", "correct_a", "correct_b"

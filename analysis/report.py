@@ -22,7 +22,7 @@ import duckdb
 
 from analysis.charts._base import Chart
 from analysis.charts._data import load_runs
-from analysis.charts.registry import ChartInfo, charts_for
+from analysis.charts.registry import ChartInfo, build_chart, charts_for
 from analysis.export import EMBED_OPTIONS, FORMATS, chart_spec, javascript_bundle, write_chart
 from analysis.frames import reading
 from analysis.report_tables import META_FIELDS, Table, key_tables, run_settings
@@ -64,9 +64,10 @@ def render_report(
 def build_charts(
     con: duckdb.DuckDBPyConnection, run_id: str, vs_id: str | None = None
 ) -> list[tuple[ChartInfo, Chart]]:
-    """Every chart that applies, on one connection: the pair-only ones only when there is a second run."""
+    """Every chart that applies, on one connection: the pair-only ones only when there is a second run; a
+    chart of baseline attention that is the same for both runs is drawn once (registry.build_chart)."""
     runs = load_runs(con, run_id, vs_id)
-    return [(info, info.build(con, runs)) for info in charts_for(vs_id is not None)]
+    return [(info, build_chart(info, con, runs)) for info in charts_for(vs_id is not None)]
 
 
 def write_report(

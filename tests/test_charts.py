@@ -3,6 +3,7 @@ attention; labels and orders; Altair's row limit on a GPT-2-shaped run; PNG/SVG 
 
 from __future__ import annotations
 
+import colorsys
 import json
 import re
 
@@ -280,3 +281,206 @@ def test_the_offline_notebook_renderer_inlines_the_bundle_and_fetches_nothing(ru
         assert "text/html" in alt.renderers.get()(spec)
     finally:
         alt.renderers.enable(previous)
+
+
+# --- issue 17: the charts show what their numbers are computed over ----------------------------------
+
+
+def svg_of(spec: dict) -> str:
+    """The chart rendered by vl-convert, as `charts --format svg` writes it."""
+    import vl_convert as vlc
+
+    from analysis.export import VL_VERSION
+
+    return vlc.vegalite_to_svg(spec, vl_version=VL_VERSION)
+
+
+@pytest.fixture(scope="module")
+def correlation_stats(runs):
+    """`stats`' correlation table for run A (p, bootstrap intervals of r and r_within), by layer."""
+    from analysis.stats import run_stats
+
+    table = run_stats(runs[RUN_A]).correlation
+    return {row["layer"]: row for row in table.iter_rows(named=True)}
+
+
+def test_attention_vs_importance_plots_the_pairs_its_r_is_computed_over(wh, runs, correlation_stats):
+    spec = chart_spec(charts.attention_vs_importance(runs[RUN_A]))
+    points = [r for r in rows_of(spec) if "importance" in r]
+    pairs = wh.sql(
+        f"SELECT layer, problem_id, thought, attention, importance FROM int_attention_importance "
+        f"WHERE run_id = '{RUN_A}'"
+    )
+    assert len(points) == pairs.height == 36  # 3 baseline-correct problems x 6 thoughts x 2 layers
+    expected = {(r["layer"], r["problem_id"], r["thought"]): r for r in pairs.iter_rows(named=True)}
+    for point in points:
+        row = expected[point["layer"], point["problem_id"], point["thought"]]
+        assert (point["attention"], point["importance"]) == pytest.approx(
+            (row["attention"], row["importance"])
+        )
+    panels = next(walk(spec, "facet"))["sort"]
+    assert len(panels) == 2 and spec["columns"] <= 4  # wrapped, never one long row
+    for layer, stat in correlation_stats.items():
+        # each panel's title: stats' r, its bootstrap interval and p (the numbers, and as printed)
+        label = (
+            f"layer {layer}\nr = {stat['r']:.2f} [{stat['r_low']:.2f}, {stat['r_high']:.2f}], "
+            f"p = {stat['p']:.2g}, n = {stat['n']}"
+        )
+        assert label in panels
+        for point in (p for p in points if p["layer"] == layer):
+            assert (point["r"], point["p"], point["r_low"], point["r_high"]) == pytest.approx(
+                (stat["r"], stat["p"], stat["r_low"], stat["r_high"])
+            )
+    svg = svg_of(spec)
+    for stat in correlation_stats.values():
+        assert f"r = {stat['r']:.2f} [{stat['r_low']:.2f}, {stat['r_high']:.2f}]" in svg  # header drawn
+
+
+def test_attention_vs_importance_samples_layers_and_problems_to_fit(runs, monkeypatch, correlation_stats):
+    from analysis.charts import attention as attention_charts
+
+    monkeypatch.setattr(attention_charts, "MAX_ROWS", 20)  # room for 1 problem x 6 thoughts x 2 layers
+    spec = chart_spec(charts.attention_vs_importance(runs[RUN_A]))
+    points = [r for r in rows_of(spec) if "importance" in r]
+    assert len({p["problem_id"] for p in points}) == 1 and len(points) == 12
+    assert "points of 1 of 3 problems shown (r over all)" in json.dumps(spec["title"])
+    for point in points:  # r is still the one over every pair
+        assert point["r"] == pytest.approx(correlation_stats[point["layer"]]["r"])
+
+
+def test_correlation_by_layer_fits_its_y_range_and_bands_are_stats_intervals(runs, correlation_stats):
+    spec = chart_spec(charts.correlation_by_layer(runs[RUN_A]))
+    lines = [r for r in rows_of(spec) if "measure" in r]
+    assert len(lines) == 4  # 2 layers x (pooled, within-problem)
+    columns = {"pooled r": "r", "within-problem r": "r_within"}
+    for row in lines:
+        stat = correlation_stats[row["layer"]]
+        column = columns[row["measure"]]
+        assert (row["value"], row["low"], row["high"]) == pytest.approx(
+            (stat[column], stat[f"{column}_low"], stat[f"{column}_high"])
+        )
+    ys = [y for y in walk(spec, "y") if isinstance(y, dict) and y.get("field") in ("value", "low")]
+    assert ys and not [y for y in ys if (y.get("scale") or {}).get("domain") == [-1, 1]]
+    assert {"datum": 0} in list(walk(spec, "y"))  # the zero rule
+    assert any(m == "area" or (isinstance(m, dict) and m.get("type") == "area") for m in walk(spec, "mark"))
+    svg = svg_of(spec)
+    # rendered: the axis ends at the data (bands reach -0.78 .. 0.97 here), not at -1
+    assert re.search(r">−0\.8</text>", svg) and not re.search(r">−1\.0</text>", svg)
+    lowest = min(min(s["r_low"], s["r_within_low"]) for s in correlation_stats.values())
+    assert lowest > -0.8
+
+
+def test_difficulty_strata_are_in_step_order_with_distinct_colours(runs):
+    spec = chart_spec(charts.difficulty_strata(runs[RUN_A]))
+    colours = [c for c in walk(spec, "color") if isinstance(c, dict) and c.get("field") == "stratum"]
+    assert colours
+    for colour in colours:
+        assert colour["scale"]["domain"] == ["<=2", "3", "5+"]  # P1 2 steps, P2 3, P3 5; never string order
+        assert colour["sort"] == colour["scale"]["domain"]
+        hues = [
+            360 * colorsys.rgb_to_hsv(*(int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)))[0]
+            for c in colour["scale"]["range"]
+        ]
+        assert len(hues) == 3
+        for i, a in enumerate(hues):  # clearly different hues, not shades of one
+            for b in hues[i + 1 :]:
+                assert min(abs(a - b), 360 - abs(a - b)) > 60, (a, b)
+    assert ["<=2", "3", "4", "5+", "?"] in list(walk(spec, "sort"))  # the bars' x order
+    svg = svg_of(spec)
+    legend = svg[: svg.index(">steps</text>")]  # the legend's entries come before its title
+    legend = legend[legend.rindex('role-legend"') :]
+    assert re.findall(r'role-legend-label".*?>([^<]*)</text>', legend) == ["&lt;=2", "3", "5+"]
+
+
+@pytest.mark.parametrize("name", ["top_head_matrices", "layer_matrices"])
+def test_attention_matrices_give_thought_cells_their_own_colour_scale(runs, name):
+    spec = chart_spec(getattr(charts, name)(runs[RUN_A]))
+    cells = [r for r in rows_of(spec) if "mean_weight" in r]
+    context = [c for c in walk(spec, "color") if isinstance(c, dict) and c.get("field") == "mean_weight"]
+    thought = [c for c in walk(spec, "fill") if isinstance(c, dict) and c.get("field") == "mean_weight"]
+    assert len(context) == 1 and len(thought) == 1  # two scales: Q/BOT/EOT keys, thought keys
+    assert context[0]["scale"]["domain"] == [0, 1] and "Q, BOT, EOT" in " ".join(context[0]["title"])
+    top = max(r["mean_weight"] for r in cells if r["src_name"] in THOUGHTS)
+    assert thought[0]["scale"]["domain"] == [0, pytest.approx(top)] and top < 0.7  # not 0..1
+    assert "T0..T5" in " ".join(thought[0]["title"])
+    filters = [f for f in walk(spec, "filter") if isinstance(f, str) and "src_name" in f]
+    assert any(">= 0" in f for f in filters) and any("< 0" in f for f in filters)  # cells split by key
+    svg = svg_of(spec)
+    assert svg.count("<linearGradient") >= 2  # two colour legends drawn
+    assert ">T0..T5 (own scale)<" in svg and ">Q, BOT, EOT<" in svg  # the legends say which is which
+
+
+def test_run_comparison_plots_compare_paired_differences(runs):
+    from analysis.compare import compare_runs
+
+    spec = chart_spec(charts.run_comparison(runs[RUN_A], runs[RUN_B]))
+    plotted = {
+        (r["patch_layer_a"], r["patch_layer_b"], r["thought"]): r for r in rows_of(spec) if "diff_low" in r
+    }
+    by_thought = compare_runs(runs[RUN_A], runs[RUN_B]).by_thought
+    assert len(plotted) == by_thought.height == 6
+    for row in by_thought.iter_rows(named=True):
+        shown = plotted[row["patch_layer_a"], row["patch_layer_b"], row["thought"]]
+        for column in ("difference", "diff_low", "diff_high"):
+            assert shown[column] == pytest.approx(row[column]), column
+    t0 = plotted[1, 0, 0]
+    assert t0["difference"] == pytest.approx(1 / 2 - 3 / 4) and t0["diff_low"] < t0["difference"]
+    ys = list(walk(spec, "y"))
+    assert {"datum": 0} in ys and any(isinstance(y, dict) and y.get("field") == "diff_low" for y in ys)
+    assert "paired difference B − A" in svg_of(spec)
+
+
+def two_runs_one_attention(path) -> str:
+    """Runs same-a and same-b: the same problems and baseline attention (as one model on one problem set),
+    different outcomes and patch layers; other-attn: like same-a, with attention captured for P1..P3 only."""
+    import warehouse
+
+    store = warehouse.open_warehouse(path, durable=False)
+    names = ["P1", "P2", "P3", "P4"]
+    runs = {
+        "same-a": (1, vd.A_FAILS, names),
+        "same-b": (0, {"P1": {(2, "zero")}}, names),
+        "other-attn": (1, vd.A_FAILS, names[:3]),
+    }
+    for run_id, (layer, fails, attended) in runs.items():
+        run = store.begin_run(
+            {"hand": run_id},
+            run_id=run_id,
+            model_name="gpt2-tiny",
+            n_layers=2,
+            n_heads=2,
+            patch_layers=[layer],
+        )
+        results = vd.results_rows(
+            names, ["zero", "gauss"], vd.A_BASE_CORRECT, fails, vd.A_FIXED, vd.KL_A, layer
+        )
+        store.append_problems(run, vd.problem_rows(names), results, vd.attention_rows(attended))
+        store.finish_run(run)
+    return str(store.path)
+
+
+def test_a_pair_report_draws_identical_baseline_attention_once(tmp_path):
+    from analysis.charts.registry import IDENTICAL
+    from analysis.frames import reading
+    from analysis.report import build_charts
+
+    db = two_runs_one_attention(tmp_path / "w")
+    with open_warehouse(db, read_only=True) as store:
+        a, b, other = store.run("same-a"), store.run("same-b"), store.run("other-attn")
+        with reading(a, b) as con:
+            same = {info.name: chart_spec(chart) for info, chart in build_charts(con, "same-a", "same-b")}
+        with reading(a, other) as con:
+            apart = {
+                info.name: chart_spec(chart) for info, chart in build_charts(con, "same-a", "other-attn")
+            }
+    for name in ("top_head_matrices", "layer_matrices", "hub_flow_skip", "head_ranking"):
+        once, twice = same[name], apart[name]
+        assert IDENTICAL in json.dumps(once["title"]), name
+        assert {r.get("run_id") for r in rows_of(once)} - {None} == {"same-a"}, name  # drawn once
+        assert IDENTICAL not in json.dumps(twice["title"]), name
+        assert {r.get("run_id") for r in rows_of(twice)} - {None} == {"same-a", "other-attn"}, name
+        svg_of(once)  # renders
+    # only charts of baseline attention alone: the ones with outcomes show both runs
+    for name in ("importance_by_thought", "attention_vs_importance", "correlation_by_layer"):
+        assert IDENTICAL not in json.dumps(same[name]["title"]), name
+        assert {r.get("run_id") for r in rows_of(same[name])} - {None} == {"same-a", "same-b"}, name

@@ -31,6 +31,18 @@ def titled(text: str, *subtitle: str) -> alt.TitleParams:
     return alt.TitleParams(text=text, subtitle=[s for s in subtitle if s])
 
 
+def with_note(chart: Chart, note: str) -> Chart:
+    """The chart with `note` as the last line of its title's subtitle."""
+    title = chart.title
+    if isinstance(title, alt.TitleParams):
+        subtitle = title.subtitle if isinstance(title.subtitle, list) else [title.subtitle]
+        text = title.text
+    else:
+        subtitle, text = [], title
+    lines = [s for s in subtitle if isinstance(s, str) and s]
+    return chart.properties(title=alt.TitleParams(text=text, subtitle=[*lines, note]))
+
+
 def empty(heading: str, message: str) -> alt.Chart:
     """A chart that says why it has nothing to show, instead of an empty frame."""
     return (

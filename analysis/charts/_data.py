@@ -54,6 +54,15 @@ class Runs:
     def legacy(self) -> bool:
         return any(c == "legacy" for c in self.conventions.values())
 
+    def single(self, run_id: str) -> Runs:
+        """One of the runs alone, keeping its label (a pair report's chart drawn once for both runs)."""
+        return Runs(
+            (run_id,),
+            {run_id: self.labels[run_id]},
+            {run_id: self.patch_layers[run_id]},
+            {run_id: self.conventions[run_id]},
+        )
+
 
 def load_runs(con: duckdb.DuckDBPyConnection, run: str, vs: str | None = None) -> Runs:
     """Labels such as `A · gpt2-tiny · patch L3 · 2d323d`, from the stg_runs view."""

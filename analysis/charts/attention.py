@@ -1,6 +1,7 @@
 """Charts of attention against importance: EOT -> Tk attention vs Tk's importance by layer, the
-correlations by layer, and by difficulty stratum (attention_importance, layer_correlation,
-difficulty_strata)."""
+correlations by layer, and by difficulty stratum (int_attention_importance, layer_correlation,
+difficulty_strata). The p-values and bootstrap intervals of r are analysis.stats.correlation_table's, so
+a chart and `stats` show the same numbers."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from analysis.charts._base import (
     titled,
 )
 from analysis.charts._data import (
+    MAX_ROWS,
     RUN_COLORS,
     STRATA,
     THOUGHTS,
@@ -32,83 +34,189 @@ from analysis.charts._data import (
     rows,
     with_panel,
 )
+from analysis.stats import N_BOOT, SEED, correlation_table
 from warehouse.handle import Run
+
+MAX_PANEL_LAYERS = 8  # layers attention_vs_importance keeps (evenly spread) before thinning problems
+STRATUM_COLORS = {  # four hues apart from each other and from the runs' blue and orange
+    "<=2": "#1b9e77",
+    "3": "#7570b3",
+    "4": "#e6ab02",
+    "5+": "#e7298a",
+    "?": "#9d9d9d",
+}
+CORRELATION_COLUMNS = {
+    "n": pl.Int64,
+    "problems": pl.Int64,
+    "r": pl.Float64,
+    "p": pl.Float64,
+    "r_low": pl.Float64,
+    "r_high": pl.Float64,
+    "r_within": pl.Float64,
+    "r_within_low": pl.Float64,
+    "r_within_high": pl.Float64,
+    **{f"r_t{k}": pl.Float64 for k in range(6)},
+}
+
+
+def correlations(con: duckdb.DuckDBPyConnection, runs: Runs) -> pl.DataFrame:
+    """Each run's layer_correlation rows with p and the bootstrap intervals of r and r_within, exactly as
+    `stats` computes them (analysis.stats.correlation_table, its bootstrap size and seed; the permutation
+    test, which no chart shows, is skipped)."""
+    frames = []
+    for run_id in runs.ids:
+        table = correlation_table(con, run_id, n_boot=N_BOOT, n_perm=0, seed=SEED)
+        table = table.with_columns(
+            pl.lit(None, dtype).alias(c) for c, dtype in CORRELATION_COLUMNS.items() if c not in table.columns
+        )  # a run without pairs (legacy, no attention) has no intervals
+        frames.append(
+            table.select(
+                pl.lit(run_id).alias("run_id"),
+                "patch_layer",
+                "layer",
+                *(pl.col(c).cast(dtype) for c, dtype in CORRELATION_COLUMNS.items()),
+            )
+        )
+    return pl.concat(frames).with_columns(
+        run=pl.col("run_id").replace_strict(runs.labels, return_dtype=pl.String)
+    )
+
+
+def _spread(values: list, keep: int) -> list:
+    """`keep` of the sorted `values`, evenly spread, first and last included."""
+    if keep >= len(values):
+        return values
+    picks = sorted({round(i * (len(values) - 1) / max(keep - 1, 1)) for i in range(keep)})
+    return [values[i] for i in picks]
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
 
 
 def _attention_vs_importance(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
-    """Mean EOT -> Tk attention against Tk's importance, one panel per layer (attention_importance)."""
+    """EOT -> Tk attention against Tk's importance for every (problem, thought) pair, one panel per layer,
+    titled with the pooled r over those pairs, its p and bootstrap interval (int_attention_importance,
+    analysis.stats.correlation_table)."""
     title = "Attention from EOT vs importance, by layer"
-    frame = rows(
+    pairs = rows(
         con,
-        """
-        SELECT a.run_id, a.patch_layer, a.layer, a.thought, a.thought_name, a.problems, a.mean_attention,
-               a.std_attention, a.mean_importance, a.r AS r_thought, c.r AS r_layer, c.r_within
-        FROM attention_importance a
-        LEFT JOIN layer_correlation c USING (run_id, patch_layer, layer)
-        WHERE a.{runs}""",
+        "SELECT run_id, patch_layer, layer, problem_id, thought, attention, importance, trials "
+        "FROM int_attention_importance WHERE {runs} ORDER BY run_id, patch_layer, layer, problem_id, thought",
         runs,
     )
-    if frame.is_empty():
+    if pairs.is_empty():
         return empty(title, NO_ATTENTION)
+    stats = correlations(con, runs).select(
+        "run_id", "patch_layer", "layer", "n", "problems", "r", "p", "r_low", "r_high"
+    )
+    groups = pairs.select("run_id", "patch_layer").n_unique()
+    layers = sorted(pairs["layer"].unique().to_list())
+    per_layer = pairs.group_by("run_id", "patch_layer", "layer").len()["len"].max()
+    shown_layers = _spread(layers, max(MAX_ROWS // (groups * per_layer), min(len(layers), MAX_PANEL_LAYERS)))
+    pairs = pairs.filter(pl.col("layer").is_in(shown_layers))
+    problems = pairs["problem_id"].unique().sort().to_list()
+    keep = max(MAX_ROWS // (groups * len(shown_layers) * len(THOUGHTS)), 1)
+    if keep < len(problems):  # too many points even so: an evenly spread sample of problems
+        pairs = pairs.filter(pl.col("problem_id").is_in(_spread(problems, keep)))
+    frame = pairs.join(stats, on=["run_id", "patch_layer", "layer"], how="left", nulls_equal=True)
     frame = frame.with_columns(
+        thought_name=pl.format("T{}", "thought"),
         layer_label=pl.format(
-            "layer {} · r = {}", pl.col("layer"), pl.col("r_layer").round(2).cast(pl.String).fill_null("n/a")
-        )
+            "layer {}\n{}",
+            "layer",
+            pl.struct("r", "p", "r_low", "r_high", "n").map_elements(
+                lambda c: (
+                    f"r = {_fmt(c['r'], '.2f')} [{_fmt(c['r_low'], '.2f')}, "
+                    f"{_fmt(c['r_high'], '.2f')}], p = {_fmt(c['p'], '.2g')}, n = {c['n']}"
+                ),
+                return_dtype=pl.String,
+            ),
+        ),
     )
     frame, panels = with_panel(frame, runs, extra="layer_label", extra_sort="layer")
-    n_layers = frame["layer"].n_unique()
-    base = alt.Chart().encode(
-        x=alt.X("mean_attention:Q", title="EOT → Tk attention", axis=alt.Axis(format=".2f", tickCount=5)),
-        y=alt.Y("mean_importance:Q", title="importance of Tk", axis=PCT),
-        tooltip=[
-            "run:N",
-            "patch_layer:O",
-            "layer:O",
-            "thought_name:N",
-            "problems:Q",
-            num("mean_attention", "mean attention"),
-            num("std_attention", "std over problems"),
-            pct("mean_importance", "mean importance"),
-            num("r_thought", "r over problems", ".2f"),
-        ],
+    samples = []
+    if len(shown_layers) < len(layers):
+        samples.append(f"{len(shown_layers)} of {len(layers)} layers shown, evenly spread")
+    shown_problems = frame["problem_id"].n_unique()
+    if shown_problems < len(problems):
+        samples.append(f"points of {shown_problems} of {len(problems)} problems shown (r over all)")
+    points = (
+        alt.Chart(guard(frame, title))
+        .mark_circle(size=24, opacity=0.6)
+        .encode(
+            x=alt.X("attention:Q", title="EOT → Tk attention", axis=alt.Axis(format=".2f", tickCount=4)),
+            y=alt.Y("importance:Q", title="importance of Tk (failure rate)", axis=PCT),
+            color=alt.Color(
+                "thought_name:N",
+                sort=THOUGHTS,
+                title="thought",
+                scale=alt.Scale(domain=THOUGHTS, scheme="viridis"),
+            ),
+            tooltip=[
+                "run:N",
+                "patch_layer:O",
+                "layer:O",
+                "problem_id:N",
+                "thought_name:N",
+                num("attention", "EOT → Tk attention"),
+                pct("importance", "failure rate"),
+                "trials:Q",
+                num("r", "pooled r", ".3f"),
+                num("p", "p", ".3g"),
+                num("r_low", "r 95% low", ".3f"),
+                num("r_high", "r 95% high", ".3f"),
+            ],
+        )
+        .properties(width=190, height=150)
     )
-    points = base.mark_circle(size=70, opacity=0.9).encode(
-        color=alt.Color("thought_name:N", sort=THOUGHTS, title="thought", scale=alt.Scale(scheme="viridis"))
+    chart = points.facet(
+        facet=alt.Facet(
+            "panel:N",
+            sort=panels,
+            title=None,
+            header=alt.Header(labelExpr="split(datum.value, '\\n')", labelFontSize=11, labelLimit=0),
+        ),
+        columns=min(len(panels), 4),
     )
-    text = base.mark_text(dx=8, align="left", fontSize=10).encode(text="thought_name:N")
-    columns = min(n_layers, 6) if len(panels) > n_layers else min(n_layers, 3)  # a row per run or patch layer
-    size = {"width": 150, "height": 130} if columns > 3 else {"width": 210, "height": 170}
-    chart = alt.layer(points, text, data=guard(frame, title)).properties(**size)
-    return facet(chart, panels, columns).properties(
+    return chart.properties(
         title=titled(
             title,
-            "one point per thought: attention the EOT query gives Tk (baseline, mean over heads and "
-            "problems) against Tk's failure rate; r: pooled over problems and thoughts",
+            "one point per (problem, thought): attention the EOT query gives Tk (baseline, mean over heads) "
+            "against Tk's failure rate on that problem; panel titles: Pearson r over these pairs, its 95% "
+            "bootstrap interval over problems and its p (as `stats` gives them)",
+            "; ".join(samples),
             notes(runs),
         )
     )
 
 
 def _correlation_by_layer(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
-    """Pooled and within-problem r by layer, and r per thought (layer_correlation)."""
+    """Pooled and within-problem r by layer with their bootstrap intervals, and r per thought
+    (layer_correlation, analysis.stats.correlation_table)."""
     title = "Attention-importance correlation by layer"
-    frame = rows(
-        con,
-        "SELECT run_id, patch_layer, layer, n, problems, r, t, r_within, r_t0, r_t1, r_t2, r_t3, "
-        "r_t4, r_t5 FROM layer_correlation WHERE {runs}",
-        runs,
-    )
+    frame = correlations(con, runs)
     if frame.is_empty() or frame["layer"].drop_nulls().is_empty():
         return empty(title, NO_ATTENTION)
+    frame = frame.filter(pl.col("layer").is_not_null())
     frame, panels = with_panel(frame, runs, by_run=False)
-    lines = frame.unpivot(
-        on=["r", "r_within"],
-        index=["run", "run_id", "panel", "patch_layer", "layer", "n", "problems", "t"],
-        variable_name="measure",
-        value_name="value",
-    )
-    lines = lines.with_columns(
-        measure=pl.col("measure").replace({"r": "pooled r", "r_within": "within-problem r"})
+    measures = {"r": "pooled r", "r_within": "within-problem r"}
+    lines = pl.concat(
+        frame.select(
+            "run",
+            "run_id",
+            "panel",
+            "patch_layer",
+            "layer",
+            "n",
+            "problems",
+            "p",
+            pl.lit(label).alias("measure"),
+            pl.col(column).alias("value"),
+            pl.col(f"{column}_low").alias("low"),
+            pl.col(f"{column}_high").alias("high"),
+        )
+        for column, label in measures.items()
     )
     dash = {"strokeDash": run_dash(runs)} if runs.pair else {}
     tooltip = [
@@ -117,24 +225,30 @@ def _correlation_by_layer(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         "layer:O",
         "measure:N",
         num("value", "r", ".3f"),
+        num("low", "95% low", ".3f"),
+        num("high", "95% high", ".3f"),
+        num("p", "p (pooled r)", ".3g"),
         "n:Q",
         "problems:Q",
-        num("t", "t", ".2f"),
     ]
-    enc = alt.Chart().encode(
-        x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("value:Q", title="Pearson r", scale=alt.Scale(domain=[-1, 1])),
-        color=alt.Color(
-            "measure:N",
-            title=None,
-            scale=alt.Scale(range=["#4c78a8", "#e45756"]),
-            legend=alt.Legend(orient="bottom"),
-        ),
-        tooltip=tooltip,
+    color = alt.Color(
+        "measure:N",
+        title=None,
+        scale=alt.Scale(domain=list(measures.values()), range=["#4c78a8", "#e45756"]),
+        legend=alt.Legend(orient="bottom", symbolType="stroke", symbolOpacity=1, symbolStrokeWidth=3),
     )
+    x = alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0))
+    y = alt.Y("value:Q", title="Pearson r (95% bootstrap band)", scale=alt.Scale(zero=False, nice=True))
     zero = alt.Chart().mark_rule(color="#999").encode(y=alt.datum(0))
+    band = (
+        alt.Chart()
+        .mark_area(opacity=0.18)
+        .encode(x=x, y=alt.Y("low:Q", title="Pearson r (95% bootstrap band)"), y2="high:Q", color=color)
+        .encode(detail="run:N")
+    )
+    enc = alt.Chart().encode(x=x, y=y, color=color, tooltip=tooltip)
     points = enc.mark_point(filled=True).encode(detail="run:N")  # points apart, so the legend shows dashes
-    left = alt.layer(zero, enc.mark_line().encode(**dash), points, data=guard(lines, title))
+    left = alt.layer(zero, band, enc.mark_line().encode(**dash), points, data=guard(lines, title))
     left = left.properties(width=300, height=220)
     left = facet(left, panels)
     per = frame.unpivot(
@@ -175,7 +289,8 @@ def _correlation_by_layer(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
             title=titled(
                 title,
                 "left: r between EOT → Tk attention and Tk's importance over (problem, thought) pairs, "
-                "and with both centred per problem; right: r over problems for each thought",
+                "and with both centred per problem, bands: 95% bootstrap intervals over problems "
+                "(as `stats` gives them); right: r over problems for each thought",
                 notes(runs),
             )
         )
@@ -244,15 +359,21 @@ def _difficulty_strata(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         .encode(x=x, y="mean_importance:Q", text=alt.Text("problems:Q", format="d"), **offset)
     )
     left = alt.hconcat(accuracy, importance + counts)
-    correlations = frame.filter(pl.col("layer").is_not_null())
-    if correlations.is_empty():
+    by_layer = frame.filter(pl.col("layer").is_not_null())
+    if by_layer.is_empty():
         chart = left
     else:
         dash = {"strokeDash": run_dash(runs)} if runs.pair else {}
+        shown = [s for s in strata if s in set(by_layer["stratum"])]  # in vocab order, never string order
         enc = alt.Chart().encode(
             x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("r:Q", title="Pearson r", scale=alt.Scale(domain=[-1, 1])),
-            color=alt.Color("stratum:N", sort=strata, title="steps", scale=alt.Scale(scheme="viridis")),
+            color=alt.Color(
+                "stratum:N",
+                sort=shown,
+                title="steps",
+                scale=alt.Scale(domain=shown, range=[STRATUM_COLORS[s] for s in shown]),
+            ),
             tooltip=[
                 "run:N",
                 "patch_layer:O",
@@ -266,7 +387,7 @@ def _difficulty_strata(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         lines = alt.layer(
             enc.mark_line().encode(**dash),
             enc.mark_point(filled=True).encode(detail="run:N"),
-            data=guard(correlations, title),
+            data=guard(by_layer, title),
         )
         right = facet(
             lines.properties(width=240, height=200, title="attention-importance r by layer"), panels
@@ -286,12 +407,14 @@ def _difficulty_strata(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
 
 
 def attention_vs_importance(run: Run, vs: Run | None = None) -> Chart:
-    """Mean EOT -> Tk attention against Tk's importance, one panel per layer (attention_importance)."""
+    """EOT -> Tk attention against Tk's importance per (problem, thought), one panel per layer, titled with
+    the pooled r, its p and bootstrap interval (int_attention_importance, stats.correlation_table)."""
     return draw(_attention_vs_importance, run, vs)
 
 
 def correlation_by_layer(run: Run, vs: Run | None = None) -> Chart:
-    """Pooled and within-problem r by layer, and r per thought (layer_correlation)."""
+    """Pooled and within-problem r by layer with bootstrap bands, and r per thought (layer_correlation,
+    stats.correlation_table)."""
     return draw(_correlation_by_layer, run, vs)
 
 

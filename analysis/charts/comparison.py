@@ -1,5 +1,6 @@
 """Charts of two runs: A against B on their shared problems (run_comparison_by_thought,
-run_comparison_by_condition) and each run's own summary side by side (model_comparison, baseline_accuracy)."""
+run_comparison_by_condition; the paired B - A interval from analysis.compare) and each run's own summary
+side by side (model_comparison, baseline_accuracy)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from analysis.charts._data import (
     condition_label,
     rows,
 )
+from analysis.compare import thought_differences
 from warehouse.handle import Run
 
 
@@ -96,7 +98,8 @@ def _run_comparison(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     err = alt.Chart().mark_rule(color="#222").encode(x=x, y="ci_low:Q", y2="ci_high:Q", **offset)
     rates = facet(
         alt.layer(bars, err, data=guard(per_thought, title)).properties(width=300, height=220), panels
-    )
+    ).properties(title="each run's own failure rate")
+    differences = _paired_differences(con, runs, title)
     kl = facet(
         alt.Chart(per_thought)
         .mark_bar(opacity=0.85)
@@ -109,7 +112,7 @@ def _run_comparison(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         )
         .properties(width=300, height=220),
         panels,
-    )
+    ).properties(title="mean KL at the answer")
     scatter_frame = frame.with_columns(
         condition=pl.Series(
             [condition_label(m, s) for m, s in zip(frame["method"], frame["sigma"], strict=True)],
@@ -149,7 +152,10 @@ def _run_comparison(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     scatter = (diagonal + points).properties(width=240, height=240, title="every thought x corruption")
     note = "" if frame["same_convention"].all() else "the runs use different position conventions (legacy)"
     return (
-        alt.hconcat(rates, kl, scatter)
+        alt.vconcat(
+            alt.hconcat(differences, rates).resolve_scale(color="independent"),
+            alt.hconcat(kl, scatter).resolve_scale(color="independent"),
+        )
         .resolve_scale(color="independent")
         .properties(
             title=titled(
@@ -159,6 +165,50 @@ def _run_comparison(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
                 "clean control left out",
                 note,
             )
+        )
+    )
+
+
+def _paired_differences(con: duckdb.DuckDBPyConnection, runs: Runs, title: str) -> alt.TopLevelMixin:
+    """B - A failure rate per thought with the paired bootstrap interval over shared problems, as
+    `compare` reports it (analysis.compare.thought_differences: RunComparison.by_thought)."""
+    a, b = runs.ids
+    frame = thought_differences(con, a, b).with_columns(
+        panel=pl.format("A L{} / B L{}", "patch_layer_a", "patch_layer_b")
+    )
+    panels = frame.sort(["patch_layer_a", "patch_layer_b"])["panel"].unique(maintain_order=True).to_list()
+    x = alt.X("thought_name:N", sort=THOUGHTS, title="corrupted thought", axis=alt.Axis(labelAngle=0))
+    y_title = "failure rate B − A (95% paired bootstrap)"
+    tip = [
+        "panel:N",
+        "thought_name:N",
+        "problems:Q",
+        "n_a:Q",
+        "failures_a:Q",
+        pct("failure_rate_a", "rate A"),
+        "n_b:Q",
+        "failures_b:Q",
+        pct("failure_rate_b", "rate B"),
+        pct("difference", "B − A"),
+        pct("diff_low", "95% low"),
+        pct("diff_high", "95% high"),
+    ]
+    zero = alt.Chart().mark_rule(color="#888").encode(y=alt.datum(0))
+    whiskers = (
+        alt.Chart()
+        .mark_rule(color="#222", strokeWidth=1.5)
+        .encode(x=x, y=alt.Y("diff_low:Q", title=y_title, axis=PCT), y2="diff_high:Q", tooltip=tip)
+    )
+    points = (
+        alt.Chart()
+        .mark_point(filled=True, size=70, color="#222")
+        .encode(x=x, y=alt.Y("difference:Q", title=y_title, axis=PCT), tooltip=tip)
+    )
+    layer = alt.layer(zero, whiskers, points, data=guard(frame, title)).properties(width=300, height=220)
+    return facet(layer, panels).properties(
+        title=titled(
+            "paired difference B − A",
+            "the same shared problems resampled for both runs (as `compare` reports it)",
         )
     )
 

@@ -41,22 +41,52 @@ FLOW_KINDS = {
 }
 
 
+CONTEXT_KEYS = ["Q", "BOT", "EOT"]  # keys outside the thoughts: the question (0.5-0.95 of a row), BOT, EOT
+
+
 def _attention_matrix(
     frame: pl.DataFrame, panels: list[str], columns: int, title: alt.TitleParams, extra_tooltip: list
 ) -> alt.TopLevelMixin:
-    """Query (T0..T5, EOT) x key (Q, BOT, T0..T5, EOT) heatmaps of mean attention, one per panel."""
+    """Query (T0..T5, EOT) x key (Q, BOT, T0..T5, EOT) heatmaps of mean attention, one per panel.
+
+    Two colour scales: the context keys (Q, BOT, EOT) on 0-1, and the thought keys (T0..T5) on a scale of
+    their own (0 to the largest thought cell), so the question's large share does not wash them out. Both
+    are shared by every panel, so panels compare."""
     base = alt.Chart().encode(
         x=alt.X("src_name:N", sort=KEYS, title="key (attended to)", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("dst_name:N", sort=QUERIES, title="query (attending)"),
     )
-    rect = base.mark_rect().encode(
+    tooltip = ["panel:N", "dst_name:N", "src_name:N", num("mean_weight", "mean attention"), *extra_tooltip]
+    thought_cells = frame.filter(pl.col("src_name").is_in(THOUGHTS))["mean_weight"].drop_nulls()
+    top = max(float(thought_cells.max()) if len(thought_cells) else 0.0, 0.01)
+    keys = ", ".join(f"'{k}'" for k in CONTEXT_KEYS)
+    context = base.transform_filter(f"indexof([{keys}], datum.src_name) >= 0")
+    thoughts = base.transform_filter(f"indexof([{keys}], datum.src_name) < 0")
+    context_rect = context.mark_rect().encode(
         color=alt.Color(
-            "mean_weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1], type="sqrt")
+            "mean_weight:Q",
+            title=["attention to", "Q, BOT, EOT"],
+            scale=alt.Scale(scheme="greys", domain=[0, 1], type="sqrt"),
+            legend=alt.Legend(orient="right", gradientLength=110),
         ),
-        tooltip=["panel:N", "dst_name:N", "src_name:N", num("mean_weight", "mean attention"), *extra_tooltip],
+        tooltip=tooltip,
     )
-    text = heat_text(base, "mean_weight", ".2f", 0.35, minimum=0.005)
-    chart = alt.layer(rect, text, data=frame).properties(width=alt.Step(30), height=alt.Step(22))
+    thought_rect = thoughts.mark_rect().encode(
+        fill=alt.Fill(
+            "mean_weight:Q",
+            title=["attention to", "T0..T5 (own scale)"],
+            scale=alt.Scale(scheme="blues", domain=[0, top]),
+            legend=alt.Legend(orient="right", gradientLength=110),
+        ),
+        tooltip=tooltip,
+    )
+    chart = alt.layer(
+        context_rect,
+        heat_text(context, "mean_weight", ".2f", 0.35, minimum=0.005),
+        thought_rect,
+        heat_text(thoughts, "mean_weight", ".2f", 0.55 * top, minimum=0.005),
+        data=frame,
+    ).properties(width=alt.Step(30), height=alt.Step(22))
     return facet(chart, panels, columns).properties(title=title)
 
 
@@ -86,7 +116,8 @@ def _top_head_matrices(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         titled(
             title,
             "mean baseline attention over problems; rows: the query position, columns: the key; Q = the "
-            "question's tokens summed; heads ranked by head_metrics' composite score",
+            "question's tokens summed; grey: Q, BOT and EOT keys on 0-1, blue: thought keys on their own "
+            "scale; heads ranked by head_metrics' composite score",
             notes(runs),
         ),
         ["rank:Q", "functional_type:N", num("std_weight", "std over problems"), "n:Q"],
@@ -114,7 +145,7 @@ def _layer_matrices(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         titled(
             title,
             "mean baseline attention over problems and heads; rows: query, columns: key; Q = the question's "
-            "tokens summed",
+            "tokens summed; grey: Q, BOT and EOT keys on 0-1, blue: thought keys on their own scale",
             notes(runs),
         ),
         [num("min_head", "lowest head"), num("max_head", "highest head"), "heads:Q"],

@@ -1,15 +1,22 @@
 """The charts in report order: each with its file name, heading, the views it reads and a caption.
 
 `ChartInfo.function` is the public face (Run handles in, an Altair chart out); `ChartInfo.build` draws on
-an open connection, which the report uses to draw every chart over one connection.
+an open connection, which the report uses to draw every chart over one connection (`build_chart`). A chart
+of baseline attention alone (`baseline_attention`) whose data are the same for both runs of a pair (same
+model, same problems) is drawn once there, with a note, instead of twice.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from analysis.charts._base import Builder, Chart
+import duckdb
+
+from analysis.charts._base import Builder, Chart, with_note
+from analysis.charts._data import Runs
 from analysis.charts.agreement import _method_agreement, method_agreement
 from analysis.charts.attention import (
     _attention_vs_importance,
@@ -52,6 +59,7 @@ class ChartInfo:
     views: tuple[str, ...]
     caption: str
     pair_only: bool = False
+    baseline_attention: bool = False  # draws baseline attention alone: drawn once when the same for A and B
 
 
 CHARTS: list[ChartInfo] = [
@@ -86,17 +94,19 @@ CHARTS: list[ChartInfo] = [
         "Attention vs importance",
         attention_vs_importance,
         _attention_vs_importance,
-        ("attention_importance", "layer_correlation"),
-        "Does the answer-predicting EOT position attend more to the thoughts that matter? One panel per "
-        "layer.",
+        ("int_attention_importance", "layer_correlation"),
+        "Does the answer-predicting EOT position attend more to the thoughts that matter? One point per "
+        "(problem, thought), one panel per layer, titled with the pooled r over those points, its 95% "
+        "bootstrap interval over problems and its p, as `stats` gives them.",
     ),
     ChartInfo(
         "correlation_by_layer",
         "Correlation by layer",
         correlation_by_layer,
         _correlation_by_layer,
-        ("layer_correlation",),
-        "Attention-importance correlation by layer, pooled and within problems, and per thought.",
+        ("layer_correlation", "int_attention_importance"),
+        "Attention-importance correlation by layer, pooled and within problems with 95% bootstrap bands "
+        "(as `stats` gives them), and per thought.",
     ),
     ChartInfo(
         "difficulty_strata",
@@ -104,7 +114,8 @@ CHARTS: list[ChartInfo] = [
         difficulty_strata,
         _difficulty_strata,
         ("difficulty_strata",),
-        "Accuracy, importance and the attention-importance correlation by number of solution steps.",
+        "Accuracy, importance and the attention-importance correlation by number of solution steps "
+        "(<=2, 3, 4, 5+).",
     ),
     ChartInfo(
         "method_effects",
@@ -130,7 +141,8 @@ CHARTS: list[ChartInfo] = [
         _top_head_matrices,
         ("flow_matrix", "head_metrics"),
         "Where the top-ranked heads look: mean attention from each thought (and EOT) to each earlier "
-        "position.",
+        "position; the question, BOT and EOT keys on one colour scale (0-1), the thought keys on their own.",
+        baseline_attention=True,
     ),
     ChartInfo(
         "layer_matrices",
@@ -138,7 +150,8 @@ CHARTS: list[ChartInfo] = [
         layer_matrices,
         _layer_matrices,
         ("flow_matrix_by_layer",),
-        "The same matrices averaged over the heads of each layer.",
+        "The same matrices averaged over the heads of each layer, with the same two colour scales.",
+        baseline_attention=True,
     ),
     ChartInfo(
         "hub_flow_skip",
@@ -148,6 +161,7 @@ CHARTS: list[ChartInfo] = [
         ("hub_scores", "thought_flow"),
         "Which thoughts later thoughts attend to (hubs), and how much each thought attends to the previous "
         "one, to itself, and from T5 back to T0..T2.",
+        baseline_attention=True,
     ),
     ChartInfo(
         "head_ranking",
@@ -156,15 +170,17 @@ CHARTS: list[ChartInfo] = [
         _head_ranking,
         ("head_metrics",),
         "Heads ranked by a composite of sequential flow, hub and skip scores, with their functional type.",
+        baseline_attention=True,
     ),
     ChartInfo(
         "run_comparison",
         "Run A vs run B",
         run_comparison,
         _run_comparison,
-        ("run_comparison_by_thought", "run_comparison_by_condition"),
-        "Run A and run B on the problems both ran: failure rates with intervals, KL, and every "
-        "thought x corruption against the diagonal.",
+        ("run_comparison_by_thought", "run_comparison_by_condition", "run_comparison"),
+        "Run A and run B on the problems both ran: the paired difference B - A per thought with its 95% "
+        "bootstrap interval over shared problems (as `compare` gives it), each run's failure rate with "
+        "Wilson intervals, KL, and every thought x corruption against the diagonal.",
         pair_only=True,
     ),
     ChartInfo(
@@ -177,6 +193,38 @@ CHARTS: list[ChartInfo] = [
         pair_only=True,
     ),
 ]
+
+
+IDENTICAL = (
+    "identical for both runs: A and B give this chart the same data (baseline attention), so it is drawn once"
+)
+
+
+def chart_data(chart: Chart) -> list[list[dict[str, Any]]]:
+    """The rows a chart embeds, without the run's id and label, floats to 12 significant digits, in a
+    canonical order: what decides whether two runs' charts are the same."""
+
+    def value(v: Any) -> Any:
+        return float(f"{v:.12g}") if isinstance(v, float) else v
+
+    found = []
+    for rows in chart.to_dict().get("datasets", {}).values():
+        kept = [{k: value(v) for k, v in row.items() if k not in ("run", "run_id")} for row in rows]
+        found.append(sorted(kept, key=lambda row: json.dumps(row, sort_keys=True, default=str)))
+    return sorted(found, key=lambda rows: json.dumps(rows, sort_keys=True, default=str))
+
+
+def build_chart(info: ChartInfo, con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
+    """`info.build`, except for a pair and a chart of baseline attention whose data are the same for both
+    runs (same model, same problems): then run A's chart alone, noted as identical for both runs."""
+    if not (runs.pair and info.baseline_attention):
+        return info.build(con, runs)
+    a, b = (info.build(con, runs.single(run_id)) for run_id in runs.ids)
+    data = chart_data(a)
+    placeholder = any("message" in row for rows in data for row in rows)  # e.g. no attention captured
+    if placeholder or data != chart_data(b):
+        return info.build(con, runs)
+    return with_note(a, IDENTICAL)
 
 
 def charts_for(pair: bool) -> list[ChartInfo]:
