@@ -7,7 +7,9 @@ polars frames pulled from them:
 - correlation by layer: the p-value of every r (as scipy.stats.pearsonr), a bootstrap interval of r,
   and a permutation test of the within-problem r (attention vectors shuffled between problems,
   positions kept); per-thought r with p-values; difficulty strata r with p-values;
-- hub / flow / skip and the top heads, as the views give them.
+- hubs: a bootstrap interval of each thought's incoming_norm and of the hub ratio, a permutation test
+  against "no hub" and its finding; the top heads with intervals of their scores and a functional type only
+  where a Holm-adjusted test supports it (analysis/hubs.py); flow as the view gives it.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
 not meaningful for it; the text prints that note in place of the table.
@@ -26,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
+from analysis.hubs import head_sentences, head_table, hub_sentences, hub_table
 from analysis.resampling import bootstrap_r, centred, interval, pearson_p, resample_counts, within_permutation
 from warehouse.handle import Run
 from warehouse.output import render_table
@@ -159,10 +162,12 @@ class RunStats:
     correlation: pl.DataFrame  # layer_correlation + p, bootstrap intervals, permutation p of r_within
     correlation_by_thought: pl.DataFrame  # attention_importance + p
     strata: pl.DataFrame  # difficulty_strata + p
-    hubs: pl.DataFrame  # hub_scores
+    hubs: pl.DataFrame  # hub_scores + incoming_norm_low/high (bootstrap)
     flow: pl.DataFrame  # sequential, self and skip attention over layers and heads
-    top_heads: pl.DataFrame  # head_metrics, the top ranks
+    top_heads: pl.DataFrame  # head_metrics, the top ranks + intervals, Holm p, gated functional_type
     settings: dict[str, Any] = field(default_factory=dict)  # n_boot, n_perm, seed, level
+    hub: dict[str, Any] = field(default_factory=dict)  # hub ratio, interval, permutation p, finding
+    head_types: dict[str, Any] = field(default_factory=dict)  # heads typed per type, the rule
 
     @property
     def run(self) -> dict[str, Any]:
@@ -178,6 +183,8 @@ class RunStats:
         return {
             "run": self.run,
             "settings": self.settings,
+            "hub": self.hub,
+            "head_types": self.head_types,
             **{name: records(frame) for name, frame in self.tables().items()},
         }
 
@@ -186,24 +193,21 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
     """Every table of the report for one run."""
     run_id = run.run_id
     with reading(run) as con:
+        hubs, hub = hub_table(con, run_id, n_boot, n_perm, seed)
+        heads, head_types = head_table(con, run_id, n_boot, seed)
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
             "methods": method_table(con, run_id, n_boot, seed),
             "correlation": correlation_table(con, run_id, n_boot, n_perm, seed),
             "correlation_by_thought": thought_correlation_table(con, run_id),
             "strata": strata_table(con, run_id),
-            "hubs": fetch(con, f"SELECT * FROM hub_scores {RUN} ORDER BY position", [run_id]),
+            "hubs": hubs,
             "flow": flow_table(con, run_id),
-            "top_heads": fetch(
-                con,
-                f"SELECT * FROM head_metrics {RUN} AND (rank <= {TOP_HEADS} OR note IS NOT NULL) "
-                "ORDER BY rank, layer, head",
-                [run_id],
-            ),
+            "top_heads": heads.filter((pl.col("rank") <= TOP_HEADS) | pl.col("note").is_not_null()),
         }
         header = run_header(con, run_id)
     settings = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "level": 0.95}
-    return RunStats(run_id, header, settings=settings, **tables)
+    return RunStats(run_id, header, settings=settings, hub=hub, head_types=head_types, **tables)
 
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -279,15 +283,41 @@ SECTIONS = {
     ),
     "hubs": (
         "Hub scores (heads and layers averaged): raw column sums vs per later thought",
-        ["position_name", "later_thoughts", "incoming_raw", "incoming_norm", "hub_ratio", "hub_ratio_raw"],
+        [
+            "position_name",
+            "later_thoughts",
+            "incoming_raw",
+            "incoming_norm",
+            "incoming_norm_low",
+            "incoming_norm_high",
+            "hub_ratio",
+            "hub_ratio_raw",
+        ],
     ),
     "flow": (
         "Flow: previous-thought, self and skip attention (mean over layers and heads; head range)",
         ["kind", "pair", "mean_weight", "min_head", "max_head"],
     ),
     "top_heads": (
-        f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled)",
-        ["rank", "layer", "head", "flow", "hub", "skip", "self_attn", "composite", "functional_type"],
+        f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled; bootstrap "
+        "interval); p: Holm-adjusted, score above the median head's; type 'none' unless its scores' p < 0.05",
+        [
+            "rank",
+            "layer",
+            "head",
+            "composite",
+            "composite_low",
+            "composite_high",
+            "flow",
+            "p_flow",
+            "hub",
+            "p_hub",
+            "skip",
+            "p_skip",
+            "self_attn",
+            "functional_type_view",
+            "functional_type",
+        ],
     ),
 }
 
@@ -300,6 +330,12 @@ EMPTY = {
     **dict.fromkeys(("hubs", "flow", "top_heads"), "(no rows: the run has no baseline attention)"),
     **dict.fromkeys(("importance", "methods"), "(no rows: the run has no corrupted conditions)"),
     "strata": "(no rows: no baseline-correct problems)",
+}
+
+
+FINDINGS = {  # sentences printed under a table
+    "hubs": hub_sentences,
+    "top_heads": head_sentences,
 }
 
 
@@ -331,6 +367,7 @@ def format_stats(stats: RunStats) -> str:
         shown = rounded(frame.select(keep))
         lines.append(render_table(shown.to_arrow()).rstrip("\n"))
         lines += [f"note: {n}" for n in notes if n != header.get("note")]
+        lines += FINDINGS.get(name, lambda _: [])(stats)
     return "\n".join(lines) + "\n"
 
 
