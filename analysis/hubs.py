@@ -102,7 +102,7 @@ def matrix(frame: pl.DataFrame, column: str, keys: list[str]) -> tuple[np.ndarra
     """[problems, groups] of `column` (NaN where a problem lacks a group), problems in id order, groups in
     key order; and the groups."""
     groups = frame.select(keys).unique().sort(keys)
-    g = frame.join(groups.with_row_index("_g"), on=keys, how="left")["_g"].to_numpy()
+    g = frame.join(groups.with_row_index("_g"), on=keys, how="left", maintain_order="left")["_g"].to_numpy()
     p = (frame["problem_id"].rank("dense").to_numpy() - 1).astype(int)
     out = np.full((int(p.max()) + 1, groups.height), np.nan)
     out[p, g] = frame[column].to_numpy().astype(float)
