@@ -170,7 +170,7 @@ def _p(p: float | None) -> str:
 def hub_finding(hub: dict[str, Any]) -> str:
     """One sentence: the hub named with its ratio, interval and p, or that no thought stands out."""
     numbers = (
-        f"ratio {hub['ratio']:.2f} [{hub['ratio_low']:.2f}, {hub['ratio_high']:.2f}], p = {_p(hub['p'])} "
+        f"ratio {hub['ratio']:.2f} [{hub['ratio_low']:.2f}, {hub['ratio_high']:.2f}], {_p(hub['p'])} "
         f"(permutation, {hub['problems']} problems)"
     )
     if hub["supported"]:

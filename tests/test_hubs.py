@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -259,7 +260,10 @@ def test_a_planted_hub_is_named(planted):
     (table, hub), _ = tables(db)
     assert hub["thought"] == "T2" and hub["supported"] and hub["p"] < 0.01 and hub["problems"] == 30
     assert hub["finding"].startswith("T2 receives the most attention from later thoughts: ratio ")
-    assert "permutation, 30 problems" in hub["finding"]
+    assert re.search(
+        r": ratio \d\.\d\d \[\d\.\d\d, \d\.\d\d\], (p = [\d.e-]+|p < 0\.001) \(permutation, 30 problems\)$",
+        hub["finding"],
+    )
     want = per_thought(a).mean((1, 2)).mean(0)  # heads and layers averaged, then problems
     assert table["incoming_norm"][:5].to_numpy() == pytest.approx(want, rel=1e-6)
     assert hub["ratio"] == pytest.approx(want.max() / want.mean(), rel=1e-6)  # weights are stored as float32
@@ -270,6 +274,10 @@ def test_a_flat_pattern_has_no_hub(flat):
     (_, hub), _ = tables(flat)
     assert not hub["supported"] and hub["p"] > 0.1
     assert hub["finding"].startswith("no thought stands out as a hub: ratio ")
+    assert re.search(
+        r"\], p = 0\.\d+ \(permutation, 30 problems\); the most attended, T\d, is within chance$",
+        hub["finding"],
+    )
 
 
 # --- head types ---------------------------------------------------------------------------------------------
