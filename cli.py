@@ -698,7 +698,7 @@ def views_cmd(db, as_json):
     default=2000,
     show_default=True,
     type=click.IntRange(min=100),
-    help="Permutations for the within-problem correlation.",
+    help="Permutations for the within-problem correlation and the hub test.",
 )
 @click.option("--seed", default=0, show_default=True)
 @_db_option()

@@ -12,7 +12,11 @@ polars frames pulled from them:
   with a permutation p, and Spearman's rho of every pair of methods with an exact permutation p;
 - adjusted p-values beside the raw ones (Holm or Benjamini-Hochberg, statsmodels); `settings["families"]`
   says, per table and column, which correction covers which family of tests;
-- hub / flow / skip and the top heads, as the views give them.
+- hubs: a bootstrap interval of each thought's incoming_norm and of the hub ratio, a permutation test
+  against "no hub" and its finding; the top heads with intervals of their scores and a functional type only
+  where a Holm-adjusted test supports it (analysis/hubs.py); flow as the view gives it;
+- findings: each research question answered in sentences with its uncertainty (analysis/findings.py,
+  analysis/hubs.py), the report's first section.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
 not meaningful for it; the text prints that note in place of the table.
@@ -31,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
+from analysis.hubs import findings_hubs, head_sentences, head_table, hub_sentences, hub_table
 from analysis.inference import ALPHA, adjust, agreement, family, strata_inference
 from analysis.resampling import bootstrap_r, centred, interval, pearson_p, resample_counts, within_permutation
 from warehouse.handle import Run
@@ -263,11 +268,13 @@ class RunStats:
     correlation_by_thought: pl.DataFrame  # attention_importance + p, p_bh
     strata: pl.DataFrame  # difficulty_strata (order <=2, 3, 4, 5+) + bootstrap r_low/r_high, p, p_bh
     strata_test: pl.DataFrame  # per patch layer and layer: does r differ between strata (q, p_perm, p_holm)
-    hubs: pl.DataFrame  # hub_scores
+    hubs: pl.DataFrame  # hub_scores + incoming_norm_low/high (bootstrap)
     flow: pl.DataFrame  # sequential, self and skip attention over layers and heads
-    top_heads: pl.DataFrame  # head_metrics, the top ranks
+    top_heads: pl.DataFrame  # head_metrics, the top ranks + intervals, Holm p, gated functional_type
     # n_boot, n_perm, seed, level, alpha, families ({table: {adjusted column: the family it covers}})
     settings: dict[str, Any] = field(default_factory=dict)
+    hub: dict[str, Any] = field(default_factory=dict)  # hub ratio, interval, permutation p, finding
+    head_types: dict[str, Any] = field(default_factory=dict)  # heads typed per type, the rule
 
     @property
     def run(self) -> dict[str, Any]:
@@ -284,15 +291,18 @@ class RunStats:
         return {
             "run": self.run,
             "settings": self.settings,
+            "hub": self.hub,
+            "head_types": self.head_types,
             **{name: records(frame) for name, frame in self.tables().items()},
             "findings": self.findings(),
         }
 
     def findings(self) -> list[str]:
-        """RQ1-RQ3 answered in plain sentences with their uncertainty (analysis.findings.findings_rq)."""
+        """Each research question answered in plain sentences with its uncertainty: RQ1-RQ3
+        (analysis.findings.findings_rq), then the hub and the head types (analysis.hubs.findings_hubs)."""
         from analysis.findings import findings_rq
 
-        return findings_rq(self)
+        return findings_rq(self) + findings_hubs(self)
 
 
 def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
@@ -301,6 +311,8 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
     with reading(run) as con:
         strata, strata_test = strata_tables(con, run_id, n_boot, n_perm, seed)
         agreement_w, agreement_pairs = method_agreement_tables(con, run_id, n_perm, seed)
+        hubs, hub = hub_table(con, run_id, n_boot, n_perm, seed)
+        heads, head_types = head_table(con, run_id, n_boot, seed)
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
             "methods": method_table(con, run_id, n_boot, seed),
@@ -310,14 +322,9 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             "strata_test": strata_test,
             "method_agreement": agreement_w,
             "method_pairs": agreement_pairs,
-            "hubs": fetch(con, f"SELECT * FROM hub_scores {RUN} ORDER BY position", [run_id]),
+            "hubs": hubs,
             "flow": flow_table(con, run_id),
-            "top_heads": fetch(
-                con,
-                f"SELECT * FROM head_metrics {RUN} AND (rank <= {TOP_HEADS} OR note IS NOT NULL) "
-                "ORDER BY rank, layer, head",
-                [run_id],
-            ),
+            "top_heads": heads.filter((pl.col("rank") <= TOP_HEADS) | pl.col("note").is_not_null()),
         }
         header = run_header(con, run_id)
     tables, families = adjusted_tables(tables)
@@ -329,7 +336,7 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
         "alpha": ALPHA,
         "families": families,
     }
-    return RunStats(run_id, header, settings=settings, **tables)
+    return RunStats(run_id, header, settings=settings, hub=hub, head_types=head_types, **tables)
 
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -423,15 +430,41 @@ SECTIONS = {
     ),
     "hubs": (
         "Hub scores (heads and layers averaged): raw column sums vs per later thought",
-        ["position_name", "later_thoughts", "incoming_raw", "incoming_norm", "hub_ratio", "hub_ratio_raw"],
+        [
+            "position_name",
+            "later_thoughts",
+            "incoming_raw",
+            "incoming_norm",
+            "incoming_norm_low",
+            "incoming_norm_high",
+            "hub_ratio",
+            "hub_ratio_raw",
+        ],
     ),
     "flow": (
         "Flow: previous-thought, self and skip attention (mean over layers and heads; head range)",
         ["kind", "pair", "mean_weight", "min_head", "max_head"],
     ),
     "top_heads": (
-        f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled)",
-        ["rank", "layer", "head", "flow", "hub", "skip", "self_attn", "composite", "functional_type"],
+        f"Top {TOP_HEADS} heads by composite (0.4 flow + 0.4 hub + 0.2 skip, min-max scaled; bootstrap "
+        "interval); p: Holm-adjusted, score above the median head's; type 'none' unless its scores' p < 0.05",
+        [
+            "rank",
+            "layer",
+            "head",
+            "composite",
+            "composite_low",
+            "composite_high",
+            "flow",
+            "p_flow",
+            "hub",
+            "p_hub",
+            "skip",
+            "p_skip",
+            "self_attn",
+            "functional_type_view",
+            "functional_type",
+        ],
     ),
 }
 
@@ -447,6 +480,12 @@ EMPTY = {
     "strata_test": "(no rows: needs baseline attention and baseline-correct problems)",
     "method_agreement": "(no rows: the run has no corrupted conditions)",
     "method_pairs": "(no rows: needs two methods whose thought profiles vary)",
+}
+
+
+FINDINGS = {  # sentences printed under a table
+    "hubs": hub_sentences,
+    "top_heads": head_sentences,
 }
 
 
@@ -480,7 +519,8 @@ def format_stats(stats: RunStats) -> str:
         lines += [f"note: {n}" for n in notes if n != header.get("note")]
         families = stats.settings.get("families", {}).get(name, {})
         lines += [f"adjusted: {column} = {text}" for column, text in families.items() if column in keep]
-    lines += ["", "Findings (RQ1-RQ3)", *(f"- {sentence}" for sentence in stats.findings())]
+        lines += FINDINGS.get(name, lambda _: [])(stats)
+    lines += ["", "Findings", *(f"- {sentence}" for sentence in stats.findings())]
     return "\n".join(lines) + "\n"
 
 

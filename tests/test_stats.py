@@ -257,4 +257,4 @@ def test_findings_state_the_answers_with_uncertainty(stats):
     clear = findings_rq(dataclasses.replace(stats, importance=apart))
     assert clear[0].startswith("RQ1: T0 fails most often") and "stands out" in clear[0]
     text = format_stats(stats)
-    assert "Findings (RQ1-RQ3)" in text and "adjusted: p_holm = Holm over the 2 pooled-r tests" in text
+    assert "\nFindings\n- RQ1: " in text and "adjusted: p_holm = Holm over the 2 pooled-r tests" in text

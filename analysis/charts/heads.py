@@ -30,10 +30,11 @@ from analysis.charts._data import (
     rows,
     with_panel,
 )
+from analysis.hubs import NONE, head_table, hub_table
 from warehouse.handle import Run
 
 TOP_HEADS, TOP_RANKED = 6, 20  # heads whose matrices are drawn; heads in the ranking's bar chart
-HEAD_TYPES = ["Sequential", "Hub", "Skip", "Multi-Purpose"]
+HEAD_TYPES = ["Sequential", "Hub", "Skip", "Multi-Purpose", NONE]
 FLOW_KINDS = {
     "sequential": "previous thought A[Ti → Ti-1]",
     "self": "self A[Ti → Ti]",  # thought_flow.kind
@@ -155,12 +156,7 @@ def _layer_matrices(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
 def _hub_flow_skip(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     """Hub scores, previous-thought flow, self-attention and skips by layer (hub_scores, thought_flow)."""
     title = "Hubs, sequential flow, self-attention and skips"
-    hub = rows(
-        con,
-        "SELECT run_id, position, position_name, later_thoughts, incoming_raw, incoming_norm, hub_ratio, "
-        "hub_ratio_raw, heads FROM hub_scores WHERE {runs} AND position BETWEEN 0 AND 5",
-        runs,
-    )
+    hub, findings = _hubs_with_intervals(con, runs)
     flow = rows(
         con,
         "SELECT run_id, kind, layer, dst, src, replace(pair, '->', '→') AS pair, mean_weight, min_head, "
@@ -173,37 +169,39 @@ def _hub_flow_skip(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         return empty(title, NO_ATTENTION)
     offset = {"xOffset": alt.XOffset("run:N", sort=runs.label_order)} if runs.pair else {}
     color = run_color(runs) if runs.pair else alt.value(RUN_COLORS[0])
-    ratios = ", ".join(
-        (f"{runs.letters[r['run_id']]} " if runs.pair else "") + f"{r['hub_ratio']:.2f}"
-        for r in hub.unique("run_id", maintain_order=True).to_dicts()
-        if r["hub_ratio"] is not None
-    )
     tip = [
         "run:N",
         "position_name:N",
         "later_thoughts:Q",
         num("incoming_norm", "per later thought"),
+        num("incoming_norm_low", "95% interval, low"),
+        num("incoming_norm_high", "95% interval, high"),
         num("incoming_raw", "column sum (raw)"),
         num("hub_ratio", "hub ratio"),
         num("hub_ratio_raw", "hub ratio (raw)"),
         "heads:Q",
     ]
     x = alt.X("position_name:N", sort=THOUGHTS, title="thought attended to", axis=alt.Axis(labelAngle=0))
-    norm = (
+    y = alt.Y("incoming_norm:Q", title="mean attention from each later thought")
+    bars = alt.Chart(hub).mark_bar().encode(x=x, y=y, color=color, tooltip=tip, **offset)
+    whiskers = (
         alt.Chart(hub)
-        .mark_bar()
-        .encode(
-            x=x,
-            y=alt.Y("incoming_norm:Q", title="mean attention from each later thought"),
-            color=color,
-            tooltip=tip,
-            **offset,
-        )
-        .properties(
-            width=250,
-            height=180,
-            title=titled("incoming attention, normalized", ratios and f"hub ratio (max / mean): {ratios}"),
-        )
+        .mark_rule(color="#222", strokeWidth=1.5)
+        .encode(x=x, y=alt.Y("incoming_norm_low:Q"), y2="incoming_norm_high:Q", tooltip=tip, **offset)
+    )
+    no_later = (  # T5's empty slot says why it is empty
+        alt.Chart(hub.filter(pl.col("position") == 5).unique("position"))
+        .mark_text(angle=270, align="left", dx=-4, fontSize=10, color="#777")
+        .encode(x=x, y=alt.datum(0), text=alt.value("no later thought"))
+    )
+    norm = alt.layer(bars, whiskers, no_later).properties(
+        width=250,
+        height=180,
+        title=titled(
+            "incoming attention, normalized",
+            "whiskers: 95% bootstrap interval over problems; T5 has no later thought, so no value",
+            *findings,
+        ),
     )
     raw = (
         alt.Chart(hub)
@@ -269,15 +267,61 @@ def _hub_flow_skip(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     )
 
 
+def _hubs_with_intervals(con: duckdb.DuckDBPyConnection, runs: Runs) -> tuple[pl.DataFrame, list[str]]:
+    """hub_scores T0..T5 of the runs with the bootstrap interval of incoming_norm, and each run's hub
+    finding (ratio, interval, permutation p), as `stats` computes them (analysis/hubs.py)."""
+    from analysis.stats import N_BOOT, N_PERM, SEED  # here: analysis.stats is heavier than a chart needs
+
+    frames, findings = [], []
+    for run_id in runs.ids:
+        table, hub = hub_table(con, run_id, N_BOOT, N_PERM, SEED)
+        frames.append(table.filter(pl.col("position").is_between(0, 5)))
+        if hub:
+            findings.append((f"{runs.letters[run_id]}: " if runs.pair else "") + hub["finding"])
+    keep = [
+        "run_id",
+        "position",
+        "position_name",
+        "later_thoughts",
+        "incoming_raw",
+        "incoming_norm",
+        "incoming_norm_low",
+        "incoming_norm_high",
+        "hub_ratio",
+        "hub_ratio_raw",
+        "heads",
+    ]
+    hub = pl.concat([f.select(keep) for f in frames], how="vertical_relaxed")
+    return hub.with_columns(
+        run=pl.col("run_id").replace_strict(runs.labels, default=None, return_dtype=pl.String)
+    ), findings
+
+
+def _ranked_heads(con: duckdb.DuckDBPyConnection, runs: Runs) -> tuple[pl.DataFrame, list[str]]:
+    """Every head of the runs with bootstrap intervals and the supported functional type (analysis/hubs.py,
+    as `stats` computes them), and a line per run counting the typed heads."""
+    from analysis.stats import N_BOOT, SEED  # here: analysis.stats is heavier than a chart needs
+
+    frames, lines = [], []
+    for run_id in runs.ids:
+        table, summary = head_table(con, run_id, N_BOOT, SEED)
+        frames.append(table)
+        if summary:
+            typed = ", ".join(f"{n} {t}" for t, n in summary["typed"].items()) or "none"
+            lines.append(
+                (f"{runs.letters[run_id]}: " if runs.pair else "")
+                + f"heads with a supported type: {typed} (of {summary['heads']})"
+            )
+    frame = pl.concat(frames, how="diagonal_relaxed")
+    return frame.with_columns(
+        run=pl.col("run_id").replace_strict(runs.labels, default=None, return_dtype=pl.String)
+    ), lines
+
+
 def _head_ranking(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     """Heads ranked by the composite of flow, hub and skip scores, and all heads by layer (head_metrics)."""
     title = "Head ranking"
-    frame = rows(
-        con,
-        "SELECT run_id, layer, head, flow, hub, skip, self_attn, flow_scaled, hub_scaled, "
-        "skip_scaled, composite, functional_type, rank FROM head_metrics WHERE {runs}",
-        runs,
-    )
+    frame, typed = _ranked_heads(con, runs)
     if frame.is_empty():
         return empty(title, NO_ATTENTION)
     frame = frame.with_columns(head_label=pl.format("L{} H{}", "layer", "head"))
@@ -288,10 +332,18 @@ def _head_ranking(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
         "layer:O",
         "head:O",
         "functional_type:N",
+        alt.Tooltip("functional_type_view:N", title="type by top score (unchecked)"),
         num("composite"),
+        num("composite_low", "composite, 95% low"),
+        num("composite_high", "composite, 95% high"),
         num("flow"),
+        num("flow_low", "flow, 95% low"),
+        num("flow_high", "flow, 95% high"),
+        num("p_flow", "flow above median head: p (Holm)", fmt=".2g"),
         num("hub", fmt=".4f"),
+        num("p_hub", "hub above median head: p (Holm)", fmt=".2g"),
         num("skip"),
+        num("p_skip", "skip above median head: p (Holm)", fmt=".2g"),
         num("self_attn", "self"),
         num("flow_scaled"),
         num("hub_scaled"),
@@ -300,19 +352,18 @@ def _head_ranking(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
     type_color = alt.Color(
         "functional_type:N",
         title="functional type",
-        scale=alt.Scale(domain=HEAD_TYPES, range=["#4c78a8", "#f58518", "#54a24b", "#b279a2"]),
+        scale=alt.Scale(domain=HEAD_TYPES, range=["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#c7c7c7"]),
     )
-    bars = (
-        alt.Chart(guard(frame.filter(pl.col("rank") <= TOP_RANKED), title))
-        .mark_bar()
-        .encode(
-            y=alt.Y("head_label:N", sort=alt.EncodingSortField("rank"), title=None),
+    ranked = alt.Chart().encode(y=alt.Y("head_label:N", sort=alt.EncodingSortField("rank"), title=None))
+    bars = alt.layer(
+        ranked.mark_bar().encode(
             x=alt.X("composite:Q", title="composite score", scale=alt.Scale(domain=[0, 1])),
             color=type_color,
             tooltip=tip,
-        )
-        .properties(width=260, height=alt.Step(14))
-    )
+        ),
+        ranked.mark_rule(color="#222").encode(x="composite_low:Q", x2="composite_high:Q", tooltip=tip),
+        data=guard(frame.filter(pl.col("rank") <= TOP_RANKED), title),
+    ).properties(width=260, height=alt.Step(14))
     bars = facet(bars.properties(title=f"top {TOP_RANKED} heads"), panels)
     if len(panels) > 1:  # each run's own ranking order
         bars = bars.resolve_scale(y="independent")
@@ -338,7 +389,10 @@ def _head_ranking(con: duckdb.DuckDBPyConnection, runs: Runs) -> Chart:
                 title,
                 "composite = 0.4 flow + 0.4 hub + 0.2 skip, each min-max scaled over the run's heads; "
                 "flow: previous-thought attention, hub: variance of normalized incoming attention, "
-                "skip: T5 → T0..T2",
+                "skip: T5 → T0..T2; whiskers: 95% bootstrap interval over problems",
+                "a type only where the scores it names exceed the median head's (one-sided z-test, bootstrap "
+                "standard error, Holm over all heads and scores, p < 0.05); else 'none'",
+                *typed,
                 notes(runs),
             )
         )
