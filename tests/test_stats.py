@@ -18,6 +18,7 @@ from views_data import RUN_A, rows
 
 from analysis.findings import findings_rq
 from analysis.frames import problem_matrix, rate_intervals
+from analysis.hubs import findings_hubs
 from analysis.inference import kendall_w
 from analysis.resampling import bootstrap_r, pearson_p, resample_counts, within_permutation
 from analysis.stats import ADJUSTMENTS, RunStats, format_stats, run_stats
@@ -185,7 +186,9 @@ def test_stats_cli(db):
         "correlation_by_thought"
     ][0]
     assert payload["settings"]["families"]["method_pairs"]["p_holm"].startswith("Holm over the ")
-    assert [f[:3] for f in payload["findings"]] == ["RQ1", "RQ2", "RQ3", "RQ3"]
+    rq = [f[:3] for f in payload["findings"]]
+    assert rq[:4] == ["RQ1", "RQ2", "RQ3", "RQ3"]  # then the hub and head sentences (analysis.hubs)
+    assert payload["findings"][4] == payload["hub"]["finding"] + "."
     bad = CliRunner().invoke(cli, ["stats", "--run", "nope", "--db", db])
     assert bad.exit_code != 0 and "no run matches" in bad.output and "Traceback" not in bad.output
 
@@ -245,7 +248,8 @@ def test_strata_in_order_with_intervals_and_the_strata_test(report):
 
 def test_findings_state_the_answers_with_uncertainty(stats):
     found = findings_rq(stats)
-    assert found == stats.to_dict()["findings"] and all(isinstance(f, str) for f in found)
+    assert found == stats.to_dict()["findings"][: len(found)] and all(isinstance(f, str) for f in found)
+    assert stats.to_dict()["findings"][len(found) :] == findings_hubs(stats)  # then the hub and the heads
     assert found[0].startswith("RQ1: no thought clearly stands out: T0") and "50.0% to 100.0%" in found[0]
     assert found[1].startswith("RQ2: the corruption methods' thought rankings do not agree")
     assert "Kendall's W = 0.83" in found[1]
