@@ -97,7 +97,7 @@ def test_a_copy_answers_the_same_and_takes_runs_without_touching_the_original(or
     shutil.copytree(original, copy, symlinks=True)  # what `cp -a` does
     assert answers(copy) == seen
     ok("run", "--problems", 1, "--methods", "zero", "--attention", "none", "--seed", 7, "--db", copy)
-    ok("runs", "delete", first, "--db", copy)  # removes the run's data files, in the copy only
+    ok("runs", "delete", first, "--yes", "--db", copy)  # removes the run's data files, in the copy only
     assert files(original) == before  # not one byte of the original changed, nothing added or removed
     assert answers(original) == seen
     in_copy = json.loads(ok("runs", "--json", "--db", copy))["runs"]
@@ -205,7 +205,8 @@ def test_a_copy_shared_read_only_is_read_without_creating_anything(original, tmp
             assert same(name, read(*args)) == seen[name], name
         assert files(shared) == before  # nothing created, nothing changed
         refused = subprocess.run(  # a writing command says it cannot, in one line
-            [*prefix, sys.executable, str(REPO / "cli.py"), "runs", "delete", "latest", "--db", str(shared)],
+            [*prefix, sys.executable, str(REPO / "cli.py"), "runs", "delete", "latest", "--yes"]
+            + ["--db", str(shared)],
             capture_output=True,
             text=True,
             timeout=300,
