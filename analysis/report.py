@@ -52,8 +52,8 @@ def render_report(
     title = f"CODI warehouse report: {ids[0]}" + (f" vs {ids[1]}" if len(ids) > 1 else "")
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lede = ("Run A and run B side by side." if len(ids) > 1 else "One run.") + (
-        f" Every chart reads the warehouse's SQL views; the findings and key tables add `stats`' p-values and"
-        f" intervals; generated {generated}. Hover a mark for its numbers."
+        f" Every chart reads the warehouse's SQL views; the findings and key tables add the p-values and"
+        f" intervals of python cli.py stats; generated {generated}. Hover a mark for its numbers."
     )
     shown = [
         {**run, "config_text": json.dumps(run.get("config_json"), indent=2, default=str)} for run in runs
