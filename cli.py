@@ -770,7 +770,7 @@ def _chart_progress():
 
     def show(done: int, total: int, name: str) -> None:
         nonlocal bar
-        charts = total - 2  # the steps are: the views, each chart, the page
+        charts = total - 3  # the steps are: the views, each chart, the statistics, the page
         if sys.stderr.isatty():
             if bar is None:
                 bar = tqdm(total=total, desc="charts", unit="step", file=sys.stderr, dynamic_ncols=True)
@@ -778,6 +778,8 @@ def _chart_progress():
             bar.set_postfix_str(name)
         elif name == "views":
             click.echo("reading the views ...", err=True)
+        elif name == "statistics":
+            click.echo("computing the statistics (findings, p-values, intervals) ...", err=True)
         elif name == "report.html":
             click.echo(f"writing {name} ...", err=True)
         elif done <= charts:

@@ -1,16 +1,22 @@
-"""The report's tables: each run's lineage and the key numbers, rows of the views.
+"""The report's tables: each run's lineage, the findings, and the key numbers with their inference.
 
-The HTML is analysis/templates/tables.html.j2; numbers a reader compares across rows (rates, r) are
-formatted the same way in every table (analysis.templating.cell); the charts carry the detail.
+One source: the key tables and the findings are read from each run's RunStats (analysis.stats.run_stats:
+the views' rows plus p-values, adjusted p-values and bootstrap intervals), the same numbers `stats`
+prints; nothing is recomputed here. The HTML is analysis/templates/tables.html.j2; numbers a reader
+compares across rows (rates, r, p) are formatted the same way in every table (analysis.templating.cell);
+the charts carry the detail.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
 import polars as pl
+
+from analysis.stats import NOT_MEANINGFUL, TOP_HEADS, RunStats
 
 # Lineage rows shown for each run, in order: the runs table via Warehouse.show_run, the settings of
 # CONFIG_FIELDS from the view run_config (run_settings).
@@ -53,7 +59,10 @@ CONFIG_FIELDS = ("sigmas", "noise_scale", "problem_seed", "attention")
 
 def run_settings(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each run's CONFIG_FIELDS from the view run_config, by run id (what the lineage table shows)."""
-    frame = _fetch(con, f"SELECT run_id, {', '.join(CONFIG_FIELDS)} FROM run_config WHERE {{runs}}", ids)
+    marks = ", ".join("?" for _ in ids)
+    frame = con.sql(
+        f"SELECT run_id, {', '.join(CONFIG_FIELDS)} FROM run_config WHERE run_id IN ({marks})", params=ids
+    ).pl()
     return {row.pop("run_id"): row for row in frame.iter_rows(named=True)}
 
 
@@ -61,103 +70,287 @@ def run_settings(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, di
 class Table:
     key: str
     title: str
-    view: str
+    view: str  # the view(s) the rows come from (the inference columns are `stats`')
     frame: pl.DataFrame
     percent: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # printed under the table: what the intervals and adjusted p's cover
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, sql: str, ids: list[str]) -> pl.DataFrame:
-    marks = ", ".join("?" for _ in ids)
-    return con.sql(sql.format(runs=f"run_id IN ({marks})"), params=ids).pl()
+@dataclass(frozen=True)
+class Spec:
+    key: str
+    title: str
+    view: str
+    table: str  # the RunStats frame
+    columns: tuple[str, ...]  # shown, in order (those the frame has)
+    percent: tuple[str, ...] = ()
+    rename: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
 
 
-def _run_letter(frame: pl.DataFrame, ids: list[str]) -> pl.DataFrame:
-    """With two runs, the first column says which (A or B); with one it is left out."""
-    if len(ids) < 2:
-        return frame.drop("run_id")
-    letters = dict(zip(ids, "AB", strict=True))
-    return frame.with_columns(pl.col("run_id").replace_strict(letters, default="?").alias("run_id")).rename(
-        {"run_id": "run"}
+RATES = ("failure_rate", "ci_low", "ci_high", "boot_low", "boot_high")
+WILSON_BOOT = (
+    "ci_low, ci_high: 95% Wilson interval (the view's; treats a problem's trials as independent); "
+    "boot_low, boot_high: 95% bootstrap interval over problems (stats; problems resampled whole)."
+)
+
+SPECS = (
+    Spec(
+        "importance",
+        "Importance by thought",
+        "token_importance",
+        "importance",
+        (
+            "patch_layer",
+            "thought_name",
+            "problems",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_kl",
+            "mean_logp_drop",
+        ),
+        RATES,
+        (("thought_name", "thought"),),
+        (WILSON_BOOT,),
+    ),
+    Spec(
+        "methods",
+        "Corruptions",
+        "method_comparison",
+        "methods",
+        (
+            "patch_layer",
+            "condition",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_kl",
+            "mean_logp_drop",
+            "mean_disruption",
+        ),
+        RATES,
+        notes=(WILSON_BOOT,),
+    ),
+    Spec(
+        "method_agreement",
+        "Method agreement (RQ2): Kendall's W of the corruption methods' thought profiles",
+        "method_thought_profile",
+        "method_agreement",
+        ("patch_layer", "n_methods", "methods", "thoughts", "w", "p_perm", "p_holm", "mean_rho", "left_out"),
+        notes=(
+            "w: Kendall's W over the methods (sigmas pooled, clean left out); p_perm: permutation test "
+            "(each method's thought ranking shuffled); mean_rho: mean Spearman rho over pairs of methods.",
+        ),
+    ),
+    Spec(
+        "correlation",
+        "Attention-importance correlation by layer",
+        "layer_correlation",
+        "correlation",
+        (
+            "patch_layer",
+            "layer",
+            "n",
+            "problems",
+            "r",
+            "r_low",
+            "r_high",
+            "p",
+            "p_holm",
+            "r_within",
+            "p_within_perm",
+            "p_within_holm",
+        ),
+        notes=(
+            "r: pooled over (problem, thought) pairs; r_low, r_high: 95% bootstrap interval over problems; "
+            "p: t-test of r (as scipy.stats.pearsonr); p_within_perm: permutation test of the "
+            "within-problem r_within (attention vectors shuffled between problems).",
+        ),
+    ),
+    Spec(
+        "strata_test",
+        "Do difficulty strata differ in r?",
+        "difficulty_strata",
+        "strata_test",
+        ("patch_layer", "layer", "strata", "problems", "q", "p_perm", "p_holm"),
+        notes=(
+            "q: Cochran's Q of the strata's Fisher-z r; p_perm: stratum labels permuted across problems.",
+        ),
+    ),
+    Spec(
+        "hubs",
+        "Hub scores",
+        "hub_scores",
+        "hubs",
+        (
+            "position_name",
+            "later_thoughts",
+            "incoming_raw",
+            "incoming_norm",
+            "incoming_norm_low",
+            "incoming_norm_high",
+            "hub_ratio",
+            "hub_ratio_raw",
+        ),
+        rename=(("position_name", "thought"),),
+        notes=("incoming_norm_low, incoming_norm_high: 95% bootstrap interval over problems.",),
+    ),
+    Spec(
+        "heads",
+        f"Top {TOP_HEADS} heads",
+        "head_metrics",
+        "top_heads",
+        (
+            "rank",
+            "layer",
+            "head",
+            "functional_type",
+            "composite",
+            "composite_low",
+            "composite_high",
+            "flow",
+            "p_flow",
+            "hub",
+            "p_hub",
+            "skip",
+            "p_skip",
+            "self_attn",
+        ),
+        notes=(
+            "composite_low, composite_high: 95% bootstrap interval over problems; p_flow, p_hub, p_skip: "
+            "Holm-adjusted over every head and score of the run, score above the median head's.",
+        ),
+    ),
+)
+SUMMARY = Spec(
+    "summary",
+    "Runs side by side",
+    "model_comparison",
+    "header",
+    (
+        "model_name",
+        "dataset_name",
+        "patch_layers",
+        "problems",
+        "baseline_accuracy",
+        "n",
+        "failures",
+        "failure_rate",
+        "ci_low",
+        "ci_high",
+        "mean_kl",
+    ),
+    ("baseline_accuracy", "failure_rate", "ci_low", "ci_high"),
+)
+HUB_COLUMNS = ("thought", "ratio", "ratio_low", "ratio_high", "p", "problems", "n_perm", "supported")
+
+
+def letters(stats: Sequence[RunStats]) -> list[str]:
+    """'A' and 'B' for a pair; '' for one run."""
+    return ["AB"[i] for i in range(len(stats))] if len(stats) > 1 else [""]
+
+
+def _placeholder(frame: pl.DataFrame) -> bool:
+    """A legacy run's rows of a view that needs our positions: a note and no numbers."""
+    if "note" not in frame.columns or frame.is_empty():
+        return False
+    return all((n or "").startswith(NOT_MEANINGFUL) for n in frame["note"].to_list())
+
+
+def _notes(frame: pl.DataFrame) -> list[str]:
+    if "note" not in frame.columns:
+        return []
+    return [n for n in frame["note"].unique(maintain_order=True).to_list() if n]
+
+
+def _table(spec: Spec, stats: Sequence[RunStats]) -> Table:
+    """One key table: the spec's columns of each run's frame (runs labelled A and B in a pair), the views'
+    notes, what the intervals are and which family each adjusted p covers (settings['families'])."""
+    frames, notes = [], list(spec.notes)
+    for letter, run in zip(letters(stats), stats, strict=True):
+        frame = getattr(run, spec.table)
+        prefix = f"run {letter}: " if letter else ""
+        notes += [prefix + n for n in _notes(frame)]
+        if _placeholder(frame):
+            continue
+        frame = frame.select([c for c in spec.columns if c in frame.columns])
+        if letter:
+            frame = frame.select(pl.lit(letter).alias("run"), pl.all())
+        frames.append(frame)
+        families = run.settings.get("families", {}).get(spec.table, {})
+        notes += [
+            f"{prefix}{column}: {text}." for column, text in families.items() if column in frame.columns
+        ]
+    columns = (["run"] if len(stats) > 1 else []) + list(spec.columns)
+    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    frame = frame.select([c for c in columns if c in frame.columns]).rename(
+        {old: new for old, new in spec.rename if old in frame.columns}
     )
+    return Table(spec.key, spec.title, spec.view, frame, spec.percent, tuple(dict.fromkeys(notes)))
 
 
-def key_tables(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[Table]:
-    """Importance, corruptions, correlation by layer, hubs and the top heads for the runs."""
-    specs = [
-        (
-            "importance",
-            "Importance by thought",
-            "token_importance",
-            (
-                "SELECT run_id, patch_layer, thought_name AS thought, problems, n, failures, failure_rate, "
-                "ci_low, ci_high, mean_kl, mean_logp_drop FROM token_importance WHERE {runs} "
-                "ORDER BY run_id, patch_layer, thought"
-            ),
-            ("failure_rate", "ci_low", "ci_high"),
-        ),
-        (
-            "methods",
-            "Corruptions",
-            "method_comparison",
-            (
-                "SELECT run_id, patch_layer, condition, n, failures, failure_rate, ci_low, ci_high, mean_kl, "
-                "mean_logp_drop, mean_disruption FROM method_comparison WHERE {runs} "
-                "ORDER BY run_id, patch_layer, "
-                "list_position(['zero', 'gauss', 'random', 'shuffle', 'mean', 'clean'], method), sigma"
-            ),
-            ("failure_rate", "ci_low", "ci_high"),
-        ),
-        (
-            "correlation",
-            "Attention-importance correlation by layer",
-            "layer_correlation",
-            (
-                "SELECT run_id, patch_layer, layer, n, problems, r, t, r_within FROM layer_correlation "
-                "WHERE {runs} ORDER BY run_id, patch_layer, layer"
-            ),
-            (),
-        ),
-        (
-            "hubs",
-            "Hub scores",
-            "hub_scores",
-            (
-                "SELECT run_id, position_name AS thought, later_thoughts, incoming_raw, incoming_norm, "
-                "hub_ratio, hub_ratio_raw FROM hub_scores WHERE {runs} ORDER BY run_id, position"
-            ),
-            (),
-        ),
-        (
-            "heads",
-            "Top 10 heads",
-            "head_metrics",
-            (
-                "SELECT run_id, rank, layer, head, functional_type, composite, flow, hub, skip, self_attn "
-                "FROM head_metrics WHERE {runs} AND rank <= 10 ORDER BY run_id, rank"
-            ),
-            (),
-        ),
-    ]
-    if len(ids) == 2:
-        specs.insert(
-            0,
-            (
-                "summary",
-                "Runs side by side",
-                "model_comparison",
-                (
-                    "SELECT run_id, model_name, dataset_name, patch_layers, problems, baseline_accuracy, n, "
-                    "failures, failure_rate, ci_low, ci_high, mean_kl FROM model_comparison WHERE {runs}"
-                ),
-                ("baseline_accuracy", "failure_rate", "ci_low", "ci_high"),
-            ),
+def hub_test_table(stats: Sequence[RunStats]) -> Table:
+    """The hub test of each run (stats.hub): the most attended thought, hub ratio with its bootstrap
+    interval, the permutation p against 'no hub', and whether it stands out; the finding under it."""
+    rows, notes = [], []
+    for letter, run in zip(letters(stats), stats, strict=True):
+        if not run.hub:
+            continue
+        rows.append({**({"run": letter} if letter else {}), **{c: run.hub.get(c) for c in HUB_COLUMNS}})
+        notes.append((f"run {letter}: " if letter else "") + run.hub["finding"] + ".")
+    notes.append(
+        "ratio: max / mean over T0..T4 of incoming_norm; ratio_low, ratio_high: 95% bootstrap interval "
+        "over problems; p: permutation test against 'no hub' (thought labels shuffled within each "
+        "problem), which also covers naming the thought (max-T)."
+    )
+    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    return Table("hub_test", "Hub test", "hub_scores, int_problem_incoming", frame, (), tuple(notes))
+
+
+def head_rule_notes(stats: Sequence[RunStats]) -> list[str]:
+    """The rule that gates the heads' functional_type, once, and each run's count of typed heads."""
+    notes = []
+    for letter, run in zip(letters(stats), stats, strict=True):
+        summary = run.head_types
+        if not summary:
+            continue
+        typed = ", ".join(f"{n} {t}" for t, n in summary["typed"].items()) or "no head"
+        notes.append(
+            (f"run {letter}: " if letter else "")
+            + f"heads with a supported type: {typed} (of {summary['heads']}; the rest 'none')."
         )
-    order = {r: i for i, r in enumerate(ids)}
+    rule = next((run.head_types["rule"] for run in stats if run.head_types), None)
+    return ([f"functional_type: {rule}."] if rule else []) + notes
+
+
+def key_tables(stats: Sequence[RunStats]) -> list[Table]:
+    """Importance, corruptions, method agreement, correlation by layer, the strata test, hubs and the hub
+    test, and the top heads of the runs (a side-by-side summary first for a pair), from their RunStats."""
+    specs = ([SUMMARY] if len(stats) > 1 else []) + list(SPECS)
     tables = []
-    for key, title, view, sql, percent in specs:
-        frame = _fetch(con, sql, ids)
-        frame = frame.sort(
-            pl.col("run_id").replace_strict(order, default=9, return_dtype=pl.Int32), maintain_order=True
-        )
-        tables.append(Table(key, title, view, _run_letter(frame, ids), percent))
+    for spec in specs:
+        table = _table(spec, stats)
+        if spec.key == "heads":
+            table = replace(table, notes=(*table.notes, *head_rule_notes(stats)))
+        tables.append(table)
+        if spec.key == "hubs":
+            tables.append(hub_test_table(stats))
     return tables
+
+
+def findings(stats: Sequence[RunStats]) -> list[dict[str, Any]]:
+    """Each run's findings (RunStats.findings(): its sentences, as `stats` prints them), labelled A and B
+    in a pair."""
+    return [
+        {"letter": letter, "run_id": run.run_id, "sentences": run.findings()}
+        for letter, run in zip(letters(stats), stats, strict=True)
+    ]

@@ -233,6 +233,7 @@ def test_cli_charts_writes_files_and_an_offline_report(db, tmp_path):
     assert result.stderr.splitlines() == [
         "reading the views ...",
         *(f"chart {i}/{n} {info.name} ..." for i, info in enumerate(CHARTS, start=1)),
+        "computing the statistics (findings, p-values, intervals) ...",
         "writing report.html ...",
         f"{n} charts, {n + 1} files in {out}",  # each chart as html, and report.html
     ], result.stderr
@@ -244,7 +245,14 @@ def test_cli_charts_writes_files_and_an_offline_report(db, tmp_path):
     assert page.count("window.vegaEmbed=") == 1  # the bundle once, not once per chart
     assert len(re.findall(r'<figure class="chart"', page)) == len(CHARTS)
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=['\"]?https?:", page)  # nothing from the network
-    for text in ("gpt2-tiny", "weights sha256", "token_importance", "Top 10 heads", "config of run-a"):
+    for text in (
+        "gpt2-tiny",
+        "weights sha256",
+        "token_importance",
+        "Top 10 heads",
+        "config of run-a",
+        "Findings",
+    ):
         assert text in page
     bad = CliRunner().invoke(cli, ["charts", "--run", "nope", "--out", str(out), "--db", str(db)])
     assert bad.exit_code != 0 and "no run matches 'nope'" in bad.output
