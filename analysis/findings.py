@@ -164,7 +164,13 @@ def rq3(stats: RunStats) -> list[str]:
             f"RQ3{where}: {verdict}: at layer {best['layer']}, the layer with the largest |r|, "
             f"r = {best['r']:.2f} (95% bootstrap interval {best.get('r_low', float('nan')):.2f} to "
             f"{best.get('r_high', float('nan')):.2f}, n = {best['n']} pairs), Holm-adjusted {_p(p)} "
-            f"over the run's {frame.height} layer tests."
+            f"over the run's {frame.height} layer tests"
+            + (
+                " (the interval is this layer's alone, not widened for picking it as the largest of "
+                f"{frame.height}: the adjusted p is the verdict)."
+                if frame.height > 1
+                else "."
+            )
         )
         test, _ = _at(tests, patch_layer, len(layers) > 1)
         test = (
