@@ -153,13 +153,32 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
     "--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer)."
 )
 @click.option(
-    "--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file."
+    "--dataset",
+    default="synthetic",
+    show_default=True,
+    help="synthetic, gsm8k-test or gsm8k-train (built in), or a GSM8K-format JSONL file.",
 )
 @click.option(
     "--problems",
     default=None,
     type=click.IntRange(min=1),
-    help="How many problems [synthetic: 100, 25 per difficulty stratum; a file: all].",
+    help="How many problems in all [synthetic: 100, 25 per difficulty stratum; a file: all; "
+    "--sample stratified: 100], split evenly over the strata with --sample stratified.",
+)
+@click.option(
+    "--sample",
+    type=click.Choice(["first", "random", "stratified"]),
+    default="first",
+    show_default=True,
+    help="How a file's problems are taken: first (file order), random (seeded), stratified (seeded, "
+    "--problems split evenly over steps <=2, 3, 4, 5+). Not for synthetic.",
+)
+@click.option(
+    "--sample-seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seeds --sample random / stratified (recorded in the run's config).",
 )
 @click.option(
     "--seed",
@@ -245,6 +264,8 @@ def run(
     problems,
     seed,
     problem_seed,
+    sample,
+    sample_seed,
     layer,
     layers_spec,
     methods,
@@ -290,6 +311,8 @@ def run(
         problems=problems,
         seed=seed,
         problem_seed=problem_seed,
+        sample=sample,
+        sample_seed=sample_seed,
         layer=layer[0] if layer else None,
         layers=layers_spec,
         methods=methods,
@@ -390,6 +413,8 @@ RUN_FIELDS = {
     "problems": "problems",
     "seed": "seed",
     "problem_seed": "problem_seed",
+    "sample": "sample",
+    "sample_seed": "sample_seed",
     "layer": "layers",
     "layers_spec": "layers",
     "methods": "methods",
@@ -416,21 +441,56 @@ def _given(ctx: click.Context, names: dict[str, str]) -> set[str]:
     "--checkpoint", default=None, help="Directory holding the model's weights (and config/tokenizer)."
 )
 @click.option(
-    "--dataset", default="synthetic", show_default=True, help="synthetic or a GSM8K-format JSONL file."
+    "--dataset",
+    default="synthetic",
+    show_default=True,
+    help="synthetic, gsm8k-test or gsm8k-train (built in), or a GSM8K-format JSONL file.",
 )
 @click.option(
     "--problems", default=400, show_default=True, type=click.IntRange(min=1), help="How many problems."
 )
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--sample",
+    type=click.Choice(["first", "random", "stratified"]),
+    default="first",
+    show_default=True,
+    help="How a file's problems are taken, as in `run` (stratified: --problems split over the strata).",
+)
+@click.option("--sample-seed", default=0, show_default=True, type=int, help="Seeds random / stratified.")
+@click.option("--skip-invalid", is_flag=True, help="Pass over problems too long for the model's context.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-teacher", is_flag=True, help="Skip the explicit-CoT teacher accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_cmd(model_name, checkpoint, dataset, problems, seed, device, no_teacher, as_json):
+def eval_cmd(
+    model_name,
+    checkpoint,
+    dataset,
+    problems,
+    seed,
+    sample,
+    sample_seed,
+    skip_invalid,
+    device,
+    no_teacher,
+    as_json,
+):
     """Student (latent) and teacher (explicit CoT) accuracy on held-out problems, by step count."""
     from engine import run_eval
 
     with user_errors():
-        result = run_eval(model_name, checkpoint, dataset, problems, seed, device, teacher=not no_teacher)
+        result = run_eval(
+            model_name,
+            checkpoint,
+            dataset,
+            problems,
+            seed,
+            device,
+            teacher=not no_teacher,
+            sample=sample,
+            sample_seed=sample_seed,
+            skip_invalid=skip_invalid,
+        )
     if as_json:
         emit_json(result)
         return
@@ -892,6 +952,37 @@ def bench_engine_cmd(
     )
 
 
+@cli.command("datasets")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    default=("gpt2-tiny", "gpt2", "llama"),
+    show_default=True,
+    help="Models to measure the questions against (repeat; unavailable ones are said so).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def datasets_cmd(models, as_json):
+    """The built-in datasets (gsm8k-test, gsm8k-train): problems, per difficulty stratum, and per model how
+    many are too long for its context (what `run --skip-invalid` passes over)."""
+    from engine import builtin_datasets
+
+    with user_errors():
+        rows = builtin_datasets(list(models))
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        strata = ", ".join(f"{k}: {v}" for k, v in row["strata"].items())
+        click.echo(
+            f"{row['dataset']}: {row['problems']} problems (steps {strata}; "
+            f"{row['no_annotation']} with no annotation count as <=2)"
+        )
+        for model, count in row["too_long"].items():
+            shown = f"{count} too long" if isinstance(count, int) else count
+            click.echo(f"  {model}: {shown}")
+
+
 # --- ingest commands (ingest/) ---------------------------------------------------------------------
 @cli.group("ingest")
 def ingest_group():
@@ -904,11 +995,12 @@ def ingest_group():
 @_db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_gsm8k_cmd(file, skip_invalid, db, as_json):
-    """Problems of a GSM8K JSONL file into the problems table (ids: hash of the normalized question)."""
-    from ingest import format_gsm8k, ingest_gsm8k
+    """Problems of a GSM8K JSONL file, or of gsm8k-test / gsm8k-train (built in), into the problems table
+    (ids: hash of the normalized question)."""
+    from ingest import format_gsm8k, ingest_gsm8k, resolve_dataset
 
     with user_errors():
-        _show(ingest_gsm8k(db, file, skip_invalid), as_json, format_gsm8k)
+        _show(ingest_gsm8k(db, resolve_dataset(file), skip_invalid), as_json, format_gsm8k)
 
 
 @ingest_group.command("legacy")

@@ -44,6 +44,7 @@ _EXPORTS = {  # name -> the module that defines it
     "resumed_config": "engine.runs.resume",
     "ResumeConflict": "engine.runs.resume",
     "run_eval": "engine.runs.evaluate",
+    "builtin_datasets": "engine.runs.validate",
     "bench_engine": "engine.runs.bench",
 }
 

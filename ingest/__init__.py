@@ -1,6 +1,7 @@
 """Problems and results from outside the engine, into the warehouse (SPEC 9, 10, 12).
 
-- datasets: `load_problems` (synthetic, a GSM8K JSONL file or a research dataset file),
+- datasets: `load_problems` (synthetic, the built-in `gsm8k-test` / `gsm8k-train` (`BUILTIN`,
+  `resolve_dataset`), a GSM8K JSONL file or a research dataset file),
   `synthetic_problems`, `read_jsonl` (GSM8K, every bad line named), `read_research_dataset`;
   every reader makes `Problem` objects, `problems_table` turns them into warehouse rows;
 - the synthetic generator: `generate`, `generate_split`, `write_jsonl`;
@@ -11,7 +12,7 @@ Each returns values (Problem lists, Arrow tables, dicts of counts); the format_*
 ingest imports warehouse only (never engine or analysis).
 """
 
-from ingest.datasets import load_problems, synthetic_problems
+from ingest.datasets import BUILTIN, load_problems, resolve_dataset, synthetic_problems
 from ingest.gsm8k import DatasetError, ingest_gsm8k, problem_id, read_jsonl
 from ingest.legacy import ingest_legacy
 from ingest.legacy_formats import LegacyFormatError
@@ -22,6 +23,7 @@ from ingest.shards import ShardError, ShardWriter, ingest_shards, write_shard
 from ingest.synthetic import generate, generate_split, parse_steps_range, write_jsonl
 
 __all__ = [
+    "BUILTIN",
     "DatasetError",
     "LegacyFormatError",
     "Problem",
@@ -42,6 +44,7 @@ __all__ = [
     "problems_table",
     "read_jsonl",
     "read_research_dataset",
+    "resolve_dataset",
     "synthetic_problems",
     "write_jsonl",
     "write_shard",

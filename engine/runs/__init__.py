@@ -27,6 +27,8 @@ _EXPORTS = {
     "select_problems": "engine.runs.plan",
     "stratified": "engine.runs.plan",
     "fit_context": "engine.runs.validate",
+    "builtin_datasets": "engine.runs.validate",
+    "sampled_problems": "engine.runs.plan",
     "execute_run": "engine.runs.local",
     "RunFailed": "engine.runs.local",
     "RunInterrupted": "engine.runs.local",

@@ -20,10 +20,14 @@ EXECUTORS = ("local", "ray")
 class RunConfig:
     model: str = "gpt2-tiny"
     checkpoint: str | None = None
-    dataset: str = SYNTHETIC
+    dataset: str = SYNTHETIC  # synthetic, gsm8k-test, gsm8k-train (built in) or a file
     problems: int | None = None  # None: 100 synthetic problems (25 per stratum), or every problem of a file
     seed: int = 0  # the corruption draws (noise, donors, shuffles) only
     problem_seed: int = 0  # which sample of the synthetic problems; 0: the default set every run shares
+    # how a file's (or built-in split's) problems are sampled: first (file order), random (seeded
+    # permutation), stratified (problems in all, even over steps <=2, 3, 4, 5+, drawn per stratum by seed)
+    sample: str = "first"
+    sample_seed: int = 0  # the draw of random / stratified
     layers: Sequence[int] | str | None = None  # patch layers: a list, "all" or "3,6,9"; None: n_layers // 2
     layer: int | None = None  # one patch layer (the same as layers=[L]); give layers or layer, not both
     all_layers: bool = False  # the same as layers="all"

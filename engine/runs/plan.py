@@ -20,7 +20,7 @@ from engine.model.checkpoints import load_model
 from engine.model.codi import CodiModel
 from engine.runs.config import RunConfig
 from engine.runs.validate import TooLong, fit_context
-from ingest.datasets import SYNTHETIC, distinct, load_problems, synthetic_problems
+from ingest.datasets import SYNTHETIC, check_sample, distinct, load_problems, sample_order, synthetic_problems
 from ingest.problems import problems_hash as dataset_hash
 from warehouse import labels
 from warehouse.vocab import STRATA, stratum_of
@@ -61,6 +61,7 @@ def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[li
     run here (naming the first few), unless --skip-invalid, which runs the others in its place.
     """
     if req.dataset == SYNTHETIC:
+        check_sample(req.sample, req.sample_seed, req.dataset)
         n = req.problems or DEFAULT_PROBLEMS
         per_stratum = math.ceil(n / len(STRATA))
         for generated in (6, 12):  # the generator repeats a question now and then: distinct ones only
@@ -72,29 +73,87 @@ def fitting_problems(req: RunConfig, model: CodiModel | None = None) -> tuple[li
         if model is None:
             return chosen, []
         return fit_context(model, chosen, req.max_new_tokens, req.dataset, req.skip_invalid)
-    problems = load_problems(req.dataset, None, skip_invalid=req.skip_invalid)  # repeats left out
+    return sampled_problems(
+        model,
+        req.dataset,
+        req.problems,
+        req.sample,
+        req.sample_seed,
+        req.skip_invalid,
+        req.max_new_tokens,
+    )
+
+
+def sampled_problems(
+    model: CodiModel | None,
+    dataset: str,
+    n: int | None,
+    sample: str = "first",
+    sample_seed: int = 0,
+    skip_invalid: bool = False,
+    max_new_tokens: int = 24,
+    cap: bool = False,
+) -> tuple[list, list[TooLong]]:
+    """The problems of a dataset file or built-in split under a sampling protocol (ingest.datasets.
+    sample_order), each checked against `model`'s context (when given) before anything runs.
+
+    first / random: the first `n` of the order (all when n is None). stratified: `n` in all (default 100),
+    split evenly over the strata <=2, 3, 4, 5+ (the first `n % 4` strata one more), strata interleaved.
+    A too-long problem stops here unless `skip_invalid`: then it is passed over and the next problem of
+    the same order (the same stratum) takes its place, so the sample stays reproducible. `cap` (eval):
+    `n` beyond the file's problems means all of them, not an error.
+    """
+    check_sample(sample, sample_seed, dataset)
+    problems = load_problems(dataset, None, skip_invalid=skip_invalid)  # repeats left out
     if not problems:
         raise ValueError(
-            f"dataset {req.dataset} holds no problems; give a JSONL file with one "
+            f"dataset {dataset} holds no problems; give a JSONL file with one "
             '{"question", "answer"} object per line'
         )
-    if req.problems is not None and req.problems > len(problems):
+    if sample == "stratified" and n is None:
+        n = DEFAULT_PROBLEMS
+    if cap and n is not None:
+        n = min(n, len(problems))
+    if n is not None and n > len(problems):
         raise ValueError(
-            f"--problems {req.problems} is more than the {len(problems)} distinct problems in "
-            f"{req.dataset}; ask for at most {len(problems)}, or leave --problems out to run them all"
+            f"--problems {n} is more than the {len(problems)} distinct problems in "
+            f"{dataset}; ask for at most {len(problems)}, or leave --problems out to run them all"
         )
-    if model is None:
-        return problems[: req.problems], []
-    problems, skipped = fit_context(
-        model, problems, req.max_new_tokens, req.dataset, req.skip_invalid, req.problems
-    )
-    if req.problems is not None and req.problems > len(problems):  # --skip-invalid left too few
+    orders = sample_order(problems, sample, sample_seed)
+    if sample == "stratified":
+        assert n is not None
+        wanted: list[int | None] = [n // len(STRATA) + (i < n % len(STRATA)) for i in range(len(STRATA))]
+    else:
+        wanted = [n]
+    kept: list[list] = []
+    skipped: list[TooLong] = []
+    for order, count in zip(orders, wanted, strict=True):
+        if model is None:
+            kept.append(order[:count])
+            continue
+        fit, passed = fit_context(model, order, max_new_tokens, dataset, skip_invalid, count)
+        kept.append(fit)
+        skipped.extend(passed)
+    fits = "" if model is None else f" that fit {model.info.name}'s context ({len(skipped)} too long)"
+    if sample == "stratified":
+        short = [
+            f"{s}: {len(got)} of {count}"
+            for s, got, count in zip(STRATA, kept, wanted, strict=True)
+            if count is not None and len(got) < count
+        ]
+        if short:
+            raise ValueError(
+                f"--sample stratified --problems {n}: {dataset} has too few problems{fits} in stratum "
+                f"{'; '.join(short)}; ask for fewer problems"
+            )
+        chosen = [bucket[i] for i in range(max(map(len, kept))) for bucket in kept if i < len(bucket)]
+        return chosen, skipped
+    if n is not None and n > len(kept[0]):  # --skip-invalid left too few
         raise ValueError(
-            f"--problems {req.problems} is more than the {len(problems)} problems in {req.dataset} "
-            f"that fit {model.info.name}'s context ({len(skipped)} too long); ask for at most "
-            f"{len(problems)}, or leave --problems out to run them all"
+            f"--problems {n} is more than the {len(kept[0])} problems in {dataset}{fits}; ask for at most "
+            f"{len(kept[0])}, or leave --problems out to run them all"
         )
-    return problems[: req.problems], skipped
+    return kept[0], skipped
 
 
 def requested_layers(req: RunConfig) -> tuple[int, ...] | str | None:
@@ -169,6 +228,9 @@ MEASURES_VERSION = 2
 # RunConfig fields left out of a run's config: how it executes, the ways of asking for layers (the config
 # records the layers themselves), and the labels a person gives the run (stored beside the config).
 NOT_CONFIG = ("resume", "device", "batch_size", "extra", "layer", "all_layers", "name", "tags", "note")
+# Sampling fields go into the config only when a run samples other than `first`: the config (and hash) of
+# every run that takes a file's first problems, or the synthetic set, stays as it was before --sample.
+SAMPLE_FIELDS = ("sample", "sample_seed")
 
 
 @dataclass
@@ -215,7 +277,11 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
         raise ValueError("--attention must be all, baseline or none")
     opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
     config = {
-        **{k: v for k, v in asdict(req).items() if k not in NOT_CONFIG},
+        **{
+            k: v
+            for k, v in asdict(req).items()
+            if k not in NOT_CONFIG and (k not in SAMPLE_FIELDS or req.sample != "first")
+        },
         "layers": list(layers),
         "methods": list(methods),
         "sigmas": list(sigmas),

@@ -25,6 +25,8 @@ FLAGS = {
     "problems": "--problems",
     "seed": "--seed",
     "problem_seed": "--problem-seed",
+    "sample": "--sample",
+    "sample_seed": "--sample-seed",
     "layers": "--layers",
     "methods": "--methods",
     "sigmas": "--sigmas",
@@ -80,6 +82,8 @@ def resumed_config(req: RunConfig, db: str | os.PathLike, given: Iterable[str] |
         "seed": stored.get("seed", 0),
         # runs begun before problem_seed drew their problems with the seed
         "problem_seed": stored.get("problem_seed", stored.get("seed", 0)),
+        "sample": stored.get("sample", "first"),  # not stored: first (runs before --sample, and first)
+        "sample_seed": stored.get("sample_seed", 0),
         "layers": tuple(layers),
         "methods": ",".join(stored.get("methods") or []) or None,
         "sigmas": ",".join(str(s) for s in stored.get("sigmas") or []) or None,

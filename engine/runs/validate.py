@@ -122,23 +122,32 @@ def fit_context(
     Without `skip_invalid`, a too-long problem among the first `wanted` is an error naming the first few;
     with it, problems are taken in order, the too-long ones passed over, until `wanted` fit.
     """
-    checked = too_long(model, problems, max_new_tokens)
     if not skip_invalid:
-        bad = [t for t in checked[:wanted] if t is not None]
+        bad = [t for t in too_long(model, problems[:wanted], max_new_tokens) if t is not None]
         if bad:
             raise ValueError(too_long_message(model, bad, dataset, max_new_tokens))
         return problems[:wanted], []
-    kept, skipped = [], []
-    for p, t in zip(problems, checked, strict=True):
-        if wanted is not None and len(kept) == wanted:
-            break
-        if t is None:
-            kept.append(p)
-        else:
-            skipped.append(t)
+    kept: list = []
+    skipped: list[TooLong] = []
+    start, step = 0, max(wanted or len(problems), 1)
+    while start < len(problems) and (wanted is None or len(kept) < wanted):
+        chunk = problems[start : start + step]  # measured a chunk at a time: a sample of a large file
+        start += step
+        for p, t in zip(chunk, too_long(model, chunk, max_new_tokens), strict=True):
+            if wanted is not None and len(kept) == wanted:
+                break
+            if t is None:
+                kept.append(p)
+            else:
+                skipped.append(t)
     if skipped and not kept:
         raise ValueError(too_long_message(model, skipped, dataset, max_new_tokens, every=True))
     return kept, skipped
+
+
+def too_long_count(model: CodiModel, problems: list, max_new_tokens: int = 24) -> int:
+    """How many of `problems` do not fit `model`'s context (what --skip-invalid would pass over)."""
+    return sum(t is not None for t in too_long(model, problems, max_new_tokens))
 
 
 def too_long_message(
@@ -158,3 +167,38 @@ def too_long_message(
         f"of {limit} positions ({field}; a problem needs question + BOT + {N_THOUGHTS} thoughts + EOT + "
         f"{max_new_tokens} answer tokens, or its gold answer's if longer): {shown}; {todo}"
     )
+
+
+def builtin_datasets(models: list[str], max_new_tokens: int = 24) -> list[dict]:
+    """Each built-in dataset (gsm8k-test, gsm8k-train): problems, problems per difficulty stratum, and per
+    model how many are too long for its context (what --skip-invalid passes over at `max_new_tokens`,
+    the run default). A model that cannot be loaded here (no weights or tokenizer on this machine, nothing
+    is downloaded) is reported as unavailable, with why."""
+    from engine.model.checkpoints import load_model
+    from ingest.datasets import BUILTIN, load_problems, stratum_counts
+
+    loaded: dict[str, CodiModel | str] = {}
+    for name in models:
+        try:
+            loaded[name] = load_model(name, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - reported per model: an unavailable model is a row, not a stop
+            loaded[name] = (str(exc).splitlines() or [type(exc).__name__])[0].split(";")[0]
+    out = []
+    for dataset in BUILTIN:
+        problems = load_problems(dataset)
+        too_long_by_model: dict[str, int | str] = {}
+        for name, model in loaded.items():
+            if isinstance(model, str):
+                too_long_by_model[name] = f"unavailable: {model}"
+            else:
+                too_long_by_model[name] = too_long_count(model, problems, max_new_tokens)
+        out.append(
+            {
+                "dataset": dataset,
+                "problems": len(problems),
+                "strata": stratum_counts(problems),
+                "no_annotation": sum(p.n_steps == 0 for p in problems),
+                "too_long": too_long_by_model,
+            }
+        )
+    return out
