@@ -51,7 +51,8 @@ def test_eval_of_the_bundled_model_on_a_gsm8k_file_carries_the_note(tmp_path):
     notes = [line for line in out.output.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1
     assert "trained on synthetic problems" in notes[0] and "not a GSM8K model" in notes[0]
-    assert "skipped" not in out.output  # nothing too long here
+    assert "1.9% (21/1,107" in notes[0]  # the measured accuracy, as README.md gives it
+    assert "problem(s) too long" not in out.output  # nothing too long here
     as_json = json.loads(invoke("eval", "--dataset", path, "--problems", 3, "--no-teacher", "--json").output)
     assert as_json["n"] == 3 and as_json["skipped_too_long"] == 0
     assert "not a GSM8K model" in as_json["note"]
