@@ -458,7 +458,11 @@ def _given(ctx: click.Context, names: dict[str, str]) -> set[str]:
     help="How a file's problems are taken, as in `run` (stratified: --problems split over the strata).",
 )
 @click.option("--sample-seed", default=0, show_default=True, type=int, help="Seeds random / stratified.")
-@click.option("--skip-invalid", is_flag=True, help="Pass over problems too long for the model's context.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Pass over problems too long for the model's context (and malformed lines) instead of refusing.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-teacher", is_flag=True, help="Skip the explicit-CoT teacher accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -495,6 +499,10 @@ def eval_cmd(
         emit_json(result)
         return
     click.echo(f"{result['model']} on {result['n']} {result['dataset']} problems ({result['seconds']} s)")
+    if result.get("skipped_too_long"):
+        click.echo(f"skipped {result['skipped_too_long']} problem(s) too long for the model's context")
+    if result.get("note"):
+        click.echo(f"note: {result['note']}")
     click.echo(f"{'steps':>6} {'student':>8} {'teacher':>8}")
     for k, acc in result["by_steps"].items():
         click.echo(f"{k:>6} {acc:>8.1%} {result.get('teacher_by_steps', {}).get(k, float('nan')):>8.1%}")

@@ -159,11 +159,18 @@ class CodiModel(nn.Module):
 
     @torch.no_grad()
     def decode_greedy(
-        self, state: LoopState, first_logits: torch.Tensor, max_new_tokens: int = 32, mask=None
+        self,
+        state: LoopState,
+        first_logits: torch.Tensor,
+        max_new_tokens: int = 32,
+        mask=None,
+        context: int | None = None,
     ) -> torch.Tensor:
         """Greedy tokens [B, <=max_new_tokens] from `first_logits` on; rows stop at EOS (then pad).
 
-        `mask` removes the tokens decoding may not choose (default: the three extra tokens).
+        `mask` removes the tokens decoding may not choose (default: the three extra tokens). With
+        `context` (the model's number of positions), a row also stops when its context is full: its last
+        token is kept but never fed, and its padding is fed at the last position (its output unused).
         """
         mask = mask or self.mask_extra_tokens
         eos = self.tokenizer.eos_token_id
@@ -175,8 +182,14 @@ class CodiModel(nn.Module):
             nxt = torch.where(finished, torch.full_like(nxt, self.pad_id), nxt)
             tokens.append(nxt)
             finished = finished | (nxt == eos)
+            if context is not None:  # no position left to feed this row's token at
+                finished = finished | (state.next_position >= context)
             if bool(finished.all()):
                 break
+            if context is not None:
+                state.next_position = torch.where(
+                    finished, state.next_position.clamp(max=context - 1), state.next_position
+                )
             out = self.step(state, self.embed(nxt[:, None]))
             logits = mask(out.logits[:, -1, :])
         return torch.stack(tokens, dim=1)
@@ -191,6 +204,15 @@ class CodiModel(nn.Module):
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return texts
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model has (GPT-2 `n_positions`, LLaMA `max_position_embeddings`); None if unset."""
+        for name in ("n_positions", "max_position_embeddings"):
+            value = getattr(self.codi.config, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
     @torch.no_grad()
     def answer(self, questions: list[str], max_new_tokens: int = 32) -> list[str]:
         """The student's answer text for each question (full latent loop, greedy)."""
@@ -199,10 +221,19 @@ class CodiModel(nn.Module):
 
     @torch.no_grad()
     def teacher_answer(self, questions: list[str], max_new_tokens: int = 128) -> list[str]:
-        """The teacher task: explicit CoT decoded greedily after BOT (EOT allowed, then the answer)."""
+        """The teacher task: explicit CoT decoded greedily after BOT (EOT allowed, then the answer).
+
+        A row whose CoT reaches the end of the model's context stops there (its answer is what it wrote
+        so far): eval checks only the student's positions, and a long question leaves the teacher less
+        room than its `max_new_tokens`.
+        """
         state, out = self.start(self.question_batch(questions))
         tokens = self.decode_greedy(
-            state, out.logits[:, -1, :], max_new_tokens, mask=self.mask_teacher_tokens
+            state,
+            out.logits[:, -1, :],
+            max_new_tokens,
+            mask=self.mask_teacher_tokens,
+            context=self.context_length,
         )
         return self.decode_text(tokens)
 
