@@ -605,12 +605,7 @@ def runs_tag_cmd(run, tags, untag, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_note_cmd(run, text, clear, db, as_json):
     """Set a run's note (replacing the old one), or --clear it."""
-    from warehouse import format_labels, runs_label
-
-    if (text is None) == (not clear):
-        raise click.UsageError("give the note's TEXT, or --clear (not both)")
-    with user_errors():
-        _show(runs_label(_parent_db(db), run, note=None if clear else text), as_json, format_labels)
+    _set_label(run, "note", text, clear, "the note's TEXT", db, as_json)
 
 
 @runs_group.command("rename")
@@ -621,12 +616,17 @@ def runs_note_cmd(run, text, clear, db, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def runs_rename_cmd(run, name, clear, db, as_json):
     """Give a run a name (replacing the old one), or --clear it."""
+    _set_label(run, "name", name, clear, "the run's new NAME", db, as_json)
+
+
+def _set_label(run, field: str, value, clear: bool, what: str, db, as_json: bool) -> None:
+    """`runs note` / `runs rename`: replace the run's `field` with `value`, or clear it."""
     from warehouse import format_labels, runs_label
 
-    if (name is None) == (not clear):
-        raise click.UsageError("give the run's new NAME, or --clear (not both)")
+    if (value is None) == (not clear):
+        raise click.UsageError(f"give {what}, or --clear (not both)")
     with user_errors():
-        _show(runs_label(_parent_db(db), run, name=None if clear else name), as_json, format_labels)
+        _show(runs_label(_parent_db(db), run, **{field: None if clear else value}), as_json, format_labels)
 
 
 @runs_group.command("delete")

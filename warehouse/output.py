@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from warehouse.errors import WarehouseError
+from warehouse.labels import format_tags
 from warehouse.vocab import DEFAULT_METHODS, DEFAULT_SIGMAS
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -177,7 +178,7 @@ def format_runs(
     Methods `default`: the run's default set (zero,gauss,random,shuffle at sigmas 0.1,0.5,1,2); started:
     UTC; took: start to end."""
     if not runs:
-        wanted = " ".join(f"{k}={v}" for k, v in (tags or {}).items())
+        wanted = format_tags(tags)
         return f"no run is tagged {wanted}\n" if wanted else "no runs yet\n"
     rows = runs_rows(runs, now)
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _LIST_COLUMNS}
@@ -202,7 +203,7 @@ def _value(key: str, value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S UTC")
     if key == "tags":
-        return " ".join(f"{k}={v}" for k, v in value.items())
+        return format_tags(value)
     if key == "kind":
         return _KINDS.get(value, value)
     if isinstance(value, list):
@@ -229,7 +230,7 @@ def format_run(run: Mapping[str, Any]) -> str:
 
 def format_labels(labels: Mapping[str, Any]) -> str:
     """`runs tag`, `runs note`, `runs rename`: the run's labels afterwards."""
-    tags = " ".join(f"{k}={v}" for k, v in (labels.get("tags") or {}).items()) or "(none)"
+    tags = format_tags(labels.get("tags")) or "(none)"
     lines = [
         f"run {labels['run_id']}",
         f"  name  {labels.get('name') or '(none)'}",

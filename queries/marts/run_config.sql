@@ -3,19 +3,5 @@
 -- noise scale is 'absolute'; problem_seed and attention NULL where the run's config has none. `note` as
 -- in model_comparison (NULL for codi runs). The report's lineage table reads it.
 CREATE OR REPLACE VIEW run_config AS
-SELECT
-    run_id,
-    convention,
-    model_name,
-    weights_sha256,
-    dataset_name,
-    dataset_hash,
-    patch_layers,
-    methods,
-    sigmas,
-    noise_scale,
-    seed,
-    problem_seed,
-    attention,
-    legacy_note(convention) AS note
+SELECT *, legacy_note(convention) AS note
 FROM int_run_config;
