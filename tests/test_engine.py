@@ -178,17 +178,20 @@ def test_shuffle_takes_another_thought_of_the_same_problem(batched):
 def _record_hidden(model, plan, question, layers=None):
     """Hidden states of every forward call of one latent loop: list of tuples (per call) of [1, T, d]."""
     calls = []
-    handle = model.codi.register_forward_hook(
-        lambda _m, _a, out: calls.append(
-            tuple(h.clone() for h in out.hidden_states) if out.hidden_states else None
-        )
+    base = model.codi.base_model  # every pass runs it, with or without the LM head (CodiModel.step head=)
+    asks = base.register_forward_pre_hook(
+        lambda _m, args, kw: (args, {**kw, "output_hidden_states": True}), with_kwargs=True
+    )
+    records = base.register_forward_hook(
+        lambda _m, _a, out: calls.append(tuple(h.clone() for h in out.hidden_states))
     )
     try:
         _, state, z = start_questions(model, [question])
         gold = torch.tensor([[model.pad_id]])
         run_rows(model, state, z, plan, None, gold, False, layers, 4)
     finally:
-        handle.remove()
+        asks.remove()
+        records.remove()
     return calls
 
 
@@ -245,7 +248,7 @@ def test_baseline_attention_equals_a_plain_transformers_forward(random_codi, pro
     model = random_codi
     problem = problems[0]
     inputs = []
-    handle = model.codi.register_forward_pre_hook(
+    handle = model.codi.base_model.register_forward_pre_hook(
         lambda _m, _a, kw: inputs.append(kw.get("inputs_embeds")), with_kwargs=True
     )
     try:

@@ -37,10 +37,15 @@ def test_position_ids_of_every_step_follow_the_map(random_codi):
 
     def record(module, args, kwargs):
         calls.append(
-            (kwargs.get("input_ids"), kwargs["position_ids"].clone(), kwargs["attention_mask"].clone())
+            (
+                kwargs.get("input_ids", args[0] if args else None),
+                kwargs["position_ids"].clone(),
+                kwargs["attention_mask"].clone(),
+            )
         )
 
-    handle = model.codi.register_forward_pre_hook(record, with_kwargs=True)
+    # the base model runs in every pass, with or without the LM head (CodiModel.step head=)
+    handle = model.codi.base_model.register_forward_pre_hook(record, with_kwargs=True)
     try:
         batch = model.question_batch(QUESTIONS)
         model.latent_loop(batch)

@@ -87,8 +87,9 @@ class StagedCache(DynamicCache):
         for layer in like.layers:
             batch, heads, _, dim = layer.keys.shape
             del batch
-            keys = layer.keys.new_zeros((rows, heads, capacity, dim))
-            values = layer.values.new_zeros((rows, heads, capacity, dim))
+            # never read before written: views expose only the filled columns (no zeroing pass)
+            keys = layer.keys.new_empty((rows, heads, capacity, dim))
+            values = layer.values.new_empty((rows, heads, capacity, dim))
             layers.append(BufferedLayer(keys, values, active=0, length=0))
         return cls(layers)
 

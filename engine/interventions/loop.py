@@ -32,14 +32,17 @@ class RowOutcome:
 
     tokens: list[list[int]]
     texts: list[str]
-    eot_logp: torch.Tensor  # [N, V] log-probs at EOT
-    forced_logp: torch.Tensor  # [N, T, V] log-probs along the forced (baseline) answer
+    eot_logp: torch.Tensor | None  # [N, V] log-probs at EOT (base vocabulary); None: see `divergence`
+    forced_logp: torch.Tensor | None  # [N, T, V] log-probs along the forced (baseline) answer
     logp_gold: torch.Tensor  # [N]
     attention: torch.Tensor | None  # [N, layers, heads, 7, 9]
     eot_row: torch.Tensor  # [N, heads, keys] last-layer EOT attention over all keys (right-aligned)
     sites: torch.Tensor | None  # [N, n_layers_selected, 6, d] clean site values (baseline rows only)
     inputs: torch.Tensor | None = None  # [N, 6, d] what each thought step was fed (z1..z6)
     gold: torch.Tensor | None = None  # [N, G] the gold answer tokens behind logp_gold (pad-filled)
+    # measures.compare_distributions against each row's baseline, computed where the log-probs were (in row
+    # blocks, staged.py) instead of keeping [N, T, V]; None: rows.py computes them from forced_logp
+    divergence: dict[str, torch.Tensor] | None = None
 
     def take(self, rows: torch.Tensor) -> RowOutcome:
         """The outcome of `rows`, in that order."""
@@ -59,6 +62,7 @@ class RowOutcome:
             sites=pick(self.sites),
             inputs=pick(self.inputs),
             gold=pick(self.gold),
+            divergence=None if self.divergence is None else {k: pick(v) for k, v in self.divergence.items()},
         )
 
 
@@ -81,14 +85,15 @@ def slice_attention(attentions, columns, dst: int, step_kv: int) -> torch.Tensor
 def forced_log_probs(
     model: CodiModel, state: LoopState, eot_logits: torch.Tensor, tokens: torch.Tensor
 ) -> torch.Tensor:
-    """Log-probs [N, T, V] at EOT and after each forced token but the last (then crop back)."""
+    """Log-probs [N, T, V] over the base vocabulary (the extra ids never predicted: CodiModel.head) at EOT
+    and after each forced token but the last (then crop back)."""
     point = state.checkpoint()
-    logits = [eot_logits[:, None, :]]
+    logits = [eot_logits[:, None, : model.base_vocab_size]]
     if tokens.shape[1] > 1:
-        out = model.step(state, model.embed(tokens[:, :-1]))
-        logits.append(out.logits)
+        out = model.step(state, model.embed(tokens[:, :-1]), head=False)
+        logits.append(model.head(out.last_hidden_state))
     state.restore(point)
-    return log_probs(model.mask_extra_tokens(torch.cat(logits, dim=1)))
+    return log_probs(torch.cat(logits, dim=1))
 
 
 def run_rows(
@@ -117,13 +122,13 @@ def run_rows(
         for k in range(N_THOUGHTS):
             inputs.append(z[:, 0])
             plan.step = k
-            out = model.step(state, z, output_hidden_states=True, output_attentions=capture_attention)
+            out = model.step(state, z, head=False, output_attentions=capture_attention)
             plan.step = None
             if capture_attention:
                 attention.append(slice_attention(out.attentions, columns, k, out.attentions[0].shape[-1]))
-            if site_layers:  # the blocks' own outputs (hidden_states[n] is the final norm's output)
+            if site_layers:  # the blocks' own outputs (last_hidden_state is the final norm's output)
                 sites.append(torch.stack([block_out[layer] for layer in site_layers], 1))
-            z = model.project(out.hidden_states[-1][:, -1:, :])
+            z = model.project(out.last_hidden_state[:, -1:, :])
         eot = model.embed(torch.full((z.shape[0], 1), model.eot_id, dtype=torch.long, device=z.device))
         out = model.step(state, eot, output_attentions=True)
     last = out.attentions[-1][:, :, -1, :].float()  # [N, H, kv] last layer, EOT query
@@ -176,5 +181,5 @@ def pad_tokens(rows: list[list[int]], pad: int, device) -> torch.Tensor:
 
 def start_questions(model: CodiModel, questions: list[str]):
     batch = model.question_batch(questions)
-    state, out = model.start(batch)
+    state, out = model.start(batch, logits_to_keep=1)
     return batch, state, model.project(out.hidden_states[-1][:, -1:, :])

@@ -41,3 +41,29 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
 def attention_disruption(base_row: torch.Tensor, cond_row: torch.Tensor) -> torch.Tensor:
     """L2 distance between head-averaged attention rows [..., heads, keys] (the research definition)."""
     return torch.linalg.vector_norm(base_row.float().mean(-2) - cond_row.float().mean(-2), dim=-1)
+
+
+def at_position(logp: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The distributions [N, V] at each row's position `index` [N] of [N, T, V] (NaN where it is -1)."""
+    picked = logp.gather(1, index.clamp(min=0)[:, None, None].expand(-1, 1, logp.shape[-1]))[:, 0]
+    return picked.masked_fill((index < 0)[:, None], float("nan"))
+
+
+def compare_distributions(
+    base_logp: torch.Tensor, cond_logp: torch.Tensor, answer_index: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """A condition's teacher-forced distributions [N, T, V] against its baseline's (row for row).
+
+    kl [N, T]: KL(baseline || condition) at every forced position; js_first / entropy_first at EOT
+    (position 0); js_answer / entropy_answer where the answer number is predicted (`answer_index` [N],
+    NaN where it is -1). The batched engine calls this on row blocks as the log-probs are made (never
+    holding [rows, positions, vocab] for all rows); rows.py calls it on whole outcomes.
+    """
+    base_answer, cond_answer = at_position(base_logp, answer_index), at_position(cond_logp, answer_index)
+    return {
+        "kl": kl_divergence(base_logp, cond_logp),
+        "js_first": js_divergence(base_logp[:, 0], cond_logp[:, 0]),
+        "entropy_first": entropy(cond_logp[:, 0]),
+        "js_answer": js_divergence(base_answer, cond_answer),
+        "entropy_answer": entropy(cond_answer),
+    }

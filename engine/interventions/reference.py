@@ -65,14 +65,15 @@ def _concat(rows: list[RowOutcome]) -> RowOutcome | None:
     """Stack single-row outcomes (forced log-probs padded to a common width)."""
     if not rows:
         return None
-    width = max(r.forced_logp.shape[1] for r in rows)
-    forced = torch.cat(
-        [torch.nn.functional.pad(r.forced_logp, (0, 0, 0, width - r.forced_logp.shape[1])) for r in rows]
-    )
+    logps = [r.forced_logp for r in rows if r.forced_logp is not None]  # run_rows keeps them
+    eot = [r.eot_logp for r in rows if r.eot_logp is not None]
+    assert len(logps) == len(eot) == len(rows)
+    width = max(f.shape[1] for f in logps)
+    forced = torch.cat([torch.nn.functional.pad(f, (0, 0, 0, width - f.shape[1])) for f in logps])
     return RowOutcome(
         tokens=[t for r in rows for t in r.tokens],
         texts=[t for r in rows for t in r.texts],
-        eot_logp=torch.cat([r.eot_logp for r in rows]),
+        eot_logp=torch.cat(eot),
         forced_logp=forced,
         logp_gold=torch.cat([r.logp_gold for r in rows]),
         attention=torch.cat([r.attention for r in rows]) if rows[0].attention is not None else None,

@@ -16,7 +16,7 @@ import torch
 
 from engine.interventions.conditions import BASELINE, Condition
 from engine.interventions.loop import DST_CODES, SRC_CODES, VISIBLE, RowOutcome
-from engine.interventions.measures import attention_disruption, entropy, js_divergence, kl_divergence
+from engine.interventions.measures import at_position, attention_disruption, compare_distributions, entropy
 from engine.interventions.options import EngineOptions
 from engine.model.answer_tokens import number_token_index
 from engine.model.answers import is_correct, parse_answer
@@ -53,12 +53,6 @@ def _finite_or_none(values: torch.Tensor) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values.double().cpu().tolist()]
 
 
-def _at_answer(logp: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The distributions [N, V] at each row's answer-number position `index` [N] (NaN where it is -1)."""
-    picked = logp.gather(1, index.clamp(min=0)[:, None, None].expand(-1, 1, logp.shape[-1]))[:, 0]
-    return picked.masked_fill((index < 0)[:, None], float("nan"))
-
-
 def condition_measures(
     model: CodiModel,
     base: RowOutcome,
@@ -74,34 +68,39 @@ def condition_measures(
     `entropy_answer` are taken where the answer number is predicted (NULL when the baseline answer
     has no number); `kl_max` is the largest KL over the baseline answer's own positions (not padding).
     """
-    width = outcome.forced_logp.shape[1]
-    base_logp = base.forced_logp[row_problem, :width]
-    kl = kl_divergence(base_logp, outcome.forced_logp)  # [N, T]
+    idx = torch.tensor([-1 if i is None else i for i in number_index], device=row_problem.device)[row_problem]
+    compared = outcome.divergence
+    if compared is None:
+        assert outcome.forced_logp is not None and base.forced_logp is not None
+        width = outcome.forced_logp.shape[1]
+        compared = compare_distributions(base.forced_logp[row_problem, :width], outcome.forced_logp, idx)
+    kl = compared["kl"]  # [N, T]
+    width = kl.shape[1]
     lengths = torch.tensor([len(t) for t in base.tokens], device=kl.device)[row_problem]
     valid = torch.arange(width, device=kl.device)[None, :] < lengths[:, None]
     kl_max = torch.where(valid, kl, torch.full_like(kl, float("-inf"))).max(-1).values
-    idx = torch.tensor([-1 if i is None else i for i in number_index], device=kl.device)[row_problem]
+    idx = idx.to(kl.device)
     kl_answer = torch.where(
         idx >= 0, kl.gather(1, idx.clamp(min=0)[:, None])[:, 0], torch.full_like(kl_max, float("nan"))
     )
-    base_answer, cond_answer = _at_answer(base_logp, idx), _at_answer(outcome.forced_logp, idx)
     base_row, cond_row = base.eot_row[row_problem], outcome.eot_row
     return {
         "kl_first": _finite_or_none(kl[:, 0]),
         "kl_answer": _finite_or_none(kl_answer),
         "kl_max": _finite_or_none(kl_max),
-        "js_first": _finite_or_none(js_divergence(base_logp[:, 0], outcome.forced_logp[:, 0])),
-        "entropy_first": _finite_or_none(entropy(outcome.eot_logp)),
+        "js_first": _finite_or_none(compared["js_first"]),
+        "entropy_first": _finite_or_none(compared["entropy_first"]),
         "logp_gold": _finite_or_none(outcome.logp_gold),
         "disruption": _finite_or_none(attention_disruption(base_row, cond_row)),
-        "js_answer": _finite_or_none(js_divergence(base_answer, cond_answer)),
-        "entropy_answer": _finite_or_none(entropy(cond_answer)),
+        "js_answer": _finite_or_none(compared["js_answer"]),
+        "entropy_answer": _finite_or_none(compared["entropy_answer"]),
     }
 
 
 def baseline_measures(model: CodiModel, base: RowOutcome, number_index: list[int | None]) -> dict[str, list]:
     """The baseline rows' own measures: divergences from themselves are 0, unless the baseline's
     distribution is not finite (a broken checkpoint), where every measure is NULL, never 0."""
+    assert base.forced_logp is not None and base.eot_logp is not None  # baseline rows keep their log-probs
     n = len(base.tokens)
     idx = torch.tensor([-1 if i is None else i for i in number_index], device=base.forced_logp.device)
     finite = ~torch.isnan(base.eot_logp).any(-1) & (base.eot_logp < float("inf")).all(
@@ -120,7 +119,7 @@ def baseline_measures(model: CodiModel, base: RowOutcome, number_index: list[int
         "entropy_first": _finite_or_none(entropy(base.eot_logp)),
         "logp_gold": _finite_or_none(base.logp_gold),
         "js_answer": _finite_or_none(answer_zero),
-        "entropy_answer": _finite_or_none(entropy(_at_answer(base.forced_logp, idx))),
+        "entropy_answer": _finite_or_none(entropy(at_position(base.forced_logp, idx))),
     }
 
 
@@ -152,7 +151,7 @@ def assemble(
             {k: v[p] for k, v in own.items()},
         )
     if outcome is not None:
-        row_problem = torch.arange(n_problems, device=outcome.eot_logp.device).repeat_interleave(n_corrupt)
+        row_problem = torch.arange(n_problems, device=outcome.eot_row.device).repeat_interleave(n_corrupt)
         measures = condition_measures(model, base, outcome, row_problem, number_index)
         for row, text in enumerate(outcome.texts):
             p = row // n_corrupt

@@ -6,28 +6,160 @@ and values (kvcache.py) and the baseline's input for step k. The rows of thought
 thought steps, those of thought 5 only one (147 row-steps per problem instead of 252). Before its
 join a row's attention is, by construction, the baseline's, and is recorded as such.
 
-After EOT the answer is found by speculation: one teacher-forced pass over the baseline's answer
-tokens gives every measurement on them (KL at aligned positions) and also tells, for each row,
-whether greedy decoding would reproduce the baseline answer token for token (argmax at every forced
-position equals the next forced token). Only rows that diverge are decoded greedily, from EOT, one
-token at a time; the gold answer is teacher-forced only where it differs from the baseline answer.
+After EOT (`answer_phase`) one pass feeds the baseline's answer tokens and, where it differs, the gold
+answer as two branches over the shared cache; the head is applied a few rows at a time and only
+per-position scalars are kept (divergences, log p(gold), whether greedy decoding would reproduce the
+baseline answer token for token). Only rows that would not are decoded greedily, from their first
+disagreeing position on (the agreeing prefix is already in the cache), one token at a time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from engine.interventions.kvcache import StagedCache
-from engine.interventions.loop import (
-    RowOutcome,
-    forced_log_probs,
-    sequence_log_prob,
-    slice_attention,
-    strip_tokens,
-)
+from engine.interventions.loop import RowOutcome, pad_tokens, sequence_log_prob, slice_attention, strip_tokens
+from engine.interventions.measures import compare_distributions, log_probs
 from engine.interventions.patching import PatchPlan, patched
+from engine.model.answer_tokens import number_token_index
 from engine.model.codi import CodiModel, LoopState
 from engine.model.positions import N_THOUGHTS
+
+# Floats in one [rows, positions, vocab] block of teacher-forced log-probs (32 MB in float32): the answer
+# phase makes the log-probs of a few rows at a time and keeps only per-position scalars of them.
+ROW_BLOCK_FLOATS = 1 << 23
+
+
+@dataclass
+class Answers:
+    """What the answer phase measures for every staged row."""
+
+    tokens: list[list[int]]
+    texts: list[str]
+    logp_gold: torch.Tensor  # [R]
+    divergence: dict[str, torch.Tensor]  # measures.compare_distributions against the row's baseline
+
+
+def row_blocks(rows: int, positions: int, vocab: int) -> list[slice]:
+    """Consecutive row ranges whose [rows, positions, vocab] log-probs hold at most ROW_BLOCK_FLOATS."""
+    size = max(1, ROW_BLOCK_FLOATS // max(1, positions * vocab))
+    return [slice(start, min(rows, start + size)) for start in range(0, rows, size)]
+
+
+def answer_phase(
+    model: CodiModel,
+    state: LoopState,
+    eot_logits: torch.Tensor,
+    forced: torch.Tensor,
+    gold: torch.Tensor,
+    base: RowOutcome,
+    row_problem: torch.Tensor,
+    max_new_tokens: int,
+) -> Answers:
+    """After EOT: teacher forcing on the baseline answer and on the gold answer, and greedy answers.
+
+    1. One pass feeds both answers as two branches over the shared cache (CodiModel.branches): the
+       baseline's answer tokens for every row, the gold answer's for the rows of problems whose gold
+       answer differs from the baseline's (the others reuse the first branch).
+    2. The head is applied in row blocks (`row_blocks`); each block's log-probs give the divergence from
+       the row's baseline at every position, log p(gold), and whether greedy decoding would reproduce the
+       baseline answer (argmax = forced token at every position), then are dropped.
+    3. A row that would not is decoded greedily from its first disagreeing position j on: its cache
+       already holds the forced tokens before j (the rest of the branch is masked out), so the common
+       prefix is not recomputed. Its answer is forced[:j] + the decoded tokens, at most max_new_tokens.
+    `state` is left at EOT.
+    """
+    pad, vocab = model.pad_id, model.base_vocab_size
+    rows, width = forced.shape
+    assert base.forced_logp is not None  # the baseline rows keep their [P, T, V] log-probs
+    number_index = [number_token_index(model, t) for t in base.tokens]
+    answer_index = torch.tensor([-1 if i is None else i for i in number_index], device=forced.device)
+    answer_index = answer_index[row_problem]
+    needs_gold = ~_same_tokens(forced, gold, pad)
+    feeds = {"forced": forced[:, :-1]}
+    if bool(needs_gold.any()):
+        feeds["gold"] = torch.where(needs_gold[:, None], gold[:, :-1], torch.full_like(gold[:, :-1], pad))
+    fed = {name: ids for name, ids in feeds.items() if ids.shape[1]}  # forced first: _greedy_answers
+    point = state.checkpoint()
+    hidden = dict(zip(fed, model.branches(state, list(fed.values())), strict=True)) if fed else {}
+    forced_hidden, gold_hidden = hidden.get("forced"), hidden.get("gold")
+    valid = forced != pad
+    parts: dict[str, list[torch.Tensor]] = {}
+    logp_gold = torch.empty(rows, dtype=torch.float32, device=forced.device)
+    first_wrong = torch.empty(rows, dtype=torch.long, device=forced.device)
+    diverged_logits: list[torch.Tensor] = []
+    for block in row_blocks(rows, width, vocab):
+        logits = eot_logits[block, None, :vocab]
+        if forced_hidden is not None:
+            logits = torch.cat([logits, model.head(forced_hidden[block])], dim=1)
+        logp = log_probs(logits)
+        compared = compare_distributions(base.forced_logp[row_problem[block]], logp, answer_index[block])
+        for name, value in compared.items():
+            parts.setdefault(name, []).append(value)
+        wrong = (logp.argmax(-1) != forced[block]) & valid[block]
+        first = torch.where(wrong.any(-1), wrong.int().argmax(-1), width)
+        first_wrong[block] = first
+        off = (first < width).nonzero()[:, 0]
+        if len(off):
+            diverged_logits.append(logits[off, first[off]])
+        logp_gold[block] = sequence_log_prob(logp, forced[block], pad)
+        other = needs_gold[block].nonzero()[:, 0]
+        if len(other):
+            glogits = eot_logits[block][other, None, :vocab]
+            if gold_hidden is not None:
+                glogits = torch.cat([glogits, model.head(gold_hidden[block][other])], dim=1)
+            logp_gold[block][other] = sequence_log_prob(log_probs(glogits), gold[block][other], pad)
+    tokens, texts = _greedy_answers(
+        model, state, point, forced, first_wrong, diverged_logits, base, row_problem, max_new_tokens
+    )
+    state.restore(point)
+    divergence = {name: torch.cat(values) for name, values in parts.items()}
+    return Answers(tokens, texts, logp_gold, divergence)
+
+
+def _greedy_answers(
+    model: CodiModel,
+    state: LoopState,
+    point: tuple,
+    forced: torch.Tensor,
+    first_wrong: torch.Tensor,
+    diverged_logits: list[torch.Tensor],
+    base: RowOutcome,
+    row_problem: torch.Tensor,
+    max_new_tokens: int,
+) -> tuple[list[list[int]], list[str]]:
+    """The baseline's answer where greedy decoding reproduces it; else decoded from the first disagreement.
+
+    `state`'s cache holds EOT's point plus the answer branches (CodiModel.branches, forced branch first).
+    """
+    problems = row_problem.tolist()
+    tokens = [base.tokens[p] for p in problems]
+    texts = [base.texts[p] for p in problems]
+    width = forced.shape[1]
+    diverged = (first_wrong < width).nonzero()[:, 0]
+    if not len(diverged):
+        return tokens, texts
+    length, mask, next_position = point
+    j = first_wrong[diverged]
+    fed = state.cache.get_seq_length() - length  # the branch columns after EOT
+    sub = _select(state, diverged, max_new_tokens)
+    kept = torch.arange(fed, device=j.device)[None, :] < j[:, None]  # forced[:j], fed at columns 0..j-1
+    sub.mask = torch.cat([mask[diverged], kept.to(mask.dtype)], dim=1)
+    sub.next_position = next_position[diverged] + j
+    budget = max_new_tokens - int(j.min())
+    decoded = model.decode_greedy(sub, torch.cat(diverged_logits), budget)
+    prefix = forced[diverged]
+    answers = [
+        (prefix[i, :n].tolist() + row)[:max_new_tokens]
+        for i, (n, row) in enumerate(zip(j.tolist(), decoded.tolist(), strict=True))
+    ]
+    answer_tensor = pad_tokens(answers, model.pad_id, forced.device)
+    stripped, decoded_texts = strip_tokens(answer_tensor.tolist(), model), model.decode_text(answer_tensor)
+    for row, toks, text in zip(diverged.tolist(), stripped, decoded_texts, strict=True):
+        tokens[row], texts[row] = toks, text
+    return tokens, texts
 
 
 def run_staged(
@@ -72,13 +204,13 @@ def run_staged(
             state.mask = torch.cat([question_mask[:active], ones], dim=1)
             state.next_position = first_position[:active] + k
             plan.step = k
-            out = model.step(state, z, output_hidden_states=True, output_attentions=capture_attention)
+            out = model.step(state, z, head=False, output_attentions=capture_attention)
             plan.step = None
             if capture_attention:
                 attention[:active, :, :, k] = slice_attention(
                     out.attentions, state.columns, k, out.attentions[0].shape[-1]
                 )
-            z = model.project(out.hidden_states[-1][:, -1:, :])
+            z = model.project(out.last_hidden_state[:, -1:, :])
     if cache.active != n_rows:
         raise ValueError("every row needs a target thought in 0..5")
     eot = model.embed(torch.full((n_rows, 1), model.eot_id, dtype=torch.long, device=z.device))
@@ -89,74 +221,23 @@ def run_staged(
             out.attentions, state.columns, N_THOUGHTS, last.shape[-1]
         )
     eot_logits = out.logits[:, -1, :]
-    forced_logp = forced_log_probs(model, state, eot_logits, forced)
-    tokens, texts = _speculative_answers(
-        model, state, eot_logits, forced, forced_logp, base, row_problem, max_new_tokens
-    )
+    answers = answer_phase(model, state, eot_logits, forced, gold, base, row_problem, max_new_tokens)
     return RowOutcome(
-        tokens=tokens,
-        texts=texts,
-        eot_logp=forced_logp[:, 0],
-        forced_logp=forced_logp,
-        logp_gold=_gold_log_prob(model, state, eot_logits, forced, forced_logp, gold),
+        tokens=answers.tokens,
+        texts=answers.texts,
+        eot_logp=None,
+        forced_logp=None,
+        logp_gold=answers.logp_gold,
         attention=attention,
         eot_row=last,
         sites=None,
+        divergence=answers.divergence,
     )
 
 
 def _baseline_attention(base: RowOutcome, row_problem: torch.Tensor) -> torch.Tensor:
     """Each row starts with its problem's baseline attention; steps from its join on are overwritten."""
     return base.attention[row_problem].clone()
-
-
-def _speculative_answers(
-    model: CodiModel,
-    state: LoopState,
-    eot_logits: torch.Tensor,
-    forced: torch.Tensor,
-    forced_logp: torch.Tensor,
-    base: RowOutcome,
-    row_problem: torch.Tensor,
-    max_new_tokens: int,
-) -> tuple[list[list[int]], list[str]]:
-    """Greedy answers: the baseline's where every argmax agrees with it, else decoded from EOT."""
-    valid = forced != model.pad_id
-    agrees = ((forced_logp.argmax(-1) == forced) | ~valid).all(-1)
-    problems = row_problem.tolist()
-    tokens = [base.tokens[p] for p in problems]
-    texts = [base.texts[p] for p in problems]
-    diverged = (~agrees).nonzero()[:, 0]
-    if len(diverged):
-        sub = _select(state, diverged, max_new_tokens)
-        decoded = model.decode_greedy(sub, eot_logits[diverged], max_new_tokens)
-        for row, toks, text in zip(
-            diverged.tolist(), strip_tokens(decoded.tolist(), model), model.decode_text(decoded), strict=True
-        ):
-            tokens[row], texts[row] = toks, text
-    return tokens, texts
-
-
-def _gold_log_prob(
-    model: CodiModel,
-    state: LoopState,
-    eot_logits: torch.Tensor,
-    forced: torch.Tensor,
-    forced_logp: torch.Tensor,
-    gold: torch.Tensor,
-) -> torch.Tensor:
-    """log P(gold answer) per row, reusing the forced pass where the gold answer is the baseline's."""
-    same = _same_tokens(forced, gold, model.pad_id)
-    logp = torch.zeros(len(forced), dtype=forced_logp.dtype, device=forced_logp.device)
-    if bool(same.any()):
-        logp[same] = sequence_log_prob(forced_logp[same], forced[same], model.pad_id)
-    other = (~same).nonzero()[:, 0]
-    if len(other):
-        sub = _select(state, other, gold.shape[1])
-        logp[other] = sequence_log_prob(
-            forced_log_probs(model, sub, eot_logits[other], gold[other]), gold[other], model.pad_id
-        )
-    return logp
 
 
 def _same_tokens(a: torch.Tensor, b: torch.Tensor, pad_id: int) -> torch.Tensor:

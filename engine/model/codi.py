@@ -8,6 +8,8 @@ Batches are left-padded; the attention mask and explicit position ids travel thr
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +62,8 @@ class CodiModel(nn.Module):
         self.pad_id, self.bot_id, self.eot_id = base_vocab_size, base_vocab_size + 1, base_vocab_size + 2
         self.info = info
         self.prepend_bos = info.architecture == "llama"
+        # SDPA for the passes that return no attention weights (kernel()); False: eager everywhere
+        self.fused_attention = True
 
     # -- plumbing ------------------------------------------------------------------------------------
     @property
@@ -102,6 +106,32 @@ class CodiModel(nn.Module):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return QuestionBatch(ids, mask, positions, ColumnMap(width))
 
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the base vocabulary only [..., V] from final hidden states (after the final norm).
+
+        The three extra ids (and any row beyond them) are never a prediction of the student: leaving their
+        columns out is the same as masking them to -inf before a softmax or an argmax, without the copy.
+        """
+        return self.codi.get_output_embeddings()(hidden)[..., : self.base_vocab_size]
+
+    @contextlib.contextmanager
+    def kernel(self, weights: bool) -> Iterator[None]:
+        """Eager attention while a pass must return attention weights, else PyTorch's fused SDPA.
+
+        Only the captured thought steps and the EOT step need weights; the question pass, teacher forcing
+        and decoding run fused (the same numbers to float rounding: tests/test_fast_attention.py).
+        """
+        config = self.codi.config
+        before = config._attn_implementation
+        wanted = "eager" if weights or not self.fused_attention else "sdpa"
+        if wanted != before:
+            config._attn_implementation = wanted
+        try:
+            yield
+        finally:
+            if wanted != before:
+                config._attn_implementation = before
+
     def mask_extra_tokens(self, logits: torch.Tensor) -> torch.Tensor:
         """Greedy decoding never picks pad/bot/eot (nor any row beyond them)."""
         logits = logits.clone()
@@ -115,44 +145,83 @@ class CodiModel(nn.Module):
         return logits
 
     # -- the official loop ---------------------------------------------------------------------------
-    def step(self, state: LoopState, embeds: torch.Tensor, **kwargs):
-        """Feed `embeds` [B, T, d] after everything so far; updates cache, mask and positions."""
+    def step(self, state: LoopState, embeds: torch.Tensor, head: bool = True, **kwargs):
+        """Feed `embeds` [B, T, d] after everything so far; updates cache, mask and positions.
+
+        `head=False`: no logits, only the final hidden states (`last_hidden_state`, after the final norm:
+        what `hidden_states[-1]` holds), for steps whose logits nobody reads (the thoughts, teacher forcing
+        that applies the head in row blocks).
+        """
         b, t, _ = embeds.shape
         ones = torch.ones((b, t), dtype=state.mask.dtype, device=state.mask.device)
         state.mask = torch.cat([state.mask, ones], dim=1)
         positions = state.next_position[:, None] + torch.arange(t, device=embeds.device)[None, :]
         state.next_position = state.next_position + t
-        return self.codi(
-            inputs_embeds=embeds,
-            attention_mask=state.mask,
-            position_ids=positions,
-            past_key_values=state.cache,
-            use_cache=True,
-            **kwargs,
-        )
+        with self.kernel(bool(kwargs.get("output_attentions"))):
+            return (self.codi if head else self.codi.base_model)(
+                inputs_embeds=embeds,
+                attention_mask=state.mask,
+                position_ids=positions,
+                past_key_values=state.cache,
+                use_cache=True,
+                **kwargs,
+            )
+
+    def branches(self, state: LoopState, branches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Several token continuations [B, n_i] of the current point fed in ONE pass over a shared cache.
+
+        Each branch starts at the same position (`state.next_position`) and sees the cache and its own
+        earlier tokens only (a block-causal 4-D mask), as if it had been fed alone. Returns each branch's
+        final hidden states [B, n_i, d] (no logits: `head` applies them in row blocks). The cache then holds
+        every branch's keys and values after the old length (branch after branch); `state` is left as it
+        was, so the caller restores the cache (`LoopState.restore`) or masks what it does not keep.
+        """
+        widths = [b.shape[1] for b in branches]
+        ids = torch.cat(branches, dim=1)
+        rows, total = ids.shape
+        device = ids.device
+        steps = [torch.arange(w, device=device) for w in widths]
+        positions = state.next_position[:, None] + torch.cat(steps)[None, :]
+        own = torch.block_diag(*[torch.ones(w, w, dtype=torch.bool, device=device).tril() for w in widths])
+        old = state.mask.bool()[:, None, None, :].expand(rows, 1, total, state.mask.shape[1])
+        mask = torch.cat([old, own[None, None].expand(rows, 1, total, total)], dim=-1)
+        with self.kernel(False):
+            embeds = self.embed(ids)
+            if self.codi.config._attn_implementation == "eager":  # eager takes an additive float mask
+                low = torch.finfo(embeds.dtype).min
+                mask = torch.zeros(mask.shape, dtype=embeds.dtype, device=device).masked_fill(~mask, low)
+            out = self.codi.base_model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=state.cache,
+                use_cache=True,
+            )
+        return list(out.last_hidden_state.split(widths, dim=1))
 
     def start(self, batch: QuestionBatch, **kwargs):
         """Question pass (positions 0..Q-1 and BOT at Q) with a fresh KV cache."""
         state = LoopState(DynamicCache(), batch.mask.clone(), batch.positions[:, -1] + 1, batch.columns)
-        out = self.codi(
-            input_ids=batch.ids,
-            attention_mask=batch.mask,
-            position_ids=batch.positions,
-            past_key_values=state.cache,
-            use_cache=True,
-            output_hidden_states=True,
-            **kwargs,
-        )
+        with self.kernel(bool(kwargs.get("output_attentions"))):
+            out = self.codi(
+                input_ids=batch.ids,
+                attention_mask=batch.mask,
+                position_ids=batch.positions,
+                past_key_values=state.cache,
+                use_cache=True,
+                output_hidden_states=True,
+                **kwargs,
+            )
         return state, out
 
     @torch.no_grad()
     def latent_loop(self, batch: QuestionBatch) -> tuple[LoopState, torch.Tensor]:
         """Question, BOT and six thoughts; returns the loop state and the EOT step's logits [B, vocab]."""
-        state, out = self.start(batch)
+        state, out = self.start(batch, logits_to_keep=1)
         z = self.project(out.hidden_states[-1][:, -1:, :])
         for _ in range(N_THOUGHTS):
-            out = self.step(state, z, output_hidden_states=True)
-            z = self.project(out.hidden_states[-1][:, -1:, :])
+            out = self.step(state, z, head=False)
+            z = self.project(out.last_hidden_state[:, -1:, :])
         eot = self.embed(torch.full((z.shape[0], 1), self.eot_id, dtype=torch.long, device=z.device))
         out = self.step(state, eot)
         return state, out.logits[:, -1, :]
@@ -227,7 +296,7 @@ class CodiModel(nn.Module):
         so far): eval checks only the student's positions, and a long question leaves the teacher less
         room than its `max_new_tokens`.
         """
-        state, out = self.start(self.question_batch(questions))
+        state, out = self.start(self.question_batch(questions), logits_to_keep=1)
         tokens = self.decode_greedy(
             state,
             out.logits[:, -1, :],
