@@ -15,6 +15,7 @@ disagreeing position on (the agreeing prefix is already in the cache), one token
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
@@ -181,8 +182,10 @@ def run_staged(
     `question_point`: its checkpoint right after the question pass.
     `forced`/`gold`: per-row token ids [R, T] / [R, G], pad-filled.
     """
-    if bool((row_thought[1:] < row_thought[:-1]).any()):
+    thoughts = row_thought.tolist()  # once, on the host: the loop below never waits on the device
+    if thoughts != sorted(thoughts):
         raise ValueError("rows must be sorted by target thought")
+    joins = [(bisect.bisect_left(thoughts, k), bisect.bisect_right(thoughts, k)) for k in range(N_THOUGHTS)]
     n_rows = len(row_problem)
     question_length, question_mask, first_position = question_point
     question_mask, first_position = question_mask[row_problem], first_position[row_problem]
@@ -193,8 +196,9 @@ def run_staged(
     z = base.inputs[:0, :1]
     with patched(model.codi, plan):
         for k in range(N_THOUGHTS):
-            joining = (row_thought == k).nonzero()[:, 0]
-            if len(joining):
+            first, end = joins[k]
+            if end > first:  # rows are sorted by thought: those of thought k are one range
+                joining = torch.arange(first, end, device=row_problem.device)
                 cache.join(base_state.cache, row_problem[joining], question_length + k)
                 z = torch.cat([z, base.inputs[row_problem[joining], k][:, None]])
             active = cache.active
