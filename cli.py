@@ -145,6 +145,34 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
     )
 
 
+def _dtype_option(what: str):
+    return click.option(
+        "--dtype",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        help=f"Precision of the model: auto is fp32 on CPU and CUDA alike{what}.",
+    )
+
+
+def _threads_option():
+    return click.option(
+        "--threads",
+        default=None,
+        type=click.IntRange(min=1),
+        help="torch CPU threads [OMP_NUM_THREADS, else the free cores: those not busy with other processes].",
+    )
+
+
+def _setup_threads(threads) -> None:
+    """torch's thread count and OpenMP wait policy (PASSIVE), before anything imports torch: libgomp reads
+    them once, when torch loads (engine/runs/threads.py)."""
+    from engine import setup_threads
+
+    with user_errors():
+        setup_threads(threads)
+
+
 @cli.command()
 @click.option(
     "--model", "model_name", default="gpt2-tiny", show_default=True, help="gpt2-tiny, gpt2 or llama."
@@ -207,6 +235,8 @@ def train(out_dir, steps, seed, teacher_only_steps, lr, warmup, eval_every, eval
 @click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@_dtype_option("; part of the run's config (a resume keeps it)")
+@_threads_option()
 @click.option(
     "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch."
 )
@@ -273,6 +303,8 @@ def run(
     noise_scale,
     attention,
     device,
+    dtype,
+    threads,
     batch_size,
     resume,
     skip_invalid,
@@ -293,6 +325,7 @@ def run(
 
     Beside --resume RUN, --name, --tag and --note label the run (tags are added, name and note replaced).
     """
+    _setup_threads(threads)  # first: before anything imports torch
     from analysis import closing_table, format_closing_table
     from engine import Execution, RunConfig, execute, resumed_config
     from warehouse import open_warehouse
@@ -320,6 +353,7 @@ def run(
         attention=attention,
         noise_scale=noise_scale,
         device=device,
+        dtype=dtype,
         batch_size=batch_size,
         resume=resume,
         skip_invalid=skip_invalid,
@@ -422,6 +456,7 @@ RUN_FIELDS = {
     "attention": "attention",
     "noise_scale": "noise_scale",
     "skip_invalid": "skip_invalid",
+    "dtype": "dtype",
 }
 
 
@@ -464,6 +499,8 @@ def _given(ctx: click.Context, names: dict[str, str]) -> set[str]:
     help="Pass over problems too long for the model's context (and malformed lines) instead of refusing.",
 )
 @click.option("--device", default="cpu", show_default=True)
+@_dtype_option("")
+@_threads_option()
 @click.option("--no-teacher", is_flag=True, help="Skip the explicit-CoT teacher accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_cmd(
@@ -476,10 +513,13 @@ def eval_cmd(
     sample_seed,
     skip_invalid,
     device,
+    dtype,
+    threads,
     no_teacher,
     as_json,
 ):
     """Student (latent) and teacher (explicit CoT) accuracy on held-out problems, by step count."""
+    _setup_threads(threads)
     from engine import run_eval
 
     with user_errors():
@@ -494,11 +534,15 @@ def eval_cmd(
             sample=sample,
             sample_seed=sample_seed,
             skip_invalid=skip_invalid,
+            dtype=dtype,
         )
     if as_json:
         emit_json(result)
         return
-    click.echo(f"{result['model']} on {result['n']} {result['dataset']} problems ({result['seconds']} s)")
+    click.echo(
+        f"{result['model']} on {result['n']} {result['dataset']} problems ({result['seconds']} s; "
+        f"{result['dtype']}, {result['threads']} thread{'' if result['threads'] == 1 else 's'})"
+    )
     if result.get("skipped_too_long"):
         click.echo(f"skipped {result['skipped_too_long']} problem(s) too long for the model's context")
     if result.get("note"):
@@ -927,6 +971,8 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True)
+@_dtype_option("")
+@_threads_option()
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
 @click.option(
     "--arch",
@@ -936,14 +982,25 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_engine_cmd(
-    model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch, as_json
+    model_name,
+    checkpoint,
+    problems,
+    reference_problems,
+    batch_size,
+    device,
+    dtype,
+    threads,
+    attention,
+    arch,
+    as_json,
 ):
     """Problems/s and conditions/s: batched engine vs the one-condition-at-a-time reference."""
+    _setup_threads(threads)
     from engine import bench_engine
 
     with user_errors():
         report = bench_engine(
-            model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch
+            model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch, dtype
         )
     if as_json:
         emit_json(report)
@@ -955,7 +1012,7 @@ def bench_engine_cmd(
             f"({r['problems']} problems in {r['seconds']} s)"
         )
     click.echo(
-        f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']}, "
+        f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']} in {report['dtype']}, "
         f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})"
     )
 

@@ -46,6 +46,8 @@ _EXPORTS = {  # name -> the module that defines it
     "run_eval": "engine.runs.evaluate",
     "builtin_datasets": "engine.runs.validate",
     "bench_engine": "engine.runs.bench",
+    "setup_threads": "engine.runs.threads",
+    "threads_in_effect": "engine.runs.threads:in_effect",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

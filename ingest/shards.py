@@ -142,6 +142,8 @@ WORKER_FIELDS = {
     "library_versions": (_versions, "an object of library name -> version string"),
     "device": (_text, "a non-empty string"),
     "dtype": (_text, "a non-empty string"),
+    "threads": (_int_in(1, _INT), "a positive integer"),
+    "wait_policy": (_text, "a non-empty string"),
     # the run's labels (warehouse/labels.py), given to the worker as `run --name/--tag/--note`
     "name": (_text, "a non-empty string"),
     "tags": (_tags, "an object of tag key -> string value"),

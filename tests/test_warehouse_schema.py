@@ -25,7 +25,7 @@ def fetch(store, sql, params=None):
 def test_created_at_current_version_with_tables_and_positions(tmp_path):
     store = wh.open_warehouse(tmp_path / "new" / "w")
     v = schema.SCHEMA_VERSION
-    assert v == 4 and store.schema_version() == v
+    assert v == 5 and store.schema_version() == v
     assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
         (-2, "Q"),
@@ -91,7 +91,7 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
         con.execute("ALTER TABLE results DROP COLUMN js_answer")
         con.execute("ALTER TABLE results DROP COLUMN entropy_answer")
         con.execute("ALTER TABLE runs DROP COLUMN run_seq")
-        for column in ("name", "tags", "note"):  # and those of 4
+        for column in ("name", "tags", "note", "threads", "wait_policy"):  # and those of 4 and 5
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         con.execute("UPDATE runs SET started_at = started_at - INTERVAL 1 HOUR WHERE run_id = 'second'")
         con.execute("DELETE FROM schema_version")
@@ -100,7 +100,7 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
     store.close()
 
     store = wh.open_warehouse(path, read_only=True)
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     assert fetch(store, "SELECT run_id, run_seq FROM runs ORDER BY run_seq") == [("second", 1), ("first", 2)]
     assert store.resolve_run("latest") == "first"
     assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [
@@ -113,6 +113,39 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
     assert fetch(store, "SELECT run_seq FROM runs WHERE run_id = ?", [third]) == [(3,)]
     with pytest.raises(wh.WarehouseError, match="reserved"):
         wh.open_warehouse(path).begin_run({}, run_id="latest")
+
+
+def test_a_version_4_lake_gets_the_thread_columns(tmp_path):
+    """Migration 5 on a lake as version 4 left it: rows kept, threads / wait_policy NULL for the runs before
+    (not recorded then), recorded for the runs after."""
+    path = tmp_path / "w"
+    store = wh.open_warehouse(path)
+    old = store.begin_run({"seed": 1}, run_id="old", name="before", dtype="float32")
+    store.append_problem(old, *sample_problem(1, **SMALL))
+    store.finish_run(old)
+    with store.cursor() as con:  # back to version 4
+        for column in ("threads", "wait_policy"):
+            con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (4, now()::TIMESTAMP, 'created')")
+        con.execute("UPDATE warehouse_info SET views_hash = NULL")
+    store.close()
+
+    store = wh.open_warehouse(path)
+    assert store.schema_version() == 5
+    assert fetch(store, "SELECT version, note FROM schema_version ORDER BY version") == [
+        (4, "created"),
+        (5, "migrated from 4"),
+    ]
+    columns = [r[0] for r in fetch(store, "SELECT column_name FROM (DESCRIBE runs)")]
+    assert columns == schema.column_names("runs")
+    assert fetch(store, "SELECT name, dtype, threads, wait_policy FROM runs") == [
+        ("before", "float32", None, None)
+    ]
+    assert fetch(store, "SELECT count(*) FROM results WHERE run_id = 'old'") == [(43,)]
+    new = store.begin_run({}, run_id="new", threads=3, wait_policy="passive")
+    assert fetch(store, "SELECT threads, wait_policy FROM runs WHERE run_id = ?", [new]) == [(3, "passive")]
+    assert wh.format_run(store.show_run("old")).count("threads") == 0  # not recorded: not shown
 
 
 @pytest.mark.parametrize("read_only", [False, True])

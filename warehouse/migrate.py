@@ -39,8 +39,15 @@ def _to_4(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN note VARCHAR")
 
 
+def _to_5(con: duckdb.DuckDBPyConnection) -> None:
+    """How torch's CPU threads ran: their number and the OpenMP wait policy (NULL for existing runs: not
+    recorded then)."""
+    con.execute("ALTER TABLE runs ADD COLUMN threads INTEGER")
+    con.execute("ALTER TABLE runs ADD COLUMN wait_policy VARCHAR")
+
+
 # version -> function(con) bringing a lake from version - 1 to version, in the caller's transaction
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3, 4: _to_4}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3, 4: _to_4, 5: _to_5}
 FIRST_LAKE_VERSION = 2
 # Small tables live in the catalog itself (DuckLake data inlining); fact rows always go to Parquet.
 INLINED_ROWS = 1000

@@ -75,6 +75,9 @@ _RUN_SUMMARY = (
     "code_version",
     "device",
     "dtype",
+    "threads",
+    "wait_policy",
+    "torch",
     "seed",
     "patch_layers",
     "methods",
@@ -212,7 +215,9 @@ def _value(key: str, value: Any) -> str:
 
 
 def format_run(run: Mapping[str, Any]) -> str:
-    """`runs show`: a run's labels and lineage fields that are set, one per line, then its rows."""
+    """`runs show`: a run's labels and lineage fields that are set, one per line, then its rows (torch: the
+    version of its library_versions)."""
+    run = {**run, "torch": (run.get("library_versions") or {}).get("torch")}
     width = max(map(len, _RUN_SUMMARY))
     lines = [
         f"{key:<{width}}  {_value(key, run[key])}"

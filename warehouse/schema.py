@@ -23,9 +23,10 @@ import sqlalchemy as sa
 
 from warehouse.vocab import METHODS  # noqa: F401  (the schema names every method)
 
+# 5: runs.threads, runs.wait_policy (how torch's CPU threads ran: lineage, never part of the config)
 # 4: runs.name, runs.tags, runs.note (labels a person gives a run; not part of its config)
 # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # interrupted: stopped by SIGINT or SIGTERM (resumable, as failed is); statuses are checked in Python, not
 # by the warehouse (ddl() emits no CHECK), so a new status needs no migration
@@ -103,6 +104,8 @@ runs = sa.Table(
     _text("name"),  # schema 4: a person's name for the run (need not be unique); `runs rename`
     sa.Column("tags", sa.JSON),  # schema 4: {"key": "value", ...}; `run --tag k=v`, `runs tag`
     _text("note"),  # schema 4: free text; `run --note`, `runs note`
+    sa.Column("threads", sa.Integer),  # schema 5: torch.get_num_threads() the run's process ran with
+    _text("wait_policy"),  # schema 5: OpenMP wait policy in effect: passive, active, default or unknown
     sa.CheckConstraint(f"status IN {RUN_STATUSES}", name="runs_status"),
     sa.CheckConstraint(f"convention IN {CONVENTIONS}", name="runs_convention"),
     info={"storage": "table"},

@@ -71,7 +71,10 @@ def zero(site: Site) -> Replacement:
 
 def gauss(site: Site) -> Replacement:
     """h + sigma * s * e, e ~ N(0, I) seeded by the condition; s = 1 (absolute) or the RMS of h
-    (`--noise-scale rms`). The noise is drawn on the CPU in float32 and added in the site's dtype."""
+    (`--noise-scale rms`). The noise is drawn on the CPU in float32 and added in the site's dtype: float32
+    in the engine, which records every clean site as float32 whatever the model's dtype (loop.py); the
+    sum is cast to the model's dtype once, where the patch hook writes it (patching._hook_for;
+    docs/DESIGN.md, "Precision")."""
     h = site.clean
     sigma = site.condition.sigma
     assert sigma is not None  # build_conditions gives every gauss condition a sigma

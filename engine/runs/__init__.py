@@ -10,6 +10,7 @@
     executors.py  execute (the CLI's `run`) and run_experiment (the same from Python, returning the Run)
     evaluate.py   `eval`: accuracy on held-out problems, and with the thoughts zeroed
     bench.py      `bench engine`: the batched engine against the sequential reference
+    threads.py    torch's thread count and OpenMP wait policy (PASSIVE), chosen before torch loads
 
 Imports engine.interventions and engine.model. Names are imported on first use.
 """
@@ -40,6 +41,7 @@ _EXPORTS = {
     "run_experiment": "engine.runs.executors",
     "run_eval": "engine.runs.evaluate",
     "bench_engine": "engine.runs.bench",
+    "setup_threads": "engine.runs.threads",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

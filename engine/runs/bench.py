@@ -31,15 +31,17 @@ def bench_engine(
     device: str = "auto",
     attention: str = "all",
     arch: str | None = None,
+    dtype: str = "auto",
 ) -> dict:
-    """`arch` (gpt2-124m, llama-1b): an architecture-only model of real size instead of a checkpoint."""
-    device, dtype = pick_device(device)
+    """`arch` (gpt2-124m, llama-1b): an architecture-only model of real size instead of a checkpoint;
+    `dtype`: as `--dtype` (auto: float32)."""
+    device, torch_dtype = pick_device(device, dtype)
     if arch is not None:
         if checkpoint is not None:
             raise ValueError("--arch builds random weights; it takes no --checkpoint")
-        model, model_name = build_arch_model(arch, device, dtype), arch
+        model, model_name = build_arch_model(arch, device, torch_dtype), arch
     else:
-        model = load_model(model_name, checkpoint=checkpoint, device=device, dtype=dtype)
+        model = load_model(model_name, checkpoint=checkpoint, device=device, dtype=torch_dtype)
     req = RunConfig(model=model_name, problems=problems, attention=attention)
     chosen = select_problems(req)
     layers = select_layers(model, req)
@@ -72,7 +74,7 @@ def bench_engine(
         "arch": arch,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": device,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": str(torch_dtype).removeprefix("torch."),
         "conditions_per_problem": len(conditions),
         "attention": attention,
         "batch_size": batch_size,

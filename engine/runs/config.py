@@ -2,7 +2,7 @@
 
 Both are keyword-only: `RunConfig(model="gpt2", problems=100, methods="zero,gauss")`. A RunConfig's fields
 (less resume, device, batch_size, extra and the labels name, tags, note) go into the run's config and its
-hash; `resume` takes the rest
+hash (dtype as the precision it resolves to, and only when that is not float32); `resume` takes the rest
 from the run's stored config (engine/runs/resume.py). An Execution never changes a row.
 """
 
@@ -36,6 +36,9 @@ class RunConfig:
     attention: str = "all"  # all | baseline | none
     noise_scale: str = "absolute"  # absolute | rms
     device: str = "auto"  # auto | cpu | cuda
+    # the precision: auto (float32 on every device) | fp32 | bf16 | fp16; the resolved one is part of the
+    # run's config when it is not float32 (engine/runs/plan.py), so a resume never mixes precisions
+    dtype: str = "auto"
     batch_size: int = 8
     resume: str | None = None  # a run id, prefix or "latest"
     skip_invalid: bool = False

@@ -7,7 +7,8 @@ import time
 from engine.interventions.ablation import accuracy_with_thoughts_zeroed
 from engine.model.checkpoints import load_model
 from engine.model.evaluate import evaluate_model
-from engine.runs.plan import sampled_problems
+from engine.runs import threads
+from engine.runs.plan import dtype_name, pick_device, sampled_problems
 from engine.runs.validate import fit_context
 from ingest.datasets import SYNTHETIC, check_sample, load_problems
 
@@ -40,6 +41,7 @@ def run_eval(
     sample: str = "first",
     sample_seed: int = 0,
     skip_invalid: bool = False,
+    dtype: str = "auto",
 ) -> dict:
     """`python cli.py eval`: load a model, answer held-out problems, report accuracies.
 
@@ -48,10 +50,12 @@ def run_eval(
     against the model's context first: a too-long one is refused in one line, or passed over (and
     replaced by the next of the sample's order) with `skip_invalid`; the result counts them
     (`skipped_too_long`). `note` is a line to show with the result (the bundled model on real problems),
-    None when there is nothing to say.
+    None when there is nothing to say. `dtype`: as `--dtype` (auto: float32); the result names it, and
+    the threads and OpenMP wait policy torch ran with (engine/runs/threads.py).
     """
     started = time.time()
-    model = load_model(model_name, checkpoint=checkpoint, device=device)
+    device, torch_dtype = pick_device(device, dtype)
+    model = load_model(model_name, checkpoint=checkpoint, device=device, dtype=torch_dtype)
     skipped: list = []
     if dataset == SYNTHETIC:
         check_sample(sample, sample_seed, dataset)
@@ -70,6 +74,9 @@ def run_eval(
         "model": model_name,
         "weights_sha256": model.info.weights_sha256,
         "dataset": dataset,
+        "device": device,
+        "dtype": dtype_name(torch_dtype),
+        **threads.in_effect(),
         **({"sample": sample, "sample_seed": sample_seed} if sample != "first" else {}),
         "skipped_too_long": len(skipped),
         "note": bundled_note(model_name, checkpoint, dataset),

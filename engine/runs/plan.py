@@ -18,6 +18,7 @@ from engine.interventions.methods import pool_methods
 from engine.interventions.options import EngineOptions
 from engine.model.checkpoints import load_model
 from engine.model.codi import CodiModel
+from engine.runs import threads
 from engine.runs.config import RunConfig
 from engine.runs.validate import TooLong, fit_context
 from ingest.datasets import SYNTHETIC, check_sample, distinct, load_problems, sample_order, synthetic_problems
@@ -28,15 +29,44 @@ from warehouse.vocab import STRATA, stratum_of
 DEFAULT_PROBLEMS = 100
 
 
-def pick_device(device: str) -> tuple[str, torch.dtype]:
-    """auto: CUDA (bf16) when present, else CPU (float32)."""
+# --dtype: the precision a model runs in. auto is float32 on every device (docs/DESIGN.md, "Precision": on
+# gpt2-tiny bf16 changes 3.4% of the answers float32 gives, half as many as sigma-0.1 noise flips); the
+# long names are what a run's config and the runs table record.
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    """`--dtype` as a torch dtype: auto is float32 (on CPU and CUDA alike); fp32, bf16, fp16 or their long
+    names (float32, bfloat16, float16: what a config records)."""
+    if dtype == "auto":
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """float32, bfloat16 or float16: a dtype as configs, the runs table and reports name it."""
+    return str(dtype).removeprefix("torch.")
+
+
+def pick_device(device: str, dtype: str = "auto") -> tuple[str, torch.dtype]:
+    """auto: CUDA when present, else CPU; the dtype `dtype` asks for (resolve_dtype: auto is float32)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA device is available")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return device, (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    return device, resolve_dtype(dtype)
 
 
 def stratified(problems: list, per_stratum: int) -> list:
@@ -227,7 +257,19 @@ MEASURES_VERSION = 2
 
 # RunConfig fields left out of a run's config: how it executes, the ways of asking for layers (the config
 # records the layers themselves), and the labels a person gives the run (stored beside the config).
-NOT_CONFIG = ("resume", "device", "batch_size", "extra", "layer", "all_layers", "name", "tags", "note")
+# `dtype` is left out as asked (auto, bf16, ...): the config records the resolved precision, see below.
+NOT_CONFIG = (
+    "resume",
+    "device",
+    "dtype",
+    "batch_size",
+    "extra",
+    "layer",
+    "all_layers",
+    "name",
+    "tags",
+    "note",
+)
 # Sampling fields go into the config only when a run samples other than `first`: the config (and hash) of
 # every run that takes a file's first problems, or the synthetic set, stays as it was before --sample.
 SAMPLE_FIELDS = ("sample", "sample_seed")
@@ -258,7 +300,7 @@ def check_labels(req: RunConfig) -> None:
 
 def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
     """Load the model (unless given), select problems and conditions, build the run's config."""
-    device, dtype = pick_device(req.device)
+    device, dtype = pick_device(req.device, req.dtype)
     requested_layers(req)  # a malformed --layers is refused before the model loads
     check_labels(req)
     if model is None:
@@ -291,6 +333,12 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
     }
     if skipped:  # only then: the config (and its hash) of every other run stays as it was
         config["skipped_problems"] = [t.record() for t in skipped]
+    # The precision the rows are computed in: part of the config (and hash), so a resume cannot mix
+    # precisions; only when not float32, so the config of every float32 run stays as it was before --dtype
+    # (a config without dtype means float32). The model's own dtype: a model passed in is what runs.
+    model_dtype = next(model.parameters()).dtype
+    if model_dtype != torch.float32:
+        config["dtype"] = dtype_name(model_dtype)
     fields = {
         "model_name": req.model,
         "weights_sha256": model.info.weights_sha256,
@@ -304,7 +352,8 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
         "dataset_name": req.dataset,
         "dataset_hash": dataset_hash(problems),
         "device": model.device.type,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "dtype": dtype_name(model_dtype),
+        **threads.in_effect(),  # threads, wait_policy: how it ran, never what it computed (not config)
         "n_problems_planned": len(problems),
         "name": req.name,
         "tags": dict(req.tags),

@@ -53,12 +53,12 @@ _MODELS: dict = {}
 
 def worker_model(req: RunConfig):
     """One loaded model per worker process, kept between the tasks that process runs."""
-    key = (req.model, req.checkpoint, req.device)
+    key = (req.model, req.checkpoint, req.device, req.dtype)
     if key not in _MODELS:
         from engine.model.checkpoints import load_model
 
         _MODELS.clear()
-        device, dtype = pick_device(req.device)
+        device, dtype = pick_device(req.device, req.dtype)
         _MODELS[key] = load_model(req.model, checkpoint=req.checkpoint, device=device, dtype=dtype)
     return _MODELS[key]
 

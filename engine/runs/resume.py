@@ -33,6 +33,7 @@ FLAGS = {
     "attention": "--attention",
     "noise_scale": "--noise-scale",
     "skip_invalid": "--skip-invalid",
+    "dtype": "--dtype",
     "max_new_tokens": "max_new_tokens",
 }
 _LAYER_FIELDS = ("layers", "layer", "all_layers")  # three ways of asking for layers: one setting
@@ -90,8 +91,18 @@ def resumed_config(req: RunConfig, db: str | os.PathLike, given: Iterable[str] |
         "attention": stored.get("attention", req.attention),
         "noise_scale": stored.get("noise_scale", req.noise_scale),
         "skip_invalid": bool(stored.get("skip_invalid", False)),
+        "dtype": stored.get("dtype", "float32"),  # not stored: float32, on any device
         "max_new_tokens": stored.get("max_new_tokens", req.max_new_tokens),
     }
+    computed_in = shown.get("dtype")
+    if "dtype" not in stored and computed_in not in (None, "float32"):
+        # begun before the precision was part of a config (CUDA runs were bfloat16 then): resuming in
+        # float32 would mix precisions, and in its own precision would change its config
+        raise ResumeConflict(
+            f"--resume {req.resume}: the run was computed in {computed_in} before a run's config recorded "
+            f"its precision, so it cannot be resumed without mixing precisions; start a new run "
+            f"(--dtype {_SHORT.get(computed_in, computed_in)} computes in {computed_in})"
+        )
     differences = []
     for name in FLAGS:
         if name not in given:
@@ -125,7 +136,11 @@ def _difference(req: RunConfig, name: str, value: Any, stored: dict, n_layers: i
             return None
         return f"{flag} {shown_mine} differs from the run's {','.join(map(str, run_layers))}"
     mine = getattr(req, name)
-    if name == "methods":
+    if name == "dtype":
+        from engine.runs.plan import dtype_name, resolve_dtype
+
+        same = dtype_name(resolve_dtype(mine)) == value
+    elif name == "methods":
         same = list(parse_methods(mine)) == list(stored.get("methods") or [])
     elif name == "sigmas":
         same = [float(s) for s in parse_sigmas(mine)] == [float(s) for s in stored.get("sigmas") or []]
@@ -134,6 +149,9 @@ def _difference(req: RunConfig, name: str, value: Any, stored: dict, n_layers: i
     if same:
         return None
     return f"{flag} {_show(mine)} differs from the run's {_show(value)}"
+
+
+_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # --dtype's names of the precisions
 
 
 def _show(value: Any) -> str:
