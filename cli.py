@@ -960,16 +960,27 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
 @click.option("--model", "model_name", default="gpt2-tiny", show_default=True)
 @click.option("--checkpoint", default=None)
 @click.option(
-    "--problems", default=16, show_default=True, type=click.IntRange(min=1), help="Batched engine problems."
+    "--problems",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Problems for the engine and the batched peer.",
 )
 @click.option(
-    "--reference-problems",
+    "--seed-problems",
     default=2,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Problems for the (slow) sequential reference.",
+    help="The first of them for the (slow) seed loop; times are per problem.",
 )
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=3),
+    help="Rounds of engine, seed loop, batched peer (min and median over them).",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Engine chunk.")
 @click.option("--device", default="auto", show_default=True)
 @_dtype_option("")
 @_threads_option()
@@ -985,7 +996,8 @@ def bench_engine_cmd(
     model_name,
     checkpoint,
     problems,
-    reference_problems,
+    seed_problems,
+    rounds,
     batch_size,
     device,
     dtype,
@@ -994,27 +1006,25 @@ def bench_engine_cmd(
     arch,
     as_json,
 ):
-    """Problems/s and conditions/s: batched engine vs the one-condition-at-a-time reference."""
+    """The batched engine against two peers (the seed loop, a batched plain-transformers peer), interleaved
+    in one process: wall and CPU time per problem, speed-ups, load, FLOPs against the matmul peak."""
     _setup_threads(threads)
-    from engine import bench_engine
+    from engine import bench_engine, bench_engine_lines
 
     with user_errors():
         report = bench_engine(
-            model_name, checkpoint, problems, reference_problems, batch_size, device, attention, arch, dtype
+            model_name,
+            checkpoint,
+            problems,
+            seed_problems,
+            rounds,
+            batch_size,
+            device,
+            attention,
+            arch,
+            dtype,
         )
-    if as_json:
-        emit_json(report)
-        return
-    for path in ("batched", "sequential"):
-        r = report[path]
-        click.echo(
-            f"{path:>10}: {r['problems_per_s']:8.4g} problems/s {r['conditions_per_s']:9.4g} conditions/s "
-            f"({r['problems']} problems in {r['seconds']} s)"
-        )
-    click.echo(
-        f"{'ratio':>10}: {report['ratio']}x ({report['model']} on {report['device']} in {report['dtype']}, "
-        f"{report['conditions_per_problem']} conditions/problem, attention={report['attention']})"
-    )
+    emit_json(report) if as_json else click.echo("\n".join(bench_engine_lines(report)))
 
 
 @cli.command("datasets")

@@ -2,11 +2,13 @@
 
     engine.model          the CODI model: loading, its latent loop, answers, training, evaluation
     engine.interventions  conditions as data, the corruption methods, the batched engine and its rows
+    engine.peers          the same experiment written the ways a user would (seed loop, batched plain
+                          transformers): reference implementations that `bench engine` times against
     engine.runs           run orchestration: config, planning, local / sharded / Ray execution, bench
 
-Inside the engine, runs may import interventions and model, interventions may import model, and
-model imports neither. The names below are the public API, imported on first use (importing
-`engine` does not import torch):
+Inside the engine, runs may import peers, interventions and model, peers may import interventions and
+model, interventions may import model, and model imports none of them. The names below are the public
+API, imported on first use (importing `engine` does not import torch):
 
     from engine import RunConfig, run_experiment
     run = run_experiment(RunConfig(problems=8, methods="zero,gauss"), "results/warehouse")
@@ -48,6 +50,9 @@ _EXPORTS = {  # name -> the module that defines it
     "bench_engine": "engine.runs.bench",
     "setup_threads": "engine.runs.threads",
     "threads_in_effect": "engine.runs.threads:in_effect",
+    "bench_engine_lines": "engine.runs.bench",
+    "run_seed_loop": "engine.peers.seed_loop",
+    "run_batched_peer": "engine.peers.batched",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
     warehouse  <- ingest  <- engine          (warehouse: schemas and vocabulary, imports no project package)
     warehouse  <- analysis                   (reads the warehouse only: never the engine)
     queries: SQL only.  cli.py: the public faces (`from engine import ...`), never a module inside one.
-    inside engine: runs -> interventions -> model.
+    inside engine: runs -> peers -> interventions -> model (peers: the benchmark's reference implementations).
 
 Every import statement of every source file counts, wherever it stands: inside functions, and under
 `if TYPE_CHECKING:` (a type-only import still says which layer knows which).
@@ -26,7 +26,7 @@ ALLOWED = {  # package -> the other project packages it may import
     "analysis": {"warehouse"},
     "queries": set(),
 }
-ENGINE_LAYERS = ("model", "interventions", "runs")  # each may import only those before it
+ENGINE_LAYERS = ("model", "interventions", "peers", "runs")  # each may import only those before it
 
 
 def _module_name(path: Path) -> str:

@@ -9,10 +9,11 @@
     ray.py        `--executor ray`: the shards as Ray tasks, merged at the end
     executors.py  execute (the CLI's `run`) and run_experiment (the same from Python, returning the Run)
     evaluate.py   `eval`: accuracy on held-out problems, and with the thoughts zeroed
-    bench.py      `bench engine`: the batched engine against the sequential reference
+    bench.py      `bench engine`: the batched engine against its peers (engine/peers/), interleaved
     threads.py    torch's thread count and OpenMP wait policy (PASSIVE), chosen before torch loads
+    flops.py      FLOPs of a path, counted from the forward calls it makes
 
-Imports engine.interventions and engine.model. Names are imported on first use.
+Imports engine.peers, engine.interventions and engine.model. Names are imported on first use.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _EXPORTS = {
     "run_eval": "engine.runs.evaluate",
     "bench_engine": "engine.runs.bench",
     "setup_threads": "engine.runs.threads",
+    "bench_engine_lines": "engine.runs.bench",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)
