@@ -134,6 +134,18 @@ def test_row_blocks_bound_the_log_probs_and_change_nothing(tiny, problems, monke
     assert_same_rows(whole, blocked, 1e-5)
 
 
+@pytest.mark.parametrize("together", [0.0, 1.01])
+def test_gold_answers_in_the_shared_pass_or_their_own_agree(tiny, problems, monkeypatch, together):
+    """The gold branch fed beside the baseline answer (every row) or afterwards (only the rows whose
+    problem needs it, on a copy of their cache): the same log p(gold), and both ways are exercised."""
+    default = run(tiny, problems, True, options("none"))
+    baselines = default.results.filter(pl.col("method") == "baseline")
+    assert 0 < baselines["correct"].sum() < baselines.height  # some problems need the gold pass, some not
+    monkeypatch.setattr(staged, "GOLD_TOGETHER", together)
+    forced = run(tiny, problems, True, options("none"))
+    assert_same_rows(default, forced, 1e-5)
+
+
 @pytest.mark.slow  # the reference runs every condition alone
 def test_answers_resume_at_the_first_disagreement_like_decoding_from_eot(tiny, problems):
     """Rows whose argmax leaves the baseline answer at position j > 0 are decoded from j on; their answers

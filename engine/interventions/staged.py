@@ -31,6 +31,8 @@ from engine.model.positions import N_THOUGHTS
 # Floats in one [rows, positions, vocab] block of teacher-forced log-probs (32 MB in float32): the answer
 # phase makes the log-probs of a few rows at a time and keeps only per-position scalars of them.
 ROW_BLOCK_FLOATS = 1 << 23
+# Fraction of rows needing the gold answer from which it is fed in the same pass as the baseline answer
+GOLD_TOGETHER = 0.75
 
 
 @dataclass
@@ -63,7 +65,8 @@ def answer_phase(
 
     1. One pass feeds both answers as two branches over the shared cache (CodiModel.branches): the
        baseline's answer tokens for every row, the gold answer's for the rows of problems whose gold
-       answer differs from the baseline's (the others reuse the first branch).
+       answer differs from the baseline's (the others reuse the first branch). When fewer than
+       GOLD_TOGETHER of the rows need the gold answer, only they run it, in a pass of their own after.
     2. The head is applied in row blocks (`row_blocks`); each block's log-probs give the divergence from
        the row's baseline at every position, log p(gold), and whether greedy decoding would reproduce the
        baseline answer (argmax = forced token at every position), then are dropped.
@@ -79,13 +82,16 @@ def answer_phase(
     answer_index = torch.tensor([-1 if i is None else i for i in number_index], device=forced.device)
     answer_index = answer_index[row_problem]
     needs_gold = ~_same_tokens(forced, gold, pad)
+    # the gold branch rides in the same pass when most rows need it; else only those rows run it
+    # afterwards, on a copy of their cache (a pass costs every row, a copy only the rows copied)
+    together = float(needs_gold.float().mean()) >= GOLD_TOGETHER
     feeds = {"forced": forced[:, :-1]}
-    if bool(needs_gold.any()):
+    if together:
         feeds["gold"] = torch.where(needs_gold[:, None], gold[:, :-1], torch.full_like(gold[:, :-1], pad))
     fed = {name: ids for name, ids in feeds.items() if ids.shape[1]}  # forced first: _greedy_answers
     point = state.checkpoint()
     hidden = dict(zip(fed, model.branches(state, list(fed.values())), strict=True)) if fed else {}
-    forced_hidden, gold_hidden = hidden.get("forced"), hidden.get("gold")
+    forced_hidden = hidden.get("forced")
     valid = forced != pad
     parts: dict[str, list[torch.Tensor]] = {}
     logp_gold = torch.empty(rows, dtype=torch.float32, device=forced.device)
@@ -106,18 +112,40 @@ def answer_phase(
         if len(off):
             diverged_logits.append(logits[off, first[off]])
         logp_gold[block] = sequence_log_prob(logp, forced[block], pad)
-        other = needs_gold[block].nonzero()[:, 0]
-        if len(other):
-            glogits = eot_logits[block][other, None, :vocab]
-            if gold_hidden is not None:
-                glogits = torch.cat([glogits, model.head(gold_hidden[block][other])], dim=1)
-            logp_gold[block][other] = sequence_log_prob(log_probs(glogits), gold[block][other], pad)
+    other = needs_gold.nonzero()[:, 0]
+    if together and len(other):
+        logp_gold[other] = _gold_log_prob(model, eot_logits[other], gold[other], hidden.get("gold"), other)
     tokens, texts = _greedy_answers(
         model, state, point, forced, first_wrong, diverged_logits, base, row_problem, max_new_tokens
     )
     state.restore(point)
+    if not together and len(other):
+        fed_gold = None
+        if gold.shape[1] > 1:
+            sub = _select(state, other, gold.shape[1])
+            fed_gold = model.step(sub, model.embed(gold[other, :-1]), head=False).last_hidden_state
+        logp_gold[other] = _gold_log_prob(model, eot_logits[other], gold[other], fed_gold, None)
     divergence = {name: torch.cat(values) for name, values in parts.items()}
     return Answers(tokens, texts, logp_gold, divergence)
+
+
+def _gold_log_prob(
+    model: CodiModel,
+    eot_logits: torch.Tensor,
+    gold: torch.Tensor,
+    hidden: torch.Tensor | None,
+    rows: torch.Tensor | None,
+) -> torch.Tensor:
+    """log P(gold answer) [N] of N rows from their EOT logits and the hidden states after each gold token
+    but the last (`hidden[rows]`, or all of `hidden` when rows is None), the head applied in row blocks."""
+    out = torch.empty(len(gold), dtype=torch.float32, device=gold.device)
+    for block in row_blocks(len(gold), gold.shape[1], model.base_vocab_size):
+        logits = eot_logits[block, None, : model.base_vocab_size]
+        if hidden is not None and gold.shape[1] > 1:
+            fed = hidden[block] if rows is None else hidden[rows[block]]
+            logits = torch.cat([logits, model.head(fed)], dim=1)
+        out[block] = sequence_log_prob(log_probs(logits), gold[block], model.pad_id)
+    return out
 
 
 def _greedy_answers(
