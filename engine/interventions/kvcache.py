@@ -13,6 +13,8 @@ row joins by having its problem's baseline keys/values copied in (`join`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -74,6 +76,19 @@ class BufferedLayer(DynamicLayer):
         raise NotImplementedError("staged caches grow by join(), not by repeating rows")
 
 
+# (device, dtype, purpose) -> one flat block of memory a finished cache gave back (StagedCache.release);
+# purpose: "staged" (a chunk's rows) or "select" (rows copied out of it, alive at the same time)
+_SPARE: dict[tuple[torch.device, torch.dtype, str], torch.Tensor] = {}
+
+
+def _take_spare(like: torch.Tensor, numel: int, purpose: str = "staged") -> torch.Tensor:
+    """A flat tensor of at least `numel` elements: the spare block when big enough, else a new one."""
+    spare = _SPARE.pop((like.device, like.dtype, purpose), None)
+    if spare is not None and spare.numel() >= numel:
+        return spare
+    return like.new_empty(numel)
+
+
 class StagedCache(DynamicCache):
     """A `DynamicCache` made of `BufferedLayer`s, with rows that join at later steps (`join`)."""
 
@@ -82,16 +97,33 @@ class StagedCache(DynamicCache):
 
     @classmethod
     def allocate(cls, like: DynamicCache, rows: int, capacity: int) -> StagedCache:
-        """Empty buffers for `rows` rows, shaped like the layers of `like` (no rows active yet)."""
-        layers = []
-        for layer in like.layers:
-            batch, heads, _, dim = layer.keys.shape
-            del batch
-            # never read before written: views expose only the filled columns (no zeroing pass)
-            keys = layer.keys.new_empty((rows, heads, capacity, dim))
-            values = layer.values.new_empty((rows, heads, capacity, dim))
+        """Empty buffers for `rows` rows, shaped like the layers of `like` (no rows active yet).
+
+        The buffers are views of one block of memory taken from `_SPARE` (the block the previous chunk
+        gave back with `release`) when it is big enough: a fresh block of hundreds of MB costs a page
+        fault per 4 KB page on first touch, which made copying rows in (`join`) several times slower.
+        Never read before written: the views expose only the filled columns (no zeroing pass).
+        """
+        shapes = [(rows, layer.keys.shape[1], capacity, layer.keys.shape[3]) for layer in like.layers]
+        sizes = [math.prod(shape) for shape in shapes]
+        first = like.layers[0].keys
+        block = _take_spare(first, 2 * sum(sizes), "staged")
+        layers, offset = [], 0
+        for shape, size in zip(shapes, sizes, strict=True):
+            keys = block[offset : offset + size].view(shape)
+            values = block[offset + size : offset + 2 * size].view(shape)
+            offset += 2 * size
             layers.append(BufferedLayer(keys, values, active=0, length=0))
-        return cls(layers)
+        cache = cls(layers)
+        cache.block, cache.purpose = block, "staged"
+        return cache
+
+    def release(self) -> None:
+        """Give this cache's memory back for the next `allocate` (this cache must not be used after)."""
+        block = getattr(self, "block", None)
+        if block is not None:
+            self.block = None
+            _SPARE[(block.device, block.dtype, self.purpose)] = block
 
     @property
     def active(self) -> int:
@@ -115,12 +147,23 @@ class StagedCache(DynamicCache):
     def select(self, indices: torch.Tensor, room: int) -> StagedCache:
         """A new cache holding only `indices` of the active rows, with space for `room` more positions.
 
-        Only the filled part is copied; this cache is left unchanged.
+        Only the filled part is copied, into memory reused from the previous selection (`release`);
+        this cache is left unchanged.
         """
-        layers = []
-        for layer in self.layers:
-            capacity = layer.length + room
-            keys = layer.key_buffer[:, :, :capacity][indices]
-            values = layer.value_buffer[:, :, :capacity][indices]
+        shapes = [
+            (len(indices), layer.key_buffer.shape[1], layer.length + room, layer.key_buffer.shape[3])
+            for layer in self.layers
+        ]
+        sizes = [math.prod(shape) for shape in shapes]
+        block = _take_spare(self.layers[0].key_buffer, 2 * sum(sizes), "select")
+        layers, offset = [], 0
+        for layer, shape, size in zip(self.layers, shapes, sizes, strict=True):
+            keys = block[offset : offset + size].view(shape)
+            values = block[offset + size : offset + 2 * size].view(shape)
+            offset += 2 * size
+            keys[:, :, : layer.length] = layer.key_buffer[indices, :, : layer.length]
+            values[:, :, : layer.length] = layer.value_buffer[indices, :, : layer.length]
             layers.append(BufferedLayer(keys, values, active=len(indices), length=layer.length))
-        return StagedCache(layers)
+        cache = StagedCache(layers)
+        cache.block, cache.purpose = block, "select"
+        return cache

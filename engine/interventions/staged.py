@@ -124,6 +124,7 @@ def answer_phase(
         if gold.shape[1] > 1:
             sub = _select(state, other, gold.shape[1])
             fed_gold = model.step(sub, model.embed(gold[other, :-1]), head=False).last_hidden_state
+            _release(sub)
         logp_gold[other] = _gold_log_prob(model, eot_logits[other], gold[other], fed_gold, None)
     divergence = {name: torch.cat(values) for name, values in parts.items()}
     return Answers(tokens, texts, logp_gold, divergence)
@@ -179,6 +180,7 @@ def _greedy_answers(
     sub.next_position = next_position[diverged] + j
     budget = max_new_tokens - int(j.min())
     decoded = model.decode_greedy(sub, torch.cat(diverged_logits), budget)
+    _release(sub)
     prefix = forced[diverged]
     answers = [
         (prefix[i, :n].tolist() + row)[:max_new_tokens]
@@ -254,6 +256,7 @@ def run_staged(
         )
     eot_logits = out.logits[:, -1, :]
     answers = answer_phase(model, state, eot_logits, forced, gold, base, row_problem, max_new_tokens)
+    cache.release()  # nothing returned below is a view of it: the next chunk reuses its memory
     return RowOutcome(
         tokens=answers.tokens,
         texts=answers.texts,
@@ -277,6 +280,12 @@ def _same_tokens(a: torch.Tensor, b: torch.Tensor, pad_id: int) -> torch.Tensor:
     a = torch.nn.functional.pad(a, (0, width - a.shape[1]), value=pad_id)
     b = torch.nn.functional.pad(b, (0, width - b.shape[1]), value=pad_id)
     return (a == b).all(-1)
+
+
+def _release(state: LoopState) -> None:
+    """Give a selected cache's memory back for the next selection (`state` must not be used after)."""
+    if isinstance(state.cache, StagedCache):
+        state.cache.release()
 
 
 def _select(state: LoopState, rows: torch.Tensor, room: int) -> LoopState:
