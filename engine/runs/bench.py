@@ -72,10 +72,11 @@ def bench_engine(
     `arch` (gpt2-124m, llama-1b): random weights of that shape.
     """
     if rounds < 3:
-        raise ValueError(f"--rounds must be at least 3 (min and median need a few), got {rounds}")
+        raise ValueError(f"--rounds must be at least 3 (min and median need a few), got {rounds}; raise it")
     if not 1 <= seed_problems <= problems:
         raise ValueError(
-            f"--seed-problems must be between 1 and --problems ({problems}), got {seed_problems}"
+            f"--seed-problems must be between 1 and --problems ({problems}), got {seed_problems}; "
+            "lower it or raise --problems"
         )
     device, torch_dtype = pick_device(device, dtype)
     if arch is not None:
