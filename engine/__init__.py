@@ -46,6 +46,10 @@ _EXPORTS = {  # name -> the module that defines it
     "run_eval": "engine.runs.evaluate",
     "builtin_datasets": "engine.runs.validate",
     "bench_engine": "engine.runs.bench",
+    "estimate_chunk_memory": "engine.runs.memory",
+    "estimate_run_memory": "engine.runs.memory",
+    "MemoryEstimate": "engine.runs.memory",
+    "parse_size": "engine.runs.memory",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

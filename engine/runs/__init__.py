@@ -10,6 +10,7 @@
     executors.py  execute (the CLI's `run`) and run_experiment (the same from Python, returning the Run)
     evaluate.py   `eval`: accuracy on held-out problems, and with the thoughts zeroed
     bench.py      `bench engine`: the batched engine against the sequential reference
+    memory.py     a chunk's memory, term by term, before it runs; `--max-memory` picks the batch size
 
 Imports engine.interventions and engine.model. Names are imported on first use.
 """
@@ -40,6 +41,12 @@ _EXPORTS = {
     "run_experiment": "engine.runs.executors",
     "run_eval": "engine.runs.evaluate",
     "bench_engine": "engine.runs.bench",
+    "estimate_chunk_memory": "engine.runs.memory",
+    "estimate_run_memory": "engine.runs.memory",
+    "fit_batch_size": "engine.runs.memory",
+    "MemoryEstimate": "engine.runs.memory",
+    "ModelShape": "engine.runs.memory",
+    "parse_size": "engine.runs.memory",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

@@ -227,7 +227,18 @@ MEASURES_VERSION = 2
 
 # RunConfig fields left out of a run's config: how it executes, the ways of asking for layers (the config
 # records the layers themselves), and the labels a person gives the run (stored beside the config).
-NOT_CONFIG = ("resume", "device", "batch_size", "extra", "layer", "all_layers", "name", "tags", "note")
+NOT_CONFIG = (
+    "resume",
+    "device",
+    "batch_size",
+    "max_memory",
+    "extra",
+    "layer",
+    "all_layers",
+    "name",
+    "tags",
+    "note",
+)
 # Sampling fields go into the config only when a run samples other than `first`: the config (and hash) of
 # every run that takes a file's first problems, or the synthetic set, stays as it was before --sample.
 SAMPLE_FIELDS = ("sample", "sample_seed")
