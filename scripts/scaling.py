@@ -2,7 +2,7 @@
 fresh warehouse, then how long the main views take at the largest size (docs/BENCHMARKS.md).
 
     python scripts/scaling.py                       # 25, 100, 400, 1,000 problems, and 100 with --layers all
-    python scripts/scaling.py --sizes 25,100 --all-layers 0 --out results/scaling
+    python scripts/scaling.py --sizes 25,100 --all-layers 0 --threads 1 --out results/scaling
 
 Per run: wall and CPU time, the rows written (results, attention), the warehouse folder's size on disk,
 the child's peak resident memory (os.wait4: the child's own rusage, not the largest of all children)
@@ -10,6 +10,9 @@ and the run's own memory estimate (`run --json`, engine/runs/memory.py). Then, o
 warehouse: `python cli.py stats` (wall, a fresh process) and `SELECT * FROM <view>` for the main views
 (one fresh process that opens the warehouse, then times each view's first query). Writes scaling.json
 and scaling.md to --out and prints the markdown.
+
+On a machine that other jobs share, give `--threads 1`: torch's default (one OpenMP thread per core)
+spins for cores it does not get, and on the 2-core machine at load 6-10 a run took 6-7x longer with it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def sizes_arg(text: str) -> list[int]:
     return sizes
 
 
+def threads_arg(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a positive number, got {text!r}")
+    return int(text)
+
+
 def disk_bytes(folder: Path) -> int:
     """Bytes the folder takes on disk (allocated blocks, as `du`)."""
     return sum(
@@ -60,9 +69,12 @@ def disk_bytes(folder: Path) -> int:
     )
 
 
-def run_child(command: list[str], log: Path) -> dict:
-    """Run `command` to its end; its wall time, CPU time and peak RSS from its own rusage (os.wait4)."""
+def run_child(command: list[str], log: Path, threads: int | None = None) -> dict:
+    """Run `command` to its end; its wall time, CPU time and peak RSS from its own rusage (os.wait4).
+    `threads`: torch's (OpenMP's) threads in the child (None: torch's default, one per core)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log.with_suffix(".out"), "wb") as out, open(log.with_suffix(".err"), "wb") as err:
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, env=env)
@@ -80,12 +92,14 @@ def run_child(command: list[str], log: Path) -> dict:
     }
 
 
-def run_case(label: str, problems: int, all_layers: bool, work: Path, device: str) -> dict:
+def run_case(
+    label: str, problems: int, all_layers: bool, work: Path, device: str, threads: int | None
+) -> dict:
     db = work / label
     command = [sys.executable, str(CLI), "run", "--problems", str(problems), "--db", str(db)]
     command += ["--device", device, "--json"] + (["--layers", "all"] if all_layers else [])
     load_before = os.getloadavg()[0]
-    child = run_child(command, work / f"{label}.run")
+    child = run_child(command, work / f"{label}.run", threads)
     summary = json.loads(child.pop("stdout"))
     counts = row_counts(db, summary["run_id"])
     memory = summary.get("memory", {})
@@ -132,12 +146,16 @@ def time_views(db: str, views: list[str]) -> dict:
     return out
 
 
-def view_latency(case: dict, views: list[str], work: Path) -> dict:
+def view_latency(case: dict, views: list[str], work: Path, threads: int | None) -> dict:
     stats = run_child(
-        [sys.executable, str(CLI), "stats", "--run", case["run_id"], "--db", case["db"]], work / "stats"
+        [sys.executable, str(CLI), "stats", "--run", case["run_id"], "--db", case["db"]],
+        work / "stats",
+        threads,
     )
     timed = run_child(
-        [sys.executable, __file__, "--time-views", case["db"], "--views", ",".join(views)], work / "views"
+        [sys.executable, __file__, "--time-views", case["db"], "--views", ",".join(views)],
+        work / "views",
+        threads,
     )
     return {
         "case": case["case"],
@@ -149,21 +167,23 @@ def view_latency(case: dict, views: list[str], work: Path) -> dict:
 
 def markdown(report: dict) -> str:
     mb = 10**6
+    threads = "torch's default threads" if report.get("threads") is None else f"{report['threads']} thread(s)"
     lines = [
         f"Measured {report['date']} on {report['machine']} ({report['cpus']} CPUs, torch "
-        f"{report['torch']}); 1-minute load average {report['load_1min'][0]} at the start, "
-        f"{report['load_1min'][1]} at the end.",
+        f"{report['torch']}, {threads}); 1-minute load average {report['load_1min'][0]} at the start, "
+        f"{report['load_1min'][1]} at the end (per run: the load column, at its start and end).",
         "",
         "| problems | layers | conditions | wall s | CPU s | problems/s | results rows | attention rows "
-        "| warehouse MB | peak RSS MB | estimated MB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| warehouse MB | peak RSS MB | estimated MB | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in report["runs"]:
         estimate = "" if c["estimated_peak_bytes"] is None else f"{c['estimated_peak_bytes'] / mb:,.0f}"
         lines.append(
             f"| {c['problems']:,} | {c['layers']} | {c['conditions']} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} "
             f"| {c['problems'] / c['wall_s']:.2f} | {c['results_rows']:,} | {c['attention_rows']:,} "
-            f"| {c['disk_bytes'] / mb:,.1f} | {c['peak_rss_bytes'] / mb:,.0f} | {estimate} |"
+            f"| {c['disk_bytes'] / mb:,.1f} | {c['peak_rss_bytes'] / mb:,.0f} | {estimate} "
+            f"| {c['load_1min'][0]}-{c['load_1min'][1]} |"
         )
     v = report.get("views")
     if v:
@@ -190,6 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="results/scaling", help="folder for scaling.json and scaling.md")
     parser.add_argument("--work", default=None, help="folder for the warehouses [a temporary one, removed]")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=threads_arg,
+        default=None,
+        help="torch (OpenMP) threads per run [torch's default: one per core]",
+    )
     parser.add_argument("--time-views", metavar="DB", help=argparse.SUPPRESS)  # the child of view_latency
     args = parser.parse_args(argv)
     if args.time_views:
@@ -207,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "load_1min": [round(os.getloadavg()[0], 2)],
+            "threads": args.threads,  # None: torch's default
             "runs": [],
         }
         cases = [(f"p{n}", n, False) for n in args.sizes]
@@ -214,12 +241,15 @@ def main(argv: list[str] | None = None) -> None:
             cases.append((f"p{args.all_layers}-all-layers", args.all_layers, True))
         for label, n, all_layers in cases:
             print(f"run {label} ...", file=sys.stderr, flush=True)
-            report["runs"].append(run_case(label, n, all_layers, work, args.device))
+            report["runs"].append(run_case(label, n, all_layers, work, args.device, args.threads))
         views = [v for v in args.views.split(",") if v]
         largest = max((c for c in report["runs"] if c["layers"] == "default"), key=lambda c: c["problems"])
         if views:
             print(f"views at {largest['problems']} problems ...", file=sys.stderr, flush=True)
-            report["views"] = {"problems": largest["problems"], **view_latency(largest, views, work)}
+            report["views"] = {
+                "problems": largest["problems"],
+                **view_latency(largest, views, work, args.threads),
+            }
         report["load_1min"].append(round(os.getloadavg()[0], 2))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
