@@ -49,6 +49,7 @@ _EXPORTS = {  # name -> the module that defines it
     "estimate_chunk_memory": "engine.runs.memory",
     "estimate_run_memory": "engine.runs.memory",
     "MemoryEstimate": "engine.runs.memory",
+    "ModelShape": "engine.runs.memory",
     "parse_size": "engine.runs.memory",
 }
 
