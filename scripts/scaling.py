@@ -11,8 +11,8 @@ warehouse: `python cli.py stats` (wall, a fresh process) and `SELECT * FROM <vie
 (one fresh process that opens the warehouse, then times each view's first query). Writes scaling.json
 and scaling.md to --out and prints the markdown.
 
-On a machine that other jobs share, give `--threads 1`: torch's default (one OpenMP thread per core)
-spins for cores it does not get, and on the 2-core machine at load 6-10 a run took 6-7x longer with it.
+On a machine that other jobs share, give `--threads 1`: torch's default (one OpenMP thread per core) is a
+little faster on a quiet machine but degrades far more under load (docs/BENCHMARKS.md, Scaling).
 """
 
 from __future__ import annotations
