@@ -241,6 +241,13 @@ def _setup_threads(threads) -> None:
     "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Problems per batch."
 )
 @click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="Memory the run may take at its peak (4GB, 800MB; RAM on CPU, GPU memory on CUDA): the batch size "
+    "becomes the largest whose estimate (printed before the run) fits. A local run only.",
+)
+@click.option(
     "--resume",
     default=None,
     help="Continue a running, failed or interrupted run (id, prefix or latest) under its stored flags; flags "
@@ -306,6 +313,7 @@ def run(
     dtype,
     threads,
     batch_size,
+    max_memory,
     resume,
     skip_invalid,
     shard,
@@ -337,6 +345,12 @@ def run(
         )
     if layer and layers_spec is not None:
         raise click.UsageError("give either --layer L or --layers L1,L2,... (or --layers all), not both")
+    if max_memory is not None and "batch_size" in _given(
+        click.get_current_context(), {"batch_size": "batch_size"}
+    ):
+        raise click.UsageError(
+            "--max-memory chooses the batch size; give --batch-size or --max-memory, not both"
+        )
     req = RunConfig(
         model=model_name,
         checkpoint=checkpoint,
@@ -355,6 +369,7 @@ def run(
         device=device,
         dtype=dtype,
         batch_size=batch_size,
+        max_memory=max_memory,
         resume=resume,
         skip_invalid=skip_invalid,
         name=name,

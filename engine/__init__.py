@@ -53,6 +53,11 @@ _EXPORTS = {  # name -> the module that defines it
     "bench_engine_lines": "engine.runs.bench",
     "run_seed_loop": "engine.peers.seed_loop",
     "run_batched_peer": "engine.peers.batched",
+    "estimate_chunk_memory": "engine.runs.memory",
+    "estimate_run_memory": "engine.runs.memory",
+    "MemoryEstimate": "engine.runs.memory",
+    "ModelShape": "engine.runs.memory",
+    "parse_size": "engine.runs.memory",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

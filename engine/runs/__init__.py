@@ -12,6 +12,7 @@
     bench.py      `bench engine`: the batched engine against its peers (engine/peers/), interleaved
     threads.py    torch's thread count and OpenMP wait policy (PASSIVE), chosen before torch loads
     flops.py      FLOPs of a path, counted from the forward calls it makes
+    memory.py     a chunk's memory, term by term, before it runs; `--max-memory` picks the batch size
 
 Imports engine.peers, engine.interventions and engine.model. Names are imported on first use.
 """
@@ -44,6 +45,12 @@ _EXPORTS = {
     "bench_engine": "engine.runs.bench",
     "setup_threads": "engine.runs.threads",
     "bench_engine_lines": "engine.runs.bench",
+    "estimate_chunk_memory": "engine.runs.memory",
+    "estimate_run_memory": "engine.runs.memory",
+    "fit_batch_size": "engine.runs.memory",
+    "MemoryEstimate": "engine.runs.memory",
+    "ModelShape": "engine.runs.memory",
+    "parse_size": "engine.runs.memory",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS)

@@ -1,9 +1,9 @@
 """What a run is asked to do (RunConfig) and how it executes (Execution): the flags of `python cli.py run`.
 
 Both are keyword-only: `RunConfig(model="gpt2", problems=100, methods="zero,gauss")`. A RunConfig's fields
-(less resume, device, batch_size, extra and the labels name, tags, note) go into the run's config and its
-hash (dtype as the precision it resolves to, and only when that is not float32); `resume` takes the rest
-from the run's stored config (engine/runs/resume.py). An Execution never changes a row.
+(less resume, device, batch_size, max_memory, extra and the labels name, tags, note) go into the run's config
+and its hash (dtype as the precision it resolves to, and only when that is not float32); `resume` takes the
+rest from the run's stored config (engine/runs/resume.py). An Execution never changes a row.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class RunConfig:
     # run's config when it is not float32 (engine/runs/plan.py), so a resume never mixes precisions
     dtype: str = "auto"
     batch_size: int = 8
+    # the most memory a chunk may take ("4GB", "800MB" or bytes): the batch size becomes the largest that the
+    # estimate (engine/runs/memory.py) fits in it; a local run only
+    max_memory: int | str | None = None
     resume: str | None = None  # a run id, prefix or "latest"
     skip_invalid: bool = False
     max_new_tokens: int = 24

@@ -32,6 +32,11 @@ def execute(req: RunConfig, db: str, how: Execution, progress: bool = True) -> d
         )
         if value is not None
     ]
+    if req.max_memory is not None and (how.executor == "ray" or how.shard):
+        raise ValueError(
+            "--max-memory chooses the batch size of a local run; every worker of a sharded or Ray run needs "
+            "the same --batch-size (a local run's memory line gives the estimate)"
+        )
     if how.executor == "ray":
         if how.shard:
             raise ValueError("--shard is what each Ray task does; give either --shard or --executor ray")

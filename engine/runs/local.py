@@ -24,7 +24,15 @@ from engine.interventions.methods import pool_methods
 from engine.interventions.options import EngineOptions
 from engine.model.codi import CodiModel
 from engine.runs.config import RunConfig
-from engine.runs.plan import plan_run
+from engine.runs.memory import (
+    MemoryEstimate,
+    current_rss,
+    estimate_run_memory,
+    fit_batch_size,
+    parse_size,
+    peak_rss,
+)
+from engine.runs.plan import RunPlan, plan_run
 from engine.runs.resume import check_resumable, resumed_config
 from ingest.problems import problems_table as problems_frame  # the `problems` rows ingest writes
 from warehouse.lake import WarehouseBusy
@@ -72,11 +80,16 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
     from warehouse.store import open_warehouse
 
     say = _say if progress else _quiet
+    # a bad --max-memory is refused before the model loads
+    limit = None if req.max_memory is None else parse_size(req.max_memory)
     with sigterm_interrupts():
         if req.resume:  # the run's stored config, before the model loads: `--resume RUN` alone is enough
             req = resumed_config(req, db)
         say(f"loading model {req.model}" + (f" from {req.checkpoint}" if req.checkpoint else "") + " ...")
         plan = plan_run(req)
+        memory, batch_size = chunk_memory(plan, req, limit)
+        within = f", within --max-memory {req.max_memory}" if limit else ""
+        say(f"running {memory.line()}{within} ...")  # a step, like the others (ends in "...")
         model, problems, methods, conditions, opts, config = (
             plan.model,
             plan.problems,
@@ -118,9 +131,10 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
                 disable=not progress,
                 dynamic_ncols=True,
             )
+            rss_before = current_rss()
             try:
-                for i in range(0, len(todo), req.batch_size):
-                    chunk = todo[i : i + req.batch_size]
+                for i in range(0, len(todo), batch_size):
+                    chunk = todo[i : i + batch_size]
                     out = run_chunk(model, chunk, opts, pool)
                     nonfinite += nonfinite_rows(out.results)
                     broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
@@ -163,7 +177,23 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
         "conditions": len(conditions),
         "seconds": round(time.time() - started, 2),
         "nonfinite_rows": nonfinite,
+        "memory": {
+            **memory.to_dict(),
+            "max_memory_bytes": limit,
+            # measured: this process's resident memory before the first chunk, and its peak so far
+            "rss_before_chunks_bytes": rss_before,
+            "process_peak_rss_bytes": peak_rss(),
+        },
     }
+
+
+def chunk_memory(plan: RunPlan, req: RunConfig, limit: int | None) -> tuple[MemoryEstimate, int]:
+    """The estimate of a chunk's memory and the batch size: `req.batch_size`, or with `limit` (bytes) the
+    largest that fits it (a ValueError saying what would fit when even one problem does not)."""
+    if limit is None:
+        return estimate_run_memory(plan, req.batch_size), req.batch_size
+    memory = fit_batch_size(plan, limit, str(req.max_memory))
+    return memory, memory.n_problems
 
 
 def _say(line: str) -> None:  # what the first seconds do; ends in "..." (a step, not a message)

@@ -263,6 +263,7 @@ NOT_CONFIG = (
     "device",
     "dtype",
     "batch_size",
+    "max_memory",
     "extra",
     "layer",
     "all_layers",
