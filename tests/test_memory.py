@@ -88,7 +88,7 @@ def test_log_prob_and_attention_terms_match_a_real_baseline_pass(tiny):
     estimate = estimate_chunk_memory(
         tiny, 1, rows + 1, state.cache.get_seq_length(), max_new_tokens=answer, answer_length=answer
     )
-    assert term(estimate, "forced_log_probs") == base.forced_logp.nbytes  # [rows, T, V + 3] float32
+    assert term(estimate, "forced_log_probs") == base.forced_logp.nbytes  # [rows, T, V] float32
     assert term(estimate, "captured_attention") == base.attention.nbytes  # [rows, layers, heads, 7, 9]
     assert term(estimate, "forced_logits") == 3 * base.forced_logp.nbytes
 
@@ -109,9 +109,9 @@ def test_gpt2_at_batch_8_counts_the_issue_s_tensors():
     rows, positions = 8 * 42, 80 + 7 + 24
     assert estimate.rows == rows
     assert term(estimate, "staged_kv_cache") == rows * 12 * 2 * 12 * positions * 64 * 4
-    assert term(estimate, "forced_log_probs") == rows * 24 * 50260 * 4 == 1_621_186_560  # 1.6 GB per tensor
-    assert term(estimate, "forced_logits") == 3 * 1_621_186_560
-    assert term(estimate, "measure_copies") == int(6.25 * 1_621_186_560)
+    assert term(estimate, "forced_log_probs") == rows * 24 * 50257 * 4 == 1_621_089_792  # 1.6 GB per tensor
+    assert term(estimate, "forced_logits") == 3 * 1_621_089_792
+    assert term(estimate, "measure_copies") == int(6.25 * 1_621_089_792)
     assert term(estimate, "runtime") == RUNTIME_BYTES
     peak = estimate.throughout + estimate.steps[estimate.peak_step]
     assert estimate.peak == sum(t.nbytes for t in peak)
@@ -126,7 +126,7 @@ def test_gpt2_at_batch_8_counts_the_issue_s_tensors():
 def test_row_blocks_bound_the_forced_pass():
     whole = estimate_chunk_memory(GPT2, 8, 43, 80)
     blocked = estimate_chunk_memory(GPT2, 8, 43, 80, row_block=32)
-    assert term(blocked, "forced_logits") == 3 * 32 * 24 * 50260 * 4
+    assert term(blocked, "forced_logits") == 3 * 32 * 24 * 50257 * 4
     assert (
         term(blocked, "forced_log_probs") == 8 * 42 * 24 * 8 * 4
     )  # per-position scalars, not the vocabulary
@@ -155,8 +155,8 @@ def test_grouped_query_attention_and_bf16_on_cuda():
     estimate = estimate_chunk_memory(LLAMA_1B, 2, 43, 100, answer_length=30)
     positions = 100 + 7 + 30  # a gold answer longer than max_new_tokens widens the cache
     assert term(estimate, "staged_kv_cache") == 84 * 16 * 2 * 8 * positions * 64 * 2  # 8 kv heads, bf16
-    assert term(estimate, "forced_log_probs") == 84 * 24 * 128259 * 4  # baseline answers: max_new_tokens
-    assert term(estimate, "forced_logits") == 3 * 84 * 30 * 128259 * 4  # the gold pass: 30 positions
+    assert term(estimate, "forced_log_probs") == 84 * 24 * 128256 * 4  # baseline answers: max_new_tokens
+    assert term(estimate, "forced_logits") == 3 * 84 * 30 * 128256 * 4  # the gold pass: 30 positions
     # under CUDA the peak is the GPU's: the runtime and the writer's rows are host memory
     device = [t for t in estimate.at_peak()]
     assert all(t.on_device for t in device) and "runtime" not in {t.name for t in device}

@@ -67,6 +67,7 @@ FORCED_LOGIT_COPIES = 3
 # above the terms before the forced pass's masks and hidden states were listed, resident memory 1-2% above
 # live tensors
 UNLISTED_SHARE = 0.05
+EXTRA_TOKENS = 3  # CODI's pad, bot, eot: in the logits, never in the log-probs
 SCALARS_PER_POSITION = 8  # with row blocks: what a row keeps per forced position instead of the vocabulary
 
 
@@ -266,7 +267,8 @@ def _terms(
         n * n_conditions * RESULT_ROW_BYTES
         + stored * s.layers * s.heads * VISIBLE_PAIRS * ATTENTION_ROW_BYTES
     )
-    kept = forced * (s.vocab if row_block is None else SCALARS_PER_POSITION) * f32  # per row
+    log_vocab = s.vocab - EXTRA_TOKENS  # log-probs cover the base vocabulary only (CodiModel.head)
+    kept = forced * (log_vocab if row_block is None else SCALARS_PER_POSITION) * f32  # per row
     # one layer of a teacher-forced pass over `block` rows and G positions (the gold pass, the widest):
     # eager attention (scores, scaled / masked / softmaxed one at a time: 2 alive, the float mask, q/k/v)
     # or the MLP (fc and activation, or LLaMA's gate, up and product), beside the block's hidden states
@@ -287,7 +289,7 @@ def _terms(
     # chunk.py run_rows: the baseline's DynamicCache (grown by torch.cat: 2 copies at once), its log-probs
     baseline = Term(
         "baseline_rows",
-        n * (2 * kv_row + FORCED_LOGIT_COPIES * gold * s.vocab * f32),
+        n * (2 * kv_row + FORCED_LOGIT_COPIES * gold * log_vocab * f32),
         f"{n} baseline rows: KV cache x2 (torch.cat), {FORCED_LOGIT_COPIES} [G, vocab] float32 log-probs",
     )
     writer = Term(  # local.py ChunkWriter: a queue of 2 chunks and the one being committed, as Arrow/polars
@@ -327,14 +329,14 @@ def _terms(
         "forced_log_probs",
         rows * kept,
         f"rows x T {forced} x "
-        + (f"vocab {s.vocab}" if row_block is None else f"{SCALARS_PER_POSITION} scalars")
+        + (f"vocab {log_vocab}" if row_block is None else f"{SCALARS_PER_POSITION} scalars")
         + " float32",
     )
     # loop.py forced_log_probs: logits [B, G-1, V], torch.cat with EOT's, the masked clone, log_softmax
     logits = Term(
         "forced_logits",
-        FORCED_LOGIT_COPIES * block * gold * s.vocab * f32,
-        f"{FORCED_LOGIT_COPIES} x rows {block} x G {gold} x vocab {s.vocab} float32",
+        FORCED_LOGIT_COPIES * block * gold * log_vocab * f32,
+        f"{FORCED_LOGIT_COPIES} x rows {block} x G {gold} x vocab {log_vocab} float32",
     )
     activations = Term(  # a forced pass, one layer at a time
         "forced_activations",
