@@ -219,7 +219,8 @@ def run_staged(
     n_rows = len(row_problem)
     question_length, question_mask, first_position = question_point
     question_mask, first_position = question_mask[row_problem], first_position[row_problem]
-    width = max(forced.shape[1], gold.shape[1], max_new_tokens)
+    # after EOT the cache takes both answer branches (answer_phase); decoding runs on copies (`_select`)
+    width = forced.shape[1] + gold.shape[1]
     cache = StagedCache.allocate(base_state.cache, n_rows, question_length + N_THOUGHTS + 1 + width)
     state = LoopState(cache, question_mask[:0], first_position[:0], base_state.columns)
     attention = _baseline_attention(base, row_problem) if capture_attention else None

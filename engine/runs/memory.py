@@ -24,6 +24,9 @@ resident memory in that worst case (GSM8K, which gpt2-tiny never answers right),
 synthetic problems, whose baselines are mostly right and whose answers are 8 tokens long. A chunk of a
 random-weight GPT-2-124M (engine/model/arch.py; every answer wrong and 24 tokens long), where the
 [rows, positions, vocabulary] tensors dominate, took 1/1.10 (1 problem) and 1/1.06 (2) of its estimate.
+Those figures are from the engine before its row blocks; after them (`estimate_run_memory` passes the
+engine's `row_block`) the bound is looser: 1.30-1.32 on the GSM8K worst case, 2.76 on synthetic problems
+with --layers all (tests/test_memory.py).
 
 `row_block`: rows whose teacher-forced log-probs exist at once. The engine (staged.answer_phase) applies
 the head in blocks of `row_block_rows` rows and keeps per-position scalars: `estimate_run_memory` uses that.
@@ -256,7 +259,9 @@ def _terms(
     # the pass itself: with row blocks (staged.answer_phase) one pass feeds every row both answers as two
     # branches; without, a pass per answer over `block` rows (the widest: the gold answer)
     pass_rows, pass_width = (rows, forced + gold) if row_block is not None else (block, gold)
-    positions = question_length + N_THOUGHTS + 1 + max(longest, max_new_tokens)  # staged.py: the capacity
+    # staged.py: the capacity; with row blocks the cache takes both answer branches (forced, then gold)
+    after = forced + gold if row_block is not None else max(longest, max_new_tokens)
+    positions = question_length + N_THOUGHTS + 1 + after
     kv_row = s.layers * 2 * s.kv_heads * positions * s.head_dim * d  # keys and values of one row
     captured = N_THOUGHTS + 1, N_THOUGHTS + 3  # loop.py: queries T0..T5, EOT x keys Q, BOT, T0..T5, EOT
     captured_bytes = (
