@@ -106,6 +106,17 @@ class CodiModel(nn.Module):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return QuestionBatch(ids, mask, positions, ColumnMap(width))
 
+    @property
+    def body(self) -> nn.Module:
+        """The decoder without the LM head (GPT2Model, LlamaModel): what a pass runs when no logits are
+        read. Under a PEFT wrapper (the official checkpoints' LoRA, loaded as a reference), the model inside
+        it first: PEFT's own `base_model` is its LoRA layer, whose forward is the whole LM."""
+        model = self.codi
+        inner = getattr(model, "get_base_model", None)
+        if callable(inner) and not isinstance(model, PreTrainedModel):
+            model = inner()
+        return model.base_model
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the base vocabulary only [..., V] from final hidden states (after the final norm).
 
@@ -158,7 +169,7 @@ class CodiModel(nn.Module):
         positions = state.next_position[:, None] + torch.arange(t, device=embeds.device)[None, :]
         state.next_position = state.next_position + t
         with self.kernel(bool(kwargs.get("output_attentions"))):
-            return (self.codi if head else self.codi.base_model)(
+            return (self.codi if head else self.body)(
                 inputs_embeds=embeds,
                 attention_mask=state.mask,
                 position_ids=positions,
@@ -190,7 +201,7 @@ class CodiModel(nn.Module):
             if self.codi.config._attn_implementation == "eager":  # eager takes an additive float mask
                 low = torch.finfo(embeds.dtype).min
                 mask = torch.zeros(mask.shape, dtype=embeds.dtype, device=device).masked_fill(~mask, low)
-            out = self.codi.base_model(
+            out = self.body(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,

@@ -1,8 +1,8 @@
 """FLOPs of whatever runs a CODI model, counted analytically from what it feeds the model (bench engine).
 
-`counting(model)` installs three pre-hooks that see every forward call from the outside: on the base LM
-(`model.codi.base_model`, which every pass runs, with or without the output layer: rows x new positions,
-and the keys each of them attends to: the cache length before the call plus the new positions), on the
+`counting(model)` installs three pre-hooks that see every forward call from the outside: on the decoder
+(`model.body`, which every pass runs, with or without the output layer: rows x new positions, and the
+keys each of them attends to: the cache length before the call plus the new positions), on the
 output layer (the positions it is applied to: the engine skips it on thought steps and applies it in row
 blocks; transformers applies it to every position fed unless told `logits_to_keep`) and on the projection
 `prj` (rows projected). From those counts:
@@ -90,7 +90,7 @@ def counting(model: CodiModel) -> Iterator[FlopCount]:
         count.headed += args[0].numel() // args[0].shape[-1]
 
     handles = [
-        model.codi.base_model.register_forward_pre_hook(on_lm, with_kwargs=True),
+        model.body.register_forward_pre_hook(on_lm, with_kwargs=True),
         output.register_forward_pre_hook(on_head),
         model.prj.register_forward_pre_hook(on_prj),
     ]
