@@ -235,7 +235,8 @@ def run_command(command: list[str], timeout: float, save: Path | None = None) ->
 
 def bench_engine(device: str, arch: str, dtype: str, out: Path, quick: bool, timeout: float) -> dict:
     model = ["--model", arch] if arch == "gpt2-tiny" else ["--arch", arch]
-    sizes = ["--problems", "2", "--reference-problems", "1", "--batch-size", "2", "--attention", "none"]
+    sizes = ["--problems", "2", "--seed-problems", "1", "--rounds", "3", "--batch-size", "2"]
+    sizes += ["--attention", "none"]
     command = [sys.executable, "cli.py", "bench", "engine", *model, "--device", device, "--dtype", dtype]
     found = run_command(
         [*command, *(sizes if quick else []), "--json"], timeout, out / f"bench_engine_{arch}_{dtype}.json"
@@ -244,11 +245,14 @@ def bench_engine(device: str, arch: str, dtype: str, out: Path, quick: bool, tim
     if report:  # the headline figures; the whole report is in the saved file
         found.update(
             {
-                "batched_problems_per_s": report["batched"]["problems_per_s"],
-                "batched_conditions_per_s": report["batched"]["conditions_per_s"],
-                "sequential_problems_per_s": report["sequential"]["problems_per_s"],
-                "ratio": report["ratio"],
-                "threads": report.get("threads"),
+                "engine_wall_s_per_problem": report["paths"]["engine"]["wall_s_per_problem"]["median"],
+                "engine_problems_per_s": round(
+                    1 / report["paths"]["engine"]["wall_s_per_problem"]["median"], 4
+                ),
+                "engine_of_peak": report["paths"]["engine"]["of_peak"],
+                "speedup_vs_batched_peer": report["engine_speedup"]["batched_peer"]["wall_median"],
+                "speedup_vs_seed_loop": report["engine_speedup"]["seed_loop"]["wall_median"],
+                "threads": report.get("torch_threads"),
             }
         )
     return found

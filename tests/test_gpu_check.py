@@ -40,10 +40,11 @@ def test_the_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     assert steps["syncs"]["forward_passes"] > 0 and steps["syncs"]["syncs"] is None  # none on CPU
     assert steps["devices"]["status"] == "skipped: --no-device-tests"
     bench = steps["bench engine gpt2-tiny fp32"]
-    assert bench["status"] == "passed" and bench["ratio"] > 0
+    assert bench["status"] == "passed" and bench["speedup_vs_batched_peer"] > 0
     assert "python cli.py bench engine --model gpt2-tiny --device cpu --dtype fp32" in done.stdout
     saved = json.loads((out / "bench_engine_gpt2-tiny_fp32.json").read_text())
-    assert saved["model"] == "gpt2-tiny" and saved["dtype"] == "float32" and saved["batched"]["problems"] == 2
+    assert saved["model"] == "gpt2-tiny" and saved["dtype"] == "float32"
+    assert saved["paths"]["engine"]["problems"] == 2
     for arch in ("gpt2-124m", "llama-1b"):
         assert steps[f"bench engine {arch}"] == {"status": "skipped: not in --archs"}
     warehouse = json.loads((out / "bench_warehouse.json").read_text())
