@@ -130,8 +130,10 @@ def test_row_blocks_bound_the_forced_pass():
     assert (
         term(blocked, "forced_log_probs") == 8 * 42 * 24 * 8 * 4
     )  # per-position scalars, not the vocabulary
-    assert term(blocked, "staged_kv_cache") == term(whole, "staged_kv_cache")  # the cache is not blocked
-    assert blocked.peak < 0.6 * whole.peak  # what is left is mostly the two KV caches
+    # the cache is not blocked, but with row blocks it holds both answer branches (T + G after EOT)
+    assert term(blocked, "staged_kv_cache") == 8 * 42 * 12 * 2 * 12 * (80 + 7 + 24 + 24) * 64 * 4
+    assert term(whole, "staged_kv_cache") == 8 * 42 * 12 * 2 * 12 * (80 + 7 + 24) * 64 * 4
+    assert blocked.peak < 0.7 * whole.peak  # what is left is mostly the KV caches (both branches)
     assert (
         estimate_chunk_memory(GPT2, 8, 43, 80, row_block=10**6).peak
         == estimate_chunk_memory(GPT2, 8, 43, 80, row_block=8 * 42).peak
@@ -258,7 +260,7 @@ def test_cli_max_memory_picks_the_batch_and_leaves_the_config_alone(tmp_path, ti
 # 1.30-1.32 (one layer, 8 problems); the synthetic problems, whose baselines are mostly right and whose
 # answers are 8 tokens, measured 1.48 and 2.12 before, and under 2.4 (one layer) and 2.76 (--layers all)
 # after. Below 1.0 (the bound broken) fails, and so does a bound looser than measured by a fair margin.
-WORST, TYPICAL = (1.0, 1.5), (1.0, 3.0)
+WORST, TYPICAL = (1.0, 1.5), (1.0, 3.5)
 RUNS = {
     "one-layer": (["--layer", "3", "--problems", "16"], TYPICAL),
     "all-layers": (["--layers", "all", "--problems", "8"], TYPICAL),
