@@ -89,6 +89,21 @@ def _take_spare(like: torch.Tensor, numel: int, purpose: str = "staged") -> torc
     return like.new_empty(numel)
 
 
+def _carve(
+    like: torch.Tensor, shapes: list[tuple[int, int, int, int]], purpose: str
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """One block of memory (`_take_spare`) cut into a keys and a values view of each shape, in order."""
+    sizes = [math.prod(shape) for shape in shapes]
+    block = _take_spare(like, 2 * sum(sizes), purpose)
+    pairs, offset = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        pairs.append(
+            (block[offset : offset + size].view(shape), block[offset + size : offset + 2 * size].view(shape))
+        )
+        offset += 2 * size
+    return block, pairs
+
+
 class StagedCache(DynamicCache):
     """A `DynamicCache` made of `BufferedLayer`s, with rows that join at later steps (`join`)."""
 
@@ -105,16 +120,8 @@ class StagedCache(DynamicCache):
         Never read before written: the views expose only the filled columns (no zeroing pass).
         """
         shapes = [(rows, layer.keys.shape[1], capacity, layer.keys.shape[3]) for layer in like.layers]
-        sizes = [math.prod(shape) for shape in shapes]
-        first = like.layers[0].keys
-        block = _take_spare(first, 2 * sum(sizes), "staged")
-        layers, offset = [], 0
-        for shape, size in zip(shapes, sizes, strict=True):
-            keys = block[offset : offset + size].view(shape)
-            values = block[offset + size : offset + 2 * size].view(shape)
-            offset += 2 * size
-            layers.append(BufferedLayer(keys, values, active=0, length=0))
-        cache = cls(layers)
+        block, pairs = _carve(like.layers[0].keys, shapes, "staged")
+        cache = cls([BufferedLayer(keys, values, active=0, length=0) for keys, values in pairs])
         cache.block, cache.purpose = block, "staged"
         return cache
 
@@ -154,13 +161,9 @@ class StagedCache(DynamicCache):
             (len(indices), layer.key_buffer.shape[1], layer.length + room, layer.key_buffer.shape[3])
             for layer in self.layers
         ]
-        sizes = [math.prod(shape) for shape in shapes]
-        block = _take_spare(self.layers[0].key_buffer, 2 * sum(sizes), "select")
-        layers, offset = [], 0
-        for layer, shape, size in zip(self.layers, shapes, sizes, strict=True):
-            keys = block[offset : offset + size].view(shape)
-            values = block[offset + size : offset + 2 * size].view(shape)
-            offset += 2 * size
+        block, pairs = _carve(self.layers[0].key_buffer, shapes, "select")
+        layers = []
+        for layer, (keys, values) in zip(self.layers, pairs, strict=True):
             keys[:, :, : layer.length] = layer.key_buffer[indices, :, : layer.length]
             values[:, :, : layer.length] = layer.value_buffer[indices, :, : layer.length]
             layers.append(BufferedLayer(keys, values, active=len(indices), length=layer.length))
