@@ -31,6 +31,7 @@ from engine.runs.memory import (
     fit_batch_size,
     parse_size,
     peak_rss,
+    reset_peak_rss,
 )
 from engine.runs.plan import RunPlan, plan_run
 from engine.runs.resume import check_resumable, resumed_config
@@ -131,7 +132,9 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
                 disable=not progress,
                 dynamic_ncols=True,
             )
-            rss_before = current_rss()
+            # the chunks' own peak: the donor pool and the model load before them are not theirs
+            peak_before, rss_before = peak_rss(), current_rss()
+            peak_reset = reset_peak_rss()
             try:
                 for i in range(0, len(todo), batch_size):
                     chunk = todo[i : i + batch_size]
@@ -139,6 +142,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
                     nonfinite += nonfinite_rows(out.results)
                     broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
                     writer.put(problems_frame(chunk), out.results, out.attention)
+                    del out  # the writer holds what it needs; the next chunk runs without this one
                     bar.update(len(chunk))
             finally:
                 bar.close()
@@ -180,9 +184,11 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
         "memory": {
             **memory.to_dict(),
             "max_memory_bytes": limit,
-            # measured: this process's resident memory before the first chunk, and its peak so far
+            # measured: this process's resident memory before the first chunk, and its peak over the chunks
             "rss_before_chunks_bytes": rss_before,
-            "process_peak_rss_bytes": peak_rss(),
+            "process_peak_rss_bytes": peak_rss(),  # over the chunks (since the reset), where Linux allows
+            "peak_reset": peak_reset,
+            "peak_rss_before_chunks_bytes": peak_before,
         },
     }
 

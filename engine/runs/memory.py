@@ -527,8 +527,35 @@ def current_rss() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak for `peak_rss` (Linux: writing 5 to /proc/self/clear_refs resets VmHWM); False
+    where that is not possible, and `peak_rss` then stays the process's lifetime peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _hwm() is not None
+
+
+def _hwm() -> int | None:
+    """VmHWM from /proc/self/status (the peak since the last `reset_peak_rss`), in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def peak_rss() -> int | None:
-    """This process's peak resident memory so far, in bytes (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """This process's peak resident memory, in bytes: since the last `reset_peak_rss` where /proc has it
+    (VmHWM), else over its whole life (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    hwm = _hwm()
+    if hwm is not None:
+        return hwm
     try:
         import resource
     except ImportError:  # Windows
