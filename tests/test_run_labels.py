@@ -100,12 +100,14 @@ def test_a_version_3_lake_gets_the_label_columns(tmp_path):
     with store.cursor() as con:  # back to version 3 (without the columns of 4, and of 5)
         for column in ("name", "tags", "note", "threads", "wait_policy"):
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        for column in ("family", "site", "head", "thoughts", "parts"):  # and the results columns of 6
+            con.execute(f"ALTER TABLE results DROP COLUMN {column}")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (3, now()::TIMESTAMP, 'created')")
         con.execute("UPDATE warehouse_info SET views_hash = NULL")
     store.close()
     store = wh.open_warehouse(path)
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     assert labels_of(path, "old") == (None, None, None)
     store.annotate_run("old", tags={"k": "v"}, name="migrated")  # a complete run can still be labelled
     assert labels_of(path, "old") == ("migrated", {"k": "v"}, None)

@@ -22,10 +22,13 @@ def fetch(store, sql, params=None):
         return con.execute(sql, params or []).fetchall()
 
 
+V6_RESULTS = ("family", "site", "head", "thoughts", "parts")  # the results columns of schema 6
+
+
 def test_created_at_current_version_with_tables_and_positions(tmp_path):
     store = wh.open_warehouse(tmp_path / "new" / "w")
     v = schema.SCHEMA_VERSION
-    assert v == 5 and store.schema_version() == v
+    assert v == 6 and store.schema_version() == v
     assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
         (-2, "Q"),
@@ -93,6 +96,8 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
         con.execute("ALTER TABLE runs DROP COLUMN run_seq")
         for column in ("name", "tags", "note", "threads", "wait_policy"):  # and those of 4 and 5
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        for column in V6_RESULTS:  # and 6
+            con.execute(f"ALTER TABLE results DROP COLUMN {column}")
         con.execute("UPDATE runs SET started_at = started_at - INTERVAL 1 HOUR WHERE run_id = 'second'")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (2, now()::TIMESTAMP, 'created')")
@@ -100,7 +105,7 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
     store.close()
 
     store = wh.open_warehouse(path, read_only=True)
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     assert fetch(store, "SELECT run_id, run_seq FROM runs ORDER BY run_seq") == [("second", 1), ("first", 2)]
     assert store.resolve_run("latest") == "first"
     assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [
@@ -126,16 +131,19 @@ def test_a_version_4_lake_gets_the_thread_columns(tmp_path):
     with store.cursor() as con:  # back to version 4
         for column in ("threads", "wait_policy"):
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        for column in V6_RESULTS:
+            con.execute(f"ALTER TABLE results DROP COLUMN {column}")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (4, now()::TIMESTAMP, 'created')")
         con.execute("UPDATE warehouse_info SET views_hash = NULL")
     store.close()
 
     store = wh.open_warehouse(path)
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     assert fetch(store, "SELECT version, note FROM schema_version ORDER BY version") == [
         (4, "created"),
         (5, "migrated from 4"),
+        (6, "migrated from 5"),
     ]
     columns = [r[0] for r in fetch(store, "SELECT column_name FROM (DESCRIBE runs)")]
     assert columns == schema.column_names("runs")

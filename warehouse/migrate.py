@@ -46,8 +46,21 @@ def _to_5(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN wait_policy VARCHAR")
 
 
+def _to_6(con: duckdb.DuckDBPyConnection) -> None:
+    """What each condition intervened on (family, site, head, thoughts, parts); NULL on existing rows, all of
+    which are baseline or single-thought block-output rows (the views read NULL as those)."""
+    for column, kind in (
+        ("family", "VARCHAR"),
+        ("site", "VARCHAR"),
+        ("head", "SMALLINT"),
+        ("thoughts", "SMALLINT[]"),
+        ("parts", "VARCHAR"),
+    ):
+        con.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+
+
 # version -> function(con) bringing a lake from version - 1 to version, in the caller's transaction
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3, 4: _to_4, 5: _to_5}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3, 4: _to_4, 5: _to_5, 6: _to_6}
 FIRST_LAKE_VERSION = 2
 # Small tables live in the catalog itself (DuckLake data inlining); fact rows always go to Parquet.
 INLINED_ROWS = 1000

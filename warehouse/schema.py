@@ -23,10 +23,12 @@ import sqlalchemy as sa
 
 from warehouse.vocab import METHODS  # noqa: F401  (the schema names every method)
 
+# 6: results.family, site, head, thoughts, parts (interventions beyond one thought's block output: pairs
+#    and triplets of thoughts, attention-head ablation, attention-edge knockout, component patching)
 # 5: runs.threads, runs.wait_policy (how torch's CPU threads ran: lineage, never part of the config)
 # 4: runs.name, runs.tags, runs.note (labels a person gives a run; not part of its config)
 # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # interrupted: stopped by SIGINT or SIGTERM (resumable, as failed is); statuses are checked in Python, not
 # by the warehouse (ddl() emits no CHECK), so a new status needs no migration
@@ -159,6 +161,13 @@ results = sa.Table(
     sa.Column("condition_id", sa.SmallInteger, nullable=False),  # joins attention within (run, problem)
     sa.Column("js_answer", sa.Double),  # schema 3
     sa.Column("entropy_answer", sa.Double),  # schema 3
+    # schema 6: what the condition intervened on (warehouse/vocab.py FAMILIES, SITES); NULL on older rows,
+    # which are all baseline or `thoughts` rows (the views say so with coalesce)
+    _text("family"),  # baseline, thoughts, pairs, triplets, heads, edges, components
+    _text("site"),  # block, attn, mlp, head, edge; NULL for the baseline
+    sa.Column("head", sa.SmallInteger),  # the ablated head (heads family, one head); else NULL
+    sa.Column("thoughts", sa.ARRAY(sa.SmallInteger)),  # the thought steps written (edges: the key thought)
+    _text("parts"),  # JSON: the condition as its interventions [{site, layer, step(s), head, method, ...}]
     info={"storage": "fact"},
 )
 
@@ -210,6 +219,9 @@ _ARROW = {
 
 
 def _arrow_type(column: sa.Column) -> pa.DataType:
+    if isinstance(column.type, sa.ARRAY):
+        item = column.type.item_type
+        return pa.list_(next(a for t, a in _ARROW.items() if type(item) is t))
     for sa_type, arrow_type in _ARROW.items():
         if type(column.type) is sa_type:
             if column.name in DICTIONARY_COLUMNS:

@@ -20,9 +20,20 @@ BASELINE = "baseline"
 DEFAULT_METHODS = ("zero", "gauss", "random", "shuffle")  # the seeds' four corruptions
 EXTRA_METHODS = ("clean", "mean")  # `clean` re-writes the clean value (a control that must change nothing)
 ALL_METHODS = DEFAULT_METHODS + EXTRA_METHODS
-METHODS = (BASELINE, *ALL_METHODS)  # every value of results.method, in display order
-METHOD_ORDER = (BASELINE, "zero", "gauss", "random", "shuffle", "mean", "clean")  # charts and tables
+METHODS = (BASELINE, *ALL_METHODS, "knockout")  # every value of results.method, in display order
+# charts and tables
+METHOD_ORDER = (BASELINE, "zero", "gauss", "random", "shuffle", "mean", "clean", "knockout")
 DEFAULT_SIGMAS = (0.1, 0.5, 1.0, 2.0)
+KNOCKOUT = "knockout"  # the edges family's method: the attention edges into a thought are removed
+
+# Intervention families (results.family): what a condition intervenes on. `thoughts` is the classic one (one
+# thought's block output at one layer); the others extend it (docs/DESIGN.md, "Intervention families").
+FAMILIES = ("thoughts", "pairs", "triplets", "heads", "edges", "components")
+DEFAULT_FAMILIES = ("thoughts",)
+COMBO_METHODS = ("zero", "mean")  # pairs, triplets and heads: the methods they run by default
+# Sites (results.site): block = a decoder block's output; attn / mlp = its attention or MLP output; head = one
+# head's slice of the input to the attention output projection; edge = attention from later positions to a key
+SITES = ("block", "attn", "mlp", "head", "edge")
 
 STRATA = ("<=2", "3", "4", "5+")
 

@@ -8,6 +8,7 @@ on the device, or on resuming.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import sys
@@ -23,16 +24,84 @@ DONOR_POOL_SIZE = 20
 
 
 @dataclass(frozen=True)
+class Part:
+    """One intervention of a condition: at `site` of block `layer` (None: every layer), during the thought
+    steps `steps` (6 = EOT), `method` with its parameters.
+
+    block / attn / mlp: the block's output, its attention output or its MLP output at the new position is
+    replaced by the method's value; head: `head`'s slice of the input to the attention output projection;
+    edge: the attention from the query at each step in `steps` to the key thought `key` is removed.
+    """
+
+    site: str
+    layer: int | None
+    steps: tuple[int, ...]
+    method: str
+    sigma: float | None = None
+    head: int | None = None
+    key: int | None = None
+
+    def to_dict(self) -> dict:
+        out = {"site": self.site, "layer": self.layer, "steps": list(self.steps), "method": self.method}
+        out.update(
+            {
+                k: v
+                for k, v in (("sigma", self.sigma), ("head", self.head), ("key", self.key))
+                if v is not None
+            }
+        )
+        return out
+
+
+@dataclass(frozen=True)
 class Condition:
+    """A condition: the baseline, or a set of interventions (`parts`) run together on every problem.
+
+    `layer`, `thought`, `method`, `sigma`, `family`, `site`, `head` and `thoughts` are the columns the
+    warehouse keeps for it (results); `parts` is the whole of it. A `thoughts` condition (the classic one:
+    one thought's block output at one layer) needs no parts given: they follow from its columns.
+    """
+
     condition_id: int
     method: str
     layer: int | None = None
     thought: int | None = None
     sigma: float | None = None
+    family: str = "thoughts"
+    site: str | None = "block"
+    head: int | None = None
+    given_parts: tuple[Part, ...] = ()
 
     @property
     def is_baseline(self) -> bool:
         return self.method == BASELINE
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        if self.is_baseline:
+            return ()
+        if self.given_parts:
+            return self.given_parts
+        assert self.thought is not None  # a thoughts condition names its layer and thought
+        return (Part("block", self.layer, (self.thought,), self.method, self.sigma),)
+
+    @property
+    def thoughts(self) -> list[int] | None:
+        """The thought steps written (edges: the key thought), sorted; None for the baseline."""
+        if self.is_baseline:
+            return None
+        if self.site == "edge":
+            return sorted({p.key for p in self.parts if p.key is not None})
+        return sorted({s for p in self.parts for s in p.steps if s < N_THOUGHTS})
+
+    @property
+    def first_step(self) -> int:
+        """The first step (0..5 a thought, 6 EOT) at which this condition differs from the baseline."""
+        return min(s for p in self.parts for s in p.steps)
+
+    @property
+    def parts_json(self) -> str | None:
+        return None if self.is_baseline else json.dumps([p.to_dict() for p in self.parts])
 
 
 def _once(values: tuple, flag: str, shown: list[str]) -> tuple:
