@@ -232,6 +232,30 @@ def _setup_threads(threads) -> None:
 )
 @click.option("--methods", default=None, help="Comma list of zero,gauss,random,shuffle,clean,mean.")
 @click.option("--sigmas", default=None, help="Comma list of Gaussian sigmas [0.1,0.5,1.0,2.0].")
+@click.option(
+    "--family",
+    "families",
+    default=None,
+    metavar="F1,F2,...",
+    help="Intervention families: a comma list of thoughts (one thought's block output: the default), pairs, "
+    "triplets (thoughts at once), heads (one head's output ablated), edges (attention into a thought "
+    "knocked out), components (the attention or MLP output instead of the block's).",
+)
+@click.option(
+    "--combo-methods", default=None, help="Methods of pairs, triplets and heads: a comma list [zero,mean]."
+)
+@click.option(
+    "--head-steps",
+    default=None,
+    metavar="all|each|K",
+    help="Heads: ablate at the six thoughts at once (all, the default), at each alone, or at thought K.",
+)
+@click.option(
+    "--top-heads",
+    default=None,
+    metavar="L.H,...",
+    help="Heads: also ablate these heads together (layer.head, e.g. the top hubs of `stats`).",
+)
 @click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -307,6 +331,10 @@ def run(
     layers_spec,
     methods,
     sigmas,
+    families,
+    combo_methods,
+    head_steps,
+    top_heads,
     noise_scale,
     attention,
     device,
@@ -364,6 +392,10 @@ def run(
         layers=layers_spec,
         methods=methods,
         sigmas=sigmas,
+        families=families,
+        combo_methods=combo_methods,
+        head_steps=head_steps,
+        top_heads=top_heads,
         attention=attention,
         noise_scale=noise_scale,
         device=device,
@@ -468,6 +500,10 @@ RUN_FIELDS = {
     "layers_spec": "layers",
     "methods": "methods",
     "sigmas": "sigmas",
+    "families": "families",
+    "combo_methods": "combo_methods",
+    "head_steps": "head_steps",
+    "top_heads": "top_heads",
     "attention": "attention",
     "noise_scale": "noise_scale",
     "skip_invalid": "skip_invalid",

@@ -19,7 +19,7 @@ import torch
 
 from engine.interventions.conditions import Condition
 from engine.interventions.loop import RowOutcome, pad_tokens, run_rows, start_questions
-from engine.interventions.methods import replacement
+from engine.interventions.methods import part_condition, part_seed, replacement
 from engine.interventions.options import EngineOptions
 from engine.interventions.patching import PatchPlan
 from engine.interventions.rows import ChunkOutput, assemble
@@ -46,14 +46,13 @@ def run_chunk(
         opts.attention != "none",
         opts.layers,
         opts.max_new_tokens,
+        record=opts.recorded,
     )
     corrupt = list(opts.conditions[1:])
     outcome: RowOutcome | None = None
     donors: list[tuple[str | None, int | None]] = []
     if corrupt:
-        # corrupt conditions have layers, so opts.layers is non-empty and the baseline recorded sites
-        assert base.sites is not None
-        plan, donors = build_plan(problems, corrupt, base.sites, pool or {}, opts)
+        plan, donors = build_plan(problems, corrupt, clean_values(base), pool or {}, opts)
         outcome = _run_corrupted(model, state, question_point, base, problems, corrupt, plan, opts)
     return assemble(model, problems, opts, base, outcome, corrupt, donors)
 
@@ -72,7 +71,8 @@ def _run_corrupted(
     device = model.device
     n_corrupt = len(corrupt)
     row_problem = torch.arange(len(problems), device=device).repeat_interleave(n_corrupt)
-    row_thought = torch.tensor([c.thought for c in corrupt], device=device).repeat(len(problems))
+    # each row joins the baseline's cache at the first step its condition changes (staged.py)
+    row_thought = torch.tensor([c.first_step for c in corrupt], device=device).repeat(len(problems))
     order = torch.sort(row_thought, stable=True).indices  # batch row i runs problem-major row order[i]
     position = torch.empty_like(order)
     position[order] = torch.arange(len(order), device=device)
@@ -105,30 +105,88 @@ def gold_batch(model: CodiModel, tokens: list[list[int]], problems: list) -> tor
     )
 
 
+def clean_values(base: RowOutcome) -> dict[str, torch.Tensor]:
+    """The baseline rows' clean values by site: block -> [N, layers, 6, d] (`sites`), and the other sites
+    the run records (`others`: attn, mlp, head)."""
+    found = dict(base.others or {})
+    if base.sites is not None:
+        found["block"] = base.sites
+    return found
+
+
+def site_pool(pool: dict, site: str) -> dict[str, torch.Tensor]:
+    """The donor pool's clean values at one site: problem id -> [layers, 6, width]. Block outputs are
+    keyed by problem id (as they always were), the other sites by (site, problem id)."""
+    if site == "block":
+        return {k: v for k, v in pool.items() if isinstance(k, str)}
+    return {k[1]: v for k, v in pool.items() if isinstance(k, tuple) and k[0] == site}
+
+
 def build_plan(
     problems: list,
     corrupt: list[Condition],
-    sites: torch.Tensor,
-    pool: dict[str, torch.Tensor],
+    sites: torch.Tensor | dict[str, torch.Tensor],
+    pool: dict,
     opts: EngineOptions,
 ) -> tuple[PatchPlan, list[tuple[str | None, int | None]]]:
-    """Every condition's replacement value, as one patch plan; rows are problem-major:
-    row = p * len(corrupt) + c."""
-    per_site: dict[tuple[int, int], tuple[list[int], list[torch.Tensor]]] = {}
+    """Every condition's replacement values, as one patch plan; rows are problem-major:
+    row = p * len(corrupt) + c.
+
+    `sites`: the problems' clean values by site (`clean_values`; a tensor: block outputs only). Each part of a
+    condition is applied at each of its steps; a head part writes its head's columns of the output
+    projection's input, computed by the method on the whole input and sliced; an edge part names its key
+    thought (a `clean` edge part knocks nothing out: the control). A row's donor columns are those of its
+    only value, if it has one (else NULL).
+    """
+    clean = sites if isinstance(sites, dict) else {"block": sites}
+    layer_index = {"block": {layer: i for i, layer in enumerate(opts.layers)}}
+    for site, layers in opts.recorded.items():
+        layer_index[site] = {layer: i for i, layer in enumerate(layers)}
+    pools = {site: site_pool(pool, site) for site in ("block", "attn", "mlp", "head")}
+    per_key: dict[tuple[str, int | None, int], tuple[list[int], list]] = {}
     donors: list[tuple[str | None, int | None]] = []
-    layer_index = {layer: i for i, layer in enumerate(opts.layers)}
     for p, problem in enumerate(problems):
         for c, cond in enumerate(corrupt):
-            assert cond.layer is not None and cond.thought is not None  # only the baseline lacks them
-            value, donor, donor_thought = replacement(
-                cond, problem.problem_id, layer_index[cond.layer], sites[p], pool, opts
-            )
-            rows, values = per_site.setdefault((cond.layer, cond.thought), ([], []))
-            rows.append(p * len(corrupt) + c)
-            values.append(value)
-            donors.append((donor, donor_thought))
+            row = p * len(corrupt) + c
+            found: list[tuple[str | None, int | None]] = []
+            for index, part in enumerate(cond.parts):
+                for step in part.steps:
+                    key = (part.site, part.layer, step)
+                    if part.site == "edge":
+                        if part.method != "clean":  # `clean` knocks nothing out
+                            rows, data = per_key.setdefault(key, ([], []))
+                            rows.append(row)
+                            data.append(part.key)
+                        continue
+                    assert part.layer is not None  # only edges may name every layer
+                    value, donor, donor_thought = replacement(
+                        part_condition(cond, part, step),
+                        problem.problem_id,
+                        layer_index[part.site][part.layer],
+                        clean[part.site][p],
+                        pools[part.site],
+                        opts,
+                        seed=part_seed(opts.seed, problem.problem_id, cond, index, step),
+                    )
+                    found.append((donor, donor_thought))
+                    rows, data = per_key.setdefault(key, ([], []))
+                    rows.append(row)
+                    data.append(value if part.head is None else (part.head, value))
+            donors.append(found[0] if len(found) == 1 else (None, None))
     plan = PatchPlan()
-    device = sites.device
-    for (layer, step), (rows, values) in per_site.items():
-        plan.add(layer, step, torch.tensor(rows, device=device), torch.stack(values).to(device))
+    device = next(iter(clean.values())).device if clean else torch.device("cpu")
+    for (site, layer, step), (rows, data) in per_key.items():
+        index = torch.tensor(rows, device=device)
+        if site == "edge":
+            plan.add_site(site, layer, step, index, torch.tensor(data, device=device))
+        elif site == "head":
+            if not opts.n_heads:
+                raise ValueError("head ablation needs the model's number of heads (EngineOptions.n_heads)")
+            width = data[0][1].shape[-1] // opts.n_heads
+            heads = torch.tensor([h for h, _ in data], device=device)
+            columns = heads[:, None] * width + torch.arange(width, device=device)[None, :]
+            values = torch.stack([v for _, v in data]).to(device).gather(1, columns)
+            plan.add_site(site, layer, step, index, columns, values)
+        else:
+            plan.add_site(site, layer, step, index, torch.stack(data).to(device))
     return plan, donors

@@ -8,6 +8,7 @@ on the device, or on resuming.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -18,7 +19,16 @@ from dataclasses import dataclass
 import torch
 
 from engine.model.positions import N_THOUGHTS
-from warehouse.vocab import ALL_METHODS, BASELINE, DEFAULT_METHODS, DEFAULT_SIGMAS, stratum_of
+from warehouse.vocab import (
+    ALL_METHODS,
+    BASELINE,
+    COMBO_METHODS,
+    DEFAULT_FAMILIES,
+    DEFAULT_METHODS,
+    DEFAULT_SIGMAS,
+    FAMILIES,
+    stratum_of,
+)
 
 DONOR_POOL_SIZE = 20
 
@@ -148,18 +158,141 @@ def parse_sigmas(spec: str | None) -> tuple[float, ...]:
     return _once(sigmas, "--sigmas", texts)
 
 
+def parse_families(spec: str | None) -> tuple[str, ...]:
+    """'thoughts,pairs' -> ('thoughts', 'pairs'); None -> the default (the classic `thoughts` alone)."""
+    if not spec:
+        return DEFAULT_FAMILIES
+    families = tuple(f.strip() for f in spec.split(",") if f.strip())
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(
+            f"--family: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(FAMILIES)}"
+        )
+    return _once(families, "--family", list(families))
+
+
+def parse_head_steps(spec: str | None) -> tuple[tuple[int, ...], ...]:
+    """--head-steps: 'all' (the six thoughts at once, the default), 'each' (each thought alone) or one step
+    number 0..5."""
+    if spec in (None, "", "all"):
+        return (tuple(range(N_THOUGHTS)),)
+    if spec == "each":
+        return tuple((k,) for k in range(N_THOUGHTS))
+    if spec.isdigit() and int(spec) < N_THOUGHTS:
+        return ((int(spec),),)
+    raise ValueError(f"--head-steps must be all, each or a thought 0..{N_THOUGHTS - 1}, got {spec!r}")
+
+
+def parse_top_heads(spec: str | None, n_layers: int, n_heads: int) -> tuple[tuple[int, int], ...]:
+    """--top-heads '3.1,5.0' -> ((3, 1), (5, 0)): heads (layer.head) ablated together, each named once."""
+    if not spec:
+        return ()
+    found = []
+    for text in (t.strip() for t in spec.split(",") if t.strip()):
+        layer, _, head = text.partition(".")
+        if not (layer.isdigit() and head.isdigit()):
+            raise ValueError(f"--top-heads takes layer.head pairs such as 3.1,5.0; got {text!r}")
+        if int(layer) >= n_layers or int(head) >= n_heads:
+            raise ValueError(
+                f"--top-heads: head {text} is outside the model ({n_layers} layers of {n_heads} heads)"
+            )
+        found.append((int(layer), int(head)))
+    if len(set(found)) < len(found):
+        raise ValueError(f"--top-heads names a head more than once ({spec!r})")
+    return tuple(found)
+
+
 def build_conditions(
     layers: list[int],
     methods: Sequence[str] = DEFAULT_METHODS,
     sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    families: Sequence[str] = DEFAULT_FAMILIES,
+    combo_methods: Sequence[str] = COMBO_METHODS,
+    n_layers: int | None = None,
+    n_heads: int | None = None,
+    head_steps: Sequence[tuple[int, ...]] = (tuple(range(N_THOUGHTS)),),
+    top_heads: Sequence[tuple[int, int]] = (),
 ) -> list[Condition]:
-    """Baseline first (id 0), then layer x thought x method (x sigma for gauss), in SPEC order."""
+    """Baseline first (id 0), then each family's conditions in order (docs/DESIGN.md, "Intervention
+    families"); with the default family alone, exactly the classic layer x thought x method (x sigma)
+    conditions, in SPEC order and with the ids they always had.
+
+    thoughts: one thought's block output at one patch layer, under `methods` (gauss at every sigma); when
+      pairs or triplets are asked for, also each single thought under `combo_methods` (their singles);
+    pairs / triplets: every 2 / 3 thoughts at once, at each patch layer, under `combo_methods`;
+    components: the attention or the MLP output of block L instead of the whole block, under `methods`;
+    heads: each head of every layer (`n_layers` x `n_heads`), under `combo_methods`, at each step set of
+      `head_steps` (all six thoughts by default); and the `top_heads` (layer, head) ablated together;
+    edges: the attention from later thoughts and EOT to each thought Tj removed, at every layer (layer
+      NULL) and at each patch layer; `clean` among `methods` adds the control that removes nothing.
+    """
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown famil(y/ies) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     conditions = [Condition(0, BASELINE)]
+
+    def add(method: str, layer: int | None, thought: int | None, sigma: float | None, **kw) -> None:
+        conditions.append(Condition(len(conditions), method, layer, thought, sigma, **kw))
+
+    def with_sigmas(chosen: Sequence[str]) -> list[tuple[str, float | None]]:
+        return [(m, s) for m in chosen for s in (sigmas if m == "gauss" else (None,))]
+
+    combos = [k for k in (2, 3) if ("pairs", "triplets")[k - 2] in families]
+    single = [m for m in methods] if "thoughts" in families else []
+    single += [m for m in combo_methods if combos and m not in single]
     for layer in layers:
         for thought in range(N_THOUGHTS):
-            for method in methods:
-                for sigma in sigmas if method == "gauss" else (None,):
-                    conditions.append(Condition(len(conditions), method, layer, thought, sigma))
+            for method, sigma in with_sigmas(single):
+                add(method, layer, thought, sigma)
+    for size in combos:
+        family = "pairs" if size == 2 else "triplets"
+        for layer in layers:
+            for chosen in itertools.combinations(range(N_THOUGHTS), size):
+                for method, sigma in with_sigmas(combo_methods):
+                    parts = tuple(Part("block", layer, (k,), method, sigma) for k in chosen)
+                    add(method, layer, None, sigma, family=family, given_parts=parts)
+    if "components" in families:
+        for layer in layers:
+            for thought in range(N_THOUGHTS):
+                for site in ("attn", "mlp"):
+                    for method, sigma in with_sigmas(methods):
+                        part = Part(site, layer, (thought,), method, sigma)
+                        add(
+                            method, layer, thought, sigma, family="components", site=site, given_parts=(part,)
+                        )
+    if "heads" in families:
+        if not n_layers or not n_heads:
+            raise ValueError("the heads family needs the model's number of layers and heads")
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                for steps in head_steps:
+                    for method, sigma in with_sigmas(combo_methods):
+                        part = Part("head", layer, tuple(steps), method, sigma, head=head)
+                        thought = steps[0] if len(steps) == 1 else None
+                        add(
+                            method,
+                            layer,
+                            thought,
+                            sigma,
+                            family="heads",
+                            site="head",
+                            head=head,
+                            given_parts=(part,),
+                        )
+        for method, sigma in with_sigmas(combo_methods) if top_heads else ():
+            parts = tuple(
+                Part("head", layer, tuple(range(N_THOUGHTS)), method, sigma, head=h) for layer, h in top_heads
+            )
+            add(method, None, None, sigma, family="heads", site="head", given_parts=parts)
+    if "edges" in families:
+        edge_methods = ["knockout"] + (["clean"] if "clean" in methods else [])
+        for scope in (None, *layers):
+            for key in range(N_THOUGHTS):
+                for method in edge_methods:
+                    part = Part("edge", scope, tuple(range(key + 1, N_THOUGHTS + 1)), method, key=key)
+                    add(method, scope, key, None, family="edges", site="edge", given_parts=(part,))
+    if len(conditions) > 32767:
+        raise ValueError(f"{len(conditions)} conditions: more than a run can number (32767); ask for fewer")
     return conditions
 
 
@@ -168,6 +301,8 @@ def draw_seed(run_seed: int, problem_id: str, condition: Condition) -> int:
     key = (
         f"{run_seed}|{problem_id}|{condition.layer}|{condition.thought}|{condition.method}|{condition.sigma}"
     )
+    if condition.family != "thoughts":  # the classic key stays as it was; the others add the whole condition
+        key += f"|{condition.family}|{condition.parts_json}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 

@@ -19,6 +19,7 @@ from engine.model.codi import CodiModel, LoopState
 from engine.model.positions import EOT, N_THOUGHTS
 
 N_DST = N_THOUGHTS + 1  # queries T0..T5, EOT
+EOT_STEP = N_THOUGHTS  # a patch plan's step during the EOT pass
 N_SRC = N_THOUGHTS + 3  # keys Q (summed), BOT, T0..T5, EOT
 DST_CODES = np.array(list(range(N_THOUGHTS)) + [EOT], dtype=np.int16)
 SRC_CODES = np.array([-2, -1, *range(N_THOUGHTS), EOT], dtype=np.int16)
@@ -43,6 +44,8 @@ class RowOutcome:
     # measures.compare_distributions against each row's baseline, computed where the log-probs were (in row
     # blocks, staged.py) instead of keeping [N, T, V]; None: rows.py computes them from forced_logp
     divergence: dict[str, torch.Tensor] | None = None
+    # the other sites' clean values (baseline rows, when asked): site -> [N, n_layers of that site, 6, width]
+    others: dict[str, torch.Tensor] | None = None
 
     def take(self, rows: torch.Tensor) -> RowOutcome:
         """The outcome of `rows`, in that order."""
@@ -63,6 +66,7 @@ class RowOutcome:
             inputs=pick(self.inputs),
             gold=pick(self.gold),
             divergence=None if self.divergence is None else {k: pick(v) for k, v in self.divergence.items()},
+            others=None if self.others is None else {k: pick(v) for k, v in self.others.items()},
         )
 
 
@@ -106,19 +110,24 @@ def run_rows(
     capture_attention: bool,
     site_layers: tuple[int, ...] | None,
     max_new_tokens: int,
+    record: dict[str, tuple[int, ...]] | None = None,
 ) -> RowOutcome:
     """From a state right after the question pass (first thought input `z`): thoughts, EOT, answers.
 
     `forced`: answer tokens to teacher-force [N, T] (None = the rows' own greedy tokens, for baselines).
     `gold`: gold answer tokens [N, G] (pad-filled; pad positions ignored), or a function of the rows'
     greedy tokens returning them (the baseline's gold string follows its own answer format).
-    `site_layers`: record the clean values of these layers' block outputs at each thought.
+    `site_layers`: record the clean values of these layers' block outputs at each thought; `record`: the
+    other sites' (site -> layers; patching.recording).
     """
     columns = state.columns
+    plan.columns = columns
     attention = [] if capture_attention else None
     sites = [] if site_layers else None
+    record = {site: layers for site, layers in (record or {}).items() if layers}
+    others: dict[str, list[torch.Tensor]] = {site: [] for site in record}
     inputs = []
-    with patched(model.codi, plan), recording(model.codi, site_layers) as block_out:
+    with patched(model.codi, plan), recording(model.codi, site_layers, record) as block_out:
         for k in range(N_THOUGHTS):
             inputs.append(z[:, 0])
             plan.step = k
@@ -128,9 +137,13 @@ def run_rows(
                 attention.append(slice_attention(out.attentions, columns, k, out.attentions[0].shape[-1]))
             if site_layers:  # the blocks' own outputs (last_hidden_state is the final norm's output)
                 sites.append(torch.stack([block_out[layer] for layer in site_layers], 1))
+            for site, layers in record.items():
+                others[site].append(torch.stack([block_out[(site, layer)] for layer in layers], 1))
             z = model.project(out.last_hidden_state[:, -1:, :])
         eot = model.embed(torch.full((z.shape[0], 1), model.eot_id, dtype=torch.long, device=z.device))
+        plan.step = EOT_STEP  # only edges act at EOT
         out = model.step(state, eot, output_attentions=True)
+        plan.step = None
     last = out.attentions[-1][:, :, -1, :].float()  # [N, H, kv] last layer, EOT query
     if capture_attention:
         attention.append(slice_attention(out.attentions, columns, N_THOUGHTS, last.shape[-1]))
@@ -155,6 +168,7 @@ def run_rows(
         sites=torch.stack(sites, dim=2).float() if site_layers else None,
         inputs=torch.stack(inputs, dim=1),
         gold=gold,
+        others={site: torch.stack(values, dim=2).float() for site, values in others.items()} or None,
     )
 
 

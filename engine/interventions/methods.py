@@ -12,14 +12,16 @@ value never depends on batch composition, on the device or on resuming.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from engine.interventions.conditions import (
     Condition,
+    Part,
     choose_donor_problem,
     choose_donor_thought,
     draw_seed,
@@ -147,13 +149,30 @@ def replacement(
     sites: torch.Tensor,
     pool: dict[str, torch.Tensor],
     opts: EngineOptions,
+    seed: int | None = None,
 ) -> Replacement:
     """h' for one condition, with the donor problem / thought it used: the condition's method applied to its
-    site (`sites`: the problem's clean values; `pool`: the donor problems' clean values)."""
+    site (`sites`: the problem's clean values; `pool`: the donor problems' clean values). `seed`: the draw's
+    seed (default: the condition's own, conditions.draw_seed; a part of a larger condition: `part_seed`)."""
     found = METHODS.get(cond.method)
     if found is None:
         raise ValueError(f"unknown method {cond.method!r}; known: {', '.join(METHODS)}")
-    site = Site(
-        cond, problem_id, layer_index, sites, pool, draw_seed(opts.seed, problem_id, cond), opts.noise_scale
-    )
-    return found.compute(site)
+    seed = draw_seed(opts.seed, problem_id, cond) if seed is None else seed
+    return found.compute(Site(cond, problem_id, layer_index, sites, pool, seed, opts.noise_scale))
+
+
+def part_condition(cond: Condition, part: Part, step: int) -> Condition:
+    """What a method sees for one step of one part of `cond`: the part's layer, method and sigma, and the
+    step as its thought (a classic condition is its own single part)."""
+    if cond.family == "thoughts":
+        return cond
+    return replace(cond, method=part.method, layer=part.layer, thought=step, sigma=part.sigma)
+
+
+def part_seed(run_seed: int, problem_id: str, cond: Condition, index: int, step: int) -> int:
+    """The seed of one step of one part: the condition's own seed for a classic condition (one part, one
+    step), else drawn from it and (part, step), so parts and steps never share a draw."""
+    seed = draw_seed(run_seed, problem_id, cond)
+    if cond.family == "thoughts":
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}|{index}|{step}".encode()).digest()[:8], "little") >> 1

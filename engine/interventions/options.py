@@ -20,7 +20,32 @@ class EngineOptions:
     attention: str = "all"  # all | baseline | none
     noise_scale: str = "absolute"  # absolute | rms
     max_new_tokens: int = 24
+    n_heads: int | None = None  # the model's attention heads: head ablation slices the projection's input
+    # sites to record beyond those the conditions write to (site -> layers): the donor pool's baseline-only
+    # pass records what the run's conditions will take from it (engine/runs/local.py donor_sites)
+    extra_sites: dict[str, tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         self.conditions = tuple(self.conditions)
-        self.layers = tuple(self.layers or sorted({c.layer for c in self.conditions if c.layer is not None}))
+        self.layers = tuple(
+            self.layers
+            or sorted(
+                {
+                    p.layer
+                    for c in self.conditions
+                    for p in c.parts
+                    if p.site == "block" and p.layer is not None
+                }
+            )
+        )
+
+    @property
+    def recorded(self) -> dict[str, tuple[int, ...]]:
+        """The sites other than block outputs whose clean values the baseline records (site -> layers): those
+        the conditions write to (attn, mlp, head); edges write no value."""
+        found: dict[str, set[int]] = {site: set(layers) for site, layers in (self.extra_sites or {}).items()}
+        for condition in self.conditions:
+            for part in condition.parts:
+                if part.site in ("attn", "mlp", "head") and part.layer is not None:
+                    found.setdefault(part.site, set()).add(part.layer)
+        return {site: tuple(sorted(layers)) for site, layers in sorted(found.items())}

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from engine.interventions.chunk import build_plan, gold_batch
+from engine.interventions.chunk import build_plan, clean_values, gold_batch
 from engine.interventions.loop import RowOutcome, pad_tokens, run_rows, start_questions
 from engine.interventions.options import EngineOptions
 from engine.interventions.patching import PatchPlan
@@ -38,12 +38,13 @@ def run_reference(
             opts.attention != "none",
             opts.layers,
             opts.max_new_tokens,
+            record=opts.recorded,
         )
         gold = base.gold
         forced = pad_tokens(base.tokens, model.pad_id, z.device)
         rows, donors = [], []
         for cond in opts.conditions[1:]:
-            plan, donor = build_plan([problem], [cond], base.sites, pool or {}, opts)
+            plan, donor = build_plan([problem], [cond], clean_values(base), pool or {}, opts)
             _, state, z = start_questions(model, [problem.question])
             rows.append(
                 run_rows(

@@ -28,7 +28,9 @@ from warehouse import schema
 class ChunkOutput:
     results: pl.DataFrame
     attention: pa.Table | None
-    sites: dict[str, torch.Tensor]  # problem id -> clean site values [n_layers_selected, 6, d]
+    # problem id -> clean block outputs [n_layers_selected, 6, d]; (site, problem id) -> the other sites'
+    # clean values (attn, mlp, head), when the run records them (chunk.site_pool reads both)
+    sites: dict
 
 
 # --- rows -----------------------------------------------------------------------------------------
@@ -169,7 +171,11 @@ def assemble(
             )
     results = pl.DataFrame(columns, schema=RESULT_SCHEMA)
     attention = attention_table(problems, base, outcome, corrupt, opts)
-    sites = {p.problem_id: base.sites[i] for i, p in enumerate(problems)} if base.sites is not None else {}
+    sites: dict = (
+        {p.problem_id: base.sites[i] for i, p in enumerate(problems)} if base.sites is not None else {}
+    )
+    for site, values in (base.others or {}).items():  # the other sites' values, keyed (site, problem id)
+        sites.update({(site, p.problem_id): values[i] for i, p in enumerate(problems)})
     return ChunkOutput(results, attention, sites)
 
 

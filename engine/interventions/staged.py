@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import torch
 
 from engine.interventions.kvcache import StagedCache
-from engine.interventions.loop import RowOutcome, pad_tokens, sequence_log_prob, slice_attention, strip_tokens
+from engine.interventions.loop import (
+    EOT_STEP,
+    RowOutcome,
+    pad_tokens,
+    sequence_log_prob,
+    slice_attention,
+    strip_tokens,
+)
 from engine.interventions.measures import compare_distributions, log_probs
 from engine.interventions.patching import PatchPlan, patched
 from engine.model.answer_tokens import number_token_index
@@ -214,8 +221,10 @@ def run_staged(
     """
     thoughts = row_thought.tolist()  # once, on the host: the loop below never waits on the device
     if thoughts != sorted(thoughts):
-        raise ValueError("rows must be sorted by target thought")
-    joins = [(bisect.bisect_left(thoughts, k), bisect.bisect_right(thoughts, k)) for k in range(N_THOUGHTS)]
+        raise ValueError("rows must be sorted by the step they join at")
+    # a row joins at the first step it differs from the baseline at: a thought step 0..5, or EOT (6: an
+    # edge knockout into T5 changes only the EOT query)
+    joins = [(bisect.bisect_left(thoughts, k), bisect.bisect_right(thoughts, k)) for k in range(EOT_STEP + 1)]
     n_rows = len(row_problem)
     question_length, question_mask, first_position = question_point
     question_mask, first_position = question_mask[row_problem], first_position[row_problem]
@@ -223,21 +232,22 @@ def run_staged(
     width = forced.shape[1] + gold.shape[1]
     cache = StagedCache.allocate(base_state.cache, n_rows, question_length + N_THOUGHTS + 1 + width)
     state = LoopState(cache, question_mask[:0], first_position[:0], base_state.columns)
+    plan.columns = base_state.columns
     attention = _baseline_attention(base, row_problem) if capture_attention else None
     z = base.inputs[:0, :1]
     with patched(model.codi, plan):
-        for k in range(N_THOUGHTS):
+        for k in range(EOT_STEP + 1):
             first, end = joins[k]
-            if end > first:  # rows are sorted by thought: those of thought k are one range
+            if end > first:  # rows are sorted by join step: those joining at step k are one range
                 joining = torch.arange(first, end, device=row_problem.device)
                 cache.join(base_state.cache, row_problem[joining], question_length + k)
-                z = torch.cat([z, base.inputs[row_problem[joining], k][:, None]])
+                if k < N_THOUGHTS:
+                    z = torch.cat([z, base.inputs[row_problem[joining], k][:, None]])
             active = cache.active
-            if active == 0:
-                continue
-            ones = question_mask.new_ones((active, k))
-            state.mask = torch.cat([question_mask[:active], ones], dim=1)
+            state.mask = torch.cat([question_mask[:active], question_mask.new_ones((active, k))], dim=1)
             state.next_position = first_position[:active] + k
+            if k == EOT_STEP or active == 0:
+                continue
             plan.step = k
             out = model.step(state, z, head=False, output_attentions=capture_attention)
             plan.step = None
@@ -246,10 +256,12 @@ def run_staged(
                     out.attentions, state.columns, k, out.attentions[0].shape[-1]
                 )
             z = model.project(out.last_hidden_state[:, -1:, :])
-    if cache.active != n_rows:
-        raise ValueError("every row needs a target thought in 0..5")
-    eot = model.embed(torch.full((n_rows, 1), model.eot_id, dtype=torch.long, device=z.device))
-    out = model.step(state, eot, output_attentions=True)
+        if cache.active != n_rows:
+            raise ValueError("every row needs a join step in 0..6")
+        eot = model.embed(torch.full((n_rows, 1), model.eot_id, dtype=torch.long, device=z.device))
+        plan.step = EOT_STEP  # only edges act at EOT
+        out = model.step(state, eot, output_attentions=True)
+        plan.step = None
     last = out.attentions[-1][:, :, -1, :].float()
     if capture_attention:
         attention[:, :, :, N_THOUGHTS] = slice_attention(

@@ -46,6 +46,12 @@ class RunConfig:
     resume: str | None = None  # a run id, prefix or "latest"
     skip_invalid: bool = False
     max_new_tokens: int = 24
+    # intervention families (conditions.build_conditions): a comma list of thoughts, pairs, triplets, heads,
+    # edges, components; None: the classic thoughts alone. They are part of the config only when given.
+    families: str | None = None
+    combo_methods: str | None = None  # pairs, triplets and heads: a comma list; None: zero,mean
+    head_steps: str | None = None  # heads: all (the six thoughts at once) | each | a thought 0..5
+    top_heads: str | None = None  # heads: layer.head pairs ablated together ("3.1,5.0")
     extra: dict = field(default_factory=dict)
     # labels (warehouse/labels.py): stored with the run, never part of its config; given with resume, they
     # are added to the run (tags merged, name and note replaced)

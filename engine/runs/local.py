@@ -297,6 +297,13 @@ def donor_sites(model: CodiModel, problems: list, opts: EngineOptions, methods) 
     ids = set(select_donor_pool(problems, opts.seed))
     pool_problems = [p for p in problems if p.problem_id in ids]
     baseline_only = EngineOptions(
-        opts.layers, opts.conditions[:1], opts.seed, "none", opts.noise_scale, opts.max_new_tokens
+        opts.layers,
+        opts.conditions[:1],
+        opts.seed,
+        "none",
+        opts.noise_scale,
+        opts.max_new_tokens,
+        n_heads=opts.n_heads,
+        extra_sites=opts.recorded,  # the other sites' values the conditions take (mean of a head, ...)
     )
     return run_chunk(model, pool_problems, baseline_only).sites

@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from engine.interventions.conditions import build_conditions, parse_methods, parse_sigmas
+from engine.interventions.conditions import (
+    build_conditions,
+    parse_families,
+    parse_head_steps,
+    parse_methods,
+    parse_sigmas,
+    parse_top_heads,
+)
 from engine.interventions.methods import pool_methods
 from engine.interventions.options import EngineOptions
 from engine.model.checkpoints import load_model
@@ -24,7 +31,7 @@ from engine.runs.validate import TooLong, fit_context
 from ingest.datasets import SYNTHETIC, check_sample, distinct, load_problems, sample_order, synthetic_problems
 from ingest.problems import problems_hash as dataset_hash
 from warehouse import labels
-from warehouse.vocab import STRATA, stratum_of
+from warehouse.vocab import COMBO_METHODS, STRATA, stratum_of
 
 DEFAULT_PROBLEMS = 100
 
@@ -274,6 +281,8 @@ NOT_CONFIG = (
 # Sampling fields go into the config only when a run samples other than `first`: the config (and hash) of
 # every run that takes a file's first problems, or the synthetic set, stays as it was before --sample.
 SAMPLE_FIELDS = ("sample", "sample_seed")
+# Family fields go into the config only when given: every run before families keeps its config and hash.
+FAMILY_FIELDS = ("families", "combo_methods", "head_steps", "top_heads")
 
 
 @dataclass
@@ -309,21 +318,48 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
     problems, skipped = fitting_problems(req, model)  # every problem checked before the first forward pass
     layers = select_layers(model, req)
     methods, sigmas = parse_methods(req.methods), parse_sigmas(req.sigmas)
-    donors = pool_methods(methods)
+    families = parse_families(req.families)
+    combo = parse_methods(req.combo_methods) if req.combo_methods else COMBO_METHODS
+    top_heads = parse_top_heads(req.top_heads, model.n_layers, model.n_heads)
+    conditions = tuple(
+        build_conditions(
+            list(layers),
+            methods,
+            sigmas,
+            families,
+            combo,
+            model.n_layers,
+            model.n_heads,
+            parse_head_steps(req.head_steps),
+            top_heads,
+        )
+    )
+    # every method a condition uses (the combinations' and the heads' too): the donor pool follows from them
+    used = tuple(dict.fromkeys(part.method for c in conditions for part in c.parts)) or methods
+    donors = pool_methods(used)
     if donors and len(problems) < 2:
         raise ValueError(
             f"--methods {','.join(donors)} take(s) values from other problems, and this run has "
             f"{len(problems)}; run at least 2 problems, or leave {','.join(donors)} out"
         )
-    conditions = tuple(build_conditions(list(layers), methods, sigmas))
     if req.attention not in ("all", "baseline", "none"):
         raise ValueError("--attention must be all, baseline or none")
-    opts = EngineOptions(layers, conditions, req.seed, req.attention, req.noise_scale, req.max_new_tokens)
+    opts = EngineOptions(
+        layers,
+        conditions,
+        req.seed,
+        req.attention,
+        req.noise_scale,
+        req.max_new_tokens,
+        n_heads=model.n_heads,
+    )
     config = {
         **{
             k: v
             for k, v in asdict(req).items()
-            if k not in NOT_CONFIG and (k not in SAMPLE_FIELDS or req.sample != "first")
+            if k not in NOT_CONFIG
+            and (k not in SAMPLE_FIELDS or req.sample != "first")
+            and (k not in FAMILY_FIELDS or v is not None)
         },
         "layers": list(layers),
         "methods": list(methods),
@@ -360,4 +396,4 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
         "tags": dict(req.tags),
         "note": req.note,
     }
-    return RunPlan(model, problems, methods, conditions, opts, config, fields)
+    return RunPlan(model, problems, used, conditions, opts, config, fields)
