@@ -348,3 +348,23 @@ def test_default_family_keeps_the_classic_conditions():
     assert build_conditions([3])[1].parts == (Part("block", 3, (0,), "zero"),)
     with pytest.raises(ValueError, match="unknown"):
         parse_families("thoughts,pears")
+
+
+def test_classic_views_read_only_the_classic_rows(tmp_path, tiny):
+    """A run with every family: stg_results (and so every classic view) holds the baseline and the
+    `thoughts` rows only; stg_interventions holds them all, with their family."""
+    from engine import Execution, RunConfig, execute
+    from warehouse import open_warehouse
+
+    req = RunConfig(problems=2, methods="zero", families=",".join(ALL), attention="none", device="cpu")
+    run = execute(req, str(tmp_path / "w"), Execution())["run_id"]
+    store = open_warehouse(tmp_path / "w", read_only=True)
+    classic = store.sql(f"SELECT method, count(*) n FROM stg_results WHERE run_id = '{run}' GROUP BY ALL")
+    # baseline + 6 thoughts x zero + the pairs' singles under mean, per problem
+    assert dict(classic.iter_rows()) == {"baseline": 2, "zero": 12, "mean": 12}
+    every = store.sql(f"SELECT family, count(*) n FROM stg_interventions WHERE run_id = '{run}' GROUP BY ALL")
+    assert set(dict(every.iter_rows())) == {"baseline", *ALL}
+    stored = store.sql(f"SELECT count(*) n FROM results WHERE run_id = '{run}'")["n"][0]
+    assert every["n"].sum() == stored
+    importance = store.sql(f"SELECT * FROM importance_matrix WHERE run_id = '{run}'")
+    assert importance.height > 0

@@ -179,9 +179,9 @@ def assemble(
     return ChunkOutput(results, attention, sites)
 
 
-def _append_row(columns, problem, cond: Condition, donor, text, value, correct, base_correct, measures):
-    row = {
-        "problem_id": problem.problem_id,
+def condition_columns(cond: Condition) -> dict:
+    """The result columns that say what a row's condition is (the engine's rows and the peers' alike)."""
+    return {
         "condition_id": cond.condition_id,
         "layer": cond.layer,
         "thought": cond.thought,
@@ -192,6 +192,13 @@ def _append_row(columns, problem, cond: Condition, donor, text, value, correct, 
         "head": cond.head,
         "thoughts": cond.thoughts,
         "parts": cond.parts_json,
+    }
+
+
+def _append_row(columns, problem, cond: Condition, donor, text, value, correct, base_correct, measures):
+    row = {
+        "problem_id": problem.problem_id,
+        **condition_columns(cond),
         "donor_problem_id": donor[0],
         "donor_thought": donor[1],
         "answer_text": text,

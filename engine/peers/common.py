@@ -21,7 +21,7 @@ from torch import nn
 
 from engine.interventions.conditions import Condition
 from engine.interventions.measures import attention_disruption, entropy, js_divergence, kl_divergence
-from engine.interventions.rows import RESULT_SCHEMA
+from engine.interventions.rows import RESULT_SCHEMA, condition_columns
 from engine.model.answer_tokens import number_token_index
 from engine.model.answers import is_correct, parse_answer
 from engine.model.codi import CodiModel
@@ -213,11 +213,7 @@ class Frames:
         correct = is_correct(value, problem.gold)
         row = {
             "problem_id": problem.problem_id,
-            "condition_id": cond.condition_id,
-            "layer": cond.layer,
-            "thought": cond.thought,
-            "method": cond.method,
-            "sigma": cond.sigma,
+            **condition_columns(cond),
             "donor_problem_id": donor[0],
             "donor_thought": donor[1],
             "answer_text": text,
