@@ -176,9 +176,9 @@ def build_plan(
     plan = PatchPlan()
     device = next(iter(clean.values())).device if clean else torch.device("cpu")
     for (site, layer, step), (rows, data) in per_key.items():
-        index = torch.tensor(rows, device=device)
+        at = torch.tensor(rows, device=device)
         if site == "edge":
-            plan.add_site(site, layer, step, index, torch.tensor(data, device=device))
+            plan.add_site(site, layer, step, at, torch.tensor(data, device=device))
         elif site == "head":
             if not opts.n_heads:
                 raise ValueError("head ablation needs the model's number of heads (EngineOptions.n_heads)")
@@ -186,7 +186,7 @@ def build_plan(
             heads = torch.tensor([h for h, _ in data], device=device)
             columns = heads[:, None] * width + torch.arange(width, device=device)[None, :]
             values = torch.stack([v for _, v in data]).to(device).gather(1, columns)
-            plan.add_site(site, layer, step, index, columns, values)
+            plan.add_site(site, layer, step, at, columns, values)
         else:
-            plan.add_site(site, layer, step, index, torch.stack(data).to(device))
+            plan.add_site(site, layer, step, at, torch.stack(data).to(device))
     return plan, donors

@@ -15,6 +15,7 @@ import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -52,7 +53,12 @@ class Part:
     key: int | None = None
 
     def to_dict(self) -> dict:
-        out = {"site": self.site, "layer": self.layer, "steps": list(self.steps), "method": self.method}
+        out: dict[str, Any] = {
+            "site": self.site,
+            "layer": self.layer,
+            "steps": list(self.steps),
+            "method": self.method,
+        }
         out.update(
             {
                 k: v
@@ -231,7 +237,7 @@ def build_conditions(
         raise ValueError(f"unknown famil(y/ies) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     conditions = [Condition(0, BASELINE)]
 
-    def add(method: str, layer: int | None, thought: int | None, sigma: float | None, **kw) -> None:
+    def add(method: str, layer: int | None, thought: int | None, sigma: float | None, **kw: Any) -> None:
         conditions.append(Condition(len(conditions), method, layer, thought, sigma, **kw))
 
     def with_sigmas(chosen: Sequence[str]) -> list[tuple[str, float | None]]:
@@ -268,11 +274,11 @@ def build_conditions(
                 for steps in head_steps:
                     for method, sigma in with_sigmas(combo_methods):
                         part = Part("head", layer, tuple(steps), method, sigma, head=head)
-                        thought = steps[0] if len(steps) == 1 else None
+                        one: int | None = steps[0] if len(steps) == 1 else None
                         add(
                             method,
                             layer,
-                            thought,
+                            one,
                             sigma,
                             family="heads",
                             site="head",
