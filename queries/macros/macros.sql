@@ -50,3 +50,8 @@ CREATE OR REPLACE MACRO pair_note(convention_a, convention_b) AS
              THEN 'both legacy runs: thought k = research-script token k (their token 0 is BOT), not Tk'
          WHEN convention_a = 'legacy' OR convention_b = 'legacy'
              THEN 'different position conventions: thought k of the legacy run is research-script token k, not Tk' END;
+
+-- A result row's intervention family (warehouse/vocab.py FAMILIES): rows stored before schema 6 have none,
+-- and were all the baseline or the classic `thoughts` family (one thought's block output).
+CREATE OR REPLACE MACRO result_family(family, method) AS
+    coalesce(family, CASE WHEN method = 'baseline' THEN 'baseline' ELSE 'thoughts' END);

@@ -1,4 +1,7 @@
--- Staging: one row per run x problem x condition; results.layer renamed patch_layer (the corrupted block).
+-- Staging: one row per run x problem x condition of the baseline and the classic `thoughts` family; results.layer renamed patch_layer (the corrupted block).
+-- Other intervention families (pairs, triplets, heads, edges, components) are left out, so every view built
+-- on this one keeps its meaning (one thought corrupted at its block output) when a run holds them too;
+-- stg_interventions has every row with the family columns.
 CREATE OR REPLACE VIEW stg_results AS
 SELECT
     run_id,
@@ -24,4 +27,5 @@ SELECT
     entropy_answer,
     logp_gold,
     disruption
-FROM results;
+FROM results
+WHERE result_family(family, method) IN ('baseline', 'thoughts');
