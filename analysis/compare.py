@@ -25,6 +25,12 @@ alone is the ordinary seed comparison: it shows in `config`, with no warning. Th
 (wrapped), each differing setting on its own line with A's and B's values (hashes cut to 12 characters,
 `-` for none), then each warning as a `warning: ...` line.
 
+The intervention families both runs hold at the same patch layer are compared too, where they share
+problems: `by_combination` (pairs, triplets: each run's joint rate, expected rate and synergy from the view
+run_comparison_by_combination, and a paired bootstrap interval of the synergy's B - A) and `by_component`
+(attn, mlp: each run's failure rate from run_comparison_by_component and the interval of B - A). Both are
+empty, and left out of the text and the JSON, when the runs share no such condition.
+
     cmp = compare_runs(wh.run("2d32"), wh.run("latest"))   # RunComparison: polars frames
     print(format_comparison(cmp)); cmp.to_dict()
 """
@@ -39,6 +45,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from analysis.combos import synergy_difference_intervals
 from analysis.frames import fetch, group_index, reading, records, rounded, single_valued
 from analysis.resampling import bootstrap_rates, interval, resample_counts
 from warehouse.handle import Run
@@ -114,6 +121,9 @@ class RunComparison:
     settings: dict[str, Any] = field(default_factory=dict)  # n_boot, seed, level
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # setting -> {a, b, same}
     warnings: list[dict[str, str]] = field(default_factory=list)  # {setting, message}: meaning differs
+    # the intervention families both runs hold (empty when they share none): pairs / triplets, components
+    by_combination: pl.DataFrame = field(default_factory=pl.DataFrame)  # + diff_low, diff_high of synergy
+    by_component: pl.DataFrame = field(default_factory=pl.DataFrame)  # + diff_low, diff_high
 
     def run(self, side: str) -> dict[str, Any]:
         """Run A's or B's row of model_comparison as a dict (side 'a' or 'b')."""
@@ -122,10 +132,16 @@ class RunComparison:
         return found[0] if found else {"run_id": run_id}
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {
+        """The comparison's tables; the families' (by_combination, by_component) only when the runs share
+        them."""
+        found = {
             name: getattr(self, name)
             for name in ("by_thought", "by_condition", "baseline_flips", "condition_flips")
         }
+        found.update(
+            {name: getattr(self, name) for name in FAMILY_TABLES if not getattr(self, name).is_empty()}
+        )
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload of `compare --json`."""
@@ -163,6 +179,50 @@ def thought_differences(
     return _with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed)
 
 
+FAMILY_TABLES = ("by_combination", "by_component")
+COMBINATION_KEYS = ["patch_layer", "condition", "combination_name"]
+COMPONENT_KEYS = ["patch_layer", "thought", "site", "condition"]
+NAME = "array_to_string(list_transform(combination, k -> 'T' || k::VARCHAR), '+')"
+
+
+def family_differences(
+    con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = SEED
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(run_comparison_by_combination + the paired bootstrap interval of the synergy's B - A,
+    run_comparison_by_component + the interval of B - A), for the families both runs hold."""
+    pair = [run_a, run_b]
+    combos = fetch(
+        con,
+        "SELECT * EXCLUDE (run_a, run_b) FROM run_comparison_by_combination "
+        f"WHERE {PAIR} ORDER BY patch_layer, size, method, sigma NULLS FIRST, combination",
+        pair,
+    )
+    combo_problems = fetch(
+        con,
+        f"SELECT patch_layer, condition, {NAME} AS combination_name, problem_id, base_correct_a, failed_a, "
+        "singles_a, base_correct_b, failed_b, singles_b FROM int_family_run_pairs "
+        f"WHERE {PAIR} AND family IN ('pairs', 'triplets')",
+        pair,
+    )
+    boot = synergy_difference_intervals(combo_problems, COMBINATION_KEYS, n_boot, seed)
+    combos = combos.join(boot, on=COMBINATION_KEYS, how="left", nulls_equal=True, maintain_order="left")
+    components = fetch(
+        con,
+        "SELECT * EXCLUDE (run_a, run_b) FROM run_comparison_by_component "
+        f"WHERE {PAIR} ORDER BY patch_layer, thought, site, method, sigma NULLS FIRST",
+        pair,
+    )
+    component_problems = fetch(
+        con,
+        "SELECT patch_layer, thought, site, condition, problem_id, "
+        "(base_correct_a AND failed_a)::INTEGER AS failures_a, base_correct_a::INTEGER AS trials_a, "
+        "(base_correct_b AND failed_b)::INTEGER AS failures_b, base_correct_b::INTEGER AS trials_b "
+        f"FROM int_family_run_pairs WHERE {PAIR} AND family = 'components'",
+        pair,
+    )
+    return combos, _with_intervals(components, component_problems, COMPONENT_KEYS, n_boot, seed)
+
+
 def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunComparison:
     """The comparison of two runs of one warehouse (B - A)."""
     if a.run_id == b.run_id:
@@ -170,6 +230,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
     pair = [a.run_id, b.run_id]
     with reading(a, b) as con:
         by_thought = thought_differences(con, a.run_id, b.run_id, n_boot, seed)
+        by_combination, by_component = family_differences(con, a.run_id, b.run_id, n_boot, seed)
         by_condition = fetch(
             con,
             f"SELECT {', '.join(CONDITION_KEYS)}, thought_name, {RATES} "
@@ -229,6 +290,8 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             for row in config.iter_rows(named=True)
             if row["warning"] is not None
         ],
+        by_combination=by_combination,
+        by_component=by_component,
     )
 
 
@@ -326,6 +389,25 @@ def format_comparison(cmp: RunComparison) -> str:
             if not frame.is_empty()
             else "(no shared conditions)",
         ]
+    family_sections = (
+        (
+            "by_combination",
+            "Pairs and triplets of thoughts: synergy (joint - expected under independence) of each run, "
+            "B - A with its interval",
+            ["patch_layer", "condition", "combination_name", "problems", "n_a", "joint_rate_a", "synergy_a"]
+            + ["n_b", "joint_rate_b", "synergy_b", "synergy_difference", "diff_low", "diff_high"],
+        ),
+        (
+            "by_component",
+            "Components: failure rate with the attention or MLP output corrupted",
+            ["patch_layer", "thought_name", "site", "condition", "problems", "n_a", "failure_rate_a", "n_b"]
+            + ["failure_rate_b", "difference", "diff_low", "diff_high"],
+        ),
+    )
+    for name, title, cols in family_sections:
+        frame = getattr(cmp, name)
+        if not frame.is_empty():
+            lines += ["", title, render_table(rounded(frame.select(cols)).to_arrow()).rstrip("\n")]
     base = cmp.baseline_flips
     lines += ["", f"Baseline flips between the runs: {base.height}"]
     if base.height:

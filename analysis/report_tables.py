@@ -231,6 +231,114 @@ SPECS = (
         ),
     ),
 )
+# The intervention families' tables (analysis/combos.py): in the report only when a run has the family.
+FAMILY_SPECS = (
+    Spec(
+        "interactions",
+        "Interactions: thoughts corrupted together (pairs, triplets)",
+        "interactions",
+        "interactions",
+        (
+            "patch_layer",
+            "condition",
+            "combination_name",
+            "n",
+            "joint_rate",
+            "joint_boot_low",
+            "joint_boot_high",
+            "rate_a",
+            "rate_b",
+            "rate_c",
+            "expected",
+            "expected_low",
+            "expected_high",
+            "synergy",
+            "synergy_low",
+            "synergy_high",
+            "p_boot",
+            "p_holm",
+            "redundancy",
+            "mean_logp_drop",
+        ),
+        (
+            "joint_rate",
+            "joint_boot_low",
+            "joint_boot_high",
+            "rate_a",
+            "rate_b",
+            "rate_c",
+            "expected",
+            "expected_low",
+            "expected_high",
+            "synergy",
+            "synergy_low",
+            "synergy_high",
+            "redundancy",
+        ),
+        (("combination_name", "thoughts"),),
+        (
+            "Rates among baseline-correct problems with every single thought's row; rate_a, rate_b, "
+            "rate_c: each thought corrupted alone at the same layer and method; expected = 1 - prod(1 - "
+            "rate): independent "
+            "effects; synergy = joint_rate - expected; redundancy = max(expected - joint_rate, 0). *_low, "
+            "*_high: 95% bootstrap interval over problems; p_boot: bootstrap p of synergy != 0 (the "
+            "percentile interval inverted).",
+        ),
+    ),
+    Spec(
+        "components",
+        "Components: attention output, MLP output and block output",
+        "component_importance",
+        "components",
+        (
+            "patch_layer",
+            "thought_name",
+            "condition",
+            "site",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "mean_logp_drop",
+            "mean_kl",
+        ),
+        ("failure_rate", "ci_low", "ci_high"),
+        (("thought_name", "thought"),),
+        (
+            "site attn / mlp: the attention / MLP output of the patch layer corrupted at the thought; "
+            "block: the whole block output (the classic rows), for reference. ci_low, ci_high: 95% Wilson "
+            "interval.",
+        ),
+    ),
+    Spec(
+        "component_tests",
+        "Attention vs MLP output (paired)",
+        "component_comparison",
+        "component_tests",
+        (
+            "patch_layer",
+            "thought_name",
+            "condition",
+            "n",
+            "failure_rate_attn",
+            "failure_rate_mlp",
+            "difference",
+            "attn_only",
+            "mlp_only",
+            "p_mcnemar",
+            "p_holm",
+            "failure_rate_block",
+        ),
+        ("failure_rate_attn", "failure_rate_mlp", "difference", "failure_rate_block"),
+        (("thought_name", "thought"),),
+        (
+            "The same baseline-correct problems under both corruptions; attn_only, mlp_only: problems "
+            "only one of them breaks; p_mcnemar: McNemar's exact test of those discordant problems "
+            "(statsmodels).",
+        ),
+    ),
+)
 SUMMARY = Spec(
     "summary",
     "Runs side by side",
@@ -334,8 +442,14 @@ def head_rule_notes(stats: Sequence[RunStats]) -> list[str]:
 
 def key_tables(stats: Sequence[RunStats]) -> list[Table]:
     """Importance, corruptions, method agreement, correlation by layer, the strata test, hubs and the hub
-    test, and the top heads of the runs (a side-by-side summary first for a pair), from their RunStats."""
+    test, the top heads, and the intervention families' tables where a run has them (interactions,
+    components, attn vs mlp) of the runs (a side-by-side summary first for a pair), from their RunStats."""
     specs = ([SUMMARY] if len(stats) > 1 else []) + list(SPECS)
+    specs += [
+        spec
+        for spec in FAMILY_SPECS
+        if any(not getattr(run, spec.table).is_empty() for run in stats)  # only a family some run has
+    ]
     tables = []
     for spec in specs:
         table = _table(spec, stats)

@@ -15,8 +15,11 @@ polars frames pulled from them:
 - hubs: a bootstrap interval of each thought's incoming_norm and of the hub ratio, a permutation test
   against "no hub" and its finding; the top heads with intervals of their scores and a functional type only
   where a Holm-adjusted test supports it (analysis/hubs.py); flow as the view gives it;
+- pairs / triplets and components families, only when the run has them (analysis/combos.py): synergy of
+  thoughts corrupted together with bootstrap intervals and a bootstrap p, Holm-adjusted; attention vs MLP
+  output failure rates with McNemar's exact test, Holm-adjusted;
 - findings: each research question answered in sentences with its uncertainty (analysis/findings.py,
-  analysis/hubs.py), the report's first section.
+  analysis/hubs.py, analysis/combos.py), the report's first section.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
 not meaningful for it; the text prints that note in place of the table.
@@ -34,6 +37,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from analysis.combos import FAMILY_TABLES, component_tables, findings_combos, interaction_table
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
 from analysis.hubs import findings_hubs, head_sentences, head_table, hub_sentences, hub_table
 from analysis.inference import ALPHA, adjust, agreement, family, strata_inference
@@ -197,6 +201,22 @@ ADJUSTMENTS = {
             "method-pair Spearman tests of this run (every pair, every patch layer)",
         ),
     ],
+    "interactions": [
+        (
+            "p_boot",
+            "holm",
+            "p_holm",
+            "synergy tests of this run (one per patch layer x method x combination of thoughts)",
+        ),
+    ],
+    "component_tests": [
+        (
+            "p_mcnemar",
+            "holm",
+            "p_holm",
+            "attn-vs-mlp McNemar tests of this run (one per patch layer x thought x method)",
+        ),
+    ],
 }
 
 
@@ -248,6 +268,7 @@ TABLES = (
     "hubs",
     "flow",
     "top_heads",
+    *FAMILY_TABLES,
 )
 
 
@@ -275,6 +296,12 @@ class RunStats:
     settings: dict[str, Any] = field(default_factory=dict)
     hub: dict[str, Any] = field(default_factory=dict)  # hub ratio, interval, permutation p, finding
     head_types: dict[str, Any] = field(default_factory=dict)  # heads typed per type, the rule
+    # the pairs / triplets and components families (analysis/combos.py): empty when the run lacks them
+    interactions: pl.DataFrame = field(
+        default_factory=pl.DataFrame
+    )  # interactions + bootstrap, p_boot, p_holm
+    components: pl.DataFrame = field(default_factory=pl.DataFrame)  # component_importance (Wilson)
+    component_tests: pl.DataFrame = field(default_factory=pl.DataFrame)  # component_comparison + McNemar p
 
     @property
     def run(self) -> dict[str, Any]:
@@ -283,7 +310,12 @@ class RunStats:
         return found[0] if found else {"run_id": self.run_id}
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        return {name: getattr(self, name) for name in TABLES}
+        """Every table, in order; a family's tables (FAMILY_TABLES) only when the run has the family."""
+        return {
+            name: getattr(self, name)
+            for name in TABLES
+            if not (name in FAMILY_TABLES and getattr(self, name).is_empty())
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload of `stats --json`: run, settings (with the adjustment families), every table
@@ -302,7 +334,7 @@ class RunStats:
         (analysis.findings.findings_rq), then the hub and the head types (analysis.hubs.findings_hubs)."""
         from analysis.findings import findings_rq
 
-        return findings_rq(self) + findings_hubs(self)
+        return findings_rq(self) + findings_hubs(self) + findings_combos(self)
 
 
 def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
@@ -312,6 +344,7 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
         strata, strata_test = strata_tables(con, run_id, n_boot, n_perm, seed)
         agreement_w, agreement_pairs = method_agreement_tables(con, run_id, n_perm, seed)
         hubs, hub = hub_table(con, run_id, n_boot, n_perm, seed)
+        components, component_tests = component_tables(con, run_id)
         heads, head_types = head_table(con, run_id, n_boot, seed)
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
@@ -325,6 +358,9 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             "hubs": hubs,
             "flow": flow_table(con, run_id),
             "top_heads": heads.filter((pl.col("rank") <= TOP_HEADS) | pl.col("note").is_not_null()),
+            "interactions": interaction_table(con, run_id, n_boot, seed),
+            "components": components,
+            "component_tests": component_tests,
         }
         header = run_header(con, run_id)
     tables, families = adjusted_tables(tables)
@@ -466,6 +502,68 @@ SECTIONS = {
             "functional_type",
         ],
     ),
+    "interactions": (
+        "Interactions (pairs, triplets): thoughts corrupted together vs alone, among baseline-correct "
+        "problems; expected = 1 - prod(1 - rate) (independence), synergy = joint - expected (bootstrap "
+        "interval over problems; p_boot: bootstrap, the percentile interval inverted)",
+        [
+            "patch_layer",
+            "condition",
+            "combination_name",
+            "n",
+            "joint_rate",
+            "joint_boot_low",
+            "joint_boot_high",
+            "rate_a",
+            "rate_b",
+            "rate_c",
+            "expected",
+            "expected_low",
+            "expected_high",
+            "synergy",
+            "synergy_low",
+            "synergy_high",
+            "p_boot",
+            "p_holm",
+            "redundancy",
+            "mean_logp_drop",
+            "logp_drop_additive",
+        ],
+    ),
+    "components": (
+        "Components: failure rate when the attention output (attn), the MLP output (mlp) or the whole block "
+        "output (block, the classic rows) of the patch layer is corrupted at a thought (Wilson interval)",
+        [
+            "patch_layer",
+            "thought_name",
+            "condition",
+            "site",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "mean_logp_drop",
+            "mean_kl",
+        ],
+    ),
+    "component_tests": (
+        "Attention vs MLP output on the same problems: McNemar's exact test of the paired failures",
+        [
+            "patch_layer",
+            "thought_name",
+            "condition",
+            "n",
+            "failure_rate_attn",
+            "failure_rate_mlp",
+            "difference",
+            "attn_only",
+            "mlp_only",
+            "p_mcnemar",
+            "p_holm",
+            "failure_rate_block",
+        ],
+    ),
 }
 
 
@@ -502,6 +600,8 @@ def format_stats(stats: RunStats) -> str:
     if header.get("note"):  # model_comparison's note: a legacy run's positions are the research scripts'
         lines.append(f"note: {header['note']}")
     for name, (title, columns) in SECTIONS.items():
+        if name not in tables:  # a family the run does not have
+            continue
         frame = tables[name]
         lines += ["", title]
         if frame.is_empty():

@@ -38,6 +38,7 @@ STAGE1 = [
     "tests/test_views_outcomes.py",
     "tests/test_views_attention.py",
     "tests/test_stats.py",
+    "tests/test_views_families_combo.py",
 ]
 STAGE2 = [
     "tests/test_exact_values.py::test_wilson_interval",
@@ -361,6 +362,42 @@ MUTATIONS = [
         "avg(incoming_norm) AS incoming_norm",
         "max(incoming_norm) AS incoming_norm",
         "incoming_norm: max over heads, not mean",
+    ),
+    # --- intervention families: staging/stg_results.sql, pairs / triplets, components -------------------
+    Mutation(
+        "f01",
+        "staging/stg_results.sql",
+        "WHERE result_family(family, method) IN ('baseline', 'thoughts')",
+        "WHERE true",
+        "stg_results: every family leaks into the classic views",
+    ),
+    Mutation(
+        "f02",
+        "marts/interactions.sql",
+        "greatest(e.expected - e.joint_rate, 0.0)",
+        "e.expected - e.joint_rate",
+        "redundancy: negative where the pair is synergistic",
+    ),
+    Mutation(
+        "f03",
+        "marts/interactions.sql",
+        "(1 - coalesce(rate_c, 0.0))",
+        "(1 - coalesce(rate_c, 1.0))",
+        "expected of a pair: a missing third thought that always fails",
+    ),
+    Mutation(
+        "f04",
+        "intermediate/33_int_interaction_problems.sql",
+        "sa.failed IS NOT NULL AND sb.failed IS NOT NULL AND",
+        "",
+        "complete: problems lacking a single thought's row counted",
+    ),
+    Mutation(
+        "f05",
+        "marts/component_comparison.sql",
+        "AND failed_attn AND NOT failed_mlp) AS attn_only",
+        "AND NOT failed_attn AND failed_mlp) AS attn_only",
+        "attn_only counts the mlp-only problems",
     ),
 ]
 

@@ -17,8 +17,9 @@ In Jupyter without a network, `charts.enable_offline()` switches Altair to the `
 from a CDN.
 
 Modules: `importance` (failure rates), `agreement` (do corruption methods agree), `attention` (attention
-vs importance), `heads` (flow, hubs, heads), `comparison` (two runs), `registry` (CHARTS), `offline` (the
-notebook renderer); `_base` and `_data` are the shared pieces.
+vs importance), `heads` (flow, hubs, heads), `comparison` (two runs), `combos` (the pairs / triplets and
+components families: synergy matrix, attention vs MLP output, drawn for runs that have them), `registry`
+(CHARTS, FAMILY_CHARTS), `offline` (the notebook renderer); `_base` and `_data` are the shared pieces.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 from analysis.charts._base import NO_ATTENTION
 from analysis.charts.agreement import method_agreement
 from analysis.charts.attention import attention_vs_importance, correlation_by_layer, difficulty_strata
+from analysis.charts.combos import component_sites, synergy_matrix
 from analysis.charts.comparison import model_comparison, run_comparison
 from analysis.charts.heads import head_ranking, hub_flow_skip, layer_matrices, top_head_matrices
 from analysis.charts.importance import (
@@ -35,16 +37,18 @@ from analysis.charts.importance import (
     thought_method_heatmap,
 )
 from analysis.charts.offline import enable_offline, offline_renderer, register
-from analysis.charts.registry import CHARTS, ChartInfo, charts_for
+from analysis.charts.registry import CHARTS, FAMILY_CHARTS, ChartInfo, charts_for, run_families
 
 register()
 
 __all__ = [
     "CHARTS",
+    "FAMILY_CHARTS",
     "NO_ATTENTION",
     "ChartInfo",
     "attention_vs_importance",
     "charts_for",
+    "component_sites",
     "correlation_by_layer",
     "difficulty_strata",
     "enable_offline",
@@ -58,6 +62,8 @@ __all__ = [
     "offline_renderer",
     "problem_thought_heatmap",
     "run_comparison",
+    "run_families",
+    "synergy_matrix",
     "thought_method_heatmap",
     "top_head_matrices",
 ]

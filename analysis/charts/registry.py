@@ -4,12 +4,15 @@
 an open connection, which the report uses to draw every chart over one connection (`build_chart`). A chart
 of baseline attention alone (`baseline_attention`) whose data are the same for both runs of a pair (same
 model, same problems) is drawn once there, with a note, instead of twice.
+
+`CHARTS` are the charts of every run; `FAMILY_CHARTS` those of an intervention family beyond the classic one
+(`ChartInfo.families`), drawn only for runs that have it (`run_families`, `charts_for(pair, families)`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from analysis.charts.attention import (
     correlation_by_layer,
     difficulty_strata,
 )
+from analysis.charts.combos import _component_sites, _synergy_matrix, component_sites, synergy_matrix
 from analysis.charts.comparison import _model_comparison, _run_comparison, model_comparison, run_comparison
 from analysis.charts.heads import (
     _head_ranking,
@@ -60,6 +64,9 @@ class ChartInfo:
     caption: str
     pair_only: bool = False
     baseline_attention: bool = False  # draws baseline attention alone: drawn once when the same for A and B
+    families: tuple[
+        str, ...
+    ] = ()  # drawn only for runs with one of these intervention families (results.family)
 
 
 CHARTS: list[ChartInfo] = [
@@ -195,6 +202,31 @@ CHARTS: list[ChartInfo] = [
 ]
 
 
+FAMILY_CHARTS: list[ChartInfo] = [
+    ChartInfo(
+        "synergy_matrix",
+        "Synergy of thought pairs",
+        synergy_matrix,
+        _synergy_matrix,
+        ("interactions",),
+        "Do two thoughts corrupted together break more answers than each alone predicts? Each cell is a "
+        "pair's joint failure rate minus 1 - (1 - p_a)(1 - p_b), the rate independent effects give; red: "
+        "synergy, blue: redundancy; a panel per patch layer and corruption.",
+        families=("pairs",),
+    ),
+    ChartInfo(
+        "component_sites",
+        "Attention vs MLP output",
+        component_sites,
+        _component_sites,
+        ("component_importance",),
+        "Corrupting only the attention output or only the MLP output of the patch layer at each thought, "
+        "beside the whole block output, with 95% Wilson intervals.",
+        families=("components",),
+    ),
+]
+
+
 IDENTICAL = (
     "identical for both runs: A and B give this chart the same data (baseline attention), so it is drawn once"
 )
@@ -227,6 +259,18 @@ def build_chart(info: ChartInfo, con: duckdb.DuckDBPyConnection, runs: Runs) -> 
     return with_note(a, IDENTICAL)
 
 
-def charts_for(pair: bool) -> list[ChartInfo]:
-    """The charts that apply to one run (pair False) or to two (every chart)."""
-    return [info for info in CHARTS if pair or not info.pair_only]
+def charts_for(pair: bool, families: Collection[str] = ()) -> list[ChartInfo]:
+    """The charts that apply to one run (pair False) or to two (every chart), in report order: the run
+    charts, then those of the intervention `families` the runs have (FAMILY_CHARTS), then the pair charts."""
+    extra = [info for info in FAMILY_CHARTS if set(info.families) & set(families)]
+    single = [info for info in CHARTS if not info.pair_only]
+    return single + extra + [info for info in CHARTS if pair and info.pair_only]
+
+
+def run_families(con: duckdb.DuckDBPyConnection, ids: Collection[str]) -> set[str]:
+    """The intervention families (stg_interventions.family) the runs have rows of."""
+    marks = ", ".join("?" for _ in ids)
+    found = con.execute(
+        f"SELECT DISTINCT family FROM stg_interventions WHERE run_id IN ({marks})", list(ids)
+    ).fetchall()
+    return {row[0] for row in found}
