@@ -1043,6 +1043,13 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
     default=None,
     help="Random weights of this real model's exact shape instead of --model (no checkpoint needed).",
 )
+@click.option(
+    "--family",
+    "families",
+    default=None,
+    metavar="F1,F2,...",
+    help="Also time the engine on these intervention families (as run --family), beside thoughts.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_engine_cmd(
     model_name,
@@ -1056,6 +1063,7 @@ def bench_engine_cmd(
     threads,
     attention,
     arch,
+    families,
     as_json,
 ):
     """The batched engine against two peers (the seed loop, a batched plain-transformers peer), interleaved
@@ -1075,6 +1083,7 @@ def bench_engine_cmd(
             attention,
             arch,
             dtype,
+            families,
         )
     emit_json(report) if as_json else click.echo("\n".join(bench_engine_lines(report)))
 

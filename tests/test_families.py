@@ -368,3 +368,19 @@ def test_classic_views_read_only_the_classic_rows(tmp_path, tiny):
     assert every["n"].sum() == stored
     importance = store.sql(f"SELECT * FROM importance_matrix WHERE run_id = '{run}'")
     assert importance.height > 0
+
+
+def test_bench_engine_times_each_family_beside_thoughts():
+    from engine import bench_engine, bench_engine_lines
+
+    report = bench_engine(problems=2, seed_problems=1, rounds=3, attention="none", families="edges,pairs")
+    families = report["families"]
+    assert list(families) == ["thoughts", "edges", "pairs"]
+    assert [f["conditions_per_problem"] for f in families.values()] == [42, 12, 30]
+    for f in families.values():  # conditions per second = conditions x problems / the median time
+        assert f["conditions_per_s"] == pytest.approx(
+            f["conditions_per_problem"] / f["wall_s_per_problem"], rel=1e-3
+        )
+    text = "\n".join(bench_engine_lines(report))
+    assert "engine per intervention family" in text and "edges" in text
+    assert bench_engine(problems=2, seed_problems=1, rounds=3, attention="none")["families"] == {}

@@ -31,8 +31,8 @@ from functools import partial
 
 import torch
 
-from engine.interventions.chunk import run_chunk
-from engine.interventions.conditions import build_conditions
+from engine.interventions.chunk import run_chunk, site_pool
+from engine.interventions.conditions import build_conditions, parse_families
 from engine.interventions.options import EngineOptions
 from engine.model.arch import build_arch_model
 from engine.model.checkpoints import load_model
@@ -64,8 +64,13 @@ def bench_engine(
     attention: str = "all",
     arch: str | None = None,
     dtype: str = "auto",
+    families: str | None = None,
 ) -> dict:
     """Engine, seed loop and batched peer, interleaved over `rounds` rounds (see the module doc).
+
+    `families` (a comma list, as `run --family`): the engine is also timed on each family's conditions
+    alone (with the baseline), interleaved with the classic `thoughts` family in the same rounds; reported
+    as conditions per second per family (`families` in the report). The peers run the classic family only.
 
     `problems`: for the engine and the batched peer; `seed_problems`: the first of them, for the seed loop.
     `batch_size`: problems per engine chunk; `dtype`: as `--dtype` (auto: float32).
@@ -90,7 +95,18 @@ def bench_engine(
     layers = select_layers(model, req)
     conditions = tuple(build_conditions(list(layers)))
     opts = EngineOptions(layers, conditions, 0, attention)
-    pool = donor_sites(model, chosen, opts, [c.method for c in conditions])
+    family_opts = _family_options(model, layers, attention, families)
+    union = EngineOptions(
+        layers,
+        (conditions[0], *(c for o in family_opts.values() for c in o.conditions[1:])),
+        0,
+        attention,
+        n_heads=model.n_heads,
+    )
+    methods = [p.method for c in union.conditions for p in c.parts] + [c.method for c in conditions]
+    pool = donor_sites(model, chosen, union if family_opts else opts, methods)
+
+    classic = site_pool(pool, "block")  # the peers run the classic family: block outputs only
 
     def engine(ps: list, o: EngineOptions) -> None:
         for i in range(0, len(ps), batch_size):
@@ -98,8 +114,8 @@ def bench_engine(
 
     paths: dict[str, tuple[list, Callable[[list, EngineOptions], object]]] = {
         "engine": (chosen, engine),
-        "seed_loop": (chosen[:seed_problems], lambda ps, o: seed_loop.run_seed_loop(model, ps, o, pool)),
-        "batched_peer": (chosen, lambda ps, o: batched.run_batched_peer(model, ps, o, pool)),
+        "seed_loop": (chosen[:seed_problems], lambda ps, o: seed_loop.run_seed_loop(model, ps, o, classic)),
+        "batched_peer": (chosen, lambda ps, o: batched.run_batched_peer(model, ps, o, classic)),
     }
     first = {c.thought: c for c in reversed(conditions[1:]) if c.thought is not None}  # first on each thought
     warm = EngineOptions(layers, (conditions[0], *(first[k] for k in sorted(first))), 0, attention)
@@ -113,6 +129,7 @@ def bench_engine(
     flops: dict[str, int] = {}
     calls: dict[str, int] = {}
     load = []
+    family_times: dict[str, list[float]] = {}
     for r in range(rounds):
         before = os.getloadavg()[0]
         for name in PATHS:
@@ -120,6 +137,8 @@ def bench_engine(
             with counting(model) as count:
                 times[name].append(_timed(partial(run, ps, opts), device))
             flops[name], calls[name] = count.flops, count.calls
+        for family, family_o in family_opts.items():  # the same round: families beside the classic one
+            family_times.setdefault(family, []).append(_timed(partial(engine, chosen, family_o), device)[0])
         load.append({"round": r + 1, "before": round(before, 2), "after": round(os.getloadavg()[0], 2)})
 
     peak = peaks[_name(torch_dtype)]["gflops"]
@@ -174,7 +193,37 @@ def bench_engine(
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "matmul_peak": peaks,
         "flops_counted": FLOPS_COUNTED,
+        "families": {
+            family: {
+                "conditions_per_problem": len(o.conditions) - 1,
+                "wall_s_per_problem": _sig(statistics.median(family_times[family]) / len(chosen)),
+                "conditions_per_s": _sig(
+                    (len(o.conditions) - 1) * len(chosen) / statistics.median(family_times[family])
+                ),
+            }
+            for family, o in family_opts.items()
+        },
     }
+
+
+def _family_options(
+    model, layers: tuple[int, ...], attention: str, spec: str | None
+) -> dict[str, EngineOptions]:
+    """family -> the engine's options for that family's conditions alone (the baseline first), the classic
+    `thoughts` family first; empty when no families are asked for."""
+    if not spec:
+        return {}
+    chosen = parse_families(spec)
+    everything = build_conditions(
+        list(layers), families=("thoughts", *chosen), n_layers=model.n_layers, n_heads=model.n_heads
+    )
+    out = {}
+    for family in dict.fromkeys(("thoughts", *chosen)):
+        picked = [c for c in everything if c.is_baseline or c.family == family]
+        if family == "thoughts":  # the classic 42 only, not the singles pairs add under their methods
+            picked = build_conditions(list(layers))
+        out[family] = EngineOptions(layers, tuple(picked), 0, attention, n_heads=model.n_heads)
+    return out
 
 
 def _skipped(name: str) -> tuple[str, ...]:
@@ -239,6 +288,16 @@ def bench_engine_lines(report: dict) -> list[str]:
         "peers skip: "
         + "; ".join(f"{label}: {', '.join(s) if s else 'nothing'}" for label, s in skipped.items())
     )
+    families = report.get("families") or {}
+    if families:
+        lines.append(
+            "engine per intervention family (conditions alone with the baseline; peers: thoughts only):"
+        )
+        for family, f in families.items():
+            lines.append(
+                f"  {family:<11} {f['conditions_per_problem']:>5} conditions/problem  "
+                f"{f['wall_s_per_problem']:>8.4g} s/problem  {f['conditions_per_s']:>8.4g} conditions/s"
+            )
     load = ", ".join(f"{r['before']}->{r['after']}" for r in report["load_average"])
     lines.append(f"load average (1 min) before->after each round: {load}")
     peak = report["matmul_peak"][peak_dtype]
