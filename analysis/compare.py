@@ -6,7 +6,10 @@ baseline-correct shared problems and the difference B - A. This module adds what
 bootstrap interval of the difference that resamples shared problems (paired: both runs see the same
 resampled problems), from `run_comparison`'s rows. Then the problems whose outcome differs between the
 runs: at the baseline, and per condition. `run_pairs` gives the header: each run's problems, the shared
-ones, whether patch layers pair up, and the note.
+ones, whether patch layers pair up, and the note. The intervention families beyond the classic one (heads,
+edges) compare per condition both runs ran (`run_comparison_families`: same family, method, layer, head,
+key thought, steps), with the same paired bootstrap interval of B - A; the text shows them only where the
+runs share such conditions.
 
 Runs of different models, datasets or patch layers compare wherever they share problems. When both runs
 were patched at several layers, rows pair equal patch layers; a single-layer run pairs with each layer of
@@ -59,6 +62,21 @@ FROM run_comparison
 WHERE {pair} AND compared AND method <> 'baseline' {extra}
 GROUP BY ALL
 """
+FAMILY_KEYS = ["family", "condition"]
+FAMILY_PER_PROBLEM = """
+SELECT family, condition, problem_id,
+       count(*) FILTER (WHERE base_correct_a AND failed_a) AS failures_a,
+       count(*) FILTER (WHERE base_correct_a) AS trials_a,
+       count(*) FILTER (WHERE base_correct_b AND failed_b) AS failures_b,
+       count(*) FILTER (WHERE base_correct_b) AS trials_b
+FROM int_family_pairs
+WHERE run_a = ? AND run_b = ?
+GROUP BY ALL
+"""
+FAMILY_RATES = (
+    "problems, n_a, failures_a, failure_rate_a, n_b, failures_b, failure_rate_b, difference, "
+    "mean_logp_drop_a, mean_logp_drop_b"
+)
 RATES = (
     "problems, n_a, failures_a, failure_rate_a, ci_low_a, ci_high_a, n_b, failures_b, failure_rate_b, "
     "ci_low_b, ci_high_b, difference, mean_kl_a, mean_kl_b"
@@ -111,6 +129,8 @@ class RunComparison:
     by_condition: pl.DataFrame  # run_comparison_by_condition + diff_low, diff_high
     baseline_flips: pl.DataFrame  # problems answered correctly by one run's baseline only
     condition_flips: pl.DataFrame  # (problem, thought, condition) whose outcome differs
+    # run_comparison_families + diff_low, diff_high: the heads and edges conditions both runs ran
+    families: pl.DataFrame = field(default_factory=pl.DataFrame)
     settings: dict[str, Any] = field(default_factory=dict)  # n_boot, seed, level
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # setting -> {a, b, same}
     warnings: list[dict[str, str]] = field(default_factory=list)  # {setting, message}: meaning differs
@@ -124,7 +144,7 @@ class RunComparison:
     def tables(self) -> dict[str, pl.DataFrame]:
         return {
             name: getattr(self, name)
-            for name in ("by_thought", "by_condition", "baseline_flips", "condition_flips")
+            for name in ("by_thought", "by_condition", "families", "baseline_flips", "condition_flips")
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +183,25 @@ def thought_differences(
     return _with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed)
 
 
+def family_differences(
+    con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = SEED
+) -> pl.DataFrame:
+    """run_comparison_families for A and B (the heads and edges conditions both ran) plus the paired
+    bootstrap interval of B - A over their shared problems (diff_low, diff_high)."""
+    pair = [run_a, run_b]
+    view = fetch(
+        con,
+        f"SELECT {', '.join(FAMILY_KEYS)}, {FAMILY_RATES} FROM run_comparison_families WHERE {PAIR} "
+        "ORDER BY family, method, layer NULLS FIRST, head NULLS LAST, thought, steps, condition",
+        pair,
+    )
+    if view.is_empty():
+        return view.with_columns(
+            pl.lit(None, pl.Float64).alias("diff_low"), pl.lit(None, pl.Float64).alias("diff_high")
+        )
+    return _with_intervals(view, fetch(con, FAMILY_PER_PROBLEM, pair), FAMILY_KEYS, n_boot, seed)
+
+
 def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunComparison:
     """The comparison of two runs of one warehouse (B - A)."""
     if a.run_id == b.run_id:
@@ -188,6 +227,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             pair,
         )
         overview = fetch(con, f"SELECT * FROM run_pairs WHERE {PAIR}", pair).row(0, named=True)
+        families = family_differences(con, a.run_id, b.run_id, n_boot, seed)
         config = fetch(
             con,
             f"SELECT setting, value_a, value_b, same, warning FROM run_config_diff WHERE {PAIR} "
@@ -219,6 +259,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             "problem_id", "correct_a", "correct_b"
         ),
         condition_flips=flips.filter(pl.col("thought").is_not_null()),
+        families=families,
         settings={"n_boot": n_boot, "seed": seed, "level": 0.95},
         config={
             row["setting"]: {"a": _json(row["value_a"]), "b": _json(row["value_b"]), "same": row["same"]}
@@ -325,6 +366,17 @@ def format_comparison(cmp: RunComparison) -> str:
             render_table(rounded(frame.select(layers + cols)).to_arrow()).rstrip("\n")
             if not frame.is_empty()
             else "(no shared conditions)",
+        ]
+    if not cmp.families.is_empty():
+        family_columns = ["family", "condition", *columns[:8]]
+        lines += [
+            "",
+            "Intervention families (heads, edges): conditions both runs ran, mean log p(gold) drop per run",
+            render_table(
+                rounded(
+                    cmp.families.select(*family_columns, "mean_logp_drop_a", "mean_logp_drop_b")
+                ).to_arrow()
+            ).rstrip("\n"),
         ]
     base = cmp.baseline_flips
     lines += ["", f"Baseline flips between the runs: {base.height}"]

@@ -27,7 +27,7 @@ import duckdb
 
 from analysis.charts._base import Chart
 from analysis.charts._data import load_runs
-from analysis.charts.registry import ChartInfo, build_chart, charts_for
+from analysis.charts.registry import ChartInfo, build_chart, charts_for, run_families
 from analysis.export import EMBED_OPTIONS, FORMATS, chart_spec, javascript_bundle, write_chart
 from analysis.frames import reading
 from analysis.report_tables import META_FIELDS, findings, key_tables, run_settings
@@ -76,10 +76,12 @@ def render_report(
 def build_charts(
     con: duckdb.DuckDBPyConnection, run_id: str, vs_id: str | None = None
 ) -> list[tuple[ChartInfo, Chart]]:
-    """Every chart that applies, on one connection: the pair-only ones only when there is a second run; a
-    chart of baseline attention that is the same for both runs is drawn once (registry.build_chart)."""
+    """Every chart that applies, on one connection: the pair-only ones only when there is a second run, an
+    intervention family's only when a run has that family; a chart of baseline attention that is the same
+    for both runs is drawn once (registry.build_chart)."""
     runs = load_runs(con, run_id, vs_id)
-    return [(info, build_chart(info, con, runs)) for info in charts_for(vs_id is not None)]
+    families = run_families(con, runs.ids)
+    return [(info, build_chart(info, con, runs)) for info in charts_for(vs_id is not None, families)]
 
 
 def write_report(
@@ -99,11 +101,11 @@ def write_report(
     ids = [r.run_id for r in (run, vs) if r is not None]
     if stats is not None and [s.run_id for s in stats] != ids:
         raise ValueError(f"stats are for {[s.run_id for s in stats]}, the report for {ids}")
-    infos = charts_for(vs is not None)
-    total = len(infos) + 3
     step = progress or (lambda done, total, name: None)
-    step(0, total, "views")
     with reading(run, vs) as con:
+        infos = charts_for(vs is not None, run_families(con, ids))
+        total = len(infos) + 3
+        step(0, total, "views")
         out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to be readable
         charts = build_charts(con, run.run_id, vs.run_id if vs is not None else None)
         settings = run_settings(con, ids)

@@ -15,8 +15,12 @@ polars frames pulled from them:
 - hubs: a bootstrap interval of each thought's incoming_norm and of the hub ratio, a permutation test
   against "no hub" and its finding; the top heads with intervals of their scores and a functional type only
   where a Holm-adjusted test supports it (analysis/hubs.py); flow as the view gives it;
+- the intervention families, shown only for a run that has them (analysis/families.py): heads (each
+  ablated head's failure rate with intervals; the rank correlation of causal effect with the descriptive
+  composite, scipy's Spearman p and a bootstrap interval) and edges (the descriptive hub's knockout against
+  every other thought's, paired per problem, McNemar exact, Holm-adjusted);
 - findings: each research question answered in sentences with its uncertainty (analysis/findings.py,
-  analysis/hubs.py), the report's first section.
+  analysis/hubs.py, analysis/families.py), the report's first section.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
 not meaningful for it; the text prints that note in place of the table.
@@ -34,6 +38,15 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from analysis.families import (
+    edge_table,
+    edge_test_table,
+    findings_edges,
+    findings_heads,
+    head_correlation_table,
+    head_effects_table,
+    head_topk_table,
+)
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
 from analysis.hubs import findings_hubs, head_sentences, head_table, hub_sentences, hub_table
 from analysis.inference import ALPHA, adjust, agreement, family, strata_inference
@@ -197,6 +210,28 @@ ADJUSTMENTS = {
             "method-pair Spearman tests of this run (every pair, every patch layer)",
         ),
     ],
+    "head_correlation": [
+        (
+            "p_failure",
+            "holm",
+            "p_failure_holm",
+            "head failure-rate vs composite Spearman tests of this run (one per method x step scope)",
+        ),
+        (
+            "p_logp",
+            "holm",
+            "p_logp_holm",
+            "head log p(gold) drop vs composite Spearman tests of this run (one per method x step scope)",
+        ),
+    ],
+    "edge_tests": [
+        (
+            "p_mcnemar",
+            "holm",
+            "p_holm",
+            "hub-vs-thought knockout McNemar tests of this run (every other thought, every layer scope)",
+        ),
+    ],
 }
 
 
@@ -248,7 +283,20 @@ TABLES = (
     "hubs",
     "flow",
     "top_heads",
+    "head_effects",
+    "head_topk",
+    "head_correlation",
+    "edges",
+    "edge_tests",
 )
+# the tables of an intervention family: `stats` and the report show them only for a run that has the family
+FAMILY_TABLES = {
+    "head_effects": "heads",
+    "head_topk": "heads",
+    "head_correlation": "heads",
+    "edges": "edges",
+    "edge_tests": "edges",
+}
 
 
 @dataclass(frozen=True)
@@ -275,6 +323,14 @@ class RunStats:
     settings: dict[str, Any] = field(default_factory=dict)
     hub: dict[str, Any] = field(default_factory=dict)  # hub ratio, interval, permutation p, finding
     head_types: dict[str, Any] = field(default_factory=dict)  # heads typed per type, the rule
+    # the families (empty for a run without them): head_effects + bootstrap interval; head_topk_effects;
+    # per method and step scope Spearman rho of effect vs composite (p, interval, Holm); edge_knockout +
+    # bootstrap interval; the hub's knockout vs each other thought's (McNemar exact, interval, Holm)
+    head_effects: pl.DataFrame = field(default_factory=pl.DataFrame)
+    head_topk: pl.DataFrame = field(default_factory=pl.DataFrame)
+    head_correlation: pl.DataFrame = field(default_factory=pl.DataFrame)
+    edges: pl.DataFrame = field(default_factory=pl.DataFrame)
+    edge_tests: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def run(self) -> dict[str, Any]:
@@ -284,6 +340,12 @@ class RunStats:
 
     def tables(self) -> dict[str, pl.DataFrame]:
         return {name: getattr(self, name) for name in TABLES}
+
+    @property
+    def families(self) -> list[str]:
+        """The intervention families beyond the classic one this run has rows of ('heads', 'edges')."""
+        found = {FAMILY_TABLES[name] for name in FAMILY_TABLES if not getattr(self, name).is_empty()}
+        return [f for f in ("heads", "edges") if f in found]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload of `stats --json`: run, settings (with the adjustment families), every table
@@ -299,10 +361,16 @@ class RunStats:
 
     def findings(self) -> list[str]:
         """Each research question answered in plain sentences with its uncertainty: RQ1-RQ3
-        (analysis.findings.findings_rq), then the hub and the head types (analysis.hubs.findings_hubs)."""
+        (analysis.findings.findings_rq), then the hub and the head types (analysis.hubs.findings_hubs), then
+        the heads and edges families where the run has them (analysis.families)."""
         from analysis.findings import findings_rq
 
-        return findings_rq(self) + findings_hubs(self)
+        return (
+            findings_rq(self)
+            + findings_hubs(self)
+            + findings_heads(self.head_effects, self.head_correlation, self.head_topk)
+            + findings_edges(self.edges, self.edge_tests)
+        )
 
 
 def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
@@ -313,6 +381,7 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
         agreement_w, agreement_pairs = method_agreement_tables(con, run_id, n_perm, seed)
         hubs, hub = hub_table(con, run_id, n_boot, n_perm, seed)
         heads, head_types = head_table(con, run_id, n_boot, seed)
+        head_effects = head_effects_table(con, run_id, n_boot, seed)
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
             "methods": method_table(con, run_id, n_boot, seed),
@@ -325,6 +394,11 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             "hubs": hubs,
             "flow": flow_table(con, run_id),
             "top_heads": heads.filter((pl.col("rank") <= TOP_HEADS) | pl.col("note").is_not_null()),
+            "head_effects": head_effects,
+            "head_topk": head_topk_table(con, run_id),
+            "head_correlation": head_correlation_table(con, run_id, head_effects, n_boot, seed),
+            "edges": edge_table(con, run_id, n_boot, seed),
+            "edge_tests": edge_test_table(con, run_id, n_boot, seed),
         }
         header = run_header(con, run_id)
     tables, families = adjusted_tables(tables)
@@ -466,6 +540,101 @@ SECTIONS = {
             "functional_type",
         ],
     ),
+    "head_effects": (
+        "Heads (ablated one at a time): failure rate among baseline-correct problems (Wilson and bootstrap "
+        "95%), mean log p(gold) drop, and the head's descriptive composite and rank",
+        [
+            "method",
+            "steps",
+            "head_label",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_logp_drop",
+            "composite",
+            "composite_rank",
+            "functional_type",
+        ],
+    ),
+    "head_topk": (
+        "Heads ablated together (top-k): failure rate (Wilson 95%), mean log p(gold) drop; top_ranked: the "
+        "run's k top-ranked heads by composite",
+        [
+            "method",
+            "steps",
+            "k",
+            "heads",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "mean_logp_drop",
+            "mean_composite",
+            "top_ranked",
+        ],
+    ),
+    "head_correlation": (
+        "Do the heads that look like hubs matter? Spearman rho of causal effect vs descriptive composite "
+        "over heads (scipy p; bootstrap interval over problems; clean control left out)",
+        [
+            "method",
+            "steps",
+            "heads",
+            "rho_failure",
+            "rho_failure_low",
+            "rho_failure_high",
+            "p_failure",
+            "p_failure_holm",
+            "rho_logp",
+            "rho_logp_low",
+            "rho_logp_high",
+            "p_logp",
+            "p_logp_holm",
+        ],
+    ),
+    "edges": (
+        "Edge knockout: attention from later thoughts and EOT to Tj removed; failure rate (Wilson and "
+        "bootstrap 95%), mean log p(gold) drop; is_hub: Tj is the run's descriptive hub",
+        [
+            "layers",
+            "method",
+            "thought_name",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_logp_drop",
+            "incoming_norm",
+            "is_hub",
+        ],
+    ),
+    "edge_tests": (
+        "Is the descriptive hub causal? Its knockout vs each other thought's, paired per problem "
+        "(difference hub - other, bootstrap 95%; McNemar exact p)",
+        [
+            "layers",
+            "hub_name",
+            "thought_name",
+            "problems",
+            "failure_rate_hub",
+            "failure_rate_other",
+            "difference",
+            "diff_low",
+            "diff_high",
+            "hub_only",
+            "other_only",
+            "p_mcnemar",
+            "p_holm",
+        ],
+    ),
 }
 
 
@@ -503,6 +672,8 @@ def format_stats(stats: RunStats) -> str:
         lines.append(f"note: {header['note']}")
     for name, (title, columns) in SECTIONS.items():
         frame = tables[name]
+        if name in FAMILY_TABLES and FAMILY_TABLES[name] not in stats.families:
+            continue  # a family the run did not run: no section
         lines += ["", title]
         if frame.is_empty():
             lines.append(EMPTY.get(name, "(no rows)"))

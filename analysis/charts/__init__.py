@@ -17,8 +17,10 @@ In Jupyter without a network, `charts.enable_offline()` switches Altair to the `
 from a CDN.
 
 Modules: `importance` (failure rates), `agreement` (do corruption methods agree), `attention` (attention
-vs importance), `heads` (flow, hubs, heads), `comparison` (two runs), `registry` (CHARTS), `offline` (the
-notebook renderer); `_base` and `_data` are the shared pieces.
+vs importance), `heads` (flow, hubs, heads), `families` (the heads and edges intervention families: head
+ablation vs composite, edge knockout; `FAMILY_CHARTS`, drawn only for runs that have them), `comparison`
+(two runs), `registry` (CHARTS), `offline` (the notebook renderer); `_base` and `_data` are the shared
+pieces.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from analysis.charts._base import NO_ATTENTION
 from analysis.charts.agreement import method_agreement
 from analysis.charts.attention import attention_vs_importance, correlation_by_layer, difficulty_strata
 from analysis.charts.comparison import model_comparison, run_comparison
+from analysis.charts.families import edge_knockout, head_effects_vs_composite
 from analysis.charts.heads import head_ranking, hub_flow_skip, layer_matrices, top_head_matrices
 from analysis.charts.importance import (
     importance_by_thought,
@@ -35,19 +38,22 @@ from analysis.charts.importance import (
     thought_method_heatmap,
 )
 from analysis.charts.offline import enable_offline, offline_renderer, register
-from analysis.charts.registry import CHARTS, ChartInfo, charts_for
+from analysis.charts.registry import CHARTS, FAMILY_CHARTS, ChartInfo, charts_for
 
 register()
 
 __all__ = [
     "CHARTS",
+    "FAMILY_CHARTS",
     "NO_ATTENTION",
     "ChartInfo",
     "attention_vs_importance",
     "charts_for",
     "correlation_by_layer",
     "difficulty_strata",
+    "edge_knockout",
     "enable_offline",
+    "head_effects_vs_composite",
     "head_ranking",
     "hub_flow_skip",
     "importance_by_thought",

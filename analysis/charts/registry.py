@@ -9,7 +9,7 @@ model, same problems) is drawn once there, with a note, instead of twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,12 @@ from analysis.charts.attention import (
     difficulty_strata,
 )
 from analysis.charts.comparison import _model_comparison, _run_comparison, model_comparison, run_comparison
+from analysis.charts.families import (
+    _edge_knockout,
+    _head_effects_vs_composite,
+    edge_knockout,
+    head_effects_vs_composite,
+)
 from analysis.charts.heads import (
     _head_ranking,
     _hub_flow_skip,
@@ -60,6 +66,7 @@ class ChartInfo:
     caption: str
     pair_only: bool = False
     baseline_attention: bool = False  # draws baseline attention alone: drawn once when the same for A and B
+    family: str | None = None  # an intervention family's chart: drawn only when a run has that family
 
 
 CHARTS: list[ChartInfo] = [
@@ -195,6 +202,33 @@ CHARTS: list[ChartInfo] = [
 ]
 
 
+# The intervention families' charts (results.family): in the report only when run A or B has the family.
+FAMILY_CHARTS: list[ChartInfo] = [
+    ChartInfo(
+        "head_effects",
+        "Head ablation vs composite",
+        head_effects_vs_composite,
+        _head_effects_vs_composite,
+        ("head_effects",),
+        "Do the heads that look like hubs matter? Each ablated head's failure rate (95% Wilson interval) "
+        "against its descriptive composite from attention, one panel per method and step scope, titled "
+        "with the Spearman rho over heads and its p (as `stats` computes it on the same rows).",
+        family="heads",
+    ),
+    ChartInfo(
+        "edge_knockout",
+        "Edge knockout",
+        edge_knockout,
+        _edge_knockout,
+        ("edge_knockout",),
+        "Is the descriptive hub causal? The failure rate when attention from later thoughts and EOT to each "
+        "thought is removed (at every layer, or at one), with 95% Wilson intervals; the thought later "
+        "thoughts attend to most is highlighted.",
+        family="edges",
+    ),
+]
+
+
 IDENTICAL = (
     "identical for both runs: A and B give this chart the same data (baseline attention), so it is drawn once"
 )
@@ -227,6 +261,22 @@ def build_chart(info: ChartInfo, con: duckdb.DuckDBPyConnection, runs: Runs) -> 
     return with_note(a, IDENTICAL)
 
 
-def charts_for(pair: bool) -> list[ChartInfo]:
-    """The charts that apply to one run (pair False) or to two (every chart)."""
-    return [info for info in CHARTS if pair or not info.pair_only]
+def charts_for(pair: bool, families: Sequence[str] = ()) -> list[ChartInfo]:
+    """The charts that apply to one run (pair False) or to two (every chart), then the charts of the
+    intervention families in `families` (those the runs have: `run_families`)."""
+    return [info for info in CHARTS if pair or not info.pair_only] + [
+        info for info in FAMILY_CHARTS if info.family in families
+    ]
+
+
+def run_families(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> list[str]:
+    """The intervention families with a chart (heads, edges) that any of the runs has rows of."""
+    charted = [info.family for info in FAMILY_CHARTS if info.family]
+    marks = ", ".join("?" for _ in ids)
+    found = {
+        row[0]
+        for row in con.execute(
+            f"SELECT DISTINCT family FROM stg_family_rows WHERE run_id IN ({marks})", list(ids)
+        ).fetchall()
+    }
+    return [f for f in dict.fromkeys(charted) if f in found]
