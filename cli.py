@@ -919,7 +919,8 @@ def charts_cmd(run_spec, vs_spec, out_dir, formats, db):
     with user_errors(), open_warehouse(db, read_only=True) as store, _chart_progress() as progress:
         run, vs = store.run(run_spec), store.run(vs_spec) if vs_spec else None
         written = write_report(run, out_dir, vs, parse_formats(formats), progress=progress)
-    charts = len({path.stem for path in written[:-1]})  # each chart's files share its name; report.html last
+    # each chart's files share its name (the intervention families' charts included); report.html last
+    charts = len({path.stem for path in written[:-1]})
     click.echo(f"{charts} charts, {len(written)} files in {out_dir}", err=True)
     click.echo(written[-1])
 

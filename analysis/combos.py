@@ -28,8 +28,6 @@ from analysis.inference import ALPHA
 from analysis.resampling import interval, resample_counts
 
 RUN = "WHERE run_id = ?"
-# the RunStats tables of these families: left out of `stats` (text, JSON, report) when the run lacks them
-FAMILY_TABLES = ("interactions", "components", "component_tests")
 INTERACTION_KEYS = ["patch_layer", "condition", "combination_name"]
 TOLERANCE = 1e-12  # rounding of rates built from the same counts: |synergy| below it is 0
 BOOT_COLUMNS = (

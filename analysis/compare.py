@@ -25,11 +25,14 @@ alone is the ordinary seed comparison: it shows in `config`, with no warning. Th
 (wrapped), each differing setting on its own line with A's and B's values (hashes cut to 12 characters,
 `-` for none), then each warning as a `warning: ...` line.
 
-The intervention families both runs hold at the same patch layer are compared too, where they share
-problems: `by_combination` (pairs, triplets: each run's joint rate, expected rate and synergy from the view
-run_comparison_by_combination, and a paired bootstrap interval of the synergy's B - A) and `by_component`
-(attn, mlp: each run's failure rate from run_comparison_by_component and the interval of B - A). Both are
-empty, and left out of the text and the JSON, when the runs share no such condition.
+The intervention families beyond the classic one that both runs hold are compared too, where they share
+problems: `by_combination` (pairs, triplets at the same patch layer: each run's joint rate, expected rate
+and synergy from the view run_comparison_by_combination, and a paired bootstrap interval of the synergy's
+B - A) and `by_component` (attn, mlp: each run's failure rate from run_comparison_by_component and the
+interval of B - A), both from `combo_differences`; `families` (heads, edges: per condition both runs ran,
+same family, method, layer, head, key thought, steps, from run_comparison_families, with the same paired
+bootstrap interval of B - A, `head_edge_differences`). Each is empty, and left out of the text and the
+JSON, when the runs share no such condition.
 
     cmp = compare_runs(wh.run("2d32"), wh.run("latest"))   # RunComparison: polars frames
     print(format_comparison(cmp)); cmp.to_dict()
@@ -66,6 +69,21 @@ FROM run_comparison
 WHERE {pair} AND compared AND method <> 'baseline' {extra}
 GROUP BY ALL
 """
+HEAD_EDGE_KEYS = ["family", "condition"]
+HEAD_EDGE_PER_PROBLEM = """
+SELECT family, condition, problem_id,
+       count(*) FILTER (WHERE base_correct_a AND failed_a) AS failures_a,
+       count(*) FILTER (WHERE base_correct_a) AS trials_a,
+       count(*) FILTER (WHERE base_correct_b AND failed_b) AS failures_b,
+       count(*) FILTER (WHERE base_correct_b) AS trials_b
+FROM int_family_pairs
+WHERE run_a = ? AND run_b = ?
+GROUP BY ALL
+"""
+HEAD_EDGE_RATES = (
+    "problems, n_a, failures_a, failure_rate_a, n_b, failures_b, failure_rate_b, difference, "
+    "mean_logp_drop_a, mean_logp_drop_b"
+)
 RATES = (
     "problems, n_a, failures_a, failure_rate_a, ci_low_a, ci_high_a, n_b, failures_b, failure_rate_b, "
     "ci_low_b, ci_high_b, difference, mean_kl_a, mean_kl_b"
@@ -121,9 +139,12 @@ class RunComparison:
     settings: dict[str, Any] = field(default_factory=dict)  # n_boot, seed, level
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # setting -> {a, b, same}
     warnings: list[dict[str, str]] = field(default_factory=list)  # {setting, message}: meaning differs
-    # the intervention families both runs hold (empty when they share none): pairs / triplets, components
+    # the intervention families both runs hold (empty when they share none): pairs / triplets, components,
+    # heads and edges
     by_combination: pl.DataFrame = field(default_factory=pl.DataFrame)  # + diff_low, diff_high of synergy
     by_component: pl.DataFrame = field(default_factory=pl.DataFrame)  # + diff_low, diff_high
+    # run_comparison_families (heads, edges) + diff_low, diff_high
+    families: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def run(self, side: str) -> dict[str, Any]:
         """Run A's or B's row of model_comparison as a dict (side 'a' or 'b')."""
@@ -132,8 +153,8 @@ class RunComparison:
         return found[0] if found else {"run_id": run_id}
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        """The comparison's tables; the families' (by_combination, by_component) only when the runs share
-        them."""
+        """The comparison's tables; the families' (by_combination, by_component, families) only when the
+        runs share them."""
         found = {
             name: getattr(self, name)
             for name in ("by_thought", "by_condition", "baseline_flips", "condition_flips")
@@ -179,17 +200,18 @@ def thought_differences(
     return _with_intervals(by_thought, thought_problems, THOUGHT_KEYS, n_boot, seed)
 
 
-FAMILY_TABLES = ("by_combination", "by_component")
+FAMILY_TABLES = ("by_combination", "by_component", "families")
 COMBINATION_KEYS = ["patch_layer", "condition", "combination_name"]
 COMPONENT_KEYS = ["patch_layer", "thought", "site", "condition"]
 NAME = "array_to_string(list_transform(combination, k -> 'T' || k::VARCHAR), '+')"
 
 
-def family_differences(
+def combo_differences(
     con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = SEED
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(run_comparison_by_combination + the paired bootstrap interval of the synergy's B - A,
-    run_comparison_by_component + the interval of B - A), for the families both runs hold."""
+    run_comparison_by_component + the interval of B - A): the pairs / triplets and components
+    families both runs hold."""
     pair = [run_a, run_b]
     combos = fetch(
         con,
@@ -223,6 +245,25 @@ def family_differences(
     return combos, _with_intervals(components, component_problems, COMPONENT_KEYS, n_boot, seed)
 
 
+def head_edge_differences(
+    con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, n_boot: int = N_BOOT, seed: int = SEED
+) -> pl.DataFrame:
+    """run_comparison_families for A and B (the heads and edges conditions both ran) plus the paired
+    bootstrap interval of B - A over their shared problems (diff_low, diff_high)."""
+    pair = [run_a, run_b]
+    view = fetch(
+        con,
+        f"SELECT {', '.join(HEAD_EDGE_KEYS)}, {HEAD_EDGE_RATES} FROM run_comparison_families WHERE {PAIR} "
+        "ORDER BY family, method, layer NULLS FIRST, head NULLS LAST, thought, steps, condition",
+        pair,
+    )
+    if view.is_empty():
+        return view.with_columns(
+            pl.lit(None, pl.Float64).alias("diff_low"), pl.lit(None, pl.Float64).alias("diff_high")
+        )
+    return _with_intervals(view, fetch(con, HEAD_EDGE_PER_PROBLEM, pair), HEAD_EDGE_KEYS, n_boot, seed)
+
+
 def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunComparison:
     """The comparison of two runs of one warehouse (B - A)."""
     if a.run_id == b.run_id:
@@ -230,7 +271,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
     pair = [a.run_id, b.run_id]
     with reading(a, b) as con:
         by_thought = thought_differences(con, a.run_id, b.run_id, n_boot, seed)
-        by_combination, by_component = family_differences(con, a.run_id, b.run_id, n_boot, seed)
+        by_combination, by_component = combo_differences(con, a.run_id, b.run_id, n_boot, seed)
         by_condition = fetch(
             con,
             f"SELECT {', '.join(CONDITION_KEYS)}, thought_name, {RATES} "
@@ -249,6 +290,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             pair,
         )
         overview = fetch(con, f"SELECT * FROM run_pairs WHERE {PAIR}", pair).row(0, named=True)
+        families = head_edge_differences(con, a.run_id, b.run_id, n_boot, seed)
         config = fetch(
             con,
             f"SELECT setting, value_a, value_b, same, warning FROM run_config_diff WHERE {PAIR} "
@@ -280,6 +322,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = N_BOOT, seed: int = SEED) -> RunC
             "problem_id", "correct_a", "correct_b"
         ),
         condition_flips=flips.filter(pl.col("thought").is_not_null()),
+        families=families,
         settings={"n_boot": n_boot, "seed": seed, "level": 0.95},
         config={
             row["setting"]: {"a": _json(row["value_a"]), "b": _json(row["value_b"]), "same": row["same"]}
@@ -402,6 +445,11 @@ def format_comparison(cmp: RunComparison) -> str:
             "Components: failure rate with the attention or MLP output corrupted",
             ["patch_layer", "thought_name", "site", "condition", "problems", "n_a", "failure_rate_a", "n_b"]
             + ["failure_rate_b", "difference", "diff_low", "diff_high"],
+        ),
+        (
+            "families",
+            "Intervention families (heads, edges): conditions both runs ran, mean log p(gold) drop per run",
+            ["family", "condition", *columns[:8], "mean_logp_drop_a", "mean_logp_drop_b"],
         ),
     )
     for name, title, cols in family_sections:

@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analysis.stats import NOT_MEANINGFUL, TOP_HEADS, RunStats
+from analysis.stats import FAMILY_TABLES, NOT_MEANINGFUL, TOP_HEADS, RunStats
 
 # Lineage rows shown for each run, in order: the runs table via Warehouse.show_run, the settings of
 # CONFIG_FIELDS from the view run_config (run_settings).
@@ -231,7 +231,9 @@ SPECS = (
         ),
     ),
 )
-# The intervention families' tables (analysis/combos.py): in the report only when a run has the family.
+# The intervention families' tables: in the report only when a run has one of the table's families
+# (stats.FAMILY_TABLES): pairs / triplets and components (analysis/combos.py), heads and edges
+# (analysis/families.py).
 FAMILY_SPECS = (
     Spec(
         "interactions",
@@ -338,6 +340,139 @@ FAMILY_SPECS = (
             "(statsmodels).",
         ),
     ),
+    Spec(
+        "head_effects",
+        "Heads ablated one at a time",
+        "head_effects",
+        "head_effects",
+        (
+            "method",
+            "steps",
+            "head_label",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_logp_drop",
+            "composite",
+            "composite_rank",
+            "functional_type",
+        ),
+        RATES,
+        (("head_label", "head"),),
+        (
+            WILSON_BOOT,
+            "steps: the thought steps ablated ('all' = T0..T5); composite, composite_rank: the head's "
+            "descriptive score from attention (head_metrics).",
+        ),
+    ),
+    Spec(
+        "head_correlation",
+        "Do the heads that look like hubs matter? Causal effect vs descriptive composite",
+        "head_effects",
+        "head_correlation",
+        (
+            "method",
+            "steps",
+            "heads",
+            "rho_failure",
+            "rho_failure_low",
+            "rho_failure_high",
+            "p_failure",
+            "p_failure_holm",
+            "rho_logp",
+            "rho_logp_low",
+            "rho_logp_high",
+            "p_logp",
+            "p_logp_holm",
+        ),
+        notes=(
+            "rho_failure, rho_logp: Spearman rho over heads of the failure rate and of the mean log p(gold) "
+            "drop against the composite; p: scipy.stats.spearmanr; *_low, *_high: 95% bootstrap interval "
+            "over problems (the composite held fixed); the clean control is left out.",
+        ),
+    ),
+    Spec(
+        "head_topk",
+        "Heads ablated together",
+        "head_topk_effects",
+        "head_topk",
+        (
+            "method",
+            "steps",
+            "k",
+            "heads",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "mean_logp_drop",
+            "mean_composite",
+            "top_ranked",
+        ),
+        ("failure_rate", "ci_low", "ci_high"),
+        notes=("top_ranked: the set is the run's k top-ranked heads by composite.",),
+    ),
+    Spec(
+        "edges",
+        "Edge knockout by key thought",
+        "edge_knockout",
+        "edges",
+        (
+            "layers",
+            "method",
+            "thought_name",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_logp_drop",
+            "incoming_norm",
+            "is_hub",
+        ),
+        RATES,
+        (("thought_name", "thought"),),
+        (
+            WILSON_BOOT,
+            "layers: where attention to the thought is removed ('all' = every layer); is_hub: the thought is "
+            "the run's descriptive hub (highest incoming_norm in hub_scores); clean: the control.",
+        ),
+    ),
+    Spec(
+        "edge_tests",
+        "Is the descriptive hub causal? Its knockout vs each other thought's",
+        "edge_knockout_problems",
+        "edge_tests",
+        (
+            "layers",
+            "hub_name",
+            "thought_name",
+            "problems",
+            "failure_rate_hub",
+            "failure_rate_other",
+            "difference",
+            "diff_low",
+            "diff_high",
+            "hub_only",
+            "other_only",
+            "p_mcnemar",
+            "p_holm",
+        ),
+        ("failure_rate_hub", "failure_rate_other", "difference", "diff_low", "diff_high"),
+        (("hub_name", "hub"), ("thought_name", "thought")),
+        (
+            "paired per baseline-correct problem; difference = hub - other, diff_low, diff_high: 95% "
+            "bootstrap interval over problems; p_mcnemar: McNemar's exact test on the problems where only "
+            "one of the two knockouts flips the answer (hub_only, other_only).",
+        ),
+    ),
 )
 SUMMARY = Spec(
     "summary",
@@ -442,14 +577,12 @@ def head_rule_notes(stats: Sequence[RunStats]) -> list[str]:
 
 def key_tables(stats: Sequence[RunStats]) -> list[Table]:
     """Importance, corruptions, method agreement, correlation by layer, the strata test, hubs and the hub
-    test, the top heads, and the intervention families' tables where a run has them (interactions,
-    components, attn vs mlp) of the runs (a side-by-side summary first for a pair), from their RunStats."""
+    test, and the top heads of the runs (a side-by-side summary first for a pair), then the tables of the
+    intervention families a run has (pairs / triplets, components, heads, edges: stats.FAMILY_TABLES), from
+    their RunStats."""
+    families = {family for run in stats for family in run.families}
     specs = ([SUMMARY] if len(stats) > 1 else []) + list(SPECS)
-    specs += [
-        spec
-        for spec in FAMILY_SPECS
-        if any(not getattr(run, spec.table).is_empty() for run in stats)  # only a family some run has
-    ]
+    specs += [spec for spec in FAMILY_SPECS if families & set(FAMILY_TABLES[spec.table])]
     tables = []
     for spec in specs:
         table = _table(spec, stats)

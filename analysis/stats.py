@@ -15,11 +15,15 @@ polars frames pulled from them:
 - hubs: a bootstrap interval of each thought's incoming_norm and of the hub ratio, a permutation test
   against "no hub" and its finding; the top heads with intervals of their scores and a functional type only
   where a Holm-adjusted test supports it (analysis/hubs.py); flow as the view gives it;
-- pairs / triplets and components families, only when the run has them (analysis/combos.py): synergy of
-  thoughts corrupted together with bootstrap intervals and a bootstrap p, Holm-adjusted; attention vs MLP
-  output failure rates with McNemar's exact test, Holm-adjusted;
+- the intervention families beyond the classic one, each only for a run that has it: pairs / triplets
+  and components (analysis/combos.py: synergy of thoughts corrupted together with bootstrap intervals and a
+  bootstrap p, Holm-adjusted; attention vs MLP output failure rates with McNemar's exact test,
+  Holm-adjusted), heads and edges (analysis/families.py: each ablated head's failure rate with intervals;
+  the rank correlation of causal effect with the descriptive composite, scipy's Spearman p and a bootstrap
+  interval; the descriptive hub's knockout against every other thought's, paired per problem, McNemar
+  exact, Holm-adjusted);
 - findings: each research question answered in sentences with its uncertainty (analysis/findings.py,
-  analysis/hubs.py, analysis/combos.py), the report's first section.
+  analysis/hubs.py, analysis/combos.py, analysis/families.py), the report's first section.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
 views that need our positions (correlations, hubs, flow, heads) give one row whose note says why they are
 not meaningful for it; the text prints that note in place of the table.
@@ -37,7 +41,16 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analysis.combos import FAMILY_TABLES, component_tables, findings_combos, interaction_table
+from analysis.combos import component_tables, findings_combos, interaction_table
+from analysis.families import (
+    edge_table,
+    edge_test_table,
+    findings_edges,
+    findings_heads,
+    head_correlation_table,
+    head_effects_table,
+    head_topk_table,
+)
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
 from analysis.hubs import findings_hubs, head_sentences, head_table, hub_sentences, hub_table
 from analysis.inference import ALPHA, adjust, agreement, family, strata_inference
@@ -217,6 +230,28 @@ ADJUSTMENTS = {
             "attn-vs-mlp McNemar tests of this run (one per patch layer x thought x method)",
         ),
     ],
+    "head_correlation": [
+        (
+            "p_failure",
+            "holm",
+            "p_failure_holm",
+            "head failure-rate vs composite Spearman tests of this run (one per method x step scope)",
+        ),
+        (
+            "p_logp",
+            "holm",
+            "p_logp_holm",
+            "head log p(gold) drop vs composite Spearman tests of this run (one per method x step scope)",
+        ),
+    ],
+    "edge_tests": [
+        (
+            "p_mcnemar",
+            "holm",
+            "p_holm",
+            "hub-vs-thought knockout McNemar tests of this run (every other thought, every layer scope)",
+        ),
+    ],
 }
 
 
@@ -256,6 +291,21 @@ def run_header(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     return fetch(con, f"SELECT * FROM model_comparison {RUN}", [run_id])
 
 
+# The intervention families beyond the classic one, in the order `RunStats.families` lists them, and each
+# family table with the families it covers: `stats` (text, JSON) and the report show a family's tables only
+# for a run that has one of those families (analysis/combos.py: pairs / triplets, components;
+# analysis/families.py: heads, edges).
+FAMILIES = ("pairs", "triplets", "components", "heads", "edges")
+FAMILY_TABLES: dict[str, tuple[str, ...]] = {
+    "interactions": ("pairs", "triplets"),
+    "components": ("components",),
+    "component_tests": ("components",),
+    "head_effects": ("heads",),
+    "head_topk": ("heads",),
+    "head_correlation": ("heads",),
+    "edges": ("edges",),
+    "edge_tests": ("edges",),
+}
 TABLES = (
     "importance",
     "methods",
@@ -302,6 +352,14 @@ class RunStats:
     )  # interactions + bootstrap, p_boot, p_holm
     components: pl.DataFrame = field(default_factory=pl.DataFrame)  # component_importance (Wilson)
     component_tests: pl.DataFrame = field(default_factory=pl.DataFrame)  # component_comparison + McNemar p
+    # the families (empty for a run without them): head_effects + bootstrap interval; head_topk_effects;
+    # per method and step scope Spearman rho of effect vs composite (p, interval, Holm); edge_knockout +
+    # bootstrap interval; the hub's knockout vs each other thought's (McNemar exact, interval, Holm)
+    head_effects: pl.DataFrame = field(default_factory=pl.DataFrame)
+    head_topk: pl.DataFrame = field(default_factory=pl.DataFrame)
+    head_correlation: pl.DataFrame = field(default_factory=pl.DataFrame)
+    edges: pl.DataFrame = field(default_factory=pl.DataFrame)
+    edge_tests: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def run(self) -> dict[str, Any]:
@@ -311,11 +369,29 @@ class RunStats:
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """Every table, in order; a family's tables (FAMILY_TABLES) only when the run has the family."""
+        found = set(self.families)
         return {
             name: getattr(self, name)
             for name in TABLES
-            if not (name in FAMILY_TABLES and getattr(self, name).is_empty())
+            if name not in FAMILY_TABLES or found & set(FAMILY_TABLES[name])
         }
+
+    @property
+    def families(self) -> list[str]:
+        """The intervention families beyond the classic one this run has rows of, in FAMILIES order (pairs,
+        triplets, components, heads, edges), read off its family tables: interactions' rows of size 2 are
+        pairs, of size 3 triplets. Not settings["families"], which are the families of tests an adjusted p
+        covers."""
+        found: set[str] = set()
+        for name, covered in FAMILY_TABLES.items():
+            frame = getattr(self, name)
+            if frame.is_empty():
+                continue
+            if name == "interactions" and "size" in frame.columns:
+                found |= {{2: "pairs", 3: "triplets"}.get(size, "pairs") for size in frame["size"].to_list()}
+            else:
+                found |= set(covered)
+        return [f for f in FAMILIES if f in found]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON payload of `stats --json`: run, settings (with the adjustment families), every table
@@ -331,10 +407,18 @@ class RunStats:
 
     def findings(self) -> list[str]:
         """Each research question answered in plain sentences with its uncertainty: RQ1-RQ3
-        (analysis.findings.findings_rq), then the hub and the head types (analysis.hubs.findings_hubs)."""
+        (analysis.findings.findings_rq), then the hub and the head types (analysis.hubs.findings_hubs), then
+        the intervention families where the run has them: pairs / triplets and components
+        (analysis.combos), heads and edges (analysis.families)."""
         from analysis.findings import findings_rq
 
-        return findings_rq(self) + findings_hubs(self) + findings_combos(self)
+        return (
+            findings_rq(self)
+            + findings_hubs(self)
+            + findings_combos(self)
+            + findings_heads(self.head_effects, self.head_correlation, self.head_topk)
+            + findings_edges(self.edges, self.edge_tests)
+        )
 
 
 def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = SEED) -> RunStats:
@@ -346,6 +430,7 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
         hubs, hub = hub_table(con, run_id, n_boot, n_perm, seed)
         components, component_tests = component_tables(con, run_id)
         heads, head_types = head_table(con, run_id, n_boot, seed)
+        head_effects = head_effects_table(con, run_id, n_boot, seed)
         tables = {
             "importance": importance_table(con, run_id, n_boot, seed),
             "methods": method_table(con, run_id, n_boot, seed),
@@ -361,6 +446,11 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             "interactions": interaction_table(con, run_id, n_boot, seed),
             "components": components,
             "component_tests": component_tests,
+            "head_effects": head_effects,
+            "head_topk": head_topk_table(con, run_id),
+            "head_correlation": head_correlation_table(con, run_id, head_effects, n_boot, seed),
+            "edges": edge_table(con, run_id, n_boot, seed),
+            "edge_tests": edge_test_table(con, run_id, n_boot, seed),
         }
         header = run_header(con, run_id)
     tables, families = adjusted_tables(tables)
@@ -562,6 +652,101 @@ SECTIONS = {
             "p_mcnemar",
             "p_holm",
             "failure_rate_block",
+        ],
+    ),
+    "head_effects": (
+        "Heads (ablated one at a time): failure rate among baseline-correct problems (Wilson and bootstrap "
+        "95%), mean log p(gold) drop, and the head's descriptive composite and rank",
+        [
+            "method",
+            "steps",
+            "head_label",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_logp_drop",
+            "composite",
+            "composite_rank",
+            "functional_type",
+        ],
+    ),
+    "head_topk": (
+        "Heads ablated together (top-k): failure rate (Wilson 95%), mean log p(gold) drop; top_ranked: the "
+        "run's k top-ranked heads by composite",
+        [
+            "method",
+            "steps",
+            "k",
+            "heads",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "mean_logp_drop",
+            "mean_composite",
+            "top_ranked",
+        ],
+    ),
+    "head_correlation": (
+        "Do the heads that look like hubs matter? Spearman rho of causal effect vs descriptive composite "
+        "over heads (scipy p; bootstrap interval over problems; clean control left out)",
+        [
+            "method",
+            "steps",
+            "heads",
+            "rho_failure",
+            "rho_failure_low",
+            "rho_failure_high",
+            "p_failure",
+            "p_failure_holm",
+            "rho_logp",
+            "rho_logp_low",
+            "rho_logp_high",
+            "p_logp",
+            "p_logp_holm",
+        ],
+    ),
+    "edges": (
+        "Edge knockout: attention from later thoughts and EOT to Tj removed; failure rate (Wilson and "
+        "bootstrap 95%), mean log p(gold) drop; is_hub: Tj is the run's descriptive hub",
+        [
+            "layers",
+            "method",
+            "thought_name",
+            "n",
+            "failures",
+            "failure_rate",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "mean_logp_drop",
+            "incoming_norm",
+            "is_hub",
+        ],
+    ),
+    "edge_tests": (
+        "Is the descriptive hub causal? Its knockout vs each other thought's, paired per problem "
+        "(difference hub - other, bootstrap 95%; McNemar exact p)",
+        [
+            "layers",
+            "hub_name",
+            "thought_name",
+            "problems",
+            "failure_rate_hub",
+            "failure_rate_other",
+            "difference",
+            "diff_low",
+            "diff_high",
+            "hub_only",
+            "other_only",
+            "p_mcnemar",
+            "p_holm",
         ],
     ),
 }

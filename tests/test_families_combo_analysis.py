@@ -132,6 +132,7 @@ def test_family_sections_only_for_runs_with_the_family(stats_x, stats_z):
         assert title in text_x and title not in text_z
     assert {"interactions", "components", "component_tests"} <= set(stats_x.to_dict())
     assert not {"interactions", "components", "component_tests"} & set(stats_z.to_dict())
+    assert stats_x.families == ["pairs", "triplets", "components"] and stats_z.families == []
     assert not [s for s in stats_z.findings() if s.startswith(("Pairs:", "Components:"))]
     assert "interactions" not in stats_z.settings["families"]
 

@@ -18,8 +18,9 @@ from a CDN.
 
 Modules: `importance` (failure rates), `agreement` (do corruption methods agree), `attention` (attention
 vs importance), `heads` (flow, hubs, heads), `comparison` (two runs), `combos` (the pairs / triplets and
-components families: synergy matrix, attention vs MLP output, drawn for runs that have them), `registry`
-(CHARTS, FAMILY_CHARTS), `offline` (the notebook renderer); `_base` and `_data` are the shared pieces.
+components families: synergy matrix, attention vs MLP output), `families` (the heads and edges families:
+head ablation vs composite, edge knockout), `registry` (CHARTS, FAMILY_CHARTS: a family's charts are drawn
+only for runs that have it), `offline` (the notebook renderer); `_base` and `_data` are the shared pieces.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from analysis.charts.agreement import method_agreement
 from analysis.charts.attention import attention_vs_importance, correlation_by_layer, difficulty_strata
 from analysis.charts.combos import component_sites, synergy_matrix
 from analysis.charts.comparison import model_comparison, run_comparison
+from analysis.charts.families import edge_knockout, head_effects_vs_composite
 from analysis.charts.heads import head_ranking, hub_flow_skip, layer_matrices, top_head_matrices
 from analysis.charts.importance import (
     importance_by_thought,
@@ -51,7 +53,9 @@ __all__ = [
     "component_sites",
     "correlation_by_layer",
     "difficulty_strata",
+    "edge_knockout",
     "enable_offline",
+    "head_effects_vs_composite",
     "head_ranking",
     "hub_flow_skip",
     "importance_by_thought",

@@ -31,6 +31,12 @@ from analysis.charts.attention import (
 )
 from analysis.charts.combos import _component_sites, _synergy_matrix, component_sites, synergy_matrix
 from analysis.charts.comparison import _model_comparison, _run_comparison, model_comparison, run_comparison
+from analysis.charts.families import (
+    _edge_knockout,
+    _head_effects_vs_composite,
+    edge_knockout,
+    head_effects_vs_composite,
+)
 from analysis.charts.heads import (
     _head_ranking,
     _hub_flow_skip,
@@ -64,9 +70,8 @@ class ChartInfo:
     caption: str
     pair_only: bool = False
     baseline_attention: bool = False  # draws baseline attention alone: drawn once when the same for A and B
-    families: tuple[
-        str, ...
-    ] = ()  # drawn only for runs with one of these intervention families (results.family)
+    # an intervention family's chart: drawn only for runs with one of these families (results.family)
+    families: tuple[str, ...] = ()
 
 
 CHARTS: list[ChartInfo] = [
@@ -202,6 +207,8 @@ CHARTS: list[ChartInfo] = [
 ]
 
 
+# The intervention families' charts (results.family): in the report only when run A or B has one of
+# the chart's families.
 FAMILY_CHARTS: list[ChartInfo] = [
     ChartInfo(
         "synergy_matrix",
@@ -223,6 +230,28 @@ FAMILY_CHARTS: list[ChartInfo] = [
         "Corrupting only the attention output or only the MLP output of the patch layer at each thought, "
         "beside the whole block output, with 95% Wilson intervals.",
         families=("components",),
+    ),
+    ChartInfo(
+        "head_effects",
+        "Head ablation vs composite",
+        head_effects_vs_composite,
+        _head_effects_vs_composite,
+        ("head_effects",),
+        "Do the heads that look like hubs matter? Each ablated head's failure rate (95% Wilson interval) "
+        "against its descriptive composite from attention, one panel per method and step scope, titled "
+        "with the Spearman rho over heads and its p (as `stats` computes it on the same rows).",
+        families=("heads",),
+    ),
+    ChartInfo(
+        "edge_knockout",
+        "Edge knockout",
+        edge_knockout,
+        _edge_knockout,
+        ("edge_knockout",),
+        "Is the descriptive hub causal? The failure rate when attention from later thoughts and EOT to each "
+        "thought is removed (at every layer, or at one), with 95% Wilson intervals; the thought later "
+        "thoughts attend to most is highlighted.",
+        families=("edges",),
     ),
 ]
 

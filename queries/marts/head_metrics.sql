@@ -6,49 +6,8 @@
 -- the top one ('Sequential', 'Hub', 'Skip'; ties in that order). rank 1 = highest composite in the run.
 -- `note` is NULL. Legacy runs: not meaningful (on their shifted 6x6 matrix the flow score measured
 -- self-attention; head -1 is a mean over heads, not a head); a legacy run with attention is one row, every
--- metric NULL, with a note.
+-- metric NULL, with a note. The numbers are int_head_metrics' (which head_effects joins too).
 CREATE OR REPLACE VIEW head_metrics AS
-WITH pairs AS (
-    SELECT
-        run_id,
-        layer,
-        head,
-        avg(mean_weight) FILTER (WHERE dst BETWEEN 1 AND 5 AND src = dst - 1) AS flow,
-        avg(mean_weight) FILTER (WHERE dst = 5 AND src BETWEEN 0 AND 2) AS skip,
-        avg(mean_weight) FILTER (WHERE dst BETWEEN 0 AND 5 AND src = dst) AS self_attn
-    FROM int_flow
-    GROUP BY run_id, layer, head
-),
-hub AS (
-    SELECT run_id, layer, head, var_pop(incoming_norm) AS hub
-    FROM int_head_incoming
-    GROUP BY run_id, layer, head
-),
-scores AS (
-    SELECT * FROM pairs JOIN hub USING (run_id, layer, head)
-),
-scaled AS (
-    SELECT
-        *,
-        coalesce((flow - min(flow) OVER run) / nullif(max(flow) OVER run - min(flow) OVER run, 0), 0) AS flow_scaled,
-        coalesce((hub - min(hub) OVER run) / nullif(max(hub) OVER run - min(hub) OVER run, 0), 0) AS hub_scaled,
-        coalesce((skip - min(skip) OVER run) / nullif(max(skip) OVER run - min(skip) OVER run, 0), 0) AS skip_scaled
-    FROM scores
-    WINDOW run AS (PARTITION BY run_id)
-),
-typed AS (
-    SELECT
-        *,
-        0.4 * flow_scaled + 0.4 * hub_scaled + 0.2 * skip_scaled AS composite,
-        CASE
-            WHEN (flow_scaled > 0.7)::INTEGER + (hub_scaled > 0.7)::INTEGER + (skip_scaled > 0.7)::INTEGER >= 2
-                THEN 'Multi-Purpose'
-            WHEN flow_scaled >= hub_scaled AND flow_scaled >= skip_scaled THEN 'Sequential'
-            WHEN hub_scaled >= skip_scaled THEN 'Hub'
-            ELSE 'Skip'
-        END AS functional_type
-    FROM scaled
-)
 SELECT
     t.run_id,
     r.convention,
@@ -63,9 +22,9 @@ SELECT
     t.skip_scaled,
     t.composite,
     t.functional_type,
-    rank() OVER (PARTITION BY t.run_id ORDER BY t.composite DESC) AS rank,
+    t.rank,
     NULL::VARCHAR AS note
-FROM typed t
+FROM int_head_metrics t
 LEFT JOIN stg_runs r USING (run_id)
 UNION ALL BY NAME
 SELECT run_id, convention,
