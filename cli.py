@@ -254,7 +254,8 @@ def _setup_threads(threads) -> None:
     "--top-heads",
     default=None,
     metavar="L.H,...",
-    help="Heads: also ablate these heads together (layer.head, e.g. the top hubs of `stats`).",
+    help="Heads: also ablate these heads together: layer.head pairs (3.1,5.0), or K@RUN, the K heads of RUN "
+    "with the highest descriptive composite (head_metrics; the config records the heads).",
 )
 @click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
 @click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)

@@ -384,3 +384,23 @@ def test_bench_engine_times_each_family_beside_thoughts():
     text = "\n".join(bench_engine_lines(report))
     assert "engine per intervention family" in text and "edges" in text
     assert bench_engine(problems=2, seed_problems=1, rounds=3, attention="none")["families"] == {}
+
+
+def test_top_heads_from_a_runs_descriptive_ranking(tmp_path):
+    """--top-heads K@RUN names the K heads of RUN's head_metrics ranking (the view computes the composite),
+    written out as layer.head so the config records the heads themselves."""
+    from engine import Execution, RunConfig, execute
+    from engine.runs.plan import resolve_top_heads
+    from warehouse import open_warehouse
+
+    db = str(tmp_path / "w")
+    run = execute(RunConfig(problems=2, methods="zero", attention="baseline"), db, Execution())["run_id"]
+    store = open_warehouse(db, read_only=True)
+    ranked = store.sql(f"SELECT layer, head FROM head_metrics WHERE run_id = '{run}' ORDER BY rank LIMIT 3")
+    expected = ",".join(f"{layer}.{head}" for layer, head in ranked.iter_rows())
+    assert resolve_top_heads(RunConfig(top_heads="3@latest"), db).top_heads == expected
+    assert resolve_top_heads(RunConfig(top_heads="1.2,0.0"), db).top_heads == "1.2,0.0"  # given: kept
+    with pytest.raises(ValueError, match="ranked head"):
+        resolve_top_heads(RunConfig(top_heads="99@latest"), db)
+    with pytest.raises(ValueError, match="K@RUN"):
+        resolve_top_heads(RunConfig(top_heads="x@latest"), db)

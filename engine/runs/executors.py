@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from engine.runs.config import EXECUTORS, Execution, RunConfig
 from engine.runs.local import execute_run
+from engine.runs.plan import resolve_top_heads
 
 if TYPE_CHECKING:
     from warehouse.handle import Run
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 def execute(req: RunConfig, db: str, how: Execution, progress: bool = True) -> dict:
     """Run `req` the way `how` says; the summary has "shard" when only a shard was written."""
+    req = resolve_top_heads(req, db)  # --top-heads K@RUN: the heads themselves, before anything plans
     if how.executor not in EXECUTORS:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}")
     ray_only = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -306,6 +306,38 @@ def check_labels(req: RunConfig) -> None:
     if req.note is not None:
         labels.check_note(req.note)
     labels.check_tags(req.tags)
+
+
+def resolve_top_heads(req: RunConfig, db: str) -> RunConfig:
+    """`--top-heads K@RUN`: the K heads of RUN (in the warehouse at `db`) with the highest descriptive
+    composite (the head_metrics view: the one place it is computed), written out as layer.head pairs so the
+    run's config names the heads themselves. Any other value is returned as given."""
+    spec = req.top_heads
+    if not spec or "@" not in spec:
+        return req
+    count, _, run = spec.partition("@")
+    if not count.isdigit() or int(count) < 1 or not run:
+        raise ValueError(f"--top-heads K@RUN takes a count and a run (5@latest), got {spec!r}")
+    from warehouse.store import open_warehouse
+
+    store = open_warehouse(db, read_only=True)
+    try:
+        run_id = store.resolve_run(run)
+        with store.cursor() as con:
+            ranked = con.execute(
+                "SELECT layer, head FROM head_metrics WHERE run_id = ? AND rank IS NOT NULL "
+                "ORDER BY rank, layer, head LIMIT ?",
+                [run_id, int(count)],
+            ).fetchall()
+    finally:
+        store.close()
+    if len(ranked) < int(count):
+        raise ValueError(
+            f"--top-heads {spec}: run {run_id} has {len(ranked)} ranked head(s) in head_metrics (it needs "
+            "baseline attention: run it with --attention baseline or all)"
+        )
+    heads = ",".join(f"{layer}.{head}" for layer, head in ranked)
+    return replace(req, top_heads=heads)
 
 
 def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
