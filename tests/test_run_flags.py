@@ -72,6 +72,21 @@ def test_cli_resume_alone_takes_the_stored_config(tmp_path, monkeypatch):
     assert (config["seed"], config["problem_seed"], config["layers"]) == (3, 0, [1, 2])
 
 
+def test_cli_resume_alone_keeps_the_runs_intervention_families(tmp_path, monkeypatch):
+    """A run with --family resumes under its families (and the other family flags) from its stored config;
+    a different --family is refused by name."""
+    db = tmp_path / "w"
+    run_id = interrupted_run(db, monkeypatch, families="edges,pairs", combo_methods="zero")
+    refused = cli("run", "--resume", run_id, "--family", "pairs", "--db", db)
+    assert refused.exit_code != 0 and "--family pairs differs from the run's edges,pairs" in refused.stderr
+    out = cli("run", "--resume", run_id, "--db", db, "--json")
+    assert out.exit_code == 0, out.stderr
+    per_problem = fetch(db, "SELECT family, count(*) // 4 FROM results GROUP BY family ORDER BY family")
+    # baseline; edges (every layer and the patch layer, 6 keys); pairs (15 under zero); thoughts: only the
+    # pairs' singles under zero (the thoughts family itself was not asked for)
+    assert per_problem == [("baseline", 1), ("edges", 12), ("pairs", 15), ("thoughts", 6)]
+
+
 def test_cli_resume_accepts_flags_that_agree(tmp_path, monkeypatch):
     db = tmp_path / "w"
     run_id = interrupted_run(db, monkeypatch, seed=3, layers="1,2")

@@ -35,6 +35,10 @@ FLAGS = {
     "skip_invalid": "--skip-invalid",
     "dtype": "--dtype",
     "max_new_tokens": "max_new_tokens",
+    "families": "--family",
+    "combo_methods": "--combo-methods",
+    "head_steps": "--head-steps",
+    "top_heads": "--top-heads",
 }
 _LAYER_FIELDS = ("layers", "layer", "all_layers")  # three ways of asking for layers: one setting
 
@@ -93,6 +97,8 @@ def resumed_config(req: RunConfig, db: str | os.PathLike, given: Iterable[str] |
         "skip_invalid": bool(stored.get("skip_invalid", False)),
         "dtype": stored.get("dtype", "float32"),  # not stored: float32, on any device
         "max_new_tokens": stored.get("max_new_tokens", req.max_new_tokens),
+        # intervention families: stored only when given (runs before them, and classic runs, have none)
+        **{name: stored.get(name) for name in ("families", "combo_methods", "head_steps", "top_heads")},
     }
     computed_in = shown.get("dtype")
     if "dtype" not in stored and computed_in not in (None, "float32"):
