@@ -383,7 +383,9 @@ def test_bench_engine_times_each_family_beside_thoughts():
         )
     text = "\n".join(bench_engine_lines(report))
     assert "engine per intervention family" in text and "edges" in text
-    assert bench_engine(problems=2, seed_problems=1, rounds=3, attention="none")["families"] == {}
+    from engine.runs.bench import _family_options
+
+    assert _family_options(None, (2,), "none", None) == {}  # without --family: the classic report alone
 
 
 def test_top_heads_from_a_runs_descriptive_ranking(tmp_path):
