@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from analysis.combos import mcnemar_p
 from analysis.frames import fetch, rate_intervals
 from analysis.inference import ALPHA, _spearman
 from analysis.resampling import interval, resample_counts
@@ -205,10 +206,10 @@ def edge_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, seed: i
 
 
 def mcnemar_exact(hub_only: int, other_only: int) -> float:
-    """McNemar's exact p (two-sided binomial on the discordant pairs), as statsmodels computes it."""
-    from statsmodels.stats.contingency_tables import mcnemar
-
-    return float(mcnemar([[0, hub_only], [other_only, 0]], exact=True).pvalue)
+    """McNemar's exact p (two-sided binomial on the discordant pairs; combos.mcnemar_p, statsmodels) from
+    the discordant counts alone; 1 without any (nothing tells the two apart)."""
+    found = mcnemar_p(0, hub_only, other_only, 0)
+    return 1.0 if found is None else found
 
 
 def edge_test_table(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, seed: int) -> pl.DataFrame:
