@@ -36,6 +36,7 @@ from engine.interventions.conditions import build_conditions, parse_families
 from engine.interventions.options import EngineOptions
 from engine.model.arch import build_arch_model
 from engine.model.checkpoints import load_model
+from engine.model.codi import CodiModel
 from engine.peers import batched, seed_loop
 from engine.runs.config import RunConfig
 from engine.runs.flops import counting
@@ -207,7 +208,7 @@ def bench_engine(
 
 
 def _family_options(
-    model, layers: tuple[int, ...], attention: str, spec: str | None
+    model: CodiModel, layers: tuple[int, ...], attention: str, spec: str | None
 ) -> dict[str, EngineOptions]:
     """family -> the engine's options for that family's conditions alone (the baseline first), the classic
     `thoughts` family first; empty when no families are asked for."""
