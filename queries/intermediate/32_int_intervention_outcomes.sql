@@ -1,7 +1,7 @@
 -- Intermediate: every corrupted row of every intervention family with its problem's baseline: base_correct, failed (flipped), log p(gold) drop.
 -- The failure definition is int_outcomes': failed = flipped (else base_correct AND NOT correct), read among
 -- baseline-correct problems; logp_drop = the baseline's log p(gold) minus the row's. `condition` labels the
--- method as int_outcomes does ('zero', 'gauss_0.5'). family, site, thoughts as in stg_interventions.
+-- method as int_outcomes does ('zero', 'gauss_0.5'). family, site, thoughts, parts as in stg_interventions.
 CREATE OR REPLACE VIEW int_intervention_outcomes AS
 WITH baseline AS (
     SELECT run_id, problem_id, bool_and(correct) AS base_correct, avg(logp_gold) AS base_logp_gold
@@ -22,6 +22,7 @@ SELECT
     r.head,
     r.method,
     r.sigma,
+    r.parts,
     CASE WHEN r.sigma IS NULL THEN r.method ELSE r.method || '_' || r.sigma::VARCHAR END AS condition,
     b.base_correct,
     r.correct,
