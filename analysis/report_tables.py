@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analysis.stats import FAMILY_TABLES, NOT_MEANINGFUL, TOP_HEADS, RunStats
+from analysis.stats import FAMILY_TABLES, NOT_MEANINGFUL, SECTIONS, TOP_HEADS, RunStats
 
 # Lineage rows shown for each run, in order: the runs table via Warehouse.show_run, the settings of
 # CONFIG_FIELDS from the view run_config (run_settings).
@@ -78,14 +78,21 @@ class Table:
 
 @dataclass(frozen=True)
 class Spec:
+    """A key table of the report: a RunStats frame, the view its rows come from, what is shown."""
+
     key: str
     title: str
     view: str
     table: str  # the RunStats frame
-    columns: tuple[str, ...]  # shown, in order (those the frame has)
+    # shown, in order (those the frame has); None: the columns `stats` prints for the table (stats.SECTIONS)
+    columns: tuple[str, ...] | None
     percent: tuple[str, ...] = ()
     rename: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        return tuple(SECTIONS[self.table][1]) if self.columns is None else self.columns
 
 
 RATES = ("failure_rate", "ci_low", "ci_high", "boot_low", "boot_high")
@@ -100,20 +107,7 @@ SPECS = (
         "Importance by thought",
         "token_importance",
         "importance",
-        (
-            "patch_layer",
-            "thought_name",
-            "problems",
-            "n",
-            "failures",
-            "failure_rate",
-            "ci_low",
-            "ci_high",
-            "boot_low",
-            "boot_high",
-            "mean_kl",
-            "mean_logp_drop",
-        ),
+        None,
         RATES,
         (("thought_name", "thought"),),
         (WILSON_BOOT,),
@@ -145,7 +139,7 @@ SPECS = (
         "Method agreement (RQ2): Kendall's W of the corruption methods' thought profiles",
         "method_thought_profile",
         "method_agreement",
-        ("patch_layer", "n_methods", "methods", "thoughts", "w", "p_perm", "p_holm", "mean_rho", "left_out"),
+        None,
         notes=(
             "w: Kendall's W over the methods (sigmas pooled, clean left out); p_perm: permutation test "
             "(each method's thought ranking shuffled); mean_rho: mean Spearman rho over pairs of methods.",
@@ -181,7 +175,7 @@ SPECS = (
         "Do difficulty strata differ in r?",
         "difficulty_strata",
         "strata_test",
-        ("patch_layer", "layer", "strata", "problems", "q", "p_perm", "p_holm"),
+        None,
         notes=(
             "q: Cochran's Q of the strata's Fisher-z r; p_perm: stratum labels permuted across problems.",
         ),
@@ -191,16 +185,7 @@ SPECS = (
         "Hub scores",
         "hub_scores",
         "hubs",
-        (
-            "position_name",
-            "later_thoughts",
-            "incoming_raw",
-            "incoming_norm",
-            "incoming_norm_low",
-            "incoming_norm_high",
-            "hub_ratio",
-            "hub_ratio_raw",
-        ),
+        None,
         rename=(("position_name", "thought"),),
         notes=("incoming_norm_low, incoming_norm_high: 95% bootstrap interval over problems.",),
     ),
@@ -292,19 +277,7 @@ FAMILY_SPECS = (
         "Components: attention output, MLP output and block output",
         "component_importance",
         "components",
-        (
-            "patch_layer",
-            "thought_name",
-            "condition",
-            "site",
-            "n",
-            "failures",
-            "failure_rate",
-            "ci_low",
-            "ci_high",
-            "mean_logp_drop",
-            "mean_kl",
-        ),
+        None,
         ("failure_rate", "ci_low", "ci_high"),
         (("thought_name", "thought"),),
         (
@@ -318,20 +291,7 @@ FAMILY_SPECS = (
         "Attention vs MLP output (paired)",
         "component_comparison",
         "component_tests",
-        (
-            "patch_layer",
-            "thought_name",
-            "condition",
-            "n",
-            "failure_rate_attn",
-            "failure_rate_mlp",
-            "difference",
-            "attn_only",
-            "mlp_only",
-            "p_mcnemar",
-            "p_holm",
-            "failure_rate_block",
-        ),
+        None,
         ("failure_rate_attn", "failure_rate_mlp", "difference", "failure_rate_block"),
         (("thought_name", "thought"),),
         (
@@ -345,22 +305,7 @@ FAMILY_SPECS = (
         "Heads ablated one at a time",
         "head_effects",
         "head_effects",
-        (
-            "method",
-            "steps",
-            "head_label",
-            "n",
-            "failures",
-            "failure_rate",
-            "ci_low",
-            "ci_high",
-            "boot_low",
-            "boot_high",
-            "mean_logp_drop",
-            "composite",
-            "composite_rank",
-            "functional_type",
-        ),
+        None,
         RATES,
         (("head_label", "head"),),
         (
@@ -374,21 +319,7 @@ FAMILY_SPECS = (
         "Do the heads that look like hubs matter? Causal effect vs descriptive composite",
         "head_effects",
         "head_correlation",
-        (
-            "method",
-            "steps",
-            "heads",
-            "rho_failure",
-            "rho_failure_low",
-            "rho_failure_high",
-            "p_failure",
-            "p_failure_holm",
-            "rho_logp",
-            "rho_logp_low",
-            "rho_logp_high",
-            "p_logp",
-            "p_logp_holm",
-        ),
+        None,
         notes=(
             "rho_failure, rho_logp: Spearman rho over heads of the failure rate and of the mean log p(gold) "
             "drop against the composite; p: scipy.stats.spearmanr; *_low, *_high: 95% bootstrap interval "
@@ -400,20 +331,7 @@ FAMILY_SPECS = (
         "Heads ablated together",
         "head_topk_effects",
         "head_topk",
-        (
-            "method",
-            "steps",
-            "k",
-            "heads",
-            "n",
-            "failures",
-            "failure_rate",
-            "ci_low",
-            "ci_high",
-            "mean_logp_drop",
-            "mean_composite",
-            "top_ranked",
-        ),
+        None,
         ("failure_rate", "ci_low", "ci_high"),
         notes=("top_ranked: the set is the run's k top-ranked heads by composite.",),
     ),
@@ -422,21 +340,7 @@ FAMILY_SPECS = (
         "Edge knockout by key thought",
         "edge_knockout",
         "edges",
-        (
-            "layers",
-            "method",
-            "thought_name",
-            "n",
-            "failures",
-            "failure_rate",
-            "ci_low",
-            "ci_high",
-            "boot_low",
-            "boot_high",
-            "mean_logp_drop",
-            "incoming_norm",
-            "is_hub",
-        ),
+        None,
         RATES,
         (("thought_name", "thought"),),
         (
@@ -450,21 +354,7 @@ FAMILY_SPECS = (
         "Is the descriptive hub causal? Its knockout vs each other thought's",
         "edge_knockout_problems",
         "edge_tests",
-        (
-            "layers",
-            "hub_name",
-            "thought_name",
-            "problems",
-            "failure_rate_hub",
-            "failure_rate_other",
-            "difference",
-            "diff_low",
-            "diff_high",
-            "hub_only",
-            "other_only",
-            "p_mcnemar",
-            "p_holm",
-        ),
+        None,
         ("failure_rate_hub", "failure_rate_other", "difference", "diff_low", "diff_high"),
         (("hub_name", "hub"), ("thought_name", "thought")),
         (
@@ -525,7 +415,7 @@ def _table(spec: Spec, stats: Sequence[RunStats]) -> Table:
         notes += [prefix + n for n in _notes(frame)]
         if _placeholder(frame):
             continue
-        frame = frame.select([c for c in spec.columns if c in frame.columns])
+        frame = frame.select([c for c in spec.shown if c in frame.columns])
         if letter:
             frame = frame.select(pl.lit(letter).alias("run"), pl.all())
         frames.append(frame)
@@ -533,7 +423,7 @@ def _table(spec: Spec, stats: Sequence[RunStats]) -> Table:
         notes += [
             f"{prefix}{column}: {text}." for column, text in families.items() if column in frame.columns
         ]
-    columns = (["run"] if len(stats) > 1 else []) + list(spec.columns)
+    columns = (["run"] if len(stats) > 1 else []) + list(spec.shown)
     frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     frame = frame.select([c for c in columns if c in frame.columns]).rename(
         {old: new for old, new in spec.rename if old in frame.columns}
