@@ -96,6 +96,10 @@ class PatchPlan:
         else:
             self.sites[(site, layer, step)] = (rows, *data)
 
+    def at(self, site: str, layer: int, step: int) -> tuple[torch.Tensor, ...] | None:
+        """What the plan writes at (site, layer, step), or None (block outputs live in `entries`)."""
+        return self.entries.get((layer, step)) if site == "block" else self.sites.get((site, layer, step))
+
     def hooked(self, n_layers: int) -> list[tuple[str, int]]:
         """(site, layer) pairs that need a hook, sorted."""
         pairs = {("block", layer) for layer in self.layers}
@@ -111,24 +115,11 @@ class PatchPlan:
         )
 
 
-def _hook_for(plan: PatchPlan, layer: int):
-    def hook(_module, _args, output):
-        if plan.step is None or (layer, plan.step) not in plan.entries:
-            return output
-        hidden = output[0] if isinstance(output, tuple) else output
-        rows, values = plan.entries[(layer, plan.step)]
-        hidden = hidden.clone()
-        hidden[rows, -1, :] = values.to(hidden.dtype)
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    return hook
-
-
-def _output_hook(plan: PatchPlan, site: str, layer: int):
-    """attn / mlp: overwrite the module's output at the new position of the planned rows."""
+def _hook_for(plan: PatchPlan, layer: int, site: str = "block"):
+    """block / attn / mlp: overwrite the module's output at the new position of the planned rows."""
 
     def hook(_module, _args, output):
-        found = None if plan.step is None else plan.sites.get((site, layer, plan.step))
+        found = None if plan.step is None else plan.at(site, layer, plan.step)
         if found is None:
             return output
         rows, values = found
@@ -143,7 +134,7 @@ def _head_hook(plan: PatchPlan, layer: int):
     """head: overwrite the planned columns (a head's slice) of the output projection's input."""
 
     def hook(_module, args):
-        found = None if plan.step is None else plan.sites.get(("head", layer, plan.step))
+        found = None if plan.step is None else plan.at("head", layer, plan.step)
         if found is None:
             return None
         rows, columns, values = found
@@ -198,16 +189,14 @@ def patched(lm: nn.Module, plan: PatchPlan):
     handles = []
     for site, layer in plan.hooked(len(blocks)):
         module = SITE_MODULES[site](blocks[layer])
-        if site == "block":
-            handles.append(module.register_forward_hook(_hook_for(plan, layer), prepend=True))
-        elif site == "head":
+        if site == "head":
             handles.append(module.register_forward_pre_hook(_head_hook(plan, layer), prepend=True))
         elif site == "edge":
             handles.append(
                 module.register_forward_pre_hook(_edge_hook(plan, layer), with_kwargs=True, prepend=True)
             )
         else:
-            handles.append(module.register_forward_hook(_output_hook(plan, site, layer), prepend=True))
+            handles.append(module.register_forward_hook(_hook_for(plan, layer, site), prepend=True))
     try:
         yield plan
     finally:
