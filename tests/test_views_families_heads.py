@@ -85,7 +85,15 @@ def test_head_metrics_reads_the_intermediate_unchanged(db):
         db, "SELECT * EXCLUDE (convention, note) FROM head_metrics WHERE run_id = ? ORDER BY ALL", [RUN_A]
     )
     inner = rows(db, "SELECT * FROM int_head_metrics WHERE run_id = ? ORDER BY ALL", [RUN_A])
-    assert view == inner and len(view) == 4
+    # DuckDB's parallel aggregation may sum in another order in each query: the last bit can differ
+    assert len(view) == len(inner) == 4
+    for got, want in zip(view, inner, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+            else:
+                assert got[key] == value, key
 
 
 def test_the_top_k_heads_ablated_together(db):
