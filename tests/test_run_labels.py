@@ -20,7 +20,7 @@ import pytest
 from faults_helpers import cli, fetch, user_error
 
 import warehouse as wh
-from warehouse import output
+from warehouse import output, schema
 from warehouse.bench import sample_problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,12 +102,14 @@ def test_a_version_3_lake_gets_the_label_columns(tmp_path):
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         for column in ("family", "site", "head", "thoughts", "parts"):  # and the results columns of 6
             con.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        for table in (*schema.READOUT_TABLES, "probe_results"):  # and the tables of 7
+            con.execute(f"DROP TABLE {table}")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (3, now()::TIMESTAMP, 'created')")
         con.execute("UPDATE warehouse_info SET views_hash = NULL")
     store.close()
     store = wh.open_warehouse(path)
-    assert store.schema_version() == 6
+    assert store.schema_version() == 7
     assert labels_of(path, "old") == (None, None, None)
     store.annotate_run("old", tags={"k": "v"}, name="migrated")  # a complete run can still be labelled
     assert labels_of(path, "old") == ("migrated", {"k": "v"}, None)

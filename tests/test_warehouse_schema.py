@@ -23,12 +23,13 @@ def fetch(store, sql, params=None):
 
 
 V6_RESULTS = ("family", "site", "head", "thoughts", "parts")  # the results columns of schema 6
+V7_TABLES = (*schema.READOUT_TABLES, "probe_results")  # the tables of schema 7
 
 
 def test_created_at_current_version_with_tables_and_positions(tmp_path):
     store = wh.open_warehouse(tmp_path / "new" / "w")
     v = schema.SCHEMA_VERSION
-    assert v == 6 and store.schema_version() == v
+    assert v == 7 and store.schema_version() == v
     assert fetch(store, "SELECT version, note FROM schema_version") == [(v, "created")]
     assert fetch(store, "SELECT code, name FROM positions ORDER BY code") == [
         (-2, "Q"),
@@ -41,7 +42,7 @@ def test_created_at_current_version_with_tables_and_positions(tmp_path):
         (5, "T5"),
         (6, "EOT"),
     ]
-    for table in ("runs", "results", "attention", "run_problems", "problems"):
+    for table in ("runs", "results", "attention", "run_problems", "problems", *V7_TABLES):
         columns = [r[0] for r in fetch(store, f"SELECT column_name FROM (DESCRIBE {table})")]
         assert columns == schema.column_names(table), table
     wh.open_warehouse(store.path)  # reopening changes nothing
@@ -98,6 +99,8 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         for column in V6_RESULTS:  # and 6
             con.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        for table in V7_TABLES:  # and 7
+            con.execute(f"DROP TABLE {table}")
         con.execute("UPDATE runs SET started_at = started_at - INTERVAL 1 HOUR WHERE run_id = 'second'")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (2, now()::TIMESTAMP, 'created')")
@@ -105,7 +108,7 @@ def test_a_version_2_lake_gets_the_answer_measures_and_run_numbers(tmp_path):
     store.close()
 
     store = wh.open_warehouse(path, read_only=True)
-    assert store.schema_version() == 6
+    assert store.schema_version() == 7
     assert fetch(store, "SELECT run_id, run_seq FROM runs ORDER BY run_seq") == [("second", 1), ("first", 2)]
     assert store.resolve_run("latest") == "first"
     assert fetch(store, "SELECT count(*), count(js_answer), count(entropy_answer) FROM results") == [
@@ -133,17 +136,20 @@ def test_a_version_4_lake_gets_the_thread_columns(tmp_path):
             con.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         for column in V6_RESULTS:
             con.execute(f"ALTER TABLE results DROP COLUMN {column}")
+        for table in V7_TABLES:
+            con.execute(f"DROP TABLE {table}")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (4, now()::TIMESTAMP, 'created')")
         con.execute("UPDATE warehouse_info SET views_hash = NULL")
     store.close()
 
     store = wh.open_warehouse(path)
-    assert store.schema_version() == 6
+    assert store.schema_version() == 7
     assert fetch(store, "SELECT version, note FROM schema_version ORDER BY version") == [
         (4, "created"),
         (5, "migrated from 4"),
         (6, "migrated from 5"),
+        (7, "migrated from 6"),
     ]
     columns = [r[0] for r in fetch(store, "SELECT column_name FROM (DESCRIBE runs)")]
     assert columns == schema.column_names("runs")
@@ -238,7 +244,7 @@ def test_query_views_are_applied_in_order_and_described(tmp_path, monkeypatch):
         "stg_attention": ("view", "Attention rows of complete and running runs."),
         "problems": ("view", migrate.FACT_COMMENTS["problems"]),
         # the fact relations are tables (COMMENT ON TABLE), listed with their descriptions
-        **{fact: ("table", migrate.FACT_COMMENTS[fact]) for fact in schema.FACT_TABLES},
+        **{fact: ("table", migrate.FACT_COMMENTS[fact]) for fact in (*schema.FACT_TABLES, "probe_results")},
     }
     assert listed["results"][1].startswith("One row per run")
     assert {

@@ -59,8 +59,21 @@ def _to_6(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
 
 
+def _to_7(con: duckdb.DuckDBPyConnection) -> None:
+    """What the thoughts hold: the readout tables (states, decoding, question_tokens, token_attention),
+    empty for existing runs (they recorded none), and probe_results."""
+    for table in (*schema.READOUT_TABLES, "probe_results"):
+        con.execute(schema.ddl(table))
+
+
 # version -> function(con) bringing a lake from version - 1 to version, in the caller's transaction
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {3: _to_3, 4: _to_4, 5: _to_5, 6: _to_6}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
+    3: _to_3,
+    4: _to_4,
+    5: _to_5,
+    6: _to_6,
+    7: _to_7,
+}
 FIRST_LAKE_VERSION = 2
 # Small tables live in the catalog itself (DuckLake data inlining); fact rows always go to Parquet.
 INLINED_ROWS = 1000
@@ -142,6 +155,11 @@ FACT_COMMENTS = {
     "attention": "Attention weight per run x problem x condition x layer x head x query (dst) x key (src).",
     "run_problems": "Commit marker: the problems committed for each run, in commit order.",
     "problems": "Every problem known to the warehouse (id = hash of the normalized question).",
+    "states": "Baseline hidden state per run x problem x layer (-1: input) x position (T0..T5, EOT).",
+    "decoding": "Logit lens: top-k tokens per run x problem x layer x position of the baseline states.",
+    "question_tokens": "Question tokens per run x problem: id, text, and the number a token is part of.",
+    "token_attention": "Baseline attention per run x problem x layer x head x query to each question token.",
+    "probe_results": "Linear probes from a run's states to intermediate values, operations, steps (probe).",
 }
 
 
@@ -165,7 +183,8 @@ def apply_all_views(con: duckdb.DuckDBPyConnection, queries_dir: str | Path, dig
     )
     for name, text in FACT_COMMENTS.items():
         kind = "VIEW" if name == "problems" else "TABLE"
-        con.execute(f"COMMENT ON {kind} {name} IS '{text}'")
+        quoted = text.replace("'", "''")
+        con.execute(f"COMMENT ON {kind} {name} IS '{quoted}'")
     created = views.apply_views(con, queries_dir)
     con.execute("UPDATE warehouse_info SET views_hash = ?", [digest])
     return created

@@ -23,12 +23,14 @@ import sqlalchemy as sa
 
 from warehouse.vocab import METHODS  # noqa: F401  (the schema names every method)
 
+# 7: readouts (states, decoding, question_tokens, token_attention: per problem, when a run asks) and
+#    probe_results (linear probes fitted on a run's states by `probe`)
 # 6: results.family, site, head, thoughts, parts (interventions beyond one thought's block output: pairs
 #    and triplets of thoughts, attention-head ablation, attention-edge knockout, component patching)
 # 5: runs.threads, runs.wait_policy (how torch's CPU threads ran: lineage, never part of the config)
 # 4: runs.name, runs.tags, runs.note (labels a person gives a run; not part of its config)
 # 3: js_answer, entropy_answer, runs.run_seq; 2: DuckLake folder layout (1: DuckDB file + Parquet shards)
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # interrupted: stopped by SIGINT or SIGTERM (resumable, as failed is); statuses are checked in Python, not
 # by the warehouse (ddl() emits no CHECK), so a new status needs no migration
@@ -185,7 +187,89 @@ attention = sa.Table(
     info={"storage": "fact"},
 )
 
-FACT_TABLES = ("results", "attention", "run_problems")
+# --- schema 7: what the thoughts hold (readouts of the baseline rows; engine/readouts.py) ---------------
+# Layer -1 is the input fed at a position (a thought's input is the projection of the previous position's
+# last hidden state, EOT's the EOT embedding); layer L >= 0 is the output of block L (before the final norm).
+# Positions are warehouse codes: 0..5 thoughts, 6 EOT.
+states = sa.Table(
+    "states",
+    metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("layer", sa.SmallInteger, nullable=False),
+    sa.Column("position", sa.SmallInteger, nullable=False),
+    sa.Column("state", sa.ARRAY(sa.REAL), nullable=False),  # d_model float32 values
+    info={"storage": "fact"},
+)
+
+decoding = sa.Table(
+    "decoding",
+    metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("layer", sa.SmallInteger, nullable=False),
+    sa.Column("position", sa.SmallInteger, nullable=False),
+    sa.Column("rank", sa.SmallInteger, nullable=False),  # 1 = most probable token
+    sa.Column("token_id", sa.Integer, nullable=False),
+    _text("token_text"),  # the token decoded alone (leading space kept)
+    sa.Column("prob", sa.REAL, nullable=False),  # softmax over the base vocabulary (extra ids masked)
+    info={"storage": "fact"},
+)
+
+question_tokens = sa.Table(
+    "question_tokens",
+    metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("token_pos", sa.SmallInteger, nullable=False),  # 0.. within the question (BOS included)
+    sa.Column("token_id", sa.Integer, nullable=False),
+    _text("token_text"),
+    sa.Column("number", sa.Double),  # the value of the number written in the question this token is part of
+    info={"storage": "fact"},
+)
+
+token_attention = sa.Table(
+    "token_attention",
+    metadata,
+    _text("run_id", nullable=False),
+    _text("problem_id", nullable=False),
+    sa.Column("layer", sa.SmallInteger, nullable=False),
+    sa.Column("head", sa.SmallInteger, nullable=False),
+    sa.Column("dst", sa.SmallInteger, nullable=False),  # query: 0..5 thoughts, 6 EOT (baseline rows)
+    sa.Column("token_pos", sa.SmallInteger, nullable=False),  # key: question_tokens.token_pos
+    sa.Column("weight", sa.REAL, nullable=False),
+    info={"storage": "fact"},
+)
+
+probe_results = sa.Table(
+    "probe_results",
+    metadata,
+    _text("run_id", nullable=False),
+    _text("probe_set", nullable=False),  # sha256 prefix of the probe settings: a rerun with them replaces
+    _text("target", nullable=False),  # value | operation | n_steps
+    sa.Column("step", sa.SmallInteger),  # the reasoning step the target belongs to (1..6); NULL: n_steps
+    sa.Column("position", sa.SmallInteger, nullable=False),
+    sa.Column("layer", sa.SmallInteger, nullable=False),
+    _text("estimator", nullable=False),  # ridge | logistic
+    _text("metric", nullable=False),  # r2 | accuracy
+    sa.Column("score", sa.Double),  # out-of-fold, folds grouped by problem
+    sa.Column("ci_low", sa.Double),
+    sa.Column("ci_high", sa.Double),
+    sa.Column("chance", sa.Double),  # what a probe that learned nothing scores (majority class; R^2 0)
+    sa.Column("shuffled", sa.Double),  # mean score of the same probe on shuffled labels
+    sa.Column("shuffled_high", sa.Double),  # 95th percentile of the shuffled scores
+    sa.Column("p_value", sa.Double),  # permutation test: (1 + #shuffled >= score) / (1 + permutations)
+    sa.Column("n", sa.Integer),  # problems
+    sa.Column("n_classes", sa.SmallInteger),
+    sa.Column("folds", sa.SmallInteger),
+    sa.Column("permutations", sa.Integer),
+    sa.Column("settings", sa.JSON),
+    sa.Column("created_at", sa.DateTime),
+    info={"storage": "table"},
+)
+
+READOUT_TABLES = ("states", "decoding", "question_tokens", "token_attention")
+FACT_TABLES = ("results", "attention", "run_problems", *READOUT_TABLES)
 # Tables rows are conformed to before they are written (facts, and the problems a batch brings).
 SHARD_TABLES = (*FACT_TABLES, "problems")
 NATIVE_TABLES = tuple(t.name for t in metadata.sorted_tables if t.info["storage"] == "table")
@@ -195,6 +279,10 @@ KEYS = {
     "results": ("problem_id", "condition_id"),
     "attention": ("problem_id", "condition_id", "layer", "head", "dst", "src"),
     "run_problems": ("problem_id",),
+    "states": ("problem_id", "layer", "position"),
+    "decoding": ("problem_id", "layer", "position", "rank"),
+    "question_tokens": ("problem_id", "token_pos"),
+    "token_attention": ("problem_id", "layer", "head", "dst", "token_pos"),
 }
 # Columns an incoming frame must carry (the others may be missing and are then NULL).
 REQUIRED = {
@@ -202,6 +290,10 @@ REQUIRED = {
     "attention": ("condition_id", "layer", "head", "dst", "src", "weight"),
     "problems": ("problem_id",),
     "run_problems": ("problem_id", "ordinal"),
+    "states": ("layer", "position", "state"),
+    "decoding": ("layer", "position", "rank", "token_id", "prob"),
+    "question_tokens": ("token_pos", "token_id"),
+    "token_attention": ("layer", "head", "dst", "token_pos", "weight"),
 }
 # String key columns written dictionary-encoded: constant within a problem, so nearly free.
 DICTIONARY_COLUMNS = ("run_id", "problem_id")

@@ -689,7 +689,7 @@ class Warehouse:
         removed = {"run_id": run_id, **self.row_counts(run_id)}
 
         def delete(con: duckdb.DuckDBPyConnection) -> None:
-            for table in (*schema.FACT_TABLES, "runs"):
+            for table in (*schema.FACT_TABLES, "probe_results", "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
         self._transact(delete, f"deleting run {run_id}")
@@ -1040,13 +1040,21 @@ class Warehouse:
         results: _Rows,
         attention: _Rows | None = None,
         ordinals: Sequence[int] | None = None,
+        readouts: Mapping[str, _Rows | None] | None = None,
     ) -> None:
         """Commit several problems' rows in one batch (one transaction); frames carry problem_id.
 
         `ordinals`: each problem's position in the run's problem order, which a shard worker must give
         (the problems of other workers fill the gaps); a single writer's problems are numbered in
-        commit order when left out.
+        commit order when left out. `readouts`: rows of schema.READOUT_TABLES (states, decoding,
+        question_tokens, token_attention) by table name, when the run records them.
         """
+        unknown = sorted(set(readouts or {}) - set(schema.READOUT_TABLES))
+        if unknown:
+            raise WarehouseError(
+                f"append_problems: unknown readout table(s) {', '.join(unknown)}; "
+                f"known: {', '.join(schema.READOUT_TABLES)}"
+            )
         problem_table = conform(problems, "problems", run_id)
         ids = problem_table.column("problem_id").to_pylist()
         if len(set(ids)) != len(ids):
@@ -1057,8 +1065,9 @@ class Warehouse:
             "problems": problem_table,
             "results": conform(results, "results", run_id),
             "attention": conform(attention, "attention", run_id),
+            **{name: conform((readouts or {}).get(name), name, run_id) for name in schema.READOUT_TABLES},
         }
-        for name in ("results", "attention"):
+        for name in ("results", "attention", *schema.READOUT_TABLES):
             stray = distinct(tables[name].column("problem_id")) - set(ids)
             if stray:
                 raise WarehouseError(f"{name} rows for problems not in the batch: {sorted(stray)[:3]}")
@@ -1098,7 +1107,9 @@ class Warehouse:
                 f"shard {state.shard} of run {run_id}: a shard worker's problems need their "
                 "ordinals (positions in the run's problem order)"
             )
-        for name in ("results", "attention"):
+        for name in ("results", "attention", *schema.READOUT_TABLES):
+            if name not in tables:
+                continue
             duplicate = duplicate_key(tables[name], name)
             if duplicate:
                 raise WarehouseError(
@@ -1143,7 +1154,7 @@ class Warehouse:
                 con.register("incoming_problems", fresh)
                 con.execute("INSERT INTO problems_base BY NAME SELECT * FROM incoming_problems")
             for name in schema.FACT_TABLES:
-                if tables[name].num_rows:
+                if name in tables and tables[name].num_rows:
                     con.register(f"incoming_{name}", tables[name])
                     con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming_{name}")
 
