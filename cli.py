@@ -258,7 +258,26 @@ def _setup_threads(threads) -> None:
     "with the highest descriptive composite (head_metrics; the config records the heads).",
 )
 @click.option("--noise-scale", type=click.Choice(["absolute", "rms"]), default="absolute", show_default=True)
-@click.option("--attention", type=click.Choice(["all", "baseline", "none"]), default="all", show_default=True)
+@click.option(
+    "--attention",
+    type=click.Choice(["all", "baseline", "none", "tokens"]),
+    default="all",
+    show_default=True,
+    help="Attention kept: every condition's, the baseline's, none, or tokens: all, plus the baseline's "
+    "attention of T0..T5 and EOT to each question token (token_attention).",
+)
+@click.option(
+    "--states",
+    is_flag=True,
+    help="Store the baseline's state at every layer (and the input) for T0..T5 and EOT, for `probe`.",
+)
+@click.option(
+    "--decode-top",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Logit lens: keep the top K tokens of every state of the baseline (0: no decoding).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @_dtype_option("; part of the run's config (a resume keeps it)")
 @_threads_option()
@@ -338,6 +357,8 @@ def run(
     top_heads,
     noise_scale,
     attention,
+    states,
+    decode_top,
     device,
     dtype,
     threads,
@@ -398,6 +419,8 @@ def run(
         head_steps=head_steps,
         top_heads=top_heads,
         attention=attention,
+        states=states,
+        decode_top=decode_top,
         noise_scale=noise_scale,
         device=device,
         dtype=dtype,
@@ -506,6 +529,8 @@ RUN_FIELDS = {
     "head_steps": "head_steps",
     "top_heads": "top_heads",
     "attention": "attention",
+    "states": "states",
+    "decode_top": "decode_top",
     "noise_scale": "noise_scale",
     "skip_invalid": "skip_invalid",
     "dtype": "dtype",

@@ -56,6 +56,8 @@ from warehouse.schema import KEYS
 FORMAT = "codi-warehouse-shard/1"
 MANIFEST = "manifest.json"
 TABLES = ("problems", "results", "attention")
+# the readouts a part holds only when its run records them (older shards have none)
+READOUT_TABLES = ("states", "decoding", "question_tokens", "token_attention")
 _NAME = re.compile(r"shard-(\d{4,})-of-(\d{4,})")
 _PART = "part-{:06d}"  # the i-th part of a shard; no other name is accepted
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # what warehouse.store accepts
@@ -214,8 +216,11 @@ def _parts_problem(parts, planned: int) -> str | None:
             if problem in seen:
                 return f"{name}: problem {problem} is listed twice (also in {seen[problem]})"
             seen[problem] = name
-        if not isinstance(rows, dict) or set(rows) != set(TABLES):
-            return f"{name}: rows is not an object of row counts for {', '.join(TABLES)}"
+        if not isinstance(rows, dict) or not set(TABLES) <= set(rows) <= {*TABLES, *READOUT_TABLES}:
+            return (
+                f"{name}: rows is not an object of row counts for {', '.join(TABLES)} "
+                f"(and any of {', '.join(READOUT_TABLES)})"
+            )
         if not all(type(n) is int and n >= 0 for n in rows.values()):
             return f"{name}: rows holds {_show(rows, 80)}, expected counts (integers >= 0)"
         if rows["problems"] != len(ids):
@@ -325,19 +330,27 @@ class ShardWriter:
         self.parts: list[dict] = []
         self.problem_ids: set[str] = set()
 
-    def append_problems(self, problems, results, attention=None) -> None:
-        """Add one part: problem rows plus their results and attention (polars, Arrow or dicts)."""
+    def append_problems(self, problems, results, attention=None, readouts=None) -> None:
+        """Add one part: problem rows plus their results and attention (polars, Arrow or dicts), and the
+        readout tables the run records (`readouts`: table name -> rows)."""
         tables = {
             name: conform(data, name, self.run_id)
             for name, data in zip(TABLES, (problems, results, attention), strict=True)
         }
+        unknown = sorted(set(readouts or {}) - set(READOUT_TABLES))
+        if unknown:
+            raise ValueError(f"unknown readout table(s) {', '.join(unknown)}")
+        for name, data in (readouts or {}).items():
+            tables[name] = conform(data, name, self.run_id)
         ids = tables["problems"].column("problem_id").to_pylist()
         seen = set(self.problem_ids)
         for p in ids:
             if p in seen:
                 raise ValueError(f"{self.final.name}: problem {p} appears twice in the shard")
             seen.add(p)
-        for name in ("results", "attention"):
+        for name in tables:
+            if name == "problems":
+                continue
             stray = distinct(tables[name].column("problem_id")) - set(ids)
             if stray:
                 raise ValueError(f"{name} rows for problems not in this part: {sorted(stray)[:3]}")
@@ -527,7 +540,7 @@ def check_part_rows(shard: Shard, part: dict, run_id: str) -> None:
     ids = set(part["problem_ids"])
     where = shard.path / part["name"]
     fail = f"; {_redo(shard.path)}"
-    for table in TABLES:
+    for table in (*TABLES, *(t for t in READOUT_TABLES if t in part.get("rows", {}))):
         path = where / f"{table}.parquet"
         columns = [*KEYS[table], *(["run_id"] if table != "problems" else [])]  # problems rows have no run
         try:
@@ -670,8 +683,16 @@ def _ingest_run(store, run_id: str, shards: list[Shard]) -> dict:
                     check_part_rows(shard, part, run_id)
             for shard, part in todo:
                 where = f"{shard.label}/{part['name']}"
-                tables = {t: pq.read_table(shard.path / part["name"] / f"{t}.parquet") for t in TABLES}
-                store.append_problems(run_id, tables["problems"], tables["results"], tables["attention"])
+                folder = shard.path / part["name"]
+                tables = {t: pq.read_table(folder / f"{t}.parquet") for t in TABLES}
+                readouts = {
+                    t: pq.read_table(folder / f"{t}.parquet")
+                    for t in READOUT_TABLES
+                    if t in part.get("rows", {})
+                }
+                store.append_problems(
+                    run_id, tables["problems"], tables["results"], tables["attention"], readouts=readouts
+                )
                 committed.update(part["problem_ids"])
                 added += 1
                 problems += len(part["problem_ids"])

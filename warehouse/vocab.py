@@ -37,6 +37,11 @@ SITES = ("block", "attn", "mlp", "head", "edge")
 
 STRATA = ("<=2", "3", "4", "5+")
 
+# What a run keeps of attention (`run --attention`): all = every condition's, baseline = the baseline's,
+# none, tokens = all, plus the baseline's attention of T0..T5 and EOT to each question token (token_attention)
+ATTENTION_MODES = ("all", "baseline", "none", "tokens")
+
+
 ANSWER_MARKER = "The answer is"
 ANSWER_PREFIX = " The answer is:"  # what a CODI model writes after EOT, before the number
 

@@ -47,6 +47,8 @@ def run_chunk(
         opts.layers,
         opts.max_new_tokens,
         record=opts.recorded,
+        states=opts.reads_states,
+        question_attention=opts.attention == "tokens",
     )
     corrupt = list(opts.conditions[1:])
     outcome: RowOutcome | None = None
@@ -90,7 +92,7 @@ def _run_corrupted(
         plan.remap(position),
         forced,
         gold,
-        opts.attention == "all",
+        opts.condition_attention,
         opts.max_new_tokens,
     )
     return staged.take(position)

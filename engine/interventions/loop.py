@@ -46,6 +46,11 @@ class RowOutcome:
     divergence: dict[str, torch.Tensor] | None = None
     # the other sites' clean values (baseline rows, when asked): site -> [N, n_layers of that site, 6, width]
     others: dict[str, torch.Tensor] | None = None
+    # readouts (baseline rows, when asked; readouts.py): every layer's state at T0..T5 and EOT
+    # [N, 7, 1 + layers, d] (layer index 0 = the input fed at the position, i = block i-1's output), and the
+    # attention of T0..T5 and EOT to the question's columns [N, layers, heads, 7, question columns]
+    states: torch.Tensor | None = None
+    question_attention: torch.Tensor | None = None
 
     def take(self, rows: torch.Tensor) -> RowOutcome:
         """The outcome of `rows`, in that order."""
@@ -67,6 +72,8 @@ class RowOutcome:
             gold=pick(self.gold),
             divergence=None if self.divergence is None else {k: pick(v) for k, v in self.divergence.items()},
             others=None if self.others is None else {k: pick(v) for k, v in self.others.items()},
+            states=pick(self.states),
+            question_attention=pick(self.question_attention),
         )
 
 
@@ -111,6 +118,8 @@ def run_rows(
     site_layers: tuple[int, ...] | None,
     max_new_tokens: int,
     record: dict[str, tuple[int, ...]] | None = None,
+    states: bool = False,
+    question_attention: bool = False,
 ) -> RowOutcome:
     """From a state right after the question pass (first thought input `z`): thoughts, EOT, answers.
 
@@ -118,7 +127,9 @@ def run_rows(
     `gold`: gold answer tokens [N, G] (pad-filled; pad positions ignored), or a function of the rows'
     greedy tokens returning them (the baseline's gold string follows its own answer format).
     `site_layers`: record the clean values of these layers' block outputs at each thought; `record`: the
-    other sites' (site -> layers; patching.recording).
+    other sites' (site -> layers; patching.recording). `states`: keep every layer's state at T0..T5 and EOT
+    (RowOutcome.states); `question_attention`: keep their attention to each question column (needs
+    `capture_attention`).
     """
     columns = state.columns
     plan.columns = columns
@@ -127,12 +138,24 @@ def run_rows(
     record = {site: layers for site, layers in (record or {}).items() if layers}
     others: dict[str, list[torch.Tensor]] = {site: [] for site in record}
     inputs = []
-    with patched(model.codi, plan), recording(model.codi, site_layers, record) as block_out:
+    every_layer = tuple(range(model.n_layers)) if states else ()
+    state_steps: list[torch.Tensor] = []
+    question_steps: list[torch.Tensor] = []
+
+    def read_step(fed: torch.Tensor, attentions) -> None:
+        if states:  # [N, 1 + layers, d]: the input, then each block's output at the newest position
+            state_steps.append(torch.stack([fed, *(block_out[layer] for layer in every_layer)], 1).float())
+        if question_attention:  # [N, layers, heads, question columns] (pad columns hold 0)
+            question_steps.append(torch.stack([a[:, :, -1, : columns.bot] for a in attentions], 1).float())
+
+    recorded = tuple(sorted(set(site_layers or ()) | set(every_layer)))
+    with patched(model.codi, plan), recording(model.codi, recorded, record) as block_out:
         for k in range(N_THOUGHTS):
             inputs.append(z[:, 0])
             plan.step = k
             out = model.step(state, z, head=False, output_attentions=capture_attention)
             plan.step = None
+            read_step(z[:, 0], out.attentions)
             if capture_attention:
                 attention.append(slice_attention(out.attentions, columns, k, out.attentions[0].shape[-1]))
             if site_layers:  # the blocks' own outputs (last_hidden_state is the final norm's output)
@@ -144,6 +167,7 @@ def run_rows(
         plan.step = EOT_STEP  # only edges act at EOT
         out = model.step(state, eot, output_attentions=True)
         plan.step = None
+        read_step(eot[:, 0], out.attentions)
     last = out.attentions[-1][:, :, -1, :].float()  # [N, H, kv] last layer, EOT query
     if capture_attention:
         attention.append(slice_attention(out.attentions, columns, N_THOUGHTS, last.shape[-1]))
@@ -169,6 +193,8 @@ def run_rows(
         inputs=torch.stack(inputs, dim=1),
         gold=gold,
         others={site: torch.stack(values, dim=2).float() for site, values in others.items()} or None,
+        states=torch.stack(state_steps, 1) if states else None,
+        question_attention=torch.stack(question_steps, 3) if question_attention else None,
     )
 
 

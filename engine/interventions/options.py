@@ -17,13 +17,17 @@ class EngineOptions:
     layers: tuple[int, ...] = ()
     conditions: tuple[Condition, ...] = ()
     seed: int = 0
-    attention: str = "all"  # all | baseline | none
+    attention: str = "all"  # all | baseline | none | tokens (all, plus the baseline's per question token)
     noise_scale: str = "absolute"  # absolute | rms
     max_new_tokens: int = 24
     n_heads: int | None = None  # the model's attention heads: head ablation slices the projection's input
     # sites to record beyond those the conditions write to (site -> layers): the donor pool's baseline-only
     # pass records what the run's conditions will take from it (engine/runs/local.py donor_sites)
     extra_sites: dict[str, tuple[int, ...]] | None = None
+    # readouts of the baseline rows (engine/interventions/readouts.py): keep every layer's state at T0..T5
+    # and EOT (`states`), and the logit lens's top `decode_top` tokens of each (0: no decoding)
+    states: bool = False
+    decode_top: int = 0
 
     def __post_init__(self) -> None:
         self.conditions = tuple(self.conditions)
@@ -38,6 +42,16 @@ class EngineOptions:
                 }
             )
         )
+
+    @property
+    def condition_attention(self) -> bool:
+        """Whether the condition rows' attention is kept (not only the baseline's)."""
+        return self.attention in ("all", "tokens")
+
+    @property
+    def reads_states(self) -> bool:
+        """Whether the baseline pass records every layer's state (to store or to decode)."""
+        return self.states or self.decode_top > 0
 
     @property
     def recorded(self) -> dict[str, tuple[int, ...]]:

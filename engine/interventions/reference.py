@@ -48,7 +48,7 @@ def run_reference(
             _, state, z = start_questions(model, [problem.question])
             rows.append(
                 run_rows(
-                    model, state, z, plan, forced, gold, opts.attention == "all", None, opts.max_new_tokens
+                    model, state, z, plan, forced, gold, opts.condition_attention, None, opts.max_new_tokens
                 )
             )
             donors.extend(donor)

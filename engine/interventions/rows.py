@@ -7,7 +7,7 @@ Rows are built column-wise from tensors; the only Python loop is one iteration p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -18,6 +18,7 @@ from engine.interventions.conditions import BASELINE, Condition
 from engine.interventions.loop import DST_CODES, SRC_CODES, VISIBLE, RowOutcome
 from engine.interventions.measures import at_position, attention_disruption, compare_distributions, entropy
 from engine.interventions.options import EngineOptions
+from engine.interventions.readouts import readout_tables
 from engine.model.answer_tokens import number_token_index
 from engine.model.answers import is_correct, parse_answer
 from engine.model.codi import CodiModel
@@ -31,6 +32,8 @@ class ChunkOutput:
     # problem id -> clean block outputs [n_layers_selected, 6, d]; (site, problem id) -> the other sites'
     # clean values (attn, mlp, head), when the run records them (chunk.site_pool reads both)
     sites: dict
+    # the baseline rows' readouts by table (schema.READOUT_TABLES), those the options ask for
+    readouts: dict[str, pa.Table] = field(default_factory=dict)
 
 
 # --- rows -----------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ def assemble(
     )
     for site, values in (base.others or {}).items():  # the other sites' values, keyed (site, problem id)
         sites.update({(site, p.problem_id): values[i] for i, p in enumerate(problems)})
-    return ChunkOutput(results, attention, sites)
+    return ChunkOutput(results, attention, sites, readout_tables(model, problems, base, opts))
 
 
 def condition_columns(cond: Condition) -> dict:
@@ -225,7 +228,7 @@ def attention_table(
     blocks = [base.attention]
     problem_index = [np.arange(len(problems))]
     condition_ids = [np.zeros(len(problems), dtype=np.int16)]
-    if opts.attention == "all" and outcome is not None and outcome.attention is not None:
+    if opts.condition_attention and outcome is not None and outcome.attention is not None:
         blocks.append(outcome.attention)
         problem_index.append(np.repeat(np.arange(len(problems)), len(corrupt)))
         condition_ids.append(

@@ -125,6 +125,20 @@ class CodiModel(nn.Module):
         """
         return self.codi.get_output_embeddings()(hidden)[..., : self.base_vocab_size]
 
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm applied after the last block (GPT-2's ln_f, LLaMA's norm)."""
+        body = self.body
+        norm = getattr(body, "ln_f", None) or getattr(body, "norm", None)
+        if norm is None:
+            raise TypeError(f"{type(body).__name__}: no final norm (ln_f or norm) found")
+        return norm
+
+    def lens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The logit lens: logits over the base vocabulary [..., V] of any residual-stream vector (a block's
+        output or a thought's input), through the model's own final norm and output embedding."""
+        return self.head(self.final_norm(hidden))
+
     @contextlib.contextmanager
     def kernel(self, weights: bool) -> Iterator[None]:
         """Eager attention while a pass must return attention weights, else PyTorch's fused SDPA.

@@ -86,7 +86,7 @@ def run_batched_peer(
         weights = [] if clean.attention is None else [clean.attention[None]]
         if corrupt:
             patches, donors = _patches(problem, corrupt, clean.sites, pool or {}, opts)
-            rows = _run(model, ids, len(corrupt), patches, (), opts.attention == "all", opts.max_new_tokens)
+            rows = _run(model, ids, len(corrupt), patches, (), opts.condition_attention, opts.max_new_tokens)
             measures = condition_measures(
                 model,
                 clean,

@@ -96,7 +96,7 @@ def run_seed_loop(
                 base_correct,
                 {k: v[0] for k, v in measures.items()},
             )
-            if opts.attention == "all":
+            if opts.condition_attention:
                 weights.append(row.attention)
         if weights:
             ids_kept = [c.condition_id for c in opts.conditions[: len(weights)]]

@@ -33,7 +33,11 @@ class RunConfig:
     all_layers: bool = False  # the same as layers="all"
     methods: str | None = None  # comma list; None: the default set
     sigmas: str | None = None  # comma list; None: the default sigmas
-    attention: str = "all"  # all | baseline | none
+    attention: str = "all"  # all | baseline | none | tokens (all, plus the baseline's per question token)
+    # readouts of the baseline rows (schema 7): every layer's state at T0..T5 and EOT, stored (`--states`);
+    # the logit lens's top-k tokens of each state (`--decode-top`, 0: none). Part of the config.
+    states: bool = False
+    decode_top: int = 5
     noise_scale: str = "absolute"  # absolute | rms
     device: str = "auto"  # auto | cpu | cuda
     # the precision: auto (float32 on every device) | fp32 | bf16 | fp16; the resolved one is part of the

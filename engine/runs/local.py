@@ -53,13 +53,14 @@ class ChunkWriter:
         while (item := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    self.store.append_problems(self.run_id, *item)
+                    problems, results, attention, readouts = item
+                    self.store.append_problems(self.run_id, problems, results, attention, readouts=readouts)
                 except BaseException as exc:  # noqa: BLE001 - surfaced to the caller on the next put/close
                     self.error = exc
 
-    def put(self, problems, results, attention):
+    def put(self, problems, results, attention, readouts=None):
         self._raise()
-        self.queue.put((problems, results, attention))
+        self.queue.put((problems, results, attention, readouts or {}))
 
     def close(self):
         self.queue.put(None)
@@ -141,7 +142,7 @@ def execute_run(req: RunConfig, db: str, progress: bool = True) -> dict:
                     out = run_chunk(model, chunk, opts, pool)
                     nonfinite += nonfinite_rows(out.results)
                     broken += nonfinite_rows(out.results.filter(out.results["method"] == "baseline"))
-                    writer.put(problems_frame(chunk), out.results, out.attention)
+                    writer.put(problems_frame(chunk), out.results, out.attention, out.readouts)
                     del out  # the writer holds what it needs; the next chunk runs without this one
                     bar.update(len(chunk))
             finally:

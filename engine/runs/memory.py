@@ -220,8 +220,11 @@ def estimate_chunk_memory(
     """
     if n_problems < 1 or n_conditions < 1 or question_length < 1 or max_new_tokens < 1:
         raise ValueError("a chunk needs at least one problem, condition, question token and answer token")
-    if attention not in ("all", "baseline", "none"):
-        raise ValueError("attention must be all, baseline or none")
+    if attention not in ("all", "baseline", "none", "tokens"):
+        raise ValueError("attention must be all, baseline, none or tokens")
+    # tokens keeps what all keeps, plus the baseline rows' readouts: per problem layers x heads x 7 x question
+    # floats and, with states, 7 x (layers + 1) x d floats (< 1 MB for GPT-2 shapes), left out of the estimate
+    attention = "all" if attention == "tokens" else attention
     if row_block is not None and row_block < 1:
         raise ValueError("row_block must be a positive number of rows (or None: all rows at once)")
     if answer_length is not None and answer_length < 1:

@@ -31,7 +31,7 @@ from engine.runs.validate import TooLong, fit_context
 from ingest.datasets import SYNTHETIC, check_sample, distinct, load_problems, sample_order, synthetic_problems
 from ingest.problems import problems_hash as dataset_hash
 from warehouse import labels
-from warehouse.vocab import COMBO_METHODS, STRATA, stratum_of
+from warehouse.vocab import ATTENTION_MODES, COMBO_METHODS, STRATA, stratum_of
 
 DEFAULT_PROBLEMS = 100
 
@@ -283,6 +283,9 @@ NOT_CONFIG = (
 SAMPLE_FIELDS = ("sample", "sample_seed")
 # Family fields go into the config only when given: every run before families keeps its config and hash.
 FAMILY_FIELDS = ("families", "combo_methods", "head_steps", "top_heads")
+# readouts: part of the config only when asked for (states) or on (decode_top > 0), so that a run begun before
+# them (which recorded none) resumes under the config it has
+READOUT_FIELDS = ("states", "decode_top")
 
 
 @dataclass
@@ -374,8 +377,10 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
             f"--methods {','.join(donors)} take(s) values from other problems, and this run has "
             f"{len(problems)}; run at least 2 problems, or leave {','.join(donors)} out"
         )
-    if req.attention not in ("all", "baseline", "none"):
-        raise ValueError("--attention must be all, baseline or none")
+    if req.attention not in ATTENTION_MODES:
+        raise ValueError(f"--attention must be one of {', '.join(ATTENTION_MODES)}")
+    if req.decode_top < 0:
+        raise ValueError(f"--decode-top must be 0 (no decoding) or more, got {req.decode_top}")
     opts = EngineOptions(
         layers,
         conditions,
@@ -384,6 +389,8 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
         req.noise_scale,
         req.max_new_tokens,
         n_heads=model.n_heads,
+        states=req.states,
+        decode_top=min(req.decode_top, model.base_vocab_size),
     )
     config = {
         **{
@@ -392,6 +399,7 @@ def plan_run(req: RunConfig, model: CodiModel | None = None) -> RunPlan:
             if k not in NOT_CONFIG
             and (k not in SAMPLE_FIELDS or req.sample != "first")
             and (k not in FAMILY_FIELDS or v is not None)
+            and (k not in READOUT_FIELDS or v)
         },
         "layers": list(layers),
         "methods": list(methods),

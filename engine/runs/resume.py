@@ -39,6 +39,8 @@ FLAGS = {
     "combo_methods": "--combo-methods",
     "head_steps": "--head-steps",
     "top_heads": "--top-heads",
+    "states": "--states",
+    "decode_top": "--decode-top",
 }
 _LAYER_FIELDS = ("layers", "layer", "all_layers")  # three ways of asking for layers: one setting
 
@@ -99,6 +101,9 @@ def resumed_config(req: RunConfig, db: str | os.PathLike, given: Iterable[str] |
         "max_new_tokens": stored.get("max_new_tokens", req.max_new_tokens),
         # intervention families: stored only when given (runs before them, and classic runs, have none)
         **{name: stored.get(name) for name in ("families", "combo_methods", "head_steps", "top_heads")},
+        # readouts: runs begun before them recorded none
+        "states": bool(stored.get("states", False)),
+        "decode_top": int(stored.get("decode_top", 0)),
     }
     computed_in = shown.get("dtype")
     if "dtype" not in stored and computed_in not in (None, "float32"):

@@ -114,8 +114,8 @@ class _ShardSink:
     def __init__(self, writer: ShardWriter):
         self.writer = writer
 
-    def append_problems(self, _run_id, problems, results, attention):
-        self.writer.append_problems(problems, results, attention)
+    def append_problems(self, _run_id, problems, results, attention, readouts=None):
+        self.writer.append_problems(problems, results, attention, readouts=readouts)
 
 
 def run_shard(
@@ -218,7 +218,7 @@ def _compute(
     try:
         for batch in batches:
             out = run_chunk(plan.model, batch, plan.opts, pool)
-            chunks.put(problems_frame(batch), out.results, out.attention)
+            chunks.put(problems_frame(batch), out.results, out.attention, out.readouts)
             bar.update(len(batch))
             if on_chunk is not None:
                 on_chunk(len(batch))
@@ -234,9 +234,9 @@ class _WarehouseSink:
     def __init__(self, store, positions: dict[str, int]):
         self.store, self.positions = store, positions
 
-    def append_problems(self, run_id, problems, results, attention):
+    def append_problems(self, run_id, problems, results, attention, readouts=None):
         ordinals = [self.positions[p] for p in problems.column("problem_id").to_pylist()]
-        self.store.append_problems(run_id, problems, results, attention, ordinals=ordinals)
+        self.store.append_problems(run_id, problems, results, attention, ordinals=ordinals, readouts=readouts)
 
 
 class ShardStopped(ValueError):
