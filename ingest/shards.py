@@ -51,13 +51,12 @@ import pyarrow.parquet as pq
 from warehouse import lineage
 from warehouse.files import fsync_path, write_parquet
 from warehouse.frames import conform, distinct, first_duplicate
-from warehouse.schema import KEYS
+from warehouse.schema import KEYS, READOUT_TABLES
 
 FORMAT = "codi-warehouse-shard/1"
 MANIFEST = "manifest.json"
 TABLES = ("problems", "results", "attention")
-# the readouts a part holds only when its run records them (older shards have none)
-READOUT_TABLES = ("states", "decoding", "question_tokens", "token_attention")
+# a part holds the READOUT_TABLES (states, decoding, ...) only when its run records them (older shards: none)
 _NAME = re.compile(r"shard-(\d{4,})-of-(\d{4,})")
 _PART = "part-{:06d}"  # the i-th part of a shard; no other name is accepted
 _RUN_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")  # what warehouse.store accepts
@@ -509,7 +508,7 @@ def check_shard_files(shard: Shard) -> None:
                 raise ShardError(f"{where}: links outside the shard directory{fail}")
             if not where.is_dir():
                 raise ShardError(f"{where}: part directory missing{fail}")
-            files = {f"{table}.parquet" for table in TABLES}
+            files = {f"{table}.parquet" for table in part["rows"]}  # the three tables and any readouts
             for entry in sorted(where.iterdir()):
                 if entry.name not in files:
                     raise ShardError(

@@ -17,6 +17,7 @@ from engine.runs.local import execute_run
 from engine.runs.plan import select_problems
 from engine.runs.sharded import parse_shard, run_shard, shard_batches
 from ingest.shards import ingest_shards
+from warehouse.schema import KEYS, READOUT_TABLES
 
 
 def request(**kw) -> RunConfig:
@@ -30,6 +31,7 @@ def rows(db, run_id: str, table: str) -> pa.Table:
     keys = {
         "results": "problem_id, condition_id",
         "attention": "problem_id, condition_id, layer, head, dst, src",
+        **{t: ", ".join(KEYS[t]) for t in READOUT_TABLES},
     }[table]
     with open_warehouse(db, read_only=True).reader() as con:
         return con.sql(
@@ -71,6 +73,20 @@ def test_shards_merge_into_exactly_the_rows_of_a_single_process_run(tmp_path):
         for d, r in ((db, merged["run_id"]), (single_db, single["run_id"]))
     ]
     assert shown[0]["config_hash"] == shown[1]["config_hash"]  # the same experiment, another run id
+
+
+def test_shards_carry_the_readouts(tmp_path):
+    """--states --attention tokens: the portable shards hold the four readout tables, and the merge commits
+    exactly the rows a single process writes."""
+    req = RunConfig(problems=4, methods="zero", layer=3, batch_size=2, states=True, attention="tokens")
+    single_db, db = tmp_path / "single", tmp_path / "w"
+    single = execute_run(req, str(single_db), progress=False)
+    written = [run_shard(req, i, 2, db=db, progress=False) for i in (0, 1)]
+    merged = ingest_shards(db, written[0]["shard_dir"])["runs"][0]
+    assert merged["status"] == "complete"
+    for table in READOUT_TABLES:
+        got, want = rows(db, merged["run_id"], table), rows(single_db, single["run_id"], table)
+        assert got.num_rows > 0 and got.equals(want), table
 
 
 def test_a_finished_shard_is_skipped_and_mismatched_workers_are_stopped(tmp_path):
