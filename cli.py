@@ -927,6 +927,57 @@ def compare_cmd(run_a, run_b, n_boot, seed, db, as_json):
     emit_json(comparison.to_dict()) if as_json else click.echo(format_comparison(comparison), nl=False)
 
 
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{what} takes a comma list of integers, got {text!r}") from None
+
+
+@cli.command("probe")
+@click.option(
+    "--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest."
+)
+@click.option(
+    "--targets", default="value,operation,n_steps", show_default=True, help="Comma list of probe targets."
+)
+@click.option("--layers", default=None, help="Comma list of layers (-1: the vector fed in) [all recorded].")
+@click.option("--positions", default=None, help="Comma list of positions (0..5 thoughts, 6 EOT) [all].")
+@click.option("--steps", default=None, help="Comma list of reasoning steps for value and operation [1..6].")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2), help="Grouped folds.")
+@click.option(
+    "--permutations",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Shuffled-label refits per probe (the p-value's floor is 1/(1+N)).",
+)
+@click.option("--seed", default=0, show_default=True)
+@_db_option()
+@click.option("--json", "as_json", is_flag=True, help="Print every probe row as JSON.")
+def probe_cmd(run_spec, targets, layers, positions, steps, folds, permutations, seed, db, as_json):
+    """Linear probes from a run's hidden states (run --states) to each step's value and operation and the
+    number of steps; writes probe_results and prints the best probe per target and step."""
+    from analysis import format_probes, probe_run
+
+    with user_errors():
+        rows = probe_run(
+            db,
+            run_spec,
+            positions=_int_list(positions, "--positions"),
+            layers=_int_list(layers, "--layers"),
+            targets=[t.strip() for t in targets.split(",") if t.strip()],
+            steps=_int_list(steps, "--steps"),
+            folds=folds,
+            permutations=permutations,
+            seed=seed,
+            on_skip=lambda line: click.echo(line, err=True),
+        )
+    emit_json(rows.drop("settings").to_dicts()) if as_json else click.echo(format_probes(rows), nl=False)
+
+
 @cli.command("charts")
 @click.option(
     "--run", "run_spec", default="latest", show_default=True, help="Run id, unique prefix or latest."

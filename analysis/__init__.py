@@ -13,6 +13,7 @@ frames, Altair charts, the paths written. Text is formatted separately (what the
     cmp = compare_runs(wh.run("2d32"), run)    # RunComparison: by_thought, by_condition, flips
     chart = charts.importance_by_thought(run)  # an Altair chart (charts.enable_offline() in Jupyter offline)
     write_report(run, out="results/charts")    # the chart files and report.html
+    probe_run(wh_path, "latest")               # linear probes on the run's states (writes probe_results)
     closing_table(run)                         # what `run` prints at the end: accuracy, importance
 
 The numbers come from the SQL views (queries/); this package adds only what SQL lacks (p-values,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from analysis.closing import ClosingTable, closing_table, format_closing_table
     from analysis.compare import RunComparison, compare_runs, format_comparison
     from analysis.export import parse_formats
+    from analysis.probes import ProbeScore, fit_probe, format_probes, probe_run
     from analysis.report import write_report
     from analysis.stats import RunStats, format_stats, run_stats
 
@@ -48,6 +50,10 @@ _HOMES = {
     "write_report": "analysis.report",
     "charts_for": "analysis.charts",
     "parse_formats": "analysis.export",
+    "ProbeScore": "analysis.probes",
+    "fit_probe": "analysis.probes",
+    "format_probes": "analysis.probes",
+    "probe_run": "analysis.probes",
     "RunStats": "analysis.stats",
     "format_stats": "analysis.stats",
     "run_stats": "analysis.stats",
@@ -60,16 +66,20 @@ del exports, _names
 # Written out (the same names as _HOMES) so that ruff and mypy read the imports above as re-exports.
 __all__ = [
     "ClosingTable",
+    "ProbeScore",
     "RunComparison",
     "RunStats",
     "charts",
     "charts_for",
     "closing_table",
     "compare_runs",
+    "fit_probe",
     "format_closing_table",
     "format_comparison",
+    "format_probes",
     "format_stats",
     "parse_formats",
+    "probe_run",
     "run_stats",
     "write_report",
 ]

@@ -307,6 +307,7 @@ _ARROW = {
     sa.REAL: pa.float32(),
     sa.Boolean: pa.bool_(),
     sa.DateTime: pa.timestamp("us"),
+    sa.JSON: pa.string(),  # JSON text (probe_results.settings)
 }
 
 

@@ -1163,6 +1163,29 @@ class Warehouse:
         state.committed.update(problem_ids)
         state.next_ordinal = max(state.next_ordinal, max(numbers, default=first - 1) + 1)
 
+    # --- derived results ------------------------------------------------------------------------
+    def replace_probe_results(self, run_id: str, probe_set: str, rows: _Rows) -> int:
+        """Replace probe set `probe_set` of run `run_id` in probe_results with `rows`, in one transaction.
+
+        Probe results are derived from a run's states, not measured: they may be written for a run in
+        any status, complete runs included, and a rerun with the same settings (the same probe set)
+        replaces that set's rows instead of adding to them. Returns the rows written.
+        """
+        table = conform(rows, "probe_results", run_id)
+        sets = distinct(table.column("probe_set"))
+        if table.num_rows and sets != {probe_set}:
+            raise WarehouseError(f"probe_results: rows for another probe set than {probe_set!r}")
+
+        def replace(con: duckdb.DuckDBPyConnection) -> int:
+            self._status(con, run_id)  # UnknownRun if it was deleted meanwhile
+            con.execute("DELETE FROM probe_results WHERE run_id = ? AND probe_set = ?", [run_id, probe_set])
+            if table.num_rows:
+                con.register("incoming_probe_results", table)
+                con.execute("INSERT INTO probe_results BY NAME SELECT * FROM incoming_probe_results")
+            return table.num_rows
+
+        return self._transact(replace, f"writing probe set {probe_set} of run {run_id}")
+
     # --- problems -------------------------------------------------------------------------------
     def _unknown_problems(self, problems: pa.Table) -> pa.Table:
         """The rows of `problems` not yet in problems_base (known ids are read once, then cached).
