@@ -54,6 +54,35 @@ def test_planted_linear_boundary_reaches_high_accuracy_with_p_at_its_floor():
     assert result.p_value == pytest.approx(1 / 10)
 
 
+def test_the_one_fit_ridge_classifier_equals_sklearns_ridge_classifier_column_by_column():
+    """The default classifier fits the labels and every permutation as one multi-target ridge: with one alpha
+    its out-of-fold accuracies are sklearn's RidgeClassifier refitted on each label column alone."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, signal, rng = planted(n=90, seed=6)
+    y = np.select([signal < -0.5, signal > 0.5], ["-", "+"], "*")
+    groups = np.arange(len(y))
+    result = fit_probe(X, y, groups, "classification", folds=5, permutations=4, seed=3, alphas=(3.0,))
+    assert isinstance(result, ProbeScore) and result.estimator == "ridge-classifier"
+    order_rng = np.random.default_rng(3)
+    orders = [order_rng.permutation(len(y)) for _ in range(4)]
+    scores = []
+    for labels in (y, *(y[o] for o in orders)):
+        correct = 0
+        for train, test in group_folds(groups, 5):
+            probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=3.0)).fit(X[train], labels[train])
+            correct += int(np.sum(probe.predict(X[test]) == labels[test]))
+        scores.append(correct / len(y))
+    assert result.score == pytest.approx(scores[0])
+    null = np.array(scores[1:])
+    assert result.shuffled == pytest.approx(null.mean())
+    assert result.p_value == pytest.approx((1 + np.sum(null >= scores[0])) / 5)
+    logistic = fit_probe(X, y, groups, "classification", folds=5, permutations=0, classifier="logistic")
+    assert isinstance(logistic, ProbeScore) and logistic.estimator == "logistic" and logistic.score > 0.6
+
+
 def test_labels_independent_of_the_states_stay_at_chance():
     X, _, rng = planted(seed=3)
     groups = np.arange(len(X))
