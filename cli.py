@@ -1128,6 +1128,11 @@ def bench_views_cmd(db, attention_rows, repeats, as_json):
     metavar="F1,F2,...",
     help="Also time the engine on these intervention families (as run --family), beside thoughts.",
 )
+@click.option(
+    "--readouts",
+    is_flag=True,
+    help="Also time the engine with each readout (--decode-top 5, --states, --attention tokens, all three).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_engine_cmd(
     model_name,
@@ -1142,6 +1147,7 @@ def bench_engine_cmd(
     attention,
     arch,
     families,
+    readouts,
     as_json,
 ):
     """The batched engine against two peers (the seed loop, a batched plain-transformers peer), interleaved
@@ -1162,6 +1168,7 @@ def bench_engine_cmd(
             arch,
             dtype,
             families,
+            readouts,
         )
     emit_json(report) if as_json else click.echo("\n".join(bench_engine_lines(report)))
 

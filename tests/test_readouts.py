@@ -219,3 +219,17 @@ def test_a_run_with_readouts_stores_them_and_a_plain_run_decodes_only(tmp_path):
     config = full.lineage["config_json"]
     assert (config["states"], config["attention"], config["decode_top"]) == (True, "tokens", 5)
     assert "states" not in plain.lineage["config_json"]  # only when asked: older configs stay as they were
+
+
+def test_bench_engine_times_each_readout_in_the_same_rounds():
+    from engine import bench_engine, bench_engine_lines
+    from engine.runs.bench import READOUTS
+
+    report = bench_engine(problems=2, seed_problems=1, rounds=3, attention="baseline", readouts=True)
+    assert list(report["readouts"]) == list(READOUTS)
+    plain = [r["wall_s"] for r in report["paths"]["engine"]["rounds"]]
+    for r in report["readouts"].values():
+        assert r["wall_s_per_problem"] > 0 and 0.2 < r["vs_plain"] < 20 and len(plain) == 3
+    text = "\n".join(bench_engine_lines(report))
+    assert "engine with readouts" in text and "all_three" in text
+    assert bench_engine(problems=2, seed_problems=1, rounds=3, attention="none")["readouts"] == {}

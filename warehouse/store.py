@@ -905,12 +905,22 @@ class Warehouse:
 
     def _catalog_row_counts(self, run_id: str) -> dict[str, int]:
         """Rows per fact table as the catalog recorded them at commit (no data file is read)."""
+        return self._catalog_sums(run_id, "record_count")
+
+    def storage_bytes(self, run_id: str) -> dict[str, int]:
+        """Bytes of Parquet per fact table that the run's rows take on disk (the catalog's sizes of the files
+        that hold only this run's rows: each commit writes one run)."""
+        return self._catalog_sums(run_id, "file_size_bytes")
+
+    def _catalog_sums(self, run_id: str, column: str) -> dict[str, int]:
+        """A data-file column of the catalog (record_count, file_size_bytes) summed per fact table over the
+        run's files (a file's run is its run_id statistic)."""
         meta = lake.METADATA
         with self.cursor() as con:
             found = dict(
                 con.execute(
                     f"""
-                SELECT t.table_name, sum(f.record_count)::BIGINT
+                SELECT t.table_name, sum(f.{column})::BIGINT
                 FROM {meta}.ducklake_data_file f
                 JOIN {meta}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
                 JOIN {meta}.ducklake_column c ON c.table_id = f.table_id AND c.column_name = 'run_id'

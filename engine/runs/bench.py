@@ -23,6 +23,7 @@ random weights, no checkpoint needed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
@@ -66,12 +67,16 @@ def bench_engine(
     arch: str | None = None,
     dtype: str = "auto",
     families: str | None = None,
+    readouts: bool = False,
 ) -> dict:
     """Engine, seed loop and batched peer, interleaved over `rounds` rounds (see the module doc).
 
     `families` (a comma list, as `run --family`): the engine is also timed on each family's conditions
     alone (with the baseline), interleaved with the classic `thoughts` family in the same rounds; reported
     as conditions per second per family (`families` in the report). The peers run the classic family only.
+    `readouts`: the engine is also timed, in the same rounds, with each readout a run can keep (READOUTS:
+    the logit lens's top 5, the states, the question-token attention, all three), reported per option as
+    seconds per problem and the median over rounds of its time / the plain engine's in that round.
 
     `problems`: for the engine and the batched peer; `seed_problems`: the first of them, for the seed loop.
     `batch_size`: problems per engine chunk; `dtype`: as `--dtype` (auto: float32).
@@ -97,6 +102,9 @@ def bench_engine(
     conditions = tuple(build_conditions(list(layers)))
     opts = EngineOptions(layers, conditions, 0, attention)
     family_opts = _family_options(model, layers, attention, families)
+    readout_opts = (
+        {name: dataclasses.replace(opts, **change) for name, change in READOUTS.items()} if readouts else {}
+    )
     union = EngineOptions(
         layers,
         (conditions[0], *(c for o in family_opts.values() for c in o.conditions[1:])),
@@ -131,6 +139,7 @@ def bench_engine(
     calls: dict[str, int] = {}
     load = []
     family_times: dict[str, list[float]] = {}
+    readout_times: dict[str, list[float]] = {}
     for r in range(rounds):
         before = os.getloadavg()[0]
         for name in PATHS:
@@ -140,6 +149,8 @@ def bench_engine(
             flops[name], calls[name] = count.flops, count.calls
         for family, family_o in family_opts.items():  # the same round: families beside the classic one
             family_times.setdefault(family, []).append(_timed(partial(engine, chosen, family_o), device)[0])
+        for name, readout_o in readout_opts.items():  # the same round: the plain engine's is times["engine"]
+            readout_times.setdefault(name, []).append(_timed(partial(engine, chosen, readout_o), device)[0])
         load.append({"round": r + 1, "before": round(before, 2), "after": round(os.getloadavg()[0], 2)})
 
     peak = peaks[_name(torch_dtype)]["gflops"]
@@ -204,7 +215,27 @@ def bench_engine(
             }
             for family, o in family_opts.items()
         },
+        "readouts": {
+            name: {
+                "wall_s_per_problem": _sig(statistics.median(readout_times[name]) / len(chosen)),
+                "vs_plain": _sig(
+                    statistics.median(
+                        t / plain[0] for t, plain in zip(readout_times[name], times["engine"], strict=True)
+                    )
+                ),
+            }
+            for name in readout_opts
+        },
     }
+
+
+# `bench engine --readouts`: what each readout option changes in the engine's options
+READOUTS: dict[str, dict] = {
+    "decode_top_5": {"decode_top": 5},
+    "states": {"states": True},
+    "attention_tokens": {"attention": "tokens"},
+    "all_three": {"decode_top": 5, "states": True, "attention": "tokens"},
+}
 
 
 def _family_options(
@@ -299,6 +330,13 @@ def bench_engine_lines(report: dict) -> list[str]:
                 f"  {family:<11} {f['conditions_per_problem']:>5} conditions/problem  "
                 f"{f['wall_s_per_problem']:>8.4g} s/problem  {f['conditions_per_s']:>8.4g} conditions/s"
             )
+    readouts = report.get("readouts") or {}
+    if readouts:
+        lines.append(
+            "engine with readouts (same rounds; x = median over rounds of time / the plain engine's):"
+        )
+        for name, r in readouts.items():
+            lines.append(f"  {name:<17} {r['wall_s_per_problem']:>8.4g} s/problem  {r['vs_plain']:>6.3g}x")
     load = ", ".join(f"{r['before']}->{r['after']}" for r in report["load_average"])
     lines.append(f"load average (1 min) before->after each round: {load}")
     peak = report["matmul_peak"][peak_dtype]
