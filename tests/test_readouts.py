@@ -221,6 +221,7 @@ def test_a_run_with_readouts_stores_them_and_a_plain_run_decodes_only(tmp_path):
     assert "states" not in plain.lineage["config_json"]  # only when asked: older configs stay as they were
 
 
+@pytest.mark.slow
 def test_bench_engine_times_each_readout_in_the_same_rounds():
     from engine import bench_engine, bench_engine_lines
     from engine.runs.bench import READOUTS
