@@ -955,9 +955,18 @@ def _int_list(text: str | None, what: str) -> list[int] | None:
     help="Shuffled-label refits per probe (the p-value's floor is 1/(1+N)).",
 )
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--classifier",
+    type=click.Choice(["ridge", "logistic"]),
+    default="ridge",
+    show_default=True,
+    help="Operation and n_steps probes: a ridge classifier, or logistic regression (about 100x slower).",
+)
 @_db_option()
 @click.option("--json", "as_json", is_flag=True, help="Print every probe row as JSON.")
-def probe_cmd(run_spec, targets, layers, positions, steps, folds, permutations, seed, db, as_json):
+def probe_cmd(
+    run_spec, targets, layers, positions, steps, folds, permutations, seed, classifier, db, as_json
+):
     """Linear probes from a run's hidden states (run --states) to each step's value and operation and the
     number of steps; writes probe_results and prints the best probe per target and step."""
     from analysis import format_probes, probe_run
@@ -974,6 +983,7 @@ def probe_cmd(run_spec, targets, layers, positions, steps, folds, permutations, 
             permutations=permutations,
             seed=seed,
             on_skip=lambda line: click.echo(line, err=True),
+            classifier=classifier,
         )
     emit_json(rows.drop("settings").to_dicts()) if as_json else click.echo(format_probes(rows), nl=False)
 
