@@ -39,6 +39,7 @@ STAGE1 = [
     "tests/test_views_attention.py",
     "tests/test_stats.py",
     "tests/test_views_families_combo.py",
+    "tests/test_views_readouts.py",
 ]
 STAGE2 = [
     "tests/test_exact_values.py::test_wilson_interval",
@@ -398,6 +399,42 @@ MUTATIONS = [
         "AND failed_attn AND NOT failed_mlp) AS attn_only",
         "AND NOT failed_attn AND failed_mlp) AS attn_only",
         "attn_only counts the mlp-only problems",
+    ),
+    # --- readouts: intermediate/41_int_thought_decoding.sql, marts/thought_operand_reading.sql ---------
+    Mutation(
+        "r01",
+        "intermediate/41_int_thought_decoding.sql",
+        "(s.step - 1)::SMALLINT AS position",
+        "s.step::SMALLINT AS position",
+        "thought_decoding: T0 compared with step 0's value (none), Tk with step k's",
+    ),
+    Mutation(
+        "r02",
+        "intermediate/41_int_thought_decoding.sql",
+        "coalesce(lead(problem_id) OVER w, first_value(problem_id) OVER w)",
+        "problem_id",
+        "thought_decoding: the control is the problem itself, not another",
+    ),
+    Mutation(
+        "r03",
+        "intermediate/41_int_thought_decoding.sql",
+        "coalesce(o.best_rank <= k.k, false)",
+        "coalesce(o.best_rank < k.k, false)",
+        "thought_decoding: top-k counts ranks below k only",
+    ),
+    Mutation(
+        "r04",
+        "marts/thought_operand_reading.sql",
+        "bool_or(t.is_operand AND t.rank <= m.m)",
+        "bool_or(t.is_operand AND t.rank <= 1)",
+        "thought_operand_reading: m = 3 tested as top-1",
+    ),
+    Mutation(
+        "r05",
+        "marts/thought_operand_reading.sql",
+        "- lgamma(q + 1) + lgamma(q - m + 1)",
+        "- lgamma(q + 1) + lgamma(q - m)",
+        "thought_operand_reading: chance with C(Q, m) off by a factor",
     ),
 ]
 

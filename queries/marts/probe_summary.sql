@@ -1,0 +1,35 @@
+-- Per run and probe (target, step, position, layer) of the run's current probe set: the out-of-fold score beside chance, the shuffled-label baseline and the Holm-adjusted permutation p-value.
+-- Only each run's newest probe_set (stg_probe_results). lift = score - chance (chance: the majority class's
+-- accuracy, or R^2 0); shuffled / shuffled_high: the mean and 95th percentile of the same probe on shuffled
+-- labels; p_holm: p_value Holm-adjusted over all n_tests probes of the set; above_chance: p_holm < 0.05.
+-- The score's ci is over problems; a probe can be above chance and still far from useful: look at lift.
+CREATE OR REPLACE VIEW probe_summary AS
+SELECT
+    p.run_id,
+    p.probe_set,
+    p.target,
+    p.step,
+    p.position,
+    pos.name AS position_name,
+    p.layer,
+    p.estimator,
+    p.metric,
+    p.score,
+    p.ci_low,
+    p.ci_high,
+    p.chance,
+    p.lift,
+    p.shuffled,
+    p.shuffled_high,
+    p.p_value,
+    p.p_holm,
+    p.above_chance,
+    p.n_tests,
+    p.n,
+    p.n_classes,
+    p.folds,
+    p.permutations,
+    p.settings,
+    p.created_at
+FROM int_probe_tests p
+LEFT JOIN positions pos ON pos.code = p.position;
