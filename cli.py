@@ -969,7 +969,7 @@ def probe_cmd(
 ):
     """Linear probes from a run's hidden states (run --states) to each step's value and operation and the
     number of steps; writes probe_results and prints the best probe per target and step."""
-    from analysis import format_probes, probe_run
+    from analysis import best_probes, format_probes, probe_run
 
     with user_errors():
         rows = probe_run(
@@ -985,7 +985,12 @@ def probe_cmd(
             on_skip=lambda line: click.echo(line, err=True),
             classifier=classifier,
         )
-    emit_json(rows.drop("settings").to_dicts()) if as_json else click.echo(format_probes(rows), nl=False)
+        if as_json:
+            emit_json(rows.drop("settings").to_dicts())
+        else:
+            run_id = rows["run_id"][0] if rows.height else run_spec
+            best = best_probes(db, run_id) if rows.height else rows
+            click.echo(format_probes(best, rows), nl=False)
 
 
 @cli.command("charts")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from analysis.closing import ClosingTable, closing_table, format_closing_table
     from analysis.compare import RunComparison, compare_runs, format_comparison
     from analysis.export import parse_formats
-    from analysis.probes import ProbeScore, fit_probe, format_probes, probe_run
+    from analysis.probes import ProbeScore, best_probes, fit_probe, format_probes, probe_run
     from analysis.report import write_report
     from analysis.stats import RunStats, format_stats, run_stats
 
@@ -51,6 +51,7 @@ _HOMES = {
     "charts_for": "analysis.charts",
     "parse_formats": "analysis.export",
     "ProbeScore": "analysis.probes",
+    "best_probes": "analysis.probes",
     "fit_probe": "analysis.probes",
     "format_probes": "analysis.probes",
     "probe_run": "analysis.probes",
@@ -76,6 +77,7 @@ __all__ = [
     "fit_probe",
     "format_closing_table",
     "format_comparison",
+    "best_probes",
     "format_probes",
     "format_stats",
     "parse_formats",

@@ -639,47 +639,62 @@ def _rows_frame(
 
 
 # --- text -----------------------------------------------------------------------------------------------
-def best_probes(rows: pl.DataFrame) -> pl.DataFrame:
-    """The best-scoring probe of each (target, step): the first of the highest score (lowest position,
-    then layer, on ties)."""
-    if rows.is_empty():
-        return rows
+def best_probes(store_or_path: Warehouse | str | os.PathLike, run: str = "latest") -> pl.DataFrame:
+    """The view probe_best for a run: the best-scoring probe of each (target, step) of its newest probe set,
+    with chance, the shuffled baseline and the Holm-adjusted p over the whole set (the SQL is the one
+    statement of which probe is best; ties go to the lower layer, then the lower position)."""
+    store = (
+        store_or_path
+        if isinstance(store_or_path, Warehouse)
+        else open_warehouse(store_or_path, read_only=True)
+    )
+    try:
+        best = store.run(run).view("probe_best")
+    finally:
+        if store is not store_or_path:
+            store.close()
     order = {t: i for i, t in enumerate(TARGETS)}
     return (
-        rows.sort(["score", "position", "layer"], descending=[True, False, False], nulls_last=True)
-        .group_by(["target", "step"], maintain_order=True)
-        .first()
-        .with_columns(pl.col("target").replace_strict(order, default=len(order)).alias("_order"))
+        best.with_columns(pl.col("target").replace_strict(order, default=len(order)).alias("_order"))
         .sort(["_order", "step"], nulls_last=True)
         .drop("_order")
     )
 
 
-def format_probes(rows: pl.DataFrame) -> str:
-    """The best probe per target and step, one line each: where, score [interval], chance, shuffled, p."""
-    if rows.is_empty():
+def format_probes(best: pl.DataFrame, fitted: pl.DataFrame | None = None) -> str:
+    """The best probe per target and step (`best_probes`), one line each: where, score [interval], chance,
+    shuffled, the permutation p and its Holm adjustment over the set. `fitted`: the rows `probe_run`
+    wrote (their count, folds and permutations head the table)."""
+    if best.is_empty():
         return "no probes were fitted\n"
-    best = best_probes(rows)
-    probe_set = rows["probe_set"][0]
+    head = f"probe set {best['probe_set'][0]}: best probe per target and step"
+    if fitted is not None and not fitted.is_empty():
+        head += (
+            f" of {fitted.height} probes ({fitted['folds'][0]} grouped folds, "
+            f"{fitted['permutations'][0]} permutations)"
+        )
     lines = [
-        f"probe set {probe_set}: {rows.height} probes, best per target "
-        f"({best['folds'].to_list()[0]} grouped folds, {rows['permutations'][0]} permutations)",
+        head,
         f"{'target':<10} {'step':>4} {'where':>9} {'metric':<8} {'score':>6} {'95% interval':>16} "
-        f"{'chance':>6} {'shuffled':>8} {'p':>6} {'n':>5}",
+        f"{'chance':>6} {'shuffled':>8} {'p':>6} {'p_holm':>6} {'n':>5}",
     ]
 
     def num(value: float | None, width: int = 6) -> str:
         return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
 
     for row in best.iter_rows(named=True):
-        where = f"{POSITION_NAMES.get(row['position'], row['position'])}/L{row['layer']}"
+        where = f"{row['position_name']}/L{row['layer']}"
         interval = f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
         lines.append(
             f"{row['target']:<10} {row['step'] if row['step'] is not None else '-':>4} {where:>9} "
             f"{row['metric']:<8} {num(row['score'])} {interval:>16} {num(row['chance'])} "
-            f"{num(row['shuffled'], 8)} {num(row['p_value'])} {row['n']:>5}"
+            f"{num(row['shuffled'], 8)} {num(row['p_value'])} {num(row['p_holm'])} {row['n']:>5}"
         )
-    lines.append("where: position/layer (L-1: the vector fed in); p: permutation test on shuffled labels")
+    lines.append(
+        "where: position/layer (L-1: the vector fed in); p: permutation test on labels shuffled across "
+        "problems; p_holm: Holm over every probe of the set. A probe shows information linearly present in "
+        "a state, not that the model uses it."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -189,7 +189,7 @@ def test_probe_run_finds_the_planted_state_and_the_noise_at_chance(db):
     assert rows.height == 4 * (2 + 1 + 0)  # value steps 1, 2; operation step 2; n_steps: one class
     assert any("operation step 1" in s and "1 class" in s for s in skips)
     assert any(s.startswith("skipped n_steps") for s in skips)
-    best = {(r["target"], r["step"]): r for r in best_probes(rows).iter_rows(named=True)}
+    best = {(r["target"], r["step"]): r for r in best_probes(db, "probed").iter_rows(named=True)}
     for key in (("value", 1), ("value", 2), ("operation", 2)):
         assert (best[key]["position"], best[key]["layer"]) == PLANTED
         assert best[key]["p_value"] == pytest.approx(0.1) and best[key]["ci_low"] > best[key]["chance"]
