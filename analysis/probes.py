@@ -74,7 +74,8 @@ class ProbeScore:
     chance: float
     shuffled: float | None  # mean score on shuffled labels (None without permutations)
     shuffled_high: float | None  # their 95th percentile
-    p_value: float | None
+    p_value: float | None  # permutation test, floor 1 / (1 + permutations)
+    p_analytic: float | None  # one-sided: binomial (accuracy vs chance), Pearson r (predictions vs labels)
     n: int  # rows (problems) scored
     n_classes: int | None  # classification: classes kept
     folds: int
@@ -166,8 +167,9 @@ def fit_probe(
     rng = np.random.default_rng(seed)
     orders = [rng.permutation(len(y)) for _ in range(permutations)]
     if kind == "regression":
-        scores, low, high = _ridge_scores(X, y, groups, splits, orders, alphas, n_boot, rng)
+        scores, low, high, predicted = _ridge_scores(X, y, groups, splits, orders, alphas, n_boot, rng)
         chance, n_classes, metric, estimator = 0.0, None, "r2", "ridge"
+        p_analytic = _pearson_p(predicted, y)
     else:
         if classifier == "ridge":
             scores, low, high = _ridge_classifier_scores(X, y, splits, orders, alphas)
@@ -178,6 +180,7 @@ def fit_probe(
         chance = float(np.unique(y, return_counts=True)[1].max() / len(y))
         n_classes, metric = len(np.unique(y)), "accuracy"
         estimator = "ridge-classifier" if classifier == "ridge" else "logistic"
+        p_analytic = _binomial_p(scores[0], len(y), chance)
     score, null = float(scores[0]), scores[1:]
     return ProbeScore(
         score=score,
@@ -187,6 +190,7 @@ def fit_probe(
         shuffled=float(null.mean()) if len(null) else None,
         shuffled_high=float(np.percentile(null, 95)) if len(null) else None,
         p_value=float((1 + np.sum(null >= score)) / (1 + len(null))) if len(null) else None,
+        p_analytic=p_analytic,
         n=len(y),
         n_classes=n_classes,
         folds=len(splits),
@@ -205,7 +209,7 @@ def _ridge_scores(
     alphas: Sequence[float],
     n_boot: int,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, float, float]:
+) -> tuple[np.ndarray, float, float, np.ndarray]:
     """Out-of-fold R^2 of the labels and of each permutation (one multi-target fit per fold: RidgeCV
     picks each column's alpha alone), and the bootstrap interval of the first."""
     from sklearn.linear_model import RidgeCV
@@ -222,7 +226,23 @@ def _ridge_scores(
     sst = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
     scores = 1 - sse / sst
     low, high = _r2_interval(y, predicted[:, 0], groups, n_boot, rng)
-    return scores, low, high
+    return scores, low, high, predicted[:, 0]
+
+
+def _pearson_p(predicted: np.ndarray, y: np.ndarray) -> float | None:
+    """One-sided p of a positive Pearson correlation between out-of-fold predictions and labels (scipy)."""
+    from scipy.stats import pearsonr
+
+    if np.ptp(predicted) == 0:
+        return 1.0  # constant predictions carry nothing
+    return float(pearsonr(predicted, y, alternative="greater").pvalue)
+
+
+def _binomial_p(accuracy: float, n: int, chance: float) -> float:
+    """One-sided exact binomial p of `accuracy` x n out-of-fold hits against the chance rate (scipy)."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(round(accuracy * n), n, min(chance, 1.0), alternative="greater").pvalue)
 
 
 def _r2_interval(
@@ -584,6 +604,7 @@ def _fit_all(
                     "shuffled": result.shuffled,
                     "shuffled_high": result.shuffled_high,
                     "p_value": result.p_value,
+                    "p_analytic": result.p_analytic,
                     "n": result.n,
                     "n_classes": result.n_classes,
                     "folds": result.folds,
@@ -608,6 +629,7 @@ _FRAME_SCHEMA: dict[str, Any] = {
     "shuffled": pl.Float64,
     "shuffled_high": pl.Float64,
     "p_value": pl.Float64,
+    "p_analytic": pl.Float64,
     "n": pl.Int32,
     "n_classes": pl.Int16,
     "folds": pl.Int16,
@@ -676,11 +698,16 @@ def format_probes(best: pl.DataFrame, fitted: pl.DataFrame | None = None) -> str
     lines = [
         head,
         f"{'target':<10} {'step':>4} {'where':>9} {'metric':<8} {'score':>6} {'95% interval':>16} "
-        f"{'chance':>6} {'shuffled':>8} {'p':>6} {'p_holm':>6} {'n':>5}",
+        f"{'chance':>6} {'shuffled':>8} {'p':>7} {'p_holm':>7} {'n':>5}",
     ]
 
     def num(value: float | None, width: int = 6) -> str:
         return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
+
+    def pval(value: float | None, width: int = 7) -> str:
+        if value is None:
+            return f"{'-':>{width}}"
+        return f"{value:>{width}.1e}" if value < 0.001 else f"{value:>{width}.3f}"
 
     for row in best.iter_rows(named=True):
         where = f"{row['position_name']}/L{row['layer']}"
@@ -688,12 +715,12 @@ def format_probes(best: pl.DataFrame, fitted: pl.DataFrame | None = None) -> str
         lines.append(
             f"{row['target']:<10} {row['step'] if row['step'] is not None else '-':>4} {where:>9} "
             f"{row['metric']:<8} {num(row['score'])} {interval:>16} {num(row['chance'])} "
-            f"{num(row['shuffled'], 8)} {num(row['p_value'])} {num(row['p_holm'])} {row['n']:>5}"
+            f"{num(row['shuffled'], 8)} {pval(row['p_value'])} {pval(row['p_holm'])} {row['n']:>5}"
         )
     lines.append(
         "where: position/layer (L-1: the vector fed in); p: permutation test on labels shuffled across "
-        "problems; p_holm: Holm over every probe of the set. A probe shows information linearly present in "
-        "a state, not that the model uses it."
+        "problems; p_holm: the analytic p (binomial, Pearson) Holm-adjusted over every probe of the set. A "
+        "probe shows information linearly present in a state, not that the model uses it."
     )
     return "\n".join(lines) + "\n"
 

@@ -203,6 +203,7 @@ def insert_probes(store, run_id: str, probe_set: str, created: dt.datetime, prob
             "ci_high": [p[4] + 0.1 for p in probes],
             "shuffled": [p[5] + 0.01 for p in probes],
             "shuffled_high": [p[5] + 0.05 for p in probes],
+            "p_analytic": [p[6] for p in probes],  # what the views Holm-adjust
             "n": [40] * len(probes),
             "folds": [5] * len(probes),
             "permutations": [999] * len(probes),

@@ -40,6 +40,8 @@ def test_planted_linear_value_reaches_high_r2_with_p_at_its_floor():
     assert result.metric == "r2" and result.estimator == "ridge" and result.chance == 0.0
     assert result.score > 0.95 and result.ci_low > 0.9 and result.ci_low <= result.score <= result.ci_high
     assert result.p_value == pytest.approx(1 / 10)  # the floor: no shuffled score reaches it
+    # the analytic p (Pearson r of out-of-fold predictions and labels) resolves far below that floor
+    assert result.p_analytic is not None and result.p_analytic < 1e-20
     assert result.shuffled is not None and result.shuffled < 0.1 and result.n == 120 and result.folds == 5
 
 
@@ -89,10 +91,19 @@ def test_labels_independent_of_the_states_stay_at_chance():
     value = fit_probe(X, rng.normal(size=len(X)), groups, "regression", permutations=19, seed=4)
     assert isinstance(value, ProbeScore)
     assert value.score < 0.1 and value.ci_high < 0.15 and value.p_value is not None and value.p_value > 0.05
+    assert value.p_analytic is not None and value.p_analytic > 0.01
     label = fit_probe(X, rng.choice(["+", "-", "*"], len(X)), groups, "classification", permutations=19)
     assert isinstance(label, ProbeScore)
     assert label.ci_low <= label.chance <= label.ci_high
     assert label.p_value is not None and label.p_value > 0.05
+    # the binomial test of the out-of-fold hits against chance agrees
+    from scipy.stats import binomtest
+
+    hits = round(label.score * label.n)
+    assert label.p_analytic == pytest.approx(
+        binomtest(hits, label.n, label.chance, alternative="greater").pvalue
+    )
+    assert label.p_analytic > 0.01
 
 
 def test_grouped_folds_never_split_a_problem():

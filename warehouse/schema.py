@@ -259,6 +259,9 @@ probe_results = sa.Table(
     sa.Column("shuffled", sa.Double),  # mean score of the same probe on shuffled labels
     sa.Column("shuffled_high", sa.Double),  # 95th percentile of the shuffled scores
     sa.Column("p_value", sa.Double),  # permutation test: (1 + #shuffled >= score) / (1 + permutations)
+    # analytic one-sided test (accuracy: binomial against chance; R^2: Pearson r of out-of-fold predictions
+    # and labels), which can resolve the small p a Holm adjustment over hundreds of probes needs
+    sa.Column("p_analytic", sa.Double),
     sa.Column("n", sa.Integer),  # problems
     sa.Column("n_classes", sa.SmallInteger),
     sa.Column("folds", sa.SmallInteger),

@@ -21,6 +21,7 @@ SELECT
     p.shuffled,
     p.shuffled_high,
     p.p_value,
+    p.p_analytic,
     p.p_holm,
     p.above_chance,
     p.n

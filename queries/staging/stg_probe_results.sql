@@ -30,6 +30,7 @@ SELECT
     p.shuffled,
     p.shuffled_high,
     p.p_value,
+    p.p_analytic,
     p.n,
     p.n_classes,
     p.folds,
