@@ -117,6 +117,20 @@ def test_the_control_is_the_next_problem_with_the_target(db):
     assert control["R3", 6, "final", "leading"] == "R1" and ("R4", 6, "final", "leading") not in control
 
 
+def test_thought_decoding_discordant_pairs_are_the_problem_rows(db):
+    """hit_only / control_only (what a McNemar test needs) count the per-problem rows that disagree."""
+    by_cell: dict[tuple, list[int]] = {}
+    for r in rows(db, "SELECT * FROM thought_decoding_problems WHERE run_id = ?", [RUN_R]):
+        cell = by_cell.setdefault((r["layer"], r["position"], r["target"], r["match"], r["k"]), [0, 0])
+        if r["control_hit"] is not None:
+            cell[0] += bool(r["hit"] and not r["control_hit"])
+            cell[1] += bool(r["control_hit"] and not r["hit"])
+    got = decoding(db)
+    assert set(got) == set(by_cell)
+    assert {key: [r["hit_only"], r["control_only"]] for key, r in got.items()} == by_cell
+    assert any(a + b > 0 for a, b in by_cell.values())
+
+
 def test_thought_decoding_problems_rows(db):
     got = {
         (NAME[r["problem_id"]], r["layer"], r["position"], r["target"], r["match"], r["k"]): r

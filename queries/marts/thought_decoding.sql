@@ -9,7 +9,9 @@
 -- 10 first digits to hit, and small numbers are common in every problem. The control is the honest baseline:
 -- the same test of the problem's tokens against the target of another problem of the run (the next by
 -- ordinal, wrapping, that has the target): control_rate over control_n problems (those with such a
--- problem) estimates how often a wrong problem's value matches; lift = rate - control_rate.
+-- problem) estimates how often a wrong problem's value matches; lift = rate - control_rate. hit_only /
+-- control_only: the discordant pairs (problems whose own target matches and the control's does not, and the
+-- reverse), what an exact McNemar test of hit vs control needs (its p comes from `analysis`, scipy).
 CREATE OR REPLACE VIEW thought_decoding AS
 WITH counts AS (
     SELECT
@@ -22,7 +24,9 @@ WITH counts AS (
         count(*) AS n,
         count(*) FILTER (WHERE hit) AS hits,
         count(control_hit) AS control_n,
-        count(*) FILTER (WHERE control_hit) AS control_hits
+        count(*) FILTER (WHERE control_hit) AS control_hits,
+        count(*) FILTER (WHERE hit AND NOT control_hit) AS hit_only,
+        count(*) FILTER (WHERE control_hit AND NOT hit) AS control_only
     FROM int_thought_decoding
     GROUP BY run_id, layer, position, target, match, k
 )
@@ -42,6 +46,8 @@ SELECT
     c.control_n,
     c.control_hits,
     c.control_hits / nullif(c.control_n, 0) AS control_rate,
-    c.hits / nullif(c.n, 0) - c.control_hits / nullif(c.control_n, 0) AS lift
+    c.hits / nullif(c.n, 0) - c.control_hits / nullif(c.control_n, 0) AS lift,
+    c.hit_only,
+    c.control_only
 FROM counts c
 LEFT JOIN positions pos ON pos.code = c.position;
