@@ -40,9 +40,9 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from warehouse.errors import WarehouseError
+from warehouse.frames import vector_matrix
 from warehouse.store import Warehouse, open_warehouse
 
 Kind = Literal["regression", "classification"]
@@ -480,15 +480,7 @@ def _read_states(con: Any, run_id: str, positions: list[int] | None, layers: lis
             f"run {run_id} has no states at the positions and layers asked for; "
             f"it has {_coverage(con, run_id)}"
         )
-    state = table.column("state").combine_chunks()
-    lengths = pc.list_value_length(state).to_numpy(zero_copy_only=False)
-    d = int(lengths[0])
-    if (lengths != d).any():
-        raise ValueError(
-            f"run {run_id}: states of different lengths ({d} and {int(lengths[lengths != d][0])})"
-        )
-    flat = pc.list_flatten(state).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    X = flat.reshape(table.num_rows, d)
+    X = vector_matrix(table.column("state"), f"run {run_id}: states")
     position = table.column("position").to_numpy()
     layer = table.column("layer").to_numpy()
     ids = np.asarray(table.column("problem_id").cast(pa.string()).to_numpy(zero_copy_only=False))

@@ -216,6 +216,16 @@ def test_a_run_with_readouts_stores_them_and_a_plain_run_decodes_only(tmp_path):
         "question_tokens": 0,
         "token_attention": 0,
     }
+    keys, matrix = full.states(layer=3)  # the Python face: keys in run order, one float32 row per key
+    assert matrix.shape == (3 * positions, 128) and matrix.dtype == np.float32
+    assert keys["ordinal"].to_list() == [o for o in range(3) for _ in range(positions)]
+    assert keys["position"].to_list() == list(range(positions)) * 3 and set(keys["layer"]) == {3}
+    with full.reader() as con:
+        first = con.execute(
+            "SELECT state FROM states WHERE run_id = ? AND problem_id = ? AND layer = 3 AND position = 0",
+            [full.run_id, keys["problem_id"][0]],
+        ).fetchall()[0][0]
+    np.testing.assert_array_equal(matrix[0], np.array(first, dtype=np.float32))
     config = full.lineage["config_json"]
     assert (config["states"], config["attention"], config["decode_top"]) == (True, "tokens", 5)
     assert "states" not in plain.lineage["config_json"]  # only when asked: older configs stay as they were

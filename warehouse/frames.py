@@ -141,3 +141,18 @@ def _packed(table: pa.Table, keys: list[str]) -> np.ndarray | None:
         packed += values
         packed -= low
     return packed
+
+
+def vector_matrix(column: pa.Array | pa.ChunkedArray, what: str = "vectors") -> np.ndarray:
+    """A list column of equal-length float vectors (the `states` table's `state`) as one float32 matrix
+    [rows, d], in one copy; ValueError naming `what` when the lengths differ."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    d = int(lengths[0])
+    if (lengths != d).any():
+        raise ValueError(f"{what} of different lengths ({d} and {int(lengths[lengths != d][0])})")
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(column), d)

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from warehouse.errors import WarehouseError
+from warehouse.frames import vector_matrix
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -94,6 +96,29 @@ class Run:
         if layer is not None:
             equals["layer"] = layer
         return self.view("attention", **equals)
+
+    def states(
+        self, layer: int | None = None, position: int | None = None
+    ) -> tuple[pl.DataFrame, np.ndarray]:
+        """The baseline's stored states (`run --states`) as (keys, matrix): keys (problem_id, ordinal, layer,
+        position) in run order, then layer, then position, and the float32 matrix [rows, d_model] whose row
+        i is key i's vector. `layer` (-1: the vector fed in) and `position` (0..5 thoughts, 6 EOT) filter."""
+        where = "s.run_id = ?"
+        params: list[Any] = [self.run_id]
+        for column, value in (("layer", layer), ("position", position)):
+            if value is not None:
+                where += f" AND s.{column} = ?"
+                params.append(value)
+        with self.reader() as con:
+            table = con.execute(
+                "SELECT s.problem_id, rp.ordinal, s.layer, s.position, s.state FROM states s "
+                "LEFT JOIN run_problems rp ON rp.run_id = s.run_id AND rp.problem_id = s.problem_id "
+                f"WHERE {where} ORDER BY rp.ordinal, s.problem_id, s.layer, s.position",
+                params,
+            ).to_arrow_table()
+        keys = pl.from_arrow(table.drop_columns(["state"]))
+        assert isinstance(keys, pl.DataFrame)
+        return keys, vector_matrix(table.column("state"), f"run {self.run_id}: states")
 
     def problems(self) -> pl.DataFrame:
         """The run's problems in run order (question, gold answer, steps, stratum)."""
