@@ -87,6 +87,24 @@ def test_cli_resume_alone_keeps_the_runs_intervention_families(tmp_path, monkeyp
     assert per_problem == [("baseline", 1), ("edges", 12), ("pairs", 15), ("thoughts", 6)]
 
 
+def test_cli_resume_alone_keeps_the_runs_readouts(tmp_path, monkeypatch):
+    """A run with --states --decode-top 3 resumes recording both for the rest of its problems; another
+    --decode-top is refused by name, and the finished run holds the readouts of all four problems."""
+    db = tmp_path / "w"
+    run_id = interrupted_run(db, monkeypatch, states=True, decode_top=3)
+    refused = cli("run", "--resume", run_id, "--decode-top", "5", "--db", db)
+    assert refused.exit_code != 0 and "--decode-top 5 differs from the run's 3" in refused.stderr
+    out = cli("run", "--resume", run_id, "--db", db, "--json")
+    assert out.exit_code == 0, out.stderr
+    complete(db, run_id)
+    per_problem = fetch(
+        db,
+        "SELECT (SELECT count(DISTINCT problem_id) FROM states), (SELECT count(*) FROM decoding) // 4, "
+        "(SELECT max(rank) FROM decoding)",
+    )
+    assert per_problem == [(4, 7 * 7 * 3, 3)]  # (6 layers + the input) x (T0..T5, EOT) x top 3
+
+
 def test_cli_resume_accepts_flags_that_agree(tmp_path, monkeypatch):
     db = tmp_path / "w"
     run_id = interrupted_run(db, monkeypatch, seed=3, layers="1,2")
