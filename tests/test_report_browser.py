@@ -35,9 +35,8 @@ WIDTH = 1400
 
 
 def small_run(db: Path, **kw) -> str:
-    request = RunConfig(
-        problems=6, methods="zero,gauss,random", sigmas="1.0", attention="baseline", batch_size=6, **kw
-    )
+    kw.setdefault("attention", "baseline")
+    request = RunConfig(problems=6, methods="zero,gauss,random", sigmas="1.0", batch_size=6, **kw)
     return execute_run(request, db, progress=False)["run_id"]
 
 
