@@ -27,7 +27,7 @@ import duckdb
 
 from analysis.charts._base import Chart
 from analysis.charts._data import load_runs
-from analysis.charts.registry import ChartInfo, build_chart, charts_for, run_families
+from analysis.charts.registry import ChartInfo, build_chart, charts_for, run_families, run_readouts
 from analysis.export import EMBED_OPTIONS, FORMATS, chart_spec, javascript_bundle, write_chart
 from analysis.frames import reading
 from analysis.report_tables import META_FIELDS, findings, key_tables, run_settings
@@ -77,10 +77,10 @@ def build_charts(
     con: duckdb.DuckDBPyConnection, run_id: str, vs_id: str | None = None
 ) -> list[tuple[ChartInfo, Chart]]:
     """Every chart that applies, on one connection: the pair-only ones only when there is a second run, an
-    intervention family's only when a run has it; a chart of baseline attention that is the same for both
-    runs is drawn once (registry.build_chart)."""
+    intervention family's or a readout's only when a run has it; a chart of baseline attention that is the
+    same for both runs is drawn once (registry.build_chart)."""
     runs = load_runs(con, run_id, vs_id)
-    infos = charts_for(vs_id is not None, run_families(con, runs.ids))
+    infos = charts_for(vs_id is not None, run_families(con, runs.ids), run_readouts(con, runs.ids))
     return [(info, build_chart(info, con, runs)) for info in infos]
 
 
@@ -103,7 +103,7 @@ def write_report(
         raise ValueError(f"stats are for {[s.run_id for s in stats]}, the report for {ids}")
     step = progress or (lambda done, total, name: None)
     with reading(run, vs) as con:
-        infos = charts_for(vs is not None, run_families(con, ids))
+        infos = charts_for(vs is not None, run_families(con, ids), run_readouts(con, ids))
         total = len(infos) + 3
         step(0, total, "views")
         out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to be readable

@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analysis.stats import FAMILY_TABLES, NOT_MEANINGFUL, SECTIONS, TOP_HEADS, RunStats
+from analysis.readouts import DECODING_NOTE, OPERAND_NOTE, PROBE_NOTE, TOKENS_NOTE
+from analysis.stats import FAMILY_TABLES, NOT_MEANINGFUL, READOUT_TABLES, SECTIONS, TOP_HEADS, RunStats
 
 # Lineage rows shown for each run, in order: the runs table via Warehouse.show_run, the settings of
 # CONFIG_FIELDS from the view run_config (run_settings).
@@ -364,6 +365,49 @@ FAMILY_SPECS = (
         ),
     ),
 )
+# The readouts' tables: in the report only when a run has the readout (stats.READOUT_TABLES,
+# RunStats.readouts): the compact tables `stats` prints; the charts carry every layer.
+READOUT_SPECS = (
+    Spec(
+        "decoding_best",
+        "Decoding (logit lens): thoughts against their step's value, best layer",
+        "thought_decoding",
+        "decoding_best",
+        None,
+        ("rate", "ci_low", "ci_high", "control_rate", "lift"),
+        (("position_name", "thought"),),
+        (DECODING_NOTE,),
+    ),
+    Spec(
+        "question_tokens",
+        "Question tokens each thought reads most (last layer)",
+        "question_token_routing",
+        "question_tokens",
+        None,
+        ("share_of_question",),
+        (("dst_name", "query"),),
+        (TOKENS_NOTE,),
+    ),
+    Spec(
+        "operand_best",
+        "Do thoughts read their step's operands? Best layer",
+        "thought_operand_reading",
+        "operand_best",
+        None,
+        ("rate", "ci_low", "ci_high", "chance", "lift"),
+        (("dst_name", "thought"),),
+        (OPERAND_NOTE,),
+    ),
+    Spec(
+        "probe_best",
+        "Linear probes: the best position and layer per target",
+        "probe_best",
+        "probe_best",
+        None,
+        rename=(("position_name", "position"),),
+        notes=(PROBE_NOTE,),
+    ),
+)
 SUMMARY = Spec(
     "summary",
     "Runs side by side",
@@ -468,11 +512,14 @@ def head_rule_notes(stats: Sequence[RunStats]) -> list[str]:
 def key_tables(stats: Sequence[RunStats]) -> list[Table]:
     """Importance, corruptions, method agreement, correlation by layer, the strata test, hubs and the hub
     test, and the top heads of the runs (a side-by-side summary first for a pair), then the tables of the
-    intervention families a run has (pairs / triplets, components, heads, edges: stats.FAMILY_TABLES), from
-    their RunStats."""
+    intervention families a run has (pairs / triplets, components, heads, edges: stats.FAMILY_TABLES), then
+    those of the readouts a run has (decoding, token_attention, probes: stats.READOUT_TABLES), from their
+    RunStats."""
     families = {family for run in stats for family in run.families}
+    readouts = {readout for run in stats for readout in run.readouts}
     specs = ([SUMMARY] if len(stats) > 1 else []) + list(SPECS)
     specs += [spec for spec in FAMILY_SPECS if families & set(FAMILY_TABLES[spec.table])]
+    specs += [spec for spec in READOUT_SPECS if readouts & set(READOUT_TABLES[spec.table])]
     tables = []
     for spec in specs:
         table = _table(spec, stats)

@@ -22,6 +22,11 @@ polars frames pulled from them:
   the rank correlation of causal effect with the descriptive composite, scipy's Spearman p and a bootstrap
   interval; the descriptive hub's knockout against every other thought's, paired per problem, McNemar
   exact, Holm-adjusted);
+- the readouts of the baseline, each only for a run that has it (analysis/readouts.py): logit-lens
+  decoding of each thought to its step's value against another problem's (thought_decoding), the question
+  tokens each thought reads and whether they are its step's operands (question_token_routing,
+  thought_operand_reading), and linear probes with chance, the shuffled baseline and the view's Holm p
+  (probe_best, probe_summary); the views' rows as they are, nothing recomputed;
 - findings: each research question answered in sentences with its uncertainty (analysis/findings.py,
   analysis/hubs.py, analysis/combos.py, analysis/families.py), the report's first section.
 A legacy run (SPEC 10) gets the views' notes: its importance rows name positions 'token k', and the
@@ -54,6 +59,18 @@ from analysis.families import (
 from analysis.frames import fetch, problem_matrix, rate_intervals, reading, records, rounded, single_valued
 from analysis.hubs import findings_hubs, head_sentences, head_table, hub_sentences, hub_table
 from analysis.inference import ALPHA, adjust, agreement, family, strata_inference
+from analysis.readouts import (
+    DECODING_NOTE,
+    OPERAND_NOTE,
+    PROBE_NOTE,
+    READOUTS,
+    TOKENS_NOTE,
+    TOP_TOKENS,
+    findings_readouts,
+    probe_family,
+    readout_tables,
+    run_readouts,
+)
 from analysis.resampling import bootstrap_r, centred, interval, pearson_p, resample_counts, within_permutation
 from warehouse.handle import Run
 from warehouse.output import render_table
@@ -306,6 +323,20 @@ FAMILY_TABLES: dict[str, tuple[str, ...]] = {
     "edges": ("edges",),
     "edge_tests": ("edges",),
 }
+# The readouts of the baseline (analysis/readouts.py), and each readout table with the readout it shows:
+# `stats` (text, JSON) and the report show a readout's tables only for a run that has it (RunStats.readouts,
+# from analysis.readouts.run_readouts). Text prints the compact ones (SECTIONS); JSON and the report's
+# tables carry the whole ones too (decoding, question_tokens_by_layer, operand_reading, probes).
+READOUT_TABLES: dict[str, tuple[str, ...]] = {
+    "decoding_best": ("decoding",),
+    "decoding": ("decoding",),
+    "question_tokens": ("token_attention",),
+    "question_tokens_by_layer": ("token_attention",),
+    "operand_best": ("token_attention",),
+    "operand_reading": ("token_attention",),
+    "probe_best": ("probes",),
+    "probes": ("probes",),
+}
 TABLES = (
     "importance",
     "methods",
@@ -319,6 +350,7 @@ TABLES = (
     "flow",
     "top_heads",
     *FAMILY_TABLES,
+    *READOUT_TABLES,
 )
 
 
@@ -360,6 +392,20 @@ class RunStats:
     head_correlation: pl.DataFrame = field(default_factory=pl.DataFrame)
     edges: pl.DataFrame = field(default_factory=pl.DataFrame)
     edge_tests: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # the readouts this run has (READOUTS order: decoding, token_attention, probes), and their tables
+    # (empty frames for a readout the run lacks): thought_decoding's 'step' rows (all, and the best layer
+    # per thought, match and k); question_token_routing's top tokens (last layer, and every layer);
+    # thought_operand_reading's 'step' rows (all, and the best layer per thought and m); probe_best and
+    # probe_summary
+    readouts: tuple[str, ...] = ()
+    decoding_best: pl.DataFrame = field(default_factory=pl.DataFrame)
+    decoding: pl.DataFrame = field(default_factory=pl.DataFrame)
+    question_tokens: pl.DataFrame = field(default_factory=pl.DataFrame)
+    question_tokens_by_layer: pl.DataFrame = field(default_factory=pl.DataFrame)
+    operand_best: pl.DataFrame = field(default_factory=pl.DataFrame)
+    operand_reading: pl.DataFrame = field(default_factory=pl.DataFrame)
+    probe_best: pl.DataFrame = field(default_factory=pl.DataFrame)
+    probes: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     @property
     def run(self) -> dict[str, Any]:
@@ -368,13 +414,11 @@ class RunStats:
         return found[0] if found else {"run_id": self.run_id}
 
     def tables(self) -> dict[str, pl.DataFrame]:
-        """Every table, in order; a family's tables (FAMILY_TABLES) only when the run has the family."""
-        found = set(self.families)
-        return {
-            name: getattr(self, name)
-            for name in TABLES
-            if name not in FAMILY_TABLES or found & set(FAMILY_TABLES[name])
-        }
+        """Every table, in order; a family's tables (FAMILY_TABLES) only when the run has the family, a
+        readout's (READOUT_TABLES) only when it has the readout."""
+        found = set(self.families) | set(self.readouts)
+        gated = {**FAMILY_TABLES, **READOUT_TABLES}
+        return {name: getattr(self, name) for name in TABLES if name not in gated or found & set(gated[name])}
 
     @property
     def families(self) -> list[str]:
@@ -394,11 +438,12 @@ class RunStats:
         return [f for f in FAMILIES if f in found]
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON payload of `stats --json`: run, settings (with the adjustment families), every table
-        as a list of rows, and `findings` (a list of sentences)."""
+        """The JSON payload of `stats --json`: run, settings (with the adjustment families), the readouts the
+        run has, every table as a list of rows, and `findings` (a list of sentences)."""
         return {
             "run": self.run,
             "settings": self.settings,
+            "readouts": list(self.readouts),
             "hub": self.hub,
             "head_types": self.head_types,
             **{name: records(frame) for name, frame in self.tables().items()},
@@ -418,6 +463,7 @@ class RunStats:
             + findings_combos(self)
             + findings_heads(self.head_effects, self.head_correlation, self.head_topk)
             + findings_edges(self.edges, self.edge_tests)
+            + findings_readouts(self.tables(), self.readouts)
         )
 
 
@@ -452,8 +498,13 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
             "edges": edge_table(con, run_id, n_boot, seed),
             "edge_tests": edge_test_table(con, run_id, n_boot, seed),
         }
+        found = run_readouts(con, [run_id])
+        readouts = tuple(r for r in READOUTS if r in found)
+        tables.update(readout_tables(con, run_id))
         header = run_header(con, run_id)
     tables, families = adjusted_tables(tables)
+    if probes := probe_family(tables["probes"]):
+        families["probe_best"] = families["probes"] = probes
     settings = {
         "n_boot": n_boot,
         "n_perm": n_perm,
@@ -462,7 +513,9 @@ def run_stats(run: Run, n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 
         "alpha": ALPHA,
         "families": families,
     }
-    return RunStats(run_id, header, settings=settings, hub=hub, head_types=head_types, **tables)
+    return RunStats(
+        run_id, header, settings=settings, hub=hub, head_types=head_types, readouts=readouts, **tables
+    )
 
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -749,6 +802,66 @@ SECTIONS = {
             "p_holm",
         ],
     ),
+    "decoding_best": (
+        "Decoding (logit lens): does thought Tk decode to its step's value (step k+1)? Per thought, match "
+        "kind and k, the layer with the largest lift over another problem's value (thought_decoding; every "
+        "layer in --json)",
+        [
+            "position_name",
+            "match",
+            "k",
+            "layer",
+            "layers",
+            "n",
+            "hits",
+            "rate",
+            "ci_low",
+            "ci_high",
+            "control_rate",
+            "lift",
+        ],
+    ),
+    "question_tokens": (
+        f"Question tokens: the {TOP_TOKENS} question tokens each thought (and EOT) attends to most at the "
+        "last layer, heads averaged (question_token_routing; every layer in --json)",
+        [
+            "layer",
+            "dst_name",
+            "rank",
+            "token",
+            "mean_weight",
+            "share_of_question",
+            "n_problems",
+            "is_number",
+        ],
+    ),
+    "operand_best": (
+        "Question tokens: does thought Tk attend to its step's operands? Per thought and m, the layer with "
+        "the largest lift over m tokens drawn at random (thought_operand_reading, operands_of 'step'; every "
+        "layer in --json)",
+        ["dst_name", "m", "layer", "layers", "n", "hits", "rate", "ci_low", "ci_high", "chance", "lift"],
+    ),
+    "probe_best": (
+        "Probes: per target and step, the best position and layer of the run's current probe set "
+        "(probe_best; every probe in --json)",
+        [
+            "target",
+            "step",
+            "position_name",
+            "layer",
+            "metric",
+            "score",
+            "ci_low",
+            "ci_high",
+            "chance",
+            "shuffled",
+            "shuffled_high",
+            "p_value",
+            "p_holm",
+            "above_chance",
+            "n",
+        ],
+    ),
 }
 
 
@@ -763,12 +876,20 @@ EMPTY = {
     "strata_test": "(no rows: needs baseline attention and baseline-correct problems)",
     "method_agreement": "(no rows: the run has no corrupted conditions)",
     "method_pairs": "(no rows: needs two methods whose thought profiles vary)",
+    "decoding_best": "(no rows: no problem of the run has an annotated step for a thought)",
+    "question_tokens": "(no rows: no question-token attention)",
+    "operand_best": "(no rows: no problem has a step whose operands are written in the question)",
+    "probe_best": "(no rows)",
 }
 
 
 FINDINGS = {  # sentences printed under a table
     "hubs": hub_sentences,
     "top_heads": head_sentences,
+    "decoding_best": lambda _: [f"note: {DECODING_NOTE}"],
+    "question_tokens": lambda _: [f"note: {TOKENS_NOTE}"],
+    "operand_best": lambda _: [f"note: {OPERAND_NOTE}"],
+    "probe_best": lambda _: [f"note: {PROBE_NOTE}"],
 }
 
 

@@ -1,8 +1,9 @@
 """report.html in headless Chromium with networking off: every chart renders marks, none fails; screenshots.
 
 The warehouse holds two short real runs of the bundled gpt2-tiny (patch layers 3 and 1), so the page
-shows every chart, the comparison ones included. Screenshots go to $CODI_SCREENSHOTS when set (else
-the test's temporary directory).
+shows every chart, the comparison ones included, and the readout charts of what the runs hold (decoding,
+both runs; question-token attention, run A: `--attention tokens`). Screenshots go to $CODI_SCREENSHOTS
+when set (else the test's temporary directory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from browser import dump_dom, find_chromium, screenshot
 from png_pixels import png_size, read_png
 
-from analysis.charts import CHARTS
+from analysis.charts import CHARTS, ChartInfo, charts_for, run_readouts
+from analysis.frames import reading
 from analysis.report import write_report
 from engine.runs.config import RunConfig
 from engine.runs.local import execute_run
@@ -33,9 +35,8 @@ WIDTH = 1400
 
 
 def small_run(db: Path, **kw) -> str:
-    request = RunConfig(
-        problems=6, methods="zero,gauss,random", sigmas="1.0", attention="baseline", batch_size=6, **kw
-    )
+    kw.setdefault("attention", "baseline")
+    request = RunConfig(problems=6, methods="zero,gauss,random", sigmas="1.0", batch_size=6, **kw)
     return execute_run(request, db, progress=False)["run_id"]
 
 
@@ -43,11 +44,18 @@ def small_run(db: Path, **kw) -> str:
 def out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     db = root / "w"
-    run_a, run_b = small_run(db), small_run(db, layer=1)
+    run_a, run_b = small_run(db, attention="tokens"), small_run(db, layer=1)
     with open_warehouse(db, read_only=True) as wh:
+        with reading(wh.run(run_a), wh.run(run_b)) as con:
+            assert run_readouts(con, [run_a, run_b]) == {"decoding", "token_attention"}
         written = write_report(wh.run(run_a), root / "charts", vs=wh.run(run_b), formats=("html",))
-    assert written[-1] == root / "charts" / "report.html" and len(written) == len(CHARTS) + 1
+    assert written[-1] == root / "charts" / "report.html" and len(written) == len(expected_charts()) + 1
     return root / "charts"
+
+
+def expected_charts() -> list[ChartInfo]:
+    """Every chart of a pair, and the readouts' of decoding and question-token attention."""
+    return charts_for(True, (), {"decoding", "token_attention"})
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +72,11 @@ def figures(dom: str) -> dict[str, str]:
 def test_every_chart_renders_marks_offline(dom):
     body = re.search(r'<body data-charts-done="(\d+)" data-charts-failed="(\d+)"', dom)
     assert body, "the page's render script never finished"
-    assert body.groups() == (str(len(CHARTS)), "0")
+    expected = expected_charts()
+    assert {info.name for info in CHARTS} < {info.name for info in expected}
+    assert body.groups() == (str(len(expected)), "0")
     rendered = figures(dom)
-    assert list(rendered) == [info.name for info in CHARTS]
+    assert list(rendered) == [info.name for info in expected]
     for name, html in rendered.items():
         assert 'data-status="rendered"' in html, name
         assert "failed to render" not in html and "vega-embed-error" not in html, name

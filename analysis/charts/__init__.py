@@ -19,8 +19,9 @@ from a CDN.
 Modules: `importance` (failure rates), `agreement` (do corruption methods agree), `attention` (attention
 vs importance), `heads` (flow, hubs, heads), `comparison` (two runs), `combos` (the pairs / triplets and
 components families: synergy matrix, attention vs MLP output), `families` (the heads and edges families:
-head ablation vs composite, edge knockout), `registry` (CHARTS, FAMILY_CHARTS: a family's charts are drawn
-only for runs that have it), `offline` (the notebook renderer); `_base` and `_data` are the shared pieces.
+head ablation vs composite, edge knockout), `readouts` (decoding, question tokens, operand reading, probes),
+`registry` (CHARTS, FAMILY_CHARTS, READOUT_CHARTS: a family's or a readout's charts are drawn only for runs
+that have it), `offline` (the notebook renderer); `_base` and `_data` are the shared pieces.
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ from analysis.charts.importance import (
     thought_method_heatmap,
 )
 from analysis.charts.offline import enable_offline, offline_renderer, register
-from analysis.charts.registry import CHARTS, FAMILY_CHARTS, ChartInfo, charts_for, run_families
+from analysis.charts.readouts import decoding_heatmap, operand_reading, probe_heatmap, question_tokens
+from analysis.charts.registry import (
+    CHARTS,
+    FAMILY_CHARTS,
+    READOUT_CHARTS,
+    ChartInfo,
+    charts_for,
+    run_families,
+    run_readouts,
+)
 
 register()
 
@@ -47,11 +57,13 @@ __all__ = [
     "CHARTS",
     "FAMILY_CHARTS",
     "NO_ATTENTION",
+    "READOUT_CHARTS",
     "ChartInfo",
     "attention_vs_importance",
     "charts_for",
     "component_sites",
     "correlation_by_layer",
+    "decoding_heatmap",
     "difficulty_strata",
     "edge_knockout",
     "enable_offline",
@@ -64,9 +76,13 @@ __all__ = [
     "method_effects",
     "model_comparison",
     "offline_renderer",
+    "operand_reading",
+    "probe_heatmap",
     "problem_thought_heatmap",
+    "question_tokens",
     "run_comparison",
     "run_families",
+    "run_readouts",
     "synergy_matrix",
     "thought_method_heatmap",
     "top_head_matrices",

@@ -6,7 +6,9 @@ of baseline attention alone (`baseline_attention`) whose data are the same for b
 model, same problems) is drawn once there, with a note, instead of twice.
 
 `CHARTS` are the charts of every run; `FAMILY_CHARTS` those of an intervention family beyond the classic one
-(`ChartInfo.families`), drawn only for runs that have it (`run_families`, `charts_for(pair, families)`).
+(`ChartInfo.families`), drawn only for runs that have it (`run_families`, `charts_for(pair, families)`);
+`READOUT_CHARTS` those of a readout of the baseline (`ChartInfo.readouts`: decoding, token_attention,
+probes), drawn only for runs that have it (`run_readouts`, `charts_for(pair, families, readouts)`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ from analysis.charts.importance import (
     problem_thought_heatmap,
     thought_method_heatmap,
 )
+from analysis.charts.readouts import (
+    _decoding_heatmap,
+    _operand_reading,
+    _probe_heatmap,
+    _question_tokens,
+    decoding_heatmap,
+    operand_reading,
+    probe_heatmap,
+    question_tokens,
+)
+from analysis.readouts import run_readouts as run_readouts  # re-exported: analysis.charts
 from warehouse.handle import Run
 
 
@@ -72,6 +85,8 @@ class ChartInfo:
     baseline_attention: bool = False  # draws baseline attention alone: drawn once when the same for A and B
     # an intervention family's chart: drawn only for runs with one of these families (results.family)
     families: tuple[str, ...] = ()
+    # a readout's chart: drawn only for runs with one of these readouts (analysis.readouts.run_readouts)
+    readouts: tuple[str, ...] = ()
 
 
 CHARTS: list[ChartInfo] = [
@@ -256,6 +271,53 @@ FAMILY_CHARTS: list[ChartInfo] = [
 ]
 
 
+# The readouts' charts (analysis/charts/readouts.py): in the report only when run A or B has the readout.
+READOUT_CHARTS: list[ChartInfo] = [
+    ChartInfo(
+        "decoding_heatmap",
+        "Decoding: thoughts against their step's value",
+        decoding_heatmap,
+        _decoding_heatmap,
+        ("thought_decoding",),
+        "Does the logit lens of thought Tk read the value of step k+1? The share of problems where it is "
+        "among the stored top-k tokens (exact match), per thought and layer; the tooltip gives the 95% "
+        "Wilson interval and the control: the same test against another problem's value.",
+        readouts=("decoding",),
+    ),
+    ChartInfo(
+        "question_tokens",
+        "Question tokens each thought reads",
+        question_tokens,
+        _question_tokens,
+        ("question_token_routing",),
+        "The question tokens each thought (and EOT) attends to most at the last layer, heads averaged, "
+        "numbers highlighted.",
+        readouts=("token_attention",),
+    ),
+    ChartInfo(
+        "operand_reading",
+        "Operand reading by layer",
+        operand_reading,
+        _operand_reading,
+        ("thought_operand_reading",),
+        "Does each thought attend to its own step's operands in the question? The hit rate of its top-1 and "
+        "top-3 question tokens by layer, with 95% Wilson intervals, against the rate random tokens give.",
+        readouts=("token_attention",),
+    ),
+    ChartInfo(
+        "probe_heatmap",
+        "Linear probes",
+        probe_heatmap,
+        _probe_heatmap,
+        ("probe_summary",),
+        "Where is each step's value, operation and the number of steps linearly decodable? Out-of-fold score "
+        "per position and layer; * marks probes above chance after Holm's adjustment; chance and the "
+        "shuffled-label baseline in the tooltip.",
+        readouts=("probes",),
+    ),
+]
+
+
 IDENTICAL = (
     "identical for both runs: A and B give this chart the same data (baseline attention), so it is drawn once"
 )
@@ -288,10 +350,12 @@ def build_chart(info: ChartInfo, con: duckdb.DuckDBPyConnection, runs: Runs) -> 
     return with_note(a, IDENTICAL)
 
 
-def charts_for(pair: bool, families: Collection[str] = ()) -> list[ChartInfo]:
+def charts_for(pair: bool, families: Collection[str] = (), readouts: Collection[str] = ()) -> list[ChartInfo]:
     """The charts that apply to one run (pair False) or to two (every chart), in report order: the run
-    charts, then those of the intervention `families` the runs have (FAMILY_CHARTS), then the pair charts."""
+    charts, then those of the intervention `families` the runs have (FAMILY_CHARTS), then those of the
+    `readouts` they have (READOUT_CHARTS), then the pair charts."""
     extra = [info for info in FAMILY_CHARTS if set(info.families) & set(families)]
+    extra += [info for info in READOUT_CHARTS if set(info.readouts) & set(readouts)]
     single = [info for info in CHARTS if not info.pair_only]
     return single + extra + [info for info in CHARTS if pair and info.pair_only]
 
