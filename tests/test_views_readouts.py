@@ -411,3 +411,59 @@ def test_a_failed_runs_rows_are_not_read(db):
         assert [(r["run_id"], r["n"] > 0) for r in counts] == [(RUN_R, True)], view
     stored = rows(db, "SELECT count(*) AS n FROM decoding WHERE run_id = ?", [RUN_F])
     assert stored[0]["n"] > 0  # the rows are there: the views leave them out
+
+
+# --- question_token_roles ----------------------------------------------------------------------------
+def test_question_token_roles_recomputed_from_the_token_weights(db):
+    """Every (layer, query, role) cell from int_question_token_weights and the steps' operands by hand: per
+    problem the role's share of the question weight and of the tokens, averaged over the problems that have
+    the thought's step (EOT: all), with a normal interval of the mean share."""
+    import statistics
+
+    weights = rows(db, "SELECT * FROM int_question_token_weights WHERE run_id = ?", [RUN_R])
+    pid_name = {pid: n for n, pid in PID.items()}
+    roles = ("own_step_operand", "other_step_operand", "other_number", "word")
+    cells: dict[tuple, list[tuple[float, float]]] = {}
+    by_query: dict[tuple, list[dict]] = {}
+    for w in weights:
+        by_query.setdefault((w["problem_id"], w["layer"], w["dst"]), []).append(w)
+    for (pid, layer, dst), tokens in by_query.items():
+        operands = rd.OPERANDS[pid_name[pid]]
+        if dst < 6 and dst >= len(operands):
+            continue  # the problem has no step dst+1
+        own = set(operands[dst]) if dst < 6 else set()
+        every = {x for step in operands for x in step}
+        total = sum(t["weight"] for t in tokens)
+
+        def role(t, own=own, every=every):
+            if t["number"] is None:
+                return "word"
+            return (
+                "own_step_operand"
+                if t["number"] in own
+                else ("other_step_operand" if t["number"] in every else "other_number")
+            )
+
+        for r in roles:
+            mine = [t for t in tokens if role(t) == r]
+            share = sum(t["weight"] for t in mine) / total
+            cells.setdefault((layer, dst, r), []).append((share, len(mine) / len(tokens)))
+    got = {
+        (r["layer"], r["dst"], r["role"]): r
+        for r in rows(db, "SELECT * FROM question_token_roles WHERE run_id = ?", [RUN_R])
+    }
+    assert set(got) == set(cells)
+    for key, values in cells.items():
+        shares = [s for s, _ in values]
+        row = got[key]
+        assert row["n"] == len(values), key
+        assert row["mean_share"] == pytest.approx(statistics.mean(shares), abs=1e-9), key
+        assert row["mean_token_share"] == pytest.approx(statistics.mean(t for _, t in values), abs=1e-12), key
+        if len(values) > 1:
+            half = 1.959963984540054 * statistics.stdev(shares) / math.sqrt(len(values))
+            assert row["ci_low"] == pytest.approx(statistics.mean(shares) - half, abs=1e-9), key
+    # the four roles split each query's attention: their mean shares sum to 1
+    for layer, dst, _ in cells:
+        total = sum(got[(layer, dst, r)]["mean_share"] for r in roles)
+        assert total == pytest.approx(1.0, abs=1e-9)
+    assert any(k[2] == "own_step_operand" and got[k]["mean_share"] > 0 for k in got)
