@@ -28,7 +28,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from analysis.families import mcnemar_exact
 from analysis.frames import fetch
+from analysis.inference import adjust
 
 # The readouts in the order RunStats.readouts lists them, and the staging view whose rows say a run has it.
 READOUTS = ("decoding", "token_attention", "probes")
@@ -93,18 +95,32 @@ def run_readouts(con: duckdb.DuckDBPyConnection, ids: Collection[str]) -> set[st
 
 # --- tables -----------------------------------------------------------------------------------------------
 def decoding_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
-    """thought_decoding's 'step' rows of the run, every layer, match and k."""
-    return fetch(
+    """thought_decoding's 'step' rows of the run, every layer, match and k, with McNemar's exact p of the
+    thought's hits against the control's (p_mcnemar, from the view's discordant pairs hit_only /
+    control_only) and Holm over every row of the table (p_holm: one family, every thought, layer, match
+    and k, so picking the best layer afterwards is covered)."""
+    frame = fetch(
         con,
         f"SELECT * FROM thought_decoding {RUN} AND target = 'step' ORDER BY position, match, k, layer",
         [run_id],
     )
+    if frame.is_empty():
+        return frame
+    p = [
+        None if a is None or b is None else mcnemar_exact(int(a), int(b))
+        for a, b in zip(frame["hit_only"].to_list(), frame["control_only"].to_list(), strict=True)
+    ]
+    frame = frame.with_columns(pl.Series("p_mcnemar", p, pl.Float64))
+    return adjust(frame, "p_mcnemar", "holm", "p_holm")[0]
 
 
-def decoding_best_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+def decoding_best_table(
+    con: duckdb.DuckDBPyConnection, run_id: str, full: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Per thought, match and k: thought_decoding's 'step' row at the layer with the largest lift (ties:
-    the lower layer); layers: how many layers it was picked from."""
-    return fetch(
+    the lower layer); layers: how many layers it was picked from; p_mcnemar and p_holm from `full`
+    (decoding_table: Holm over every layer, so the pick is accounted for)."""
+    best = fetch(
         con,
         "SELECT *, count(*) OVER w AS layers FROM thought_decoding "
         f"{RUN} AND target = 'step' AND lift IS NOT NULL "
@@ -113,6 +129,11 @@ def decoding_best_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataF
         "ORDER BY position, match, k",
         [run_id],
     )
+    full = decoding_table(con, run_id) if full is None else full
+    if best.is_empty() or full.is_empty():
+        return best
+    keys = ["layer", "position", "match", "k"]
+    return best.join(full.select([*keys, "p_mcnemar", "p_holm"]), on=keys, how="left", maintain_order="left")
 
 
 def question_tokens_table(con: duckdb.DuckDBPyConnection, run_id: str, last: bool) -> pl.DataFrame:
@@ -161,9 +182,10 @@ def probe_tables(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[pl.DataFr
 def readout_tables(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pl.DataFrame]:
     """Every readout table of RunStats for the run (empty frames for readouts it lacks)."""
     probe_best, probes = probe_tables(con, run_id)
+    decoding = decoding_table(con, run_id)
     return {
-        "decoding_best": decoding_best_table(con, run_id),
-        "decoding": decoding_table(con, run_id),
+        "decoding_best": decoding_best_table(con, run_id, decoding),
+        "decoding": decoding,
         "question_tokens": question_tokens_table(con, run_id, last=True),
         "question_tokens_by_layer": question_tokens_table(con, run_id, last=False),
         "operand_best": operand_best_table(con, run_id),
@@ -207,7 +229,8 @@ def _interval(row: dict[str, Any]) -> str:
 def findings_decoding(decoding: pl.DataFrame) -> list[str]:
     """Does a thought decode (logit lens) to its own step's value more often than to another problem's?
     The thought x layer cell with the largest lift at the default match and the stored top-k; it counts as
-    above the control when its Wilson interval lies wholly above the control rate."""
+    above the control when McNemar's exact test of its hits against the control's, paired per problem and
+    Holm-adjusted over every cell of decoding_table (p_holm), is below 0.05 with a positive lift."""
     k = default_k(decoding)
     if k is None:
         return []
@@ -220,24 +243,29 @@ def findings_decoding(decoding: pl.DataFrame) -> list[str]:
     if rows.is_empty():
         return [f"Decoding: no thought has a step value to decode ({DEFAULT_MATCH} match, top-{k})."]
     top = rows.sort(["lift", "layer"], descending=[True, False]).row(0, named=True)
-    above = rows.filter(pl.col("ci_low") > pl.col("control_rate"))
+    holm = "p_holm" in rows.columns
+
+    def clears(row: dict[str, Any]) -> bool:
+        return bool(holm and row["p_holm"] is not None and row["p_holm"] < 0.05 and row["lift"] > 0)
+
+    above = [r for r in rows.iter_rows(named=True) if clears(r)]
+    p_text = f", McNemar Holm p = {top['p_holm']:.2g}" if holm and top["p_holm"] is not None else ""
     cell = (
         f"{top['position_name']} at layer {top['layer']} decodes to its step's value in "
         f"{_pct(top['rate'])} of {top['n']} problems {_interval(top)} vs {_pct(top['control_rate'])} for "
-        f"another problem's value (lift {top['lift']:+.1%}; top-{k}, {DEFAULT_MATCH} match)"
+        f"another problem's value (lift {top['lift']:+.1%}{p_text}; top-{k}, {DEFAULT_MATCH} match)"
     )
-    picked = f"the largest lift of {rows.height} thought x layer cells, picked after seeing them"
-    if top["ci_low"] is not None and top["control_rate"] is not None and top["ci_low"] > top["control_rate"]:
-        others = sorted(set(above["position_name"].to_list()) - {top["position_name"]})
+    family = f"Holm over all {decoding.height} thought x layer x match x k cells"
+    if clears(top):
+        others = sorted({r["position_name"] for r in above} - {top["position_name"]})
         more = f"; {', '.join(others)} also clear the control at some layer" if others else ""
         return [
-            f"Decoding: {cell}: its 95% interval lies above the control rate (the control's own uncertainty "
-            f"not counted; {picked}, so optimistic)"
-            f"{more}."
+            f"Decoding: {cell}: above the control ({family}; the largest lift is picked after seeing them, "
+            f"so its size is optimistic){more}."
         ]
     return [
-        "Decoding: no thought decodes its step's value clearly above the control (no 95% interval lies "
-        f"above its control rate); the largest lift: {cell}."
+        "Decoding: no thought decodes its step's value clearly above the control (no paired McNemar test "
+        f"survives {family}); the largest lift: {cell}."
     ]
 
 

@@ -819,6 +819,7 @@ SECTIONS = {
             "ci_high",
             "control_rate",
             "lift",
+            "p_holm",
         ],
     ),
     "question_tokens": (

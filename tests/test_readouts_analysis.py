@@ -122,6 +122,27 @@ def test_decoding_tables_are_the_views_rows(db, stats):
     assert (t0["layer"], t0["n"], t0["hits"], t0["control_hits"]) == (1, 3, 2, 1)
 
 
+def test_decoding_p_values_are_mcnemar_on_the_views_discordant_pairs_with_holm_over_the_table(stats):
+    """p_mcnemar: the exact binomial test of hit_only against control_only (scipy); p_holm: statsmodels' Holm
+    over every row of the decoding table; the best-layer rows carry their cell's p's."""
+    from scipy.stats import binomtest
+    from statsmodels.stats.multitest import multipletests
+
+    table = stats[RUN_R].decoding
+    for row in table.iter_rows(named=True):
+        a, b = row["hit_only"], row["control_only"]
+        want = 1.0 if a + b == 0 else binomtest(a, a + b, 0.5).pvalue
+        assert row["p_mcnemar"] == pytest.approx(want), row
+    assert table["p_holm"].to_list() == pytest.approx(
+        list(multipletests(table["p_mcnemar"].to_list(), method="holm")[1])
+    )
+    keys = ["layer", "position", "match", "k"]
+    by_cell = {tuple(r[k] for k in keys): r for r in table.iter_rows(named=True)}
+    for row in stats[RUN_R].decoding_best.iter_rows(named=True):
+        cell = by_cell[tuple(row[k] for k in keys)]
+        assert (row["p_mcnemar"], row["p_holm"]) == (cell["p_mcnemar"], cell["p_holm"])
+
+
 def test_question_token_tables_are_the_views_rows(db, stats):
     last = rows(
         db, "SELECT * FROM question_token_routing WHERE run_id = ? AND layer = 1 AND rank <= 5", [RUN_R]
