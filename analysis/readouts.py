@@ -52,8 +52,9 @@ DECODING_NOTE = (
     "read as a number equals the value; leading: an all-digit token that begins the value (weak evidence "
     "with a digit-by-digit tokenizer); k: the top-1 token, or any of the stored top-k; control_rate: the "
     "same test against another problem's value (the next by ordinal), what chance matches give; lift = "
-    "rate - control_rate; ci_low, ci_high: 95% Wilson interval over problems; the best layer of `layers` is "
-    "picked after seeing them all, so its lift is optimistic."
+    "rate - control_rate; ci_low, ci_high: 95% Wilson interval over problems; p_holm: McNemar's exact test "
+    "of the problems' hits against the control's (paired per problem), Holm over every thought, layer, match "
+    "and k of the run; the best layer of `layers` is picked after seeing them all, so its lift is optimistic."
 )
 OPERAND_NOTE = (
     "hit: one of the thought's m most attended question tokens (heads averaged) is part of an operand of its "
@@ -70,9 +71,18 @@ PROBE_NOTE = (
     "a probe shows that the information is linearly present in the state (out-of-fold score over problems), "
     "not that the model uses it: compare with the causal importance of the same thought (importance by "
     "thought). score: R^2 (value) or accuracy (operation, n_steps); chance: R^2 0 or the majority class; "
-    "shuffled, shuffled_high: mean and 95th percentile of the same probe fitted on shuffled labels; p_holm: "
-    "the permutation p Holm-adjusted over every probe of the run's current probe set (the view's); the best "
-    "(position, layer) is picked after seeing the scores, so its score is optimistic."
+    "shuffled, shuffled_high: mean and 95th percentile of the same probe fitted on shuffled labels; p_value: "
+    "the permutation p (floor 1/(1 + permutations)); p_holm: the analytic p (binomial against chance, or "
+    "Pearson r of out-of-fold predictions) Holm-adjusted over every probe of the run's current probe set "
+    "(the view's); above_chance also needs the score above shuffled_high; the best (position, layer) is "
+    "picked after seeing the scores, so its score is optimistic."
+)
+ROLES_NOTE = (
+    "role of a question token: own_step_operand (part of an operand of the thought's step, k+1 for Tk), "
+    "other_step_operand, other_number, word; mean_share: the role's share of the query's question attention "
+    "(heads averaged), averaged over problems (for Tk those with step k+1) with a normal 95% interval; "
+    "mean_token_share: the role's share of the question's tokens (uniform attention); enrichment = "
+    "mean_share / mean_token_share."
 )
 STEP_TARGETS = {"value": "the value", "operation": "the operation"}
 
@@ -157,6 +167,17 @@ def operand_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     )
 
 
+def token_roles_table(con: duckdb.DuckDBPyConnection, run_id: str, last: bool) -> pl.DataFrame:
+    """question_token_roles of the run, at its last layer (`last`) or every layer."""
+    layer = " AND layer = (SELECT max(layer) FROM question_token_roles WHERE run_id = ?)" if last else ""
+    order = "CASE role WHEN 'own_step_operand' THEN 0 WHEN 'other_step_operand' THEN 1 WHEN 'other_number' "
+    return fetch(
+        con,
+        f"SELECT * FROM question_token_roles {RUN}{layer} ORDER BY layer, dst, {order}THEN 2 ELSE 3 END",
+        [run_id, run_id] if last else [run_id],
+    )
+
+
 def operand_best_table(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
     """Per thought and m: thought_operand_reading's 'step' row at the layer with the largest lift (ties: the
     lower layer); layers: how many layers it was picked from."""
@@ -188,6 +209,8 @@ def readout_tables(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, pl.
         "decoding": decoding,
         "question_tokens": question_tokens_table(con, run_id, last=True),
         "question_tokens_by_layer": question_tokens_table(con, run_id, last=False),
+        "token_roles": token_roles_table(con, run_id, last=True),
+        "token_roles_by_layer": token_roles_table(con, run_id, last=False),
         "operand_best": operand_best_table(con, run_id),
         "operand_reading": operand_table(con, run_id),
         "probe_best": probe_best,

@@ -64,6 +64,7 @@ from analysis.readouts import (
     OPERAND_NOTE,
     PROBE_NOTE,
     READOUTS,
+    ROLES_NOTE,
     TOKENS_NOTE,
     TOP_TOKENS,
     findings_readouts,
@@ -332,6 +333,8 @@ READOUT_TABLES: dict[str, tuple[str, ...]] = {
     "decoding": ("decoding",),
     "question_tokens": ("token_attention",),
     "question_tokens_by_layer": ("token_attention",),
+    "token_roles": ("token_attention",),
+    "token_roles_by_layer": ("token_attention",),
     "operand_best": ("token_attention",),
     "operand_reading": ("token_attention",),
     "probe_best": ("probes",),
@@ -402,6 +405,8 @@ class RunStats:
     decoding: pl.DataFrame = field(default_factory=pl.DataFrame)
     question_tokens: pl.DataFrame = field(default_factory=pl.DataFrame)
     question_tokens_by_layer: pl.DataFrame = field(default_factory=pl.DataFrame)
+    token_roles: pl.DataFrame = field(default_factory=pl.DataFrame)  # question_token_roles, last layer
+    token_roles_by_layer: pl.DataFrame = field(default_factory=pl.DataFrame)
     operand_best: pl.DataFrame = field(default_factory=pl.DataFrame)
     operand_reading: pl.DataFrame = field(default_factory=pl.DataFrame)
     probe_best: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -836,6 +841,22 @@ SECTIONS = {
             "is_number",
         ],
     ),
+    "token_roles": (
+        "Question tokens by role: how each thought's attention to the question splits between its own step's "
+        "operands, other steps' operands, other numbers and words, at the last layer (question_token_roles; "
+        "every layer in --json)",
+        [
+            "layer",
+            "dst_name",
+            "role",
+            "n",
+            "mean_share",
+            "ci_low",
+            "ci_high",
+            "mean_token_share",
+            "enrichment",
+        ],
+    ),
     "operand_best": (
         "Question tokens: does thought Tk attend to its step's operands? Per thought and m, the layer with "
         "the largest lift over m tokens drawn at random (thought_operand_reading, operands_of 'step'; every "
@@ -880,6 +901,7 @@ EMPTY = {
     "decoding_best": "(no rows: no problem of the run has an annotated step for a thought)",
     "question_tokens": "(no rows: no question-token attention)",
     "operand_best": "(no rows: no problem has a step whose operands are written in the question)",
+    "token_roles": "(no rows: no question-token attention)",
     "probe_best": "(no rows)",
 }
 
@@ -890,6 +912,7 @@ FINDINGS = {  # sentences printed under a table
     "decoding_best": lambda _: [f"note: {DECODING_NOTE}"],
     "question_tokens": lambda _: [f"note: {TOKENS_NOTE}"],
     "operand_best": lambda _: [f"note: {OPERAND_NOTE}"],
+    "token_roles": lambda _: [f"note: {ROLES_NOTE}"],
     "probe_best": lambda _: [f"note: {PROBE_NOTE}"],
 }
 

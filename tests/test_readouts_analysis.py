@@ -158,6 +158,9 @@ def test_question_token_tables_are_the_views_rows(db, stats):
     for row in stats[RUN_R].operand_best.iter_rows(named=True):
         cells = [r for r in operands if (r["dst"], r["m"]) == (row["dst"], row["m"])]
         same(pl.DataFrame([row]), [max(cells, key=lambda r: (r["lift"], -r["layer"]))], ["layer", "dst", "m"])
+    roles = rows(db, "SELECT * FROM question_token_roles WHERE run_id = ?", [RUN_R])
+    same(stats[RUN_R].token_roles_by_layer, roles, ["layer", "dst", "role"])
+    same(stats[RUN_R].token_roles, [r for r in roles if r["layer"] == 1], ["layer", "dst", "role"])
 
 
 def test_probe_tables_are_the_views_rows(db, stats):
