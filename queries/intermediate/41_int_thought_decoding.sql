@@ -81,7 +81,13 @@ targets AS (
     FROM (SELECT DISTINCT run_id, problem_id, ordinal, target, match, position FROM target_values)
     WINDOW w AS (PARTITION BY run_id, target, match, position ORDER BY ordinal, problem_id)
 ),
-own AS (
+-- each problem's tokens tested against its own target value (side 'own') and its control problem's ('control')
+sides AS (
+    SELECT *, 'own' AS side, problem_id AS value_problem_id FROM targets
+    UNION ALL
+    SELECT *, 'control', control_problem_id FROM targets WHERE control_problem_id IS NOT NULL
+),
+ranked AS (
     SELECT
         t.run_id,
         t.problem_id,
@@ -89,36 +95,24 @@ own AS (
         t.position,
         t.target,
         t.match,
+        t.side,
         t.control_problem_id,
         min(r.rank) FILTER (
             WHERE CASE t.match WHEN 'exact' THEN r.number = v.value
                                ELSE r.digits AND starts_with(v.integer_text, r.text) END
         ) AS best_rank
-    FROM targets t
+    FROM sides t
     JOIN target_values v
-        ON v.run_id = t.run_id AND v.problem_id = t.problem_id AND v.target = t.target
+        ON v.run_id = t.run_id AND v.problem_id = t.value_problem_id AND v.target = t.target
         AND v.match = t.match AND v.position = t.position
     JOIN read r ON r.run_id = t.run_id AND r.problem_id = t.problem_id AND r.position = t.position
     GROUP BY ALL
 ),
+own AS (SELECT * EXCLUDE (side) FROM ranked WHERE side = 'own'),
 control AS (
-    SELECT
-        t.run_id,
-        t.problem_id,
-        r.layer,
-        t.position,
-        t.target,
-        t.match,
-        min(r.rank) FILTER (
-            WHERE CASE t.match WHEN 'exact' THEN r.number = v.value
-                               ELSE r.digits AND starts_with(v.integer_text, r.text) END
-        ) AS control_best_rank
-    FROM targets t
-    JOIN target_values v
-        ON v.run_id = t.run_id AND v.problem_id = t.control_problem_id AND v.target = t.target
-        AND v.match = t.match AND v.position = t.position
-    JOIN read r ON r.run_id = t.run_id AND r.problem_id = t.problem_id AND r.position = t.position
-    GROUP BY ALL
+    SELECT * EXCLUDE (side, best_rank, control_problem_id), best_rank AS control_best_rank
+    FROM ranked
+    WHERE side = 'control'
 )
 SELECT
     o.run_id,

@@ -30,6 +30,7 @@ SELECT
     target,
     step,
     position,
+    pos.name AS position_name,
     layer,
     estimator,
     metric,
@@ -51,4 +52,5 @@ SELECT
     permutations,
     settings,
     created_at
-FROM adjusted;
+FROM adjusted
+LEFT JOIN positions pos ON pos.code = adjusted.position;

@@ -3,30 +3,8 @@
 -- seeing the scores, so its score is optimistic; p_holm is adjusted over every probe of the set (not only
 -- this one), which accounts for that choice. step is NULL for the n_steps target.
 CREATE OR REPLACE VIEW probe_best AS
-SELECT
-    p.run_id,
-    p.probe_set,
-    p.target,
-    p.step,
-    p.position,
-    pos.name AS position_name,
-    p.layer,
-    p.estimator,
-    p.metric,
-    p.score,
-    p.ci_low,
-    p.ci_high,
-    p.chance,
-    p.lift,
-    p.shuffled,
-    p.shuffled_high,
-    p.p_value,
-    p.p_analytic,
-    p.p_holm,
-    p.above_chance,
-    p.n
-FROM int_probe_tests p
-LEFT JOIN positions pos ON pos.code = p.position
+SELECT * EXCLUDE (n_tests, n_classes, folds, permutations, settings, created_at)
+FROM int_probe_tests
 QUALIFY row_number() OVER (
-    PARTITION BY p.run_id, p.target, p.step ORDER BY p.score DESC NULLS LAST, p.layer, p.position
+    PARTITION BY run_id, target, step ORDER BY score DESC NULLS LAST, layer, position
 ) = 1;
